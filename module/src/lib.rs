@@ -1,0 +1,1 @@
+//! module.yaml model (being written).

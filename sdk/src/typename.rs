@@ -1,0 +1,181 @@
+//! Type names (`namespace/name`) and function addresses.
+//!
+//! StateFun names every function type, message type and egress with a
+//! `TypeName`. The namespace is everything before the *last* `/`, so
+//! `type.googleapis.com/io.statefun.sdk.egress.KafkaProducerRecord` and
+//! `com.example/greeter` both parse.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::SdkError;
+
+/// A `namespace/name` pair naming a function type, a message type or an egress.
+///
+/// ```
+/// use statefun_sdk::TypeName;
+/// let t = TypeName::parse("example/greeter").unwrap();
+/// assert_eq!(t.namespace(), "example");
+/// assert_eq!(t.name(), "greeter");
+/// assert_eq!(t.to_string(), "example/greeter");
+/// assert!(TypeName::parse("no-namespace").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TypeName {
+    /// The full `namespace/name` text; `split` is the index of the last `/`.
+    full: Arc<str>,
+    split: usize,
+}
+
+impl TypeName {
+    /// Builds a type name from its two parts; both must be non-empty and the name must not contain `/`.
+    pub fn new(namespace: &str, name: &str) -> Result<Self, SdkError> {
+        Self::parse(&format!("{namespace}/{name}"))
+    }
+
+    /// Parses `namespace/name`, splitting at the last `/`.
+    pub fn parse(text: &str) -> Result<Self, SdkError> {
+        let split = text.rfind('/').ok_or_else(|| {
+            SdkError::InvalidTypeName(format!(
+                "`{text}` has no namespace; write it as `<namespace>/<name>`"
+            ))
+        })?;
+        if split == 0 {
+            return Err(SdkError::InvalidTypeName(format!(
+                "`{text}` has an empty namespace; write it as `<namespace>/<name>`"
+            )));
+        }
+        if split + 1 == text.len() {
+            return Err(SdkError::InvalidTypeName(format!(
+                "`{text}` has an empty name; write it as `<namespace>/<name>`"
+            )));
+        }
+        if text.chars().any(char::is_whitespace) {
+            return Err(SdkError::InvalidTypeName(format!(
+                "`{text}` contains white space"
+            )));
+        }
+        Ok(TypeName {
+            full: Arc::from(text),
+            split,
+        })
+    }
+
+    /// The namespace: everything before the last `/`.
+    pub fn namespace(&self) -> &str {
+        &self.full[..self.split]
+    }
+
+    /// The name: everything after the last `/`.
+    pub fn name(&self) -> &str {
+        &self.full[self.split + 1..]
+    }
+
+    /// The whole `namespace/name` text.
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+}
+
+impl fmt::Display for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.full)
+    }
+}
+
+impl fmt::Debug for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TypeName({})", self.full)
+    }
+}
+
+/// Serialized as its `namespace/name` text; deserializing validates it.
+impl Serialize for TypeName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.full)
+    }
+}
+
+impl<'de> Deserialize<'de> for TypeName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        TypeName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for TypeName {
+    type Err = SdkError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TypeName::parse(s)
+    }
+}
+
+/// The address of a virtual function instance: its function type and an id.
+///
+/// ```
+/// use statefun_sdk::{Address, TypeName};
+/// let a = Address::new(TypeName::parse("example/greeter").unwrap(), "alice");
+/// assert_eq!(a.to_string(), "example/greeter/alice");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Address {
+    /// The function type.
+    pub function_type: TypeName,
+    /// The instance id (any UTF-8 string; ingress records use their key).
+    pub id: String,
+}
+
+impl Address {
+    /// Creates an address.
+    pub fn new(function_type: TypeName, id: impl Into<String>) -> Self {
+        Address {
+            function_type,
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.function_type, self.id)
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Address({}/{})", self.function_type, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_last_slash() {
+        let t = TypeName::parse("type.googleapis.com/io.statefun.sdk.egress.KafkaProducerRecord")
+            .unwrap();
+        assert_eq!(t.namespace(), "type.googleapis.com");
+        assert_eq!(t.name(), "io.statefun.sdk.egress.KafkaProducerRecord");
+        let t = TypeName::parse("a/b/c").unwrap();
+        assert_eq!(t.namespace(), "a/b");
+        assert_eq!(t.name(), "c");
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for bad in ["", "x", "/x", "x/", "a b/c"] {
+            assert!(TypeName::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn serde_roundtrip() {
+        let t = TypeName::parse("ns/fn").unwrap();
+        let json = serde_json::to_string(&t).unwrap();
+        let back: TypeName = serde_json::from_str(&json).unwrap();
+        assert_eq!(t, back);
+        assert_eq!(back.name(), "fn");
+    }
+}

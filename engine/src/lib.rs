@@ -1,1 +1,34 @@
-//! engine (being written).
+//! The statefun-rs runtime: Apache Flink StateFun's programming model on
+//! timely-dataflow.
+//!
+//! Functions are virtual instances addressed by `namespace/type` + id, with
+//! private state, messaging each other freely (cycles included), fed by
+//! ingresses and writing to egresses declared in a StateFun `module.yaml`.
+//!
+//! * [`run_from_args`] is the `statefun` command line for a binary that
+//!   registers its own Rust functions in a [`FunctionRegistry`].
+//! * [`dataflow::build_function_graph`] builds the function graph inside a
+//!   caller's timely scope, so it can be embedded in a larger dataflow.
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod clock;
+pub mod dataflow;
+pub mod envelope;
+pub mod invoke;
+pub mod keygroup;
+pub mod registry;
+pub mod runner;
+pub mod shared;
+pub mod state;
+pub mod timers;
+
+pub use app::{Application, Settings};
+pub use cli::run_from_args;
+pub use envelope::Envelope;
+pub use registry::FunctionRegistry;
+pub use runner::{run_module, RunError, RunOptions};
+pub use shared::Shared;

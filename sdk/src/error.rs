@@ -14,6 +14,14 @@ pub enum SdkError {
         /// Why decoding failed.
         reason: String,
     },
+    /// A value that its type's codec could not encode (only JSON types can fail).
+    #[error("cannot encode a value of type `{typename}`: {reason}")]
+    Encode {
+        /// The type of the value.
+        typename: String,
+        /// Why encoding failed.
+        reason: String,
+    },
     /// A message or state value whose type is not the one asked for.
     #[error("type mismatch: expected `{expected}`, found `{found}`")]
     TypeMismatch {
@@ -25,6 +33,9 @@ pub enum SdkError {
     /// A state access for a value spec the function did not register.
     #[error("state value `{0}` is not registered for this function type; register its ValueSpec")]
     UnknownState(String),
+    /// A function spec or value spec that is not valid (bad or duplicate state names, ...).
+    #[error("{0}")]
+    InvalidSpec(String),
     /// A builder was missing a required field.
     #[error("{0}")]
     Incomplete(String),

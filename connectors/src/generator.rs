@@ -1,0 +1,416 @@
+//! The generator ingress: synthetic records for benchmarks and smoke tests.
+//!
+//! It is a throughput benchmark source, so the per-record work is kept to two
+//! small allocations (key and value); everything else is precomputed.
+
+use std::time::{Duration, Instant};
+
+use statefun_sdk::{IngressMetadata, TypeName};
+
+use crate::codec::{
+    encode_primitive_from_text, BOOL_TYPENAME, DOUBLE_TYPENAME, FLOAT_TYPENAME, INT_TYPENAME,
+    LONG_TYPENAME, STRING_TYPENAME,
+};
+use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus};
+
+/// The configuration of a generator ingress.
+#[derive(Clone, Debug)]
+pub struct GeneratorConfig {
+    /// The ingress id.
+    pub id: TypeName,
+    /// The type name of the generated values; decides their content (see
+    /// [`GeneratorSource`]).
+    pub value_type: String,
+    /// The number of distinct keys (function ids `0`..`keys`); `0` is taken as 1.
+    pub keys: u64,
+    /// Records per second over all workers; `0` means as fast as possible.
+    pub rate: f64,
+    /// Records over all workers; `0` means unbounded.
+    pub count: u64,
+    /// The size of string and raw values in characters/bytes (100 is the
+    /// usual default).
+    pub value_size: usize,
+}
+
+/// A source of synthetic records.
+///
+/// Worker `w` of `p` produces the global sequence numbers `w, w + p, w + 2p, …`
+/// (below `count` unless it is 0), so the workers together produce every
+/// sequence number exactly once without coordinating. The key of sequence `s`
+/// is the decimal text of `s % keys`, which spreads load evenly over
+/// `keys` function instances.
+///
+/// Values by `value_type`:
+/// * `io.statefun.types/string`: a `StringWrapper` of `value_size` ASCII
+///   characters (the same for every record);
+/// * `io.statefun.types/int` / `long`: the sequence number (truncated to `i32`
+///   for `int`); `float`/`double`: the sequence number as a float;
+///   `bool`: whether it is odd — so every primitive value decodes;
+/// * any other type: `value_size` raw bytes.
+///
+/// With `rate > 0` this worker is paced at `rate / p` records per second,
+/// measured from its first poll. After a stall it catches up (bounded per poll
+/// by `max`), so the long-run rate holds and latency measurements include the
+/// backlog instead of hiding it (no coordinated omission).
+pub struct GeneratorSource {
+    /// The next sequence number this worker produces.
+    next: u64,
+    stride: u64,
+    /// Exclusive bound on sequence numbers; `u64::MAX` when unbounded.
+    end: u64,
+    keys: u64,
+    value: ValueKind,
+    /// Seconds between two records of this worker; `None` = unpaced.
+    interval: Option<f64>,
+    started: Option<Instant>,
+    stats: SourceStats,
+}
+
+/// How values are made.
+enum ValueKind {
+    /// The same bytes for every record.
+    Fixed(Vec<u8>),
+    /// `IntWrapper` of the sequence number truncated to `i32`.
+    Int,
+    /// `LongWrapper` of the sequence number.
+    Long,
+    /// `FloatWrapper` of the sequence number.
+    Float,
+    /// `DoubleWrapper` of the sequence number.
+    Double,
+    /// `BooleanWrapper`: odd sequence numbers are `true`.
+    Bool,
+}
+
+impl ValueKind {
+    /// Encodes the value of sequence `s`: proto3 wrappers with field 1, and
+    /// like prost, nothing at all for a zero/false value.
+    fn make(&self, s: u64) -> Vec<u8> {
+        fn wrap(tag: u8, bytes: &[u8], zero: bool) -> Vec<u8> {
+            if zero {
+                return Vec::new();
+            }
+            let mut v = Vec::with_capacity(1 + bytes.len());
+            v.push(tag);
+            v.extend_from_slice(bytes);
+            v
+        }
+        match self {
+            ValueKind::Fixed(bytes) => bytes.clone(),
+            ValueKind::Int => {
+                let x = s as i32;
+                wrap(0x0d, &x.to_le_bytes(), x == 0)
+            }
+            ValueKind::Long => {
+                let x = s as i64;
+                wrap(0x09, &x.to_le_bytes(), x == 0)
+            }
+            ValueKind::Float => {
+                let x = s as f32;
+                wrap(0x0d, &x.to_le_bytes(), s == 0)
+            }
+            ValueKind::Double => {
+                let x = s as f64;
+                wrap(0x09, &x.to_le_bytes(), s == 0)
+            }
+            ValueKind::Bool => wrap(0x08, &[1], s % 2 == 0),
+        }
+    }
+}
+
+/// The decimal digits of `n`, without going through `fmt`.
+fn decimal(mut n: u64) -> Vec<u8> {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[i..].to_vec()
+}
+
+/// `size` ASCII characters of a recognisable pattern.
+fn ascii_text(size: usize) -> String {
+    const PATTERN: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    PATTERN
+        .iter()
+        .cycle()
+        .take(size)
+        .map(|&b| b as char)
+        .collect()
+}
+
+impl GeneratorSource {
+    /// Creates the generator of worker `worker_index` of `peers`.
+    pub fn new(config: GeneratorConfig, worker_index: usize, peers: usize) -> GeneratorSource {
+        let stride = peers.max(1) as u64;
+        let value = match config.value_type.as_str() {
+            STRING_TYPENAME => {
+                match encode_primitive_from_text(STRING_TYPENAME, &ascii_text(config.value_size)) {
+                    Some(Ok(bytes)) => ValueKind::Fixed(bytes),
+                    // Encoding a string cannot fail; fall back to raw text.
+                    _ => ValueKind::Fixed(ascii_text(config.value_size).into_bytes()),
+                }
+            }
+            INT_TYPENAME => ValueKind::Int,
+            LONG_TYPENAME => ValueKind::Long,
+            FLOAT_TYPENAME => ValueKind::Float,
+            DOUBLE_TYPENAME => ValueKind::Double,
+            BOOL_TYPENAME => ValueKind::Bool,
+            _ => ValueKind::Fixed(ascii_text(config.value_size).into_bytes()),
+        };
+        let interval =
+            (config.rate > 0.0 && config.rate.is_finite()).then(|| stride as f64 / config.rate);
+        GeneratorSource {
+            next: worker_index as u64,
+            stride,
+            end: if config.count == 0 {
+                u64::MAX
+            } else {
+                config.count
+            },
+            keys: config.keys.max(1),
+            value,
+            interval,
+            started: None,
+            stats: SourceStats::default(),
+        }
+    }
+}
+
+impl Source for GeneratorSource {
+    fn poll(
+        &mut self,
+        out: &mut Vec<SourceRecord>,
+        max: usize,
+    ) -> Result<SourceStatus, ConnectorError> {
+        if self.next >= self.end {
+            return Ok(SourceStatus::Exhausted);
+        }
+        let mut budget = max as u64;
+        let mut paced = None;
+        if let Some(interval) = self.interval {
+            let started = *self.started.get_or_insert_with(Instant::now);
+            let elapsed = started.elapsed().as_secs_f64();
+            // Record n (0-based, of this worker) is due at n * interval.
+            let due = (elapsed / interval).floor() as u64 + 1;
+            let allowed = due.saturating_sub(self.stats.records);
+            if allowed == 0 {
+                let wait = self.stats.records as f64 * interval - elapsed;
+                return Ok(SourceStatus::Idle {
+                    retry_after: Some(Duration::from_secs_f64(wait.max(0.0))),
+                });
+            }
+            if allowed <= budget {
+                budget = allowed;
+                paced = Some(interval);
+            }
+        }
+        out.reserve(budget.min(self.end.saturating_sub(self.next)) as usize);
+        while budget > 0 && self.next < self.end {
+            let s = self.next;
+            out.push(SourceRecord {
+                key: Some(decimal(s % self.keys)),
+                value: Some(self.value.make(s)),
+                route: 0,
+                metadata: IngressMetadata::Generator { sequence: s },
+            });
+            self.stats.records += 1;
+            budget -= 1;
+            self.next = s.saturating_add(self.stride);
+        }
+        if self.next >= self.end {
+            // Exhausted is reported by the next call, which appends nothing.
+            return Ok(SourceStatus::Ready);
+        }
+        Ok(match paced {
+            Some(interval) => {
+                let elapsed = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                let wait = self.stats.records as f64 * interval - elapsed;
+                if wait > 0.0 {
+                    SourceStatus::Idle {
+                        retry_after: Some(Duration::from_secs_f64(wait)),
+                    }
+                } else {
+                    SourceStatus::Ready
+                }
+            }
+            None => SourceStatus::Ready,
+        })
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::decode_primitive_to_text;
+
+    fn config(value_type: &str, count: u64) -> GeneratorConfig {
+        GeneratorConfig {
+            id: TypeName::parse("bench/gen").unwrap(),
+            value_type: value_type.to_string(),
+            keys: 4,
+            rate: 0.0,
+            count,
+            value_size: 100,
+        }
+    }
+
+    fn drain(source: &mut GeneratorSource, max: usize) -> Vec<SourceRecord> {
+        let mut out = Vec::new();
+        loop {
+            match source.poll(&mut out, max).unwrap() {
+                SourceStatus::Ready => {}
+                SourceStatus::Exhausted => return out,
+                SourceStatus::Idle { .. } => panic!("an unpaced generator is never idle"),
+            }
+        }
+    }
+
+    #[test]
+    fn workers_partition_the_sequence() {
+        let mut all = Vec::new();
+        for w in 0..3 {
+            let mut g = GeneratorSource::new(config("io.statefun.types/long", 100), w, 3);
+            let records = drain(&mut g, 7);
+            assert_eq!(g.stats().records, records.len() as u64);
+            for r in &records {
+                let IngressMetadata::Generator { sequence } = r.metadata else {
+                    panic!("wrong metadata {:?}", r.metadata);
+                };
+                assert_eq!(sequence % 3, w as u64);
+                assert_eq!(
+                    r.key.as_deref(),
+                    Some((sequence % 4).to_string().as_bytes())
+                );
+                assert_eq!(r.route, 0);
+                let text = decode_primitive_to_text(LONG_TYPENAME, r.value.as_ref().unwrap());
+                assert_eq!(text.unwrap().unwrap(), sequence.to_string());
+                all.push(sequence);
+            }
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn values_match_the_sdk_encodings() {
+        for (typename, kind) in [
+            (INT_TYPENAME, ValueKind::Int),
+            (LONG_TYPENAME, ValueKind::Long),
+            (FLOAT_TYPENAME, ValueKind::Float),
+            (DOUBLE_TYPENAME, ValueKind::Double),
+        ] {
+            for s in [0u64, 1, 7, 255, 1 << 20] {
+                let expected = encode_primitive_from_text(typename, &s.to_string());
+                assert_eq!(kind.make(s), expected.unwrap().unwrap(), "{typename} {s}");
+            }
+        }
+        for s in [0u64, 1, 2, 3] {
+            let expected = encode_primitive_from_text(BOOL_TYPENAME, &(s % 2 == 1).to_string());
+            assert_eq!(ValueKind::Bool.make(s), expected.unwrap().unwrap());
+        }
+        // int truncates to i32.
+        let big = (1u64 << 32) + 5;
+        assert_eq!(
+            ValueKind::Int.make(big),
+            encode_primitive_from_text(INT_TYPENAME, "5")
+                .unwrap()
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn value_sizes() {
+        let mut cfg = config(STRING_TYPENAME, 3);
+        cfg.value_size = 37;
+        let records = drain(&mut GeneratorSource::new(cfg, 0, 1), 10);
+        assert_eq!(records.len(), 3);
+        for r in &records {
+            let text = decode_primitive_to_text(STRING_TYPENAME, r.value.as_ref().unwrap());
+            let text = text.unwrap().unwrap();
+            assert_eq!(text.len(), 37);
+            assert!(text.is_ascii());
+        }
+        let mut cfg = config("com.example/Blob", 2);
+        cfg.value_size = 1000;
+        let records = drain(&mut GeneratorSource::new(cfg, 0, 1), 10);
+        assert!(records
+            .iter()
+            .all(|r| r.value.as_ref().unwrap().len() == 1000));
+        let mut cfg = config("com.example/Blob", 2);
+        cfg.value_size = 0;
+        let records = drain(&mut GeneratorSource::new(cfg, 0, 1), 10);
+        assert!(records.iter().all(|r| r.value.as_ref().unwrap().is_empty()));
+    }
+
+    #[test]
+    fn max_bounds_a_poll_and_exhaustion_comes_alone() {
+        let mut g = GeneratorSource::new(config(LONG_TYPENAME, 5), 0, 1);
+        let mut out = Vec::new();
+        assert_eq!(g.poll(&mut out, 3).unwrap(), SourceStatus::Ready);
+        assert_eq!(out.len(), 3);
+        assert_eq!(g.poll(&mut out, 3).unwrap(), SourceStatus::Ready);
+        assert_eq!(out.len(), 5);
+        assert_eq!(g.poll(&mut out, 3).unwrap(), SourceStatus::Exhausted);
+        assert_eq!(out.len(), 5);
+    }
+
+    #[test]
+    fn more_workers_than_records() {
+        let mut g = GeneratorSource::new(config(LONG_TYPENAME, 2), 5, 8);
+        let mut out = Vec::new();
+        assert_eq!(g.poll(&mut out, 10).unwrap(), SourceStatus::Exhausted);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn unbounded_keeps_going() {
+        let mut g = GeneratorSource::new(config(LONG_TYPENAME, 0), 0, 1);
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            assert_eq!(g.poll(&mut out, 100).unwrap(), SourceStatus::Ready);
+        }
+        assert_eq!(out.len(), 1000);
+    }
+
+    #[test]
+    fn rate_paces_the_worker() {
+        let mut cfg = config(LONG_TYPENAME, 0);
+        cfg.rate = 20.0; // 10/s per worker with 2 workers
+        let mut g = GeneratorSource::new(cfg, 1, 2);
+        let mut out = Vec::new();
+        let status = g.poll(&mut out, 100).unwrap();
+        assert_eq!(out.len(), 1, "the first record is due at once");
+        let SourceStatus::Idle {
+            retry_after: Some(wait),
+        } = status
+        else {
+            panic!("expected Idle, got {status:?}");
+        };
+        assert!(wait > Duration::from_millis(50) && wait <= Duration::from_millis(100));
+        assert!(matches!(
+            g.poll(&mut out, 100).unwrap(),
+            SourceStatus::Idle { .. }
+        ));
+        assert_eq!(out.len(), 1);
+        std::thread::sleep(wait);
+        g.poll(&mut out, 100).unwrap();
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn decimal_digits() {
+        for n in [0u64, 9, 10, 12345, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string().into_bytes());
+        }
+    }
+}

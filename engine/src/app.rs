@@ -1,0 +1,267 @@
+//! The application: module.yaml and the function registry resolved into
+//! what the dataflow runs — function entries, ingress routes and egresses.
+//!
+//! Everything that can be checked before the dataflow starts is checked
+//! here, and all problems are reported together, so a bad deployment fails
+//! at startup with every reason rather than at the first record.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use statefun_connectors::{
+    ConnectorError, FileEgressConfig, FileIngressConfig, FileSink, FileSource, GeneratorConfig,
+    GeneratorSource, Sink, Source,
+};
+use statefun_module::{EgressSpec, FunctionPattern, IngressSpec, Module};
+use statefun_sdk::{StatefulFunction, TypeName, ValueSpecDescriptor};
+
+use crate::registry::FunctionRegistry;
+
+/// Runtime settings that are not part of module.yaml.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The length of an epoch, the unit of progress (default 10 ms).
+    pub epoch_interval: Duration,
+    /// How many function→function hops a cascade may take within one epoch
+    /// before its messages move to the next epoch (default 128). This keeps
+    /// runaway cycles from stalling epoch completion.
+    pub hop_cap: u32,
+    /// Sources pause while more than this many epochs are incomplete (default 200).
+    pub max_epochs_in_flight: u64,
+    /// Records a source reads per activation (default 1024).
+    pub source_batch: usize,
+    /// After shutdown is requested, how long in-flight messages may still be
+    /// processed before the rest are dropped (default 5 s). Bounds the drain
+    /// of runaway cycles.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            epoch_interval: Duration::from_millis(10),
+            hop_cap: 128,
+            max_epochs_in_flight: 200,
+            source_batch: 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A function the runtime can invoke, with the state it declared.
+pub struct FunctionEntry {
+    /// The function type.
+    pub function_type: TypeName,
+    /// The declared state values; slots are indexes into this list.
+    pub specs: Vec<ValueSpecDescriptor>,
+    /// The implementation.
+    pub function: Arc<dyn StatefulFunction>,
+}
+
+/// Where the records of one `topics[]`/`streams[]` entry go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutePlan {
+    /// The typename ingress values are delivered with.
+    pub value_type: String,
+    /// The function types that receive every record (the record key is the id).
+    pub targets: Vec<TypeName>,
+}
+
+/// How to open an ingress source on a worker.
+#[derive(Clone, Debug)]
+pub enum SourcePlan {
+    /// A file or stdin.
+    File(FileIngressConfig),
+    /// The generator.
+    Generator(GeneratorConfig),
+}
+
+/// An ingress: its id, routes, and source.
+#[derive(Clone, Debug)]
+pub struct IngressPlan {
+    /// The ingress id.
+    pub id: TypeName,
+    /// Routes, indexed by the source record's `route`.
+    pub routes: Vec<RoutePlan>,
+    /// The source to open on each worker.
+    pub source: SourcePlan,
+}
+
+impl IngressPlan {
+    /// Opens this ingress's source for worker `index` of `peers`.
+    pub fn open(&self, index: usize, peers: usize) -> Result<Box<dyn Source>, ConnectorError> {
+        Ok(match &self.source {
+            SourcePlan::File(config) => Box::new(FileSource::open(config.clone(), index, peers)?),
+            SourcePlan::Generator(config) => {
+                Box::new(GeneratorSource::new(config.clone(), index, peers))
+            }
+        })
+    }
+}
+
+/// How to open an egress sink.
+#[derive(Clone, Debug)]
+pub enum SinkPlan {
+    /// A file or stdout, written by one worker.
+    File(FileEgressConfig),
+}
+
+impl SinkPlan {
+    /// Opens the sink.
+    pub fn open(&self) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(match self {
+            SinkPlan::File(config) => Box::new(FileSink::open(config.clone())?),
+        })
+    }
+}
+
+/// A module resolved against the registry: what the dataflow runs.
+pub struct Application {
+    /// The function types the runtime can invoke.
+    pub functions: FxHashMap<TypeName, Arc<FunctionEntry>>,
+    /// Ingresses in module order.
+    pub ingresses: Vec<IngressPlan>,
+    /// Egresses by id.
+    pub egresses: BTreeMap<TypeName, SinkPlan>,
+    /// Runtime settings.
+    pub settings: Settings,
+}
+
+impl Application {
+    /// Resolves `module` against `registry`; every problem is reported, one per line.
+    pub fn new(
+        module: &Module,
+        registry: &FunctionRegistry,
+        settings: Settings,
+    ) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut functions = FxHashMap::default();
+        for spec in registry.iter() {
+            functions.insert(
+                spec.function_type.clone(),
+                Arc::new(FunctionEntry {
+                    function_type: spec.function_type.clone(),
+                    specs: spec.value_specs.clone(),
+                    function: spec.function.clone(),
+                }),
+            );
+        }
+        let file = &module.file;
+        // Relative paths in module.yaml resolve against the file's directory,
+        // so an app runs the same from any working directory.
+        let base = std::path::Path::new(file)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let resolve_path = |path: &str| -> String {
+            if path == "-" || std::path::Path::new(path).is_absolute() {
+                path.to_owned()
+            } else {
+                base.join(path).to_string_lossy().into_owned()
+            }
+        };
+        let resolve = |pattern: &FunctionPattern, ingress: &TypeName, errors: &mut Vec<String>| {
+            let served: Vec<TypeName> = match pattern {
+                FunctionPattern::Exact(t) => registry
+                    .contains(t)
+                    .then(|| vec![t.clone()])
+                    .unwrap_or_default(),
+                FunctionPattern::Namespace(_) => registry
+                    .iter()
+                    .map(|s| s.function_type.clone())
+                    .filter(|t| pattern.matches(t))
+                    .collect(),
+            };
+            if served.is_empty() {
+                let remote = match pattern {
+                    FunctionPattern::Exact(t) => module.endpoint_for(t).is_some(),
+                    FunctionPattern::Namespace(_) => false,
+                };
+                if remote {
+                    errors.push(format!(
+                        "{file}: ingress `{ingress}` targets `{pattern}`, which only a remote HTTP endpoint serves; remote functions are not supported by this build yet (issue #5): implement it in Rust and register it"
+                    ));
+                } else {
+                    errors.push(format!(
+                        "{file}: ingress `{ingress}` targets `{pattern}`, but no function serves it: register a Rust function of that type, or declare an `io.statefun.endpoints.v2/http` endpoint for it"
+                    ));
+                }
+            }
+            served
+        };
+        let mut ingresses = Vec::new();
+        for ingress in &module.ingresses {
+            let routes: Vec<RoutePlan> = ingress
+                .routes()
+                .iter()
+                .map(|route| RoutePlan {
+                    value_type: route.value_type.to_string(),
+                    targets: route
+                        .targets
+                        .iter()
+                        .flat_map(|p| resolve(p, &ingress.id, &mut errors))
+                        .collect(),
+                })
+                .collect();
+            let source = match &ingress.spec {
+                IngressSpec::File(f) => SourcePlan::File(FileIngressConfig {
+                    id: ingress.id.clone(),
+                    path: resolve_path(&f.path),
+                    value_type: f.value_type.to_string(),
+                    follow: f.follow,
+                }),
+                IngressSpec::Generator(g) => SourcePlan::Generator(GeneratorConfig {
+                    id: ingress.id.clone(),
+                    value_type: g.value_type.to_string(),
+                    keys: g.keys,
+                    rate: g.rate,
+                    count: g.count,
+                    value_size: g.value_size,
+                }),
+                IngressSpec::Kafka(_) => {
+                    errors.push(format!("{file}: ingress `{}`: the Kafka ingress is not supported by this build yet (issue #6); use io.statefun-rs.file.v1/ingress for local runs", ingress.id));
+                    continue;
+                }
+                IngressSpec::Kinesis(_) => {
+                    errors.push(format!("{file}: ingress `{}`: the Kinesis ingress is not supported by this build yet (issue #7); use io.statefun-rs.file.v1/ingress for local runs", ingress.id));
+                    continue;
+                }
+            };
+            ingresses.push(IngressPlan {
+                id: ingress.id.clone(),
+                routes,
+                source,
+            });
+        }
+        let mut egresses = BTreeMap::new();
+        for egress in &module.egresses {
+            let plan = match &egress.spec {
+                EgressSpec::File(f) => SinkPlan::File(FileEgressConfig {
+                    id: egress.id.clone(),
+                    path: resolve_path(&f.path),
+                }),
+                EgressSpec::Kafka(_) => {
+                    errors.push(format!("{file}: egress `{}`: the Kafka egress is not supported by this build yet (issue #6); use io.statefun-rs.file.v1/egress for local runs", egress.id));
+                    continue;
+                }
+                EgressSpec::Kinesis(_) => {
+                    errors.push(format!("{file}: egress `{}`: the Kinesis egress is not supported by this build yet (issue #7); use io.statefun-rs.file.v1/egress for local runs", egress.id));
+                    continue;
+                }
+            };
+            egresses.insert(egress.id.clone(), plan);
+        }
+        if errors.is_empty() {
+            Ok(Application {
+                functions,
+                ingresses,
+                egresses,
+                settings,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! `statefun bench`: the engine's throughput against a hand-written timely
+//! pipeline doing the same work, in one process and one run.
+//!
+//! Both pipelines generate `records` records over `keys` keys with
+//! `value_size`-byte values, exchange them by key, and count per key in
+//! memory. The engine does it as generator ingress → a keyed counter
+//! function with `long` state → no egress; the baseline as a timely source
+//! → `Exchange` by key → `HashMap<String, u64>`. The last line printed is
+//! `ratio <engine/baseline>`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use statefun_sdk::{Context, FunctionError, FunctionSpec, LongType, Message, TypeName, ValueSpec};
+
+use crate::app::{Application, Settings};
+use crate::cli::TimelyArgs;
+use crate::dataflow::{self, baseline};
+use crate::registry::FunctionRegistry;
+use crate::shared::Shared;
+
+/// Arguments of `statefun bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Distinct keys (function instances).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    /// Records to push through each pipeline.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub records: u64,
+    /// Bytes per record value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Timely workers (`-w`); bench runs in one process.
+    #[command(flatten)]
+    pub timely: TimelyArgs,
+}
+
+/// The counter function of the benchmark: counts messages per id.
+pub fn counter_function() -> FunctionSpec {
+    let count = ValueSpec::new("count", LongType);
+    let spec = count.descriptor();
+    let function = move |ctx: &mut Context<'_>, _message: Message| -> Result<(), FunctionError> {
+        let n = ctx.get(&count)?.unwrap_or(0);
+        ctx.set(&count, &(n + 1))?;
+        Ok(())
+    };
+    let mut builder = FunctionSpec::builder(bench_type());
+    builder = builder.with_value_spec(&ValueSpec::new(&spec.name, LongType));
+    builder
+        .with_function(function)
+        .build()
+        .expect("the benchmark function spec is valid")
+}
+
+fn bench_type() -> TypeName {
+    TypeName::parse("bench/counter").expect("valid type name")
+}
+
+/// Runs the engine pipeline; returns the elapsed time.
+pub fn run_engine(args: &BenchArgs) -> Result<Duration, String> {
+    let yaml = format!(
+        "kind: io.statefun-rs.generator.v1/ingress\nspec:\n  id: bench/generator\n  valueType: bench/payload\n  targets: [bench/counter]\n  keys: {}\n  count: {}\n  valueSize: {}\n",
+        args.keys.max(1),
+        args.records,
+        args.value_size
+    );
+    let module = statefun_module::load_str(&yaml, "<bench>").map_err(|d| d.to_string())?;
+    let mut registry = FunctionRegistry::new();
+    registry.register(counter_function())?;
+    let app = Application::new(&module, &registry, Settings::default()).map_err(|e| e.join("\n"))?;
+    let shared = Arc::new(Shared::default());
+    let started = Instant::now();
+    let report = dataflow::run(
+        Arc::new(app),
+        &args.timely.cluster(),
+        shared,
+        dataflow::memory_backend(),
+        Duration::from_secs(2),
+    )?;
+    let elapsed = started.elapsed();
+    if report.invocations != args.records {
+        return Err(format!(
+            "engine invoked the counter {} times for {} records",
+            report.invocations, args.records
+        ));
+    }
+    Ok(elapsed)
+}
+
+/// Runs both pipelines and prints records/s for each and the ratio.
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    if args.timely.processes > 1 {
+        return Err("bench runs in one process: use -w for more workers".into());
+    }
+    let rate = |d: Duration| args.records as f64 / d.as_secs_f64();
+    eprintln!(
+        "bench: {} records, {} keys, {}-byte values, {} worker(s)",
+        args.records, args.keys, args.value_size, args.timely.workers
+    );
+    let engine = run_engine(args)?;
+    println!(
+        "engine:   {:>12.0} records/s ({:.3} s)",
+        rate(engine),
+        engine.as_secs_f64()
+    );
+    let base = baseline::run(args.timely.workers, args.keys.max(1), args.records, args.value_size)?;
+    println!(
+        "baseline: {:>12.0} records/s ({:.3} s)",
+        rate(base),
+        base.as_secs_f64()
+    );
+    println!("ratio {:.3}", base.as_secs_f64() / engine.as_secs_f64());
+    Ok(())
+}

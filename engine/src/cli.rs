@@ -1,0 +1,245 @@
+//! The `statefun` command line: `run`, `validate`, `describe`, `bench`.
+//!
+//! A user binary that registers Rust functions calls [`run_from_args`] with
+//! its registry and gets the same command line as the stock `statefun`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use statefun_module::Severity;
+
+use crate::app::Settings;
+use crate::dataflow::{self, ClusterConfig};
+use crate::runner::{run_module, RunOptions};
+use crate::registry::FunctionRegistry;
+use crate::shared::Shared;
+
+/// Stateful functions on timely-dataflow, configured by a StateFun module.yaml.
+#[derive(Parser, Debug)]
+#[command(name = "statefun", version, disable_help_flag = true, disable_help_subcommand = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Print help.
+    #[arg(long, global = true, action = ArgAction::Help)]
+    help: Option<bool>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the application described by a module.yaml.
+    Run(RunArgs),
+    /// Check a module.yaml and print a summary; exits 1 on errors.
+    Validate {
+        /// The module.yaml file.
+        module: PathBuf,
+        /// Also print the routing table.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Print the routing table of a module.yaml.
+    Describe {
+        /// The module.yaml file.
+        module: PathBuf,
+    },
+    /// Measure throughput: generator → keyed counter → discard, against a hand-written timely baseline.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Timely cluster arguments, shared by `run` and `bench`.
+#[derive(Args, Debug, Clone)]
+pub struct TimelyArgs {
+    /// Worker threads per process.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Number of processes.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index, 0..n.
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// File with one host:port per process (default localhost:2101+i).
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+}
+
+impl TimelyArgs {
+    /// The cluster position these arguments describe.
+    pub fn cluster(&self) -> ClusterConfig {
+        ClusterConfig {
+            workers: self.workers,
+            processes: self.processes,
+            process: self.process,
+            hostfile: self.hostfile.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The module.yaml file.
+    module: PathBuf,
+    /// Where state is kept (in-memory state ignores it until the RocksDB backend lands).
+    #[arg(long, default_value = "./statefun-state")]
+    state_dir: PathBuf,
+    /// Epoch length in milliseconds: the unit of progress.
+    #[arg(long, default_value_t = 10)]
+    epoch_ms: u64,
+    /// Function→function hops per epoch before a cascade moves to the next epoch.
+    #[arg(long, default_value_t = 128)]
+    hop_cap: u32,
+    /// Seconds between progress log lines.
+    #[arg(long, default_value_t = 5.0)]
+    log_interval: f64,
+    #[command(flatten)]
+    timely: TimelyArgs,
+}
+
+/// Initializes logging to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the `statefun` command line with the given Rust functions.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     let registry = statefun_engine::FunctionRegistry::new();
+///     // registry.register(...) your functions here
+///     statefun_engine::run_from_args(registry)
+/// }
+/// ```
+pub fn run_from_args(registry: FunctionRegistry) -> ExitCode {
+    run_cli(registry, std::env::args_os())
+}
+
+/// Like [`run_from_args`], with explicit arguments (the first is the program name).
+pub fn run_cli<I, T>(registry: FunctionRegistry, args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    match cli.command {
+        Command::Run(args) => run(registry, args),
+        Command::Validate { module, verbose } => validate(&registry, &module, verbose),
+        Command::Describe { module } => validate(&registry, &module, true),
+        Command::Bench(args) => match crate::bench::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<statefun_module::Module, ExitCode> {
+    match statefun_module::load_file(path) {
+        Ok(module) => {
+            for warning in &module.warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(module)
+        }
+        Err(diagnostics) => {
+            let errors = diagnostics
+                .0
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            for d in &diagnostics.0 {
+                let label = match d.severity {
+                    Severity::Error => "error",
+                    Severity::Warning => "warning",
+                };
+                eprintln!("{label}: {d}");
+            }
+            eprintln!("{}: {errors} error(s); nothing was run", path.display());
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) -> ExitCode {
+    let module = match load(path) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    print!("{}", module.summary());
+    if verbose {
+        print!("{}", module.routing_table());
+    }
+    for d in module.check_targets(&|t| registry.contains(t)) {
+        eprintln!("warning: {d}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
+    let options = RunOptions {
+        settings: Settings {
+            epoch_interval: Duration::from_millis(args.epoch_ms.max(1)),
+            hop_cap: args.hop_cap.max(1),
+            ..Settings::default()
+        },
+        cluster: args.timely.cluster(),
+        backends: dataflow::memory_backend(),
+        log_interval: Duration::from_secs_f64(args.log_interval.max(0.1)),
+    };
+    let shared = Arc::new(Shared::default());
+    if let Err(e) = install_signal_handlers(&shared) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    match run_module(&args.module, &registry, &options, shared) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT/SIGTERM ask sources to stop; the dataflow then drains and the
+/// process exits 0. A second signal exits at once with status 130.
+fn install_signal_handlers(shared: &Arc<Shared>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone())?;
+        signal_hook::flag::register(signal, flag.clone())?;
+    }
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name("statefun-signals".into())
+        .spawn(move || loop {
+            if flag.load(Ordering::Relaxed) {
+                tracing::info!("shutdown requested: stopping ingresses and draining");
+                shared.request_shutdown();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        })?;
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The function operator: invokes function instances on the worker that owns
+//! their key group, and sends what they produce back around the loop.
+
+use std::sync::Arc;
+
+use statefun_sdk::EgressMessage;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+use super::LoopTime;
+use crate::app::Application;
+use crate::clock::Clock;
+use crate::envelope::Envelope;
+use crate::invoke::{invoke, Scratch};
+use crate::keygroup::worker_for_id;
+use crate::shared::{Metrics, RateLimit, Shared};
+use crate::state::StateBackend;
+use crate::timers::Timers;
+
+/// What one worker's function operator owns: the application, this worker's
+/// state backend, and the shared run state.
+pub struct FunctionWorker {
+    app: Arc<Application>,
+    backend: Box<dyn StateBackend>,
+    shared: Arc<Shared>,
+}
+
+impl FunctionWorker {
+    /// Bundles what the function operator of one worker needs.
+    pub fn new(app: Arc<Application>, backend: Box<dyn StateBackend>, shared: Arc<Shared>) -> Self {
+        FunctionWorker {
+            app,
+            backend,
+            shared,
+        }
+    }
+}
+
+type LoopOutput = OutputBuilder<LoopTime, CapacityContainerBuilder<Vec<Envelope>>>;
+type EgressOutput = OutputBuilder<LoopTime, CapacityContainerBuilder<Vec<EgressMessage>>>;
+
+/// The function operator: returns (messages to loop back, egress records).
+pub(crate) fn functions<'s>(
+    messages: Stream<'s, LoopTime, Vec<Envelope>>,
+    worker: FunctionWorker,
+) -> (
+    Stream<'s, LoopTime, Vec<Envelope>>,
+    Stream<'s, LoopTime, Vec<EgressMessage>>,
+) {
+    let scope = messages.scope();
+    let peers = scope.peers();
+    let mut builder = OperatorBuilder::new("Functions".to_owned(), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
+    // Route by id only, so all function types of one id share a worker.
+    let mut input = builder.new_input(
+        messages,
+        Exchange::new(move |e: &Envelope| worker_for_id(&e.target.id, peers) as u64),
+    );
+    let (loop_out, loop_stream) = builder.new_output::<Vec<Envelope>>();
+    let (egress_out, egress_stream) = builder.new_output::<Vec<EgressMessage>>();
+    let mut loop_out: LoopOutput = OutputBuilder::from(loop_out);
+    let mut egress_out: EgressOutput = OutputBuilder::from(egress_out);
+
+    builder.build(move |initial| {
+        // We hold nothing until delayed messages are pending.
+        drop(initial);
+        let FunctionWorker {
+            app,
+            mut backend,
+            shared,
+        } = worker;
+        let clock = Clock::new(app.settings.epoch_interval);
+        let hop_cap = app.settings.hop_cap;
+        let mut timers = Timers::default();
+        // Held while delayed messages are pending, at (current epoch, 0).
+        let mut timer_cap: Option<Capability<LoopTime>> = None;
+        let mut scratch = Scratch::default();
+        let mut unknown_function = RateLimit::default();
+        let mut failed = RateLimit::default();
+        let mut unknown_egress = RateLimit::default();
+        let mut drain_deadline: Option<std::time::Instant> = None;
+        let mut dropped_at_shutdown = 0u64;
+
+        move |_frontiers| {
+            let now_ms = Clock::now_ms();
+            let (mut invocations, mut failures, mut bad_egress) = (0u64, 0u64, 0u64);
+            let mut loop_handle = loop_out.activate();
+            let mut egress_handle = egress_out.activate();
+
+            // After shutdown and its grace period, in-flight messages are
+            // dropped (and counted) so that runaway cycles cannot keep the
+            // process alive.
+            if shared.shutting_down() {
+                let deadline = *drain_deadline
+                    .get_or_insert_with(|| std::time::Instant::now() + app.settings.shutdown_grace);
+                if std::time::Instant::now() >= deadline {
+                    input.for_each(|_cap, data| {
+                        dropped_at_shutdown += data.len() as u64;
+                        data.clear();
+                    });
+                    if dropped_at_shutdown > 0 {
+                        tracing::warn!(dropped = dropped_at_shutdown, "shutdown: in-flight messages dropped after the grace period");
+                    }
+                    return;
+                }
+                activator.activate_after(app.settings.shutdown_grace);
+            }
+            input.for_each(|cap, data| {
+                let Some(&(epoch, hop)) = cap.least() else {
+                    return;
+                };
+                // Messages sent now arrive at hop + 1; past the cap they move to
+                // the next epoch so that this one can complete.
+                let send_time = if hop + 1 < hop_cap {
+                    (epoch, hop)
+                } else {
+                    (epoch + 1, 0)
+                };
+                let send_cap = cap.delayed(&send_time, 0);
+                let mut sent = loop_handle.session(&send_cap);
+                let mut egress = egress_handle.session(&cap);
+                for envelope in data.drain(..) {
+                    let Some(entry) = app.functions.get(&envelope.target.function_type) else {
+                        failures += 1;
+                        if let Some(n) = unknown_function.hit() {
+                            tracing::error!(target = %envelope.target, caller = ?envelope.caller, dropped = n,
+                                "message dropped: no function of type `{}` is registered or served by an endpoint",
+                                envelope.target.function_type);
+                        }
+                        continue;
+                    };
+                    invocations += 1;
+                    match invoke(entry, envelope, &mut *backend, &mut timers, now_ms, &mut scratch) {
+                        Ok(effects) => {
+                            sent.give_iterator(effects.messages.drain(..));
+                            for message in effects.egress.drain(..) {
+                                if app.egresses.contains_key(&message.egress) {
+                                    egress.give(message);
+                                } else {
+                                    bad_egress += 1;
+                                    if let Some(n) = unknown_egress.hit() {
+                                        tracing::error!(egress = %message.egress, dropped = n,
+                                            "egress message dropped: no egress with this id is declared in module.yaml");
+                                    }
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            failures += 1;
+                            if let Some(n) = failed.hit() {
+                                tracing::error!(failed = n, "{error}");
+                            }
+                        }
+                    }
+                }
+                if !timers.is_empty() && timer_cap.is_none() {
+                    timer_cap = Some(cap.delayed(&(epoch + 1, 0), 0));
+                }
+            });
+
+            if let Some(tc) = timer_cap.as_mut() {
+                if shared.shutting_down() {
+                    tracing::warn!(pending = timers.len(), "shutting down with delayed messages pending");
+                    timer_cap = None;
+                } else {
+                    let epoch = clock.epoch_at(now_ms);
+                    if tc.time().0 < epoch {
+                        tc.downgrade(&(epoch, 0));
+                    }
+                    let due = timers.pop_due(now_ms);
+                    if !due.is_empty() {
+                        loop_handle.session(&*tc).give_iterator(due.into_iter());
+                    }
+                    match timers.next_due_ms() {
+                        None => timer_cap = None,
+                        Some(next) => {
+                            // Wake when the next message is due, and at every
+                            // epoch boundary to let time advance.
+                            let until_due = std::time::Duration::from_millis(next.saturating_sub(now_ms));
+                            activator.activate_after(until_due.min(clock.until_next_epoch(now_ms)));
+                        }
+                    }
+                }
+            }
+
+            let m = &shared.metrics;
+            Metrics::add(&m.invocations, invocations);
+            Metrics::add(&m.failed_invocations, failures);
+            Metrics::add(&m.unknown_egress, bad_egress);
+        }
+    });
+
+    (loop_stream, egress_stream)
+}

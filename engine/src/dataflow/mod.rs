@@ -1,0 +1,315 @@
+//! Everything that touches timely-dataflow lives in this module, so that a
+//! timely upgrade changes one place.
+//!
+//! The shape (DESIGN.md §2):
+//!
+//! ```text
+//!  sources ─► router ─►┐ outer scope: time = epoch (u64)
+//!                      │
+//!        ┌─────────────▼──────────── inner scope: time = (epoch, hop) ─┐
+//!        │ concat ─► Exchange(worker of id) ─► functions ─┬─► egress ──┼─► leave ─► sinks
+//!        │   ▲                                            │            │
+//!        │   └──────── feedback (+(0, 1)) ◄───────────────┘ messages   │
+//!        └─────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! A message sent at `(e, k)` arrives at `(e, k + 1)`; past the hop cap and
+//! for delayed messages it moves to `(e + 1, 0)`, which is legal because the
+//! order is lexicographic. So epoch `e` is complete exactly when every
+//! cascade it started is quiet, and runaway cycles cannot stall it.
+
+pub mod baseline;
+mod function;
+mod sink;
+mod source;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::{Concat, Concatenate, ConnectLoop, Enter, Feedback, Leave, Probe};
+use timely::dataflow::{ProbeHandle, Scope, Stream};
+use timely::{CommunicationConfig, WorkerConfig};
+
+use statefun_sdk::EgressMessage;
+
+use crate::app::Application;
+use crate::envelope::Envelope;
+use crate::shared::{Metrics, Shared};
+use crate::state::{MemoryBackend, StateBackend};
+
+pub use function::FunctionWorker;
+
+/// The time of the function loop: `(epoch, hop)`, ordered lexicographically.
+pub type LoopTime = (u64, u32);
+
+/// Where this process sits in a timely cluster (`-w`, `-n`, `-p`, `-h`).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Worker threads per process (`-w`).
+    pub workers: usize,
+    /// Number of processes (`-n`).
+    pub processes: usize,
+    /// This process's index (`-p`).
+    pub process: usize,
+    /// A file with one `host:port` per process (`-h`); default `localhost:2101+i`.
+    pub hostfile: Option<PathBuf>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The timely configuration for this cluster position.
+    pub fn timely_config(&self) -> Result<timely::Config, String> {
+        if self.workers == 0 {
+            return Err("-w/--workers must be at least 1".into());
+        }
+        let communication = if self.processes > 1 {
+            if self.process >= self.processes {
+                return Err(format!(
+                    "-p/--process {} is out of range for -n/--processes {}: use 0..{}",
+                    self.process,
+                    self.processes,
+                    self.processes - 1
+                ));
+            }
+            let addresses = match &self.hostfile {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        format!("cannot read hostfile {}: {e}", path.display())
+                    })?;
+                    let lines: Vec<String> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .take(self.processes)
+                        .collect();
+                    if lines.len() < self.processes {
+                        return Err(format!(
+                            "hostfile {} lists {} addresses, but -n is {}: give one host:port per line",
+                            path.display(),
+                            lines.len(),
+                            self.processes
+                        ));
+                    }
+                    lines
+                }
+                None => (0..self.processes)
+                    .map(|i| format!("localhost:{}", 2101 + i))
+                    .collect(),
+            };
+            CommunicationConfig::Cluster {
+                threads: self.workers,
+                process: self.process,
+                addresses,
+                report: false,
+                zerocopy: false,
+            }
+        } else if self.workers > 1 {
+            CommunicationConfig::Process(self.workers)
+        } else {
+            CommunicationConfig::Thread
+        };
+        Ok(timely::Config {
+            communication,
+            worker: WorkerConfig::default(),
+        })
+    }
+}
+
+/// Builds the function graph inside `scope`: messages in, egress records out.
+///
+/// This is the library entry point: `ingress` may come from
+/// [`ingress_stream`] or from any other operator of the caller's dataflow,
+/// and the returned egress stream can feed sinks ([`attach_sinks`]) or
+/// further analysis (e.g. differential-dataflow).
+pub fn build_function_graph<'s>(
+    scope: Scope<'s, u64>,
+    ingress: Stream<'s, u64, Vec<Envelope>>,
+    worker: FunctionWorker,
+) -> Stream<'s, u64, Vec<EgressMessage>> {
+    scope.scoped::<LoopTime, _, _>("Functions", move |inner| {
+        let (handle, loop_stream) = inner.feedback::<Vec<Envelope>>((0, 1));
+        let messages = ingress.enter(inner).concat(loop_stream);
+        let (sent, egress) = function::functions(messages, worker);
+        sent.connect_loop(handle);
+        egress.leave(scope)
+    })
+}
+
+/// One stream of routed messages from every ingress of `app` on this worker.
+///
+/// `progress` is a probe on the completed output (e.g. the egress stream):
+/// sources pause while more than `max_epochs_in_flight` epochs are incomplete.
+pub fn ingress_stream<'s>(
+    scope: Scope<'s, u64>,
+    app: &Arc<Application>,
+    shared: &Arc<Shared>,
+    progress: &ProbeHandle<u64>,
+) -> Stream<'s, u64, Vec<Envelope>> {
+    let streams: Vec<_> = app
+        .ingresses
+        .iter()
+        .map(|plan| source::ingress(scope, plan, app, shared, progress))
+        .collect();
+    scope.concatenate(streams)
+}
+
+/// Writes egress records to the sinks declared in module.yaml.
+pub fn attach_sinks<'s>(
+    egress: Stream<'s, u64, Vec<EgressMessage>>,
+    app: &Arc<Application>,
+    shared: &Arc<Shared>,
+) {
+    sink::sinks(egress, app.clone(), shared.clone());
+}
+
+/// Counts reported at the end of a run (summed over this process's workers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Ingress records read.
+    pub records_in: u64,
+    /// Ingress records skipped as bad input.
+    pub records_skipped: u64,
+    /// Function invocations.
+    pub invocations: u64,
+    /// Failed invocations.
+    pub failed_invocations: u64,
+    /// Egress records written.
+    pub records_out: u64,
+    /// Egress records for undeclared egresses.
+    pub unknown_egress: u64,
+}
+
+impl RunReport {
+    fn from_metrics(m: &Metrics) -> Self {
+        RunReport {
+            records_in: Metrics::get(&m.records_in),
+            records_skipped: Metrics::get(&m.records_skipped),
+            invocations: Metrics::get(&m.invocations),
+            failed_invocations: Metrics::get(&m.failed_invocations),
+            records_out: Metrics::get(&m.records_out),
+            unknown_egress: Metrics::get(&m.unknown_egress),
+        }
+    }
+}
+
+/// A factory of per-worker state backends (worker index, peers).
+pub type BackendFactory = Arc<dyn Fn(usize, usize) -> Box<dyn StateBackend> + Send + Sync>;
+
+/// The in-memory backend factory.
+pub fn memory_backend() -> BackendFactory {
+    Arc::new(|_, _| Box::new(MemoryBackend::default()))
+}
+
+/// Runs `app` on this process's workers until every ingress is exhausted and
+/// all work is done, or until shutdown is requested through `shared`.
+pub fn run(
+    app: Arc<Application>,
+    cluster: &ClusterConfig,
+    shared: Arc<Shared>,
+    backends: BackendFactory,
+    log_interval: Duration,
+) -> Result<RunReport, String> {
+    let config = cluster.timely_config()?;
+    let started = Instant::now();
+    let worker_shared = shared.clone();
+    let guards = timely::execute(config, move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let shared = worker_shared.clone();
+        let probe = ProbeHandle::new();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let ingress = ingress_stream(scope, &app, &shared, &probe);
+            let function_worker = FunctionWorker::new(app.clone(), backends(index, peers), shared.clone());
+            let egress = build_function_graph(scope, ingress, function_worker).probe_with(&probe);
+            attach_sinks(egress, &app, &shared);
+        });
+        let mut progress = ProgressLog::new(log_interval);
+        while worker.step_or_park(Some(Duration::from_millis(50))) {
+            if index == 0 {
+                let epoch = probe.with_frontier(|f| f.first().copied());
+                progress.tick(&shared.metrics, epoch);
+            }
+        }
+    })
+    .map_err(|e| format!("cannot start timely workers: {e}"))?;
+    for (i, result) in guards.join().into_iter().enumerate() {
+        if let Err(e) = result {
+            shared.fail(format!("worker {i} failed: {e}"));
+        }
+    }
+    let report = RunReport::from_metrics(&shared.metrics);
+    tracing::info!(
+        elapsed_s = started.elapsed().as_secs_f64(),
+        records_in = report.records_in,
+        records_skipped = report.records_skipped,
+        invocations = report.invocations,
+        failed_invocations = report.failed_invocations,
+        records_out = report.records_out,
+        "run finished"
+    );
+    match shared.failure() {
+        Some(failure) => Err(failure),
+        None => Ok(report),
+    }
+}
+
+/// Logs throughput every `interval`: records in/out per second and the epoch frontier.
+struct ProgressLog {
+    interval: Duration,
+    last: Instant,
+    last_in: u64,
+    last_out: u64,
+    last_invocations: u64,
+}
+
+impl ProgressLog {
+    fn new(interval: Duration) -> Self {
+        ProgressLog {
+            interval,
+            last: Instant::now(),
+            last_in: 0,
+            last_out: 0,
+            last_invocations: 0,
+        }
+    }
+
+    fn tick(&mut self, m: &Metrics, epoch: Option<u64>) {
+        let elapsed = self.last.elapsed();
+        if elapsed < self.interval {
+            return;
+        }
+        let secs = elapsed.as_secs_f64();
+        let (records_in, records_out, invocations) = (
+            Metrics::get(&m.records_in),
+            Metrics::get(&m.records_out),
+            Metrics::get(&m.invocations),
+        );
+        tracing::info!(
+            in_per_s = ((records_in - self.last_in) as f64 / secs).round(),
+            out_per_s = ((records_out - self.last_out) as f64 / secs).round(),
+            invocations_per_s = ((invocations - self.last_invocations) as f64 / secs).round(),
+            records_in,
+            records_out,
+            skipped = Metrics::get(&m.records_skipped),
+            failed = Metrics::get(&m.failed_invocations),
+            epoch_frontier = epoch,
+            "progress"
+        );
+        self.last = Instant::now();
+        self.last_in = records_in;
+        self.last_out = records_out;
+        self.last_invocations = invocations;
+    }
+}

@@ -1,0 +1,191 @@
+//! Ingress sources as timely input operators, and the router that turns
+//! their records into messages for function instances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use statefun_connectors::{SourceRecord, SourceStatus};
+use statefun_sdk::{Address, TypedValue};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{ProbeHandle, Scope, Stream};
+
+use crate::app::{Application, IngressPlan, RoutePlan};
+use crate::clock::Clock;
+use crate::envelope::Envelope;
+use crate::shared::{Metrics, RateLimit, Shared};
+
+/// Turns source records into envelopes: one per target of the record's route,
+/// with the record key as the function id.
+///
+/// Records that cannot be routed (no key, a key that is not UTF-8, no value,
+/// an unknown route) are skipped, counted and logged — never a crash loop.
+pub(crate) struct Router {
+    ingress: String,
+    routes: Vec<RoutePlan>,
+    bad_key: RateLimit,
+    no_value: RateLimit,
+    bad_route: RateLimit,
+}
+
+impl Router {
+    pub(crate) fn new(plan: &IngressPlan) -> Self {
+        Router {
+            ingress: plan.id.to_string(),
+            routes: plan.routes.clone(),
+            bad_key: RateLimit::default(),
+            no_value: RateLimit::default(),
+            bad_route: RateLimit::default(),
+        }
+    }
+
+    /// Routes `record`, pushing envelopes into `out`; returns false if it was skipped.
+    pub(crate) fn route(&mut self, record: SourceRecord, mut out: impl FnMut(Envelope)) -> bool {
+        let SourceRecord {
+            key,
+            value,
+            route,
+            metadata,
+        } = record;
+        let Some(plan) = self.routes.get(route) else {
+            if let Some(n) = self.bad_route.hit() {
+                tracing::error!(ingress = %self.ingress, route, skipped = n, "record for an unknown route skipped");
+            }
+            return false;
+        };
+        let id = match key.map(String::from_utf8) {
+            Some(Ok(id)) => id,
+            Some(Err(e)) => {
+                if let Some(n) = self.bad_key.hit() {
+                    tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n,
+                        "record skipped: its key is not UTF-8 ({}), and keys are function ids", e.utf8_error());
+                }
+                return false;
+            }
+            None => {
+                if let Some(n) = self.bad_key.hit() {
+                    tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n,
+                        "record skipped: it has no key, and the key is the function id");
+                }
+                return false;
+            }
+        };
+        let Some(value) = value else {
+            if let Some(n) = self.no_value.hit() {
+                tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n,
+                    "record skipped: it has no value (tombstone)");
+            }
+            return false;
+        };
+        let value = TypedValue::new(plan.value_type.clone(), value);
+        if let Some((last, others)) = plan.targets.split_last() {
+            for target in others {
+                out(Envelope {
+                    target: Address::new(target.clone(), id.clone()),
+                    caller: None,
+                    value: value.clone(),
+                    metadata: Some(metadata.clone()),
+                });
+            }
+            out(Envelope {
+                target: Address::new(last.clone(), id),
+                caller: None,
+                value,
+                metadata: Some(metadata),
+            });
+        }
+        true
+    }
+}
+
+/// The source operator of one ingress on this worker.
+pub(crate) fn ingress<'s>(
+    scope: Scope<'s, u64>,
+    plan: &IngressPlan,
+    app: &Arc<Application>,
+    shared: &Arc<Shared>,
+    progress: &ProbeHandle<u64>,
+) -> Stream<'s, u64, Vec<Envelope>> {
+    let index = scope.index();
+    let peers = scope.peers();
+    let plan = plan.clone();
+    let shared = shared.clone();
+    let progress = progress.clone();
+    let settings = app.settings.clone();
+    let clock = Clock::new(settings.epoch_interval);
+    let worker = scope.worker();
+    let name = format!("Ingress {}", plan.id);
+    source::<_, CapacityContainerBuilder<Vec<Envelope>>, _, _>(scope, &name, move |cap, info| {
+        let activator = worker.activator_for(info.address.clone());
+        let mut source = match plan.open(index, peers) {
+            Ok(mut source) => {
+                let sync = worker.sync_activator_for(info.address.to_vec());
+                source.set_waker(Arc::new(move || {
+                    let _ = sync.activate();
+                }));
+                Some(source)
+            }
+            Err(e) => {
+                shared.fail(format!("cannot open ingress `{}`: {e}", plan.id));
+                None
+            }
+        };
+        let mut cap = source.as_ref().map(|_| cap);
+        let mut router = Router::new(&plan);
+        let mut buffer = Vec::with_capacity(settings.source_batch);
+        let (mut read, mut skipped) = (0u64, 0u64);
+        move |output| {
+            let (Some(c), Some(src)) = (cap.as_mut(), source.as_mut()) else {
+                return;
+            };
+            if shared.shutting_down() {
+                cap = None;
+                return;
+            }
+            let now_ms = Clock::now_ms();
+            let epoch = clock.epoch_at(now_ms).max(*c.time());
+            if *c.time() < epoch {
+                c.downgrade(&epoch);
+            }
+            // Backpressure: hold back while too many epochs are incomplete.
+            if progress.less_than(&epoch.saturating_sub(settings.max_epochs_in_flight)) {
+                activator.activate_after(Duration::from_millis(1));
+                return;
+            }
+            buffer.clear();
+            let status = match src.poll(&mut buffer, settings.source_batch) {
+                Ok(status) => status,
+                Err(e) => {
+                    shared.fail(format!("ingress `{}` failed: {e}", plan.id));
+                    cap = None;
+                    return;
+                }
+            };
+            if !buffer.is_empty() {
+                let mut session = output.session(&*c);
+                for record in buffer.drain(..) {
+                    read += 1;
+                    if !router.route(record, |e| session.give(e)) {
+                        skipped += 1;
+                    }
+                }
+            }
+            Metrics::add(&shared.metrics.records_in, std::mem::take(&mut read));
+            Metrics::add(&shared.metrics.records_skipped, std::mem::take(&mut skipped));
+            match status {
+                SourceStatus::Ready => activator.activate(),
+                SourceStatus::Idle { retry_after } => {
+                    // Wake at the next epoch at the latest, to advance time.
+                    let next_epoch = clock.until_next_epoch(now_ms);
+                    let delay = retry_after.map_or(next_epoch, |r| r.min(next_epoch));
+                    activator.activate_after(delay);
+                }
+                SourceStatus::Exhausted => {
+                    let stats = src.stats();
+                    tracing::debug!(ingress = %plan.id, worker = index, records = stats.records, skipped = stats.skipped, "ingress exhausted");
+                    cap = None;
+                }
+            }
+        }
+    })
+}

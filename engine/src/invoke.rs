@@ -1,0 +1,297 @@
+//! One invocation of an embedded (Rust) function: the `InvocationHost` the
+//! SDK's `Context` talks to, over a state backend and the worker's timers.
+//!
+//! An invocation is atomic: state writes, sends, delayed messages and
+//! cancellations are buffered and applied only when the function returns
+//! `Ok`. A failing function leaves no trace but the error, so retrying or
+//! skipping it never applies half an invocation.
+
+use std::time::Duration;
+
+use statefun_sdk::{
+    Address, Context, EgressMessage, Expiration, FunctionError, InvocationHost, Message, SdkError,
+    ValueSpecDescriptor,
+};
+
+use crate::app::FunctionEntry;
+use crate::envelope::Envelope;
+use crate::state::{StateBackend, StoredValue};
+use crate::timers::Timers;
+
+/// What a successful invocation produced for the operator to send on.
+#[derive(Default, Debug)]
+pub struct Effects {
+    /// Messages to other functions (or itself), in send order.
+    pub messages: Vec<Envelope>,
+    /// Egress messages, in send order.
+    pub egress: Vec<EgressMessage>,
+}
+
+enum TimerOp {
+    Schedule {
+        delay: Duration,
+        token: Option<String>,
+        envelope: Envelope,
+    },
+    Cancel(String),
+}
+
+/// A failed invocation: whose, and why. Nothing of it was applied.
+#[derive(Debug)]
+pub struct InvocationError {
+    /// The function instance that failed.
+    pub target: Address,
+    /// The function's error.
+    pub error: FunctionError,
+}
+
+impl std::fmt::Display for InvocationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invocation of {} failed: {}", self.target, self.error)
+    }
+}
+
+/// Buffers for one invocation, reused across invocations to avoid allocation.
+#[derive(Default)]
+pub struct Scratch {
+    writes: Vec<(usize, Option<Vec<u8>>)>,
+    timer_ops: Vec<TimerOp>,
+    effects: Effects,
+}
+
+struct Host<'a> {
+    backend: &'a mut dyn StateBackend,
+    timers: &'a Timers,
+    target: &'a Address,
+    specs: &'a [ValueSpecDescriptor],
+    now_ms: u64,
+    scratch: &'a mut Scratch,
+}
+
+impl Host<'_> {
+    fn slot(&self, name: &str) -> Result<usize, SdkError> {
+        self.specs
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| SdkError::UnknownState(name.to_owned()))
+    }
+
+    fn token_live(&self, token: &str) -> bool {
+        let mut live = self.timers.token_in_use(self.target, token);
+        for op in &self.scratch.timer_ops {
+            match op {
+                TimerOp::Schedule { token: Some(t), .. } if t == token => live = true,
+                TimerOp::Cancel(t) if t == token => live = false,
+                _ => {}
+            }
+        }
+        live
+    }
+}
+
+impl InvocationHost for Host<'_> {
+    fn state_get(&mut self, name: &str) -> Result<Option<&[u8]>, SdkError> {
+        let slot = self.slot(name)?;
+        if let Some(pos) = self.scratch.writes.iter().rposition(|(s, _)| *s == slot) {
+            return Ok(self.scratch.writes[pos].1.as_deref());
+        }
+        let spec = &self.specs[slot];
+        let function = &self.target.function_type;
+        let id = self.target.id.as_str();
+        if spec.expiration == Expiration::Never {
+            return Ok(self
+                .backend
+                .get(function, id, &spec.name)
+                .map(|v| v.bytes.as_slice()));
+        }
+        let live = self
+            .backend
+            .get(function, id, &spec.name)
+            .map(|v| v.is_live(self.now_ms));
+        match live {
+            Some(true) => Ok(self
+                .backend
+                .get(function, id, &spec.name)
+                .map(|v| v.bytes.as_slice())),
+            Some(false) => {
+                // Expired: drop it for real, not just hide it.
+                self.backend.delete(function, id, &spec.name);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn state_set(&mut self, name: &str, value: Vec<u8>) -> Result<(), SdkError> {
+        let slot = self.slot(name)?;
+        self.scratch.writes.push((slot, Some(value)));
+        Ok(())
+    }
+
+    fn state_remove(&mut self, name: &str) -> Result<(), SdkError> {
+        let slot = self.slot(name)?;
+        self.scratch.writes.push((slot, None));
+        Ok(())
+    }
+
+    fn send(&mut self, message: Message) {
+        self.scratch.effects.messages.push(Envelope {
+            target: message.target,
+            caller: Some(self.target.clone()),
+            value: message.value,
+            metadata: None,
+        });
+    }
+
+    fn send_after(
+        &mut self,
+        delay: Duration,
+        message: Message,
+        cancellation_token: Option<String>,
+    ) -> Result<(), SdkError> {
+        if let Some(token) = &cancellation_token {
+            if self.token_live(token) {
+                return Err(SdkError::TokenInUse(token.clone()));
+            }
+        }
+        self.scratch.timer_ops.push(TimerOp::Schedule {
+            delay,
+            token: cancellation_token,
+            envelope: Envelope {
+                target: message.target,
+                caller: Some(self.target.clone()),
+                value: message.value,
+                metadata: None,
+            },
+        });
+        Ok(())
+    }
+
+    fn cancel_delayed_message(&mut self, token: &str) {
+        self.scratch.timer_ops.push(TimerOp::Cancel(token.to_owned()));
+    }
+
+    fn send_egress(&mut self, message: EgressMessage) {
+        self.scratch.effects.egress.push(message);
+    }
+}
+
+/// Invokes `entry` with `envelope` and applies its effects if it succeeds.
+///
+/// On success, state writes are in `backend`, delayed messages and
+/// cancellations in `timers`, and the returned [`Effects`] hold the messages
+/// and egress records to send (drain them before the next call). On failure
+/// nothing is applied and the function's error is returned.
+pub fn invoke<'s>(
+    entry: &FunctionEntry,
+    envelope: Envelope,
+    backend: &mut dyn StateBackend,
+    timers: &mut Timers,
+    now_ms: u64,
+    scratch: &'s mut Scratch,
+) -> Result<&'s mut Effects, InvocationError> {
+    scratch.writes.clear();
+    scratch.timer_ops.clear();
+    let Envelope {
+        target,
+        caller,
+        value,
+        metadata,
+    } = envelope;
+    let message = Message {
+        target: target.clone(),
+        value,
+    };
+    let result = {
+        let mut host = Host {
+            backend: &mut *backend,
+            timers,
+            target: &target,
+            specs: &entry.specs,
+            now_ms,
+            scratch: &mut *scratch,
+        };
+        let mut ctx = Context::new(&target, caller.as_ref(), metadata.as_ref(), &mut host);
+        entry.function.invoke(&mut ctx, message)
+    };
+    if let Err(error) = result {
+        scratch.effects.messages.clear();
+        scratch.effects.egress.clear();
+        return Err(InvocationError { target, error });
+    }
+    apply_writes(entry, &target, backend, now_ms, &mut scratch.writes);
+    for op in scratch.timer_ops.drain(..) {
+        match op {
+            TimerOp::Schedule {
+                delay,
+                token,
+                envelope,
+            } => {
+                let due = now_ms.saturating_add(delay.as_millis() as u64);
+                // Liveness was checked at send time against these same timers.
+                if let Err(e) = timers.schedule(due, &target, token, envelope) {
+                    return Err(InvocationError {
+                        target,
+                        error: e.into(),
+                    });
+                }
+            }
+            TimerOp::Cancel(token) => {
+                timers.cancel(&target, &token);
+            }
+        }
+    }
+    Ok(&mut scratch.effects)
+}
+
+fn apply_writes(
+    entry: &FunctionEntry,
+    target: &Address,
+    backend: &mut dyn StateBackend,
+    now_ms: u64,
+    writes: &mut Vec<(usize, Option<Vec<u8>>)>,
+) {
+    let function = &target.function_type;
+    let id = target.id.as_str();
+    for (slot, value) in writes.drain(..) {
+        let spec = &entry.specs[slot];
+        match value {
+            Some(bytes) => {
+                let expires_at_ms = match spec.expiration {
+                    Expiration::Never => None,
+                    Expiration::AfterWrite(ttl) | Expiration::AfterCall(ttl) => {
+                        Some(now_ms.saturating_add(ttl.as_millis() as u64))
+                    }
+                };
+                backend.put(
+                    function,
+                    id,
+                    &spec.name,
+                    StoredValue {
+                        bytes,
+                        expires_at_ms,
+                    },
+                );
+            }
+            None => backend.delete(function, id, &spec.name),
+        }
+    }
+    // `expire_after_call`: every call of the instance restarts the clock of
+    // its live values.
+    for spec in &entry.specs {
+        if let Expiration::AfterCall(ttl) = spec.expiration {
+            let refreshed = match backend.get(function, id, &spec.name) {
+                Some(v) if v.is_live(now_ms) => Some(StoredValue {
+                    bytes: v.bytes.clone(),
+                    expires_at_ms: Some(now_ms.saturating_add(ttl.as_millis() as u64)),
+                }),
+                Some(_) => None,
+                None => continue,
+            };
+            match refreshed {
+                Some(v) => backend.put(function, id, &spec.name, v),
+                None => backend.delete(function, id, &spec.name),
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! What the workers of one process share: the shutdown flag, the first
+//! fatal failure, and metrics counters.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Process-wide run state shared by all workers of this process.
+#[derive(Default)]
+pub struct Shared {
+    shutdown: AtomicBool,
+    failure: Mutex<Option<String>>,
+    /// Counters, summed over the workers of this process.
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    /// Asks every source to stop reading; the dataflow then drains and ends.
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown was requested (by a signal or a failure).
+    #[inline]
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Records a fatal failure (the first one wins) and requests shutdown.
+    pub fn fail(&self, message: impl Into<String>) {
+        let message = message.into();
+        tracing::error!("{message}");
+        if let Ok(mut slot) = self.failure.lock() {
+            if slot.is_none() {
+                *slot = Some(message);
+            }
+        }
+        self.request_shutdown();
+    }
+
+    /// The first fatal failure, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+}
+
+/// Counters of one process. Workers add their local counts in batches.
+#[derive(Default)]
+pub struct Metrics {
+    /// Records read from ingresses.
+    pub records_in: AtomicU64,
+    /// Ingress records skipped (bad key or value), each logged.
+    pub records_skipped: AtomicU64,
+    /// Function invocations.
+    pub invocations: AtomicU64,
+    /// Invocations that failed (function error or unknown function type), each logged.
+    pub failed_invocations: AtomicU64,
+    /// Egress records written by sinks.
+    pub records_out: AtomicU64,
+    /// Egress records for egress ids that module.yaml does not declare, each logged.
+    pub unknown_egress: AtomicU64,
+    /// The newest epoch completed on every worker, as seen by this process.
+    pub completed_epoch: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Logs the first few occurrences of a recurring problem, then every 1000th,
+/// so that bad input cannot flood the log while every case stays counted.
+#[derive(Default)]
+pub struct RateLimit {
+    seen: u64,
+}
+
+impl RateLimit {
+    /// Counts one occurrence; returns whether to log it, with the running count.
+    pub fn hit(&mut self) -> Option<u64> {
+        self.seen += 1;
+        (self.seen <= 10 || self.seen % 1000 == 0).then_some(self.seen)
+    }
+}

@@ -164,10 +164,13 @@ impl Application {
         };
         let resolve = |pattern: &FunctionPattern, ingress: &TypeName, errors: &mut Vec<String>| {
             let served: Vec<TypeName> = match pattern {
-                FunctionPattern::Exact(t) => registry
-                    .contains(t)
-                    .then(|| vec![t.clone()])
-                    .unwrap_or_default(),
+                FunctionPattern::Exact(t) => {
+                    if registry.contains(t) {
+                        vec![t.clone()]
+                    } else {
+                        Vec::new()
+                    }
+                }
                 FunctionPattern::Namespace(_) => registry
                     .iter()
                     .map(|s| s.function_type.clone())

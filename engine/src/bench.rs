@@ -69,7 +69,8 @@ pub fn run_engine(args: &BenchArgs) -> Result<Duration, String> {
     let module = statefun_module::load_str(&yaml, "<bench>").map_err(|d| d.to_string())?;
     let mut registry = FunctionRegistry::new();
     registry.register(counter_function())?;
-    let app = Application::new(&module, &registry, Settings::default()).map_err(|e| e.join("\n"))?;
+    let app =
+        Application::new(&module, &registry, Settings::default()).map_err(|e| e.join("\n"))?;
     let shared = Arc::new(Shared::default());
     let started = Instant::now();
     let report = dataflow::run(
@@ -105,7 +106,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         rate(engine),
         engine.as_secs_f64()
     );
-    let base = baseline::run(args.timely.workers, args.keys.max(1), args.records, args.value_size)?;
+    let base = baseline::run(
+        args.timely.workers,
+        args.keys.max(1),
+        args.records,
+        args.value_size,
+    )?;
     println!(
         "baseline: {:>12.0} records/s ({:.3} s)",
         rate(base),

@@ -14,13 +14,18 @@ use statefun_module::Severity;
 
 use crate::app::Settings;
 use crate::dataflow::{self, ClusterConfig};
-use crate::runner::{run_module, RunOptions};
 use crate::registry::FunctionRegistry;
+use crate::runner::{run_module, RunOptions};
 use crate::shared::Shared;
 
 /// Stateful functions on timely-dataflow, configured by a StateFun module.yaml.
 #[derive(Parser, Debug)]
-#[command(name = "statefun", version, disable_help_flag = true, disable_help_subcommand = true)]
+#[command(
+    name = "statefun",
+    version,
+    disable_help_flag = true,
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

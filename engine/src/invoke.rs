@@ -31,7 +31,7 @@ enum TimerOp {
     Schedule {
         delay: Duration,
         token: Option<String>,
-        envelope: Envelope,
+        envelope: Box<Envelope>,
     },
     Cancel(String),
 }
@@ -157,18 +157,20 @@ impl InvocationHost for Host<'_> {
         self.scratch.timer_ops.push(TimerOp::Schedule {
             delay,
             token: cancellation_token,
-            envelope: Envelope {
+            envelope: Box::new(Envelope {
                 target: message.target,
                 caller: Some(self.target.clone()),
                 value: message.value,
                 metadata: None,
-            },
+            }),
         });
         Ok(())
     }
 
     fn cancel_delayed_message(&mut self, token: &str) {
-        self.scratch.timer_ops.push(TimerOp::Cancel(token.to_owned()));
+        self.scratch
+            .timer_ops
+            .push(TimerOp::Cancel(token.to_owned()));
     }
 
     fn send_egress(&mut self, message: EgressMessage) {
@@ -229,7 +231,7 @@ pub fn invoke<'s>(
             } => {
                 let due = now_ms.saturating_add(delay.as_millis() as u64);
                 // Liveness was checked at send time against these same timers.
-                if let Err(e) = timers.schedule(due, &target, token, envelope) {
+                if let Err(e) = timers.schedule(due, &target, token, *envelope) {
                     return Err(InvocationError {
                         target,
                         error: e.into(),

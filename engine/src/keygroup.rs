@@ -90,7 +90,11 @@ mod tests {
         }
         let empty = hits.iter().filter(|&&h| h == 0).count();
         assert_eq!(empty, 0);
-        assert!(*hits.iter().max().unwrap() < 60, "skewed: {}", hits.iter().max().unwrap());
+        assert!(
+            *hits.iter().max().unwrap() < 60,
+            "skewed: {}",
+            hits.iter().max().unwrap()
+        );
     }
 
     #[test]

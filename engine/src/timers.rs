@@ -32,7 +32,10 @@ impl Timers {
     /// Whether `sender` has a pending message with `token`.
     pub fn token_in_use(&self, sender: &Address, token: &str) -> bool {
         // Avoid allocating a key on the common path where no tokens exist.
-        !self.tokens.is_empty() && self.tokens.contains_key(&(sender.clone(), token.to_owned()))
+        !self.tokens.is_empty()
+            && self
+                .tokens
+                .contains_key(&(sender.clone(), token.to_owned()))
     }
 
     /// Schedules `envelope` for `due_ms` (ms since the Unix epoch).
@@ -134,9 +137,11 @@ mod tests {
     #[test]
     fn tokens_cancel_and_are_scoped_by_sender() {
         let mut t = Timers::default();
-        t.schedule(100, &addr("s1"), Some("tok".into()), env("a")).unwrap();
+        t.schedule(100, &addr("s1"), Some("tok".into()), env("a"))
+            .unwrap();
         // Same token, other sender: independent.
-        t.schedule(100, &addr("s2"), Some("tok".into()), env("b")).unwrap();
+        t.schedule(100, &addr("s2"), Some("tok".into()), env("b"))
+            .unwrap();
         // Same token, same sender, still pending: an error.
         assert_eq!(
             t.schedule(100, &addr("s1"), Some("tok".into()), env("c")),
@@ -148,6 +153,7 @@ mod tests {
         let ids: Vec<_> = t.pop_due(1000).into_iter().map(|e| e.target.id).collect();
         assert_eq!(ids, ["b"]);
         // Fired tokens are free again.
-        t.schedule(100, &addr("s2"), Some("tok".into()), env("d")).unwrap();
+        t.schedule(100, &addr("s2"), Some("tok".into()), env("d"))
+            .unwrap();
     }
 }

@@ -56,12 +56,12 @@ use std::path::Path;
 
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
 pub use model::{
-    is_secret_key, AutoOffsetReset, AwsCredentials, AwsRegion, Egress, EgressLocation,
-    EgressSpec, EndpointVersion, FileDeliverySemantic, FileEgress, FileIngress,
-    FunctionPattern, GeneratorIngress, HttpEndpoint, HttpTransport, Ingress, IngressLocation,
-    IngressSpec, KafkaDeliverySemantic, KafkaEgress, KafkaIngress, KafkaStartupPosition,
-    KafkaTopic, KinesisEgress, KinesisIngress, KinesisStartupPosition, KinesisStream, Module,
-    PartitionOffset, Properties, Route, Secret, SourceMap, TlsFiles, TransportType,
+    is_secret_key, AutoOffsetReset, AwsCredentials, AwsRegion, Egress, EgressLocation, EgressSpec,
+    EndpointVersion, FileDeliverySemantic, FileEgress, FileIngress, FunctionPattern,
+    GeneratorIngress, HttpEndpoint, HttpTransport, Ingress, IngressLocation, IngressSpec,
+    KafkaDeliverySemantic, KafkaEgress, KafkaIngress, KafkaStartupPosition, KafkaTopic,
+    KinesisEgress, KinesisIngress, KinesisStartupPosition, KinesisStream, Module, PartitionOffset,
+    Properties, Route, Secret, SourceMap, TlsFiles, TransportType,
 };
 pub use statefun_sdk::TypeName;
 pub use time::{format_duration, parse_duration, parse_timestamp, Timestamp};
@@ -90,7 +90,8 @@ pub fn load_file(path: &Path) -> Result<Module, Diagnostics> {
 
 /// Parses and validates module text; `file_name` is used in diagnostics.
 pub fn load_str(text: &str, file_name: &str) -> Result<Module, Diagnostics> {
-    load::load(text, file_name)
+    // Editors on Windows like to start files with a byte-order mark.
+    load::load(text.strip_prefix('\u{feff}').unwrap_or(text), file_name)
 }
 
 fn file_error(file: &str, message: String) -> Diagnostics {

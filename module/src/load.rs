@@ -38,9 +38,10 @@ impl Kind {
     fn role(self) -> Role {
         match self {
             Kind::EndpointV1 | Kind::EndpointV2 => Role::Endpoint,
-            Kind::KafkaIngress | Kind::KinesisIngress | Kind::FileIngress | Kind::GeneratorIngress => {
-                Role::Ingress
-            }
+            Kind::KafkaIngress
+            | Kind::KinesisIngress
+            | Kind::FileIngress
+            | Kind::GeneratorIngress => Role::Ingress,
             Kind::KafkaEgress | Kind::KinesisEgress | Kind::FileEgress => Role::Egress,
         }
     }
@@ -56,7 +57,10 @@ const KINDS: &[(&str, Kind)] = &[
     ("io.statefun.kinesis.v1/egress", Kind::KinesisEgress),
     ("io.statefun-rs.file.v1/ingress", Kind::FileIngress),
     ("io.statefun-rs.file.v1/egress", Kind::FileEgress),
-    ("io.statefun-rs.generator.v1/ingress", Kind::GeneratorIngress),
+    (
+        "io.statefun-rs.generator.v1/ingress",
+        Kind::GeneratorIngress,
+    ),
 ];
 
 /// Names the legacy `version: "3.0"` format uses, and what they mean now.
@@ -71,15 +75,42 @@ const LEGACY_KINDS: &[(&str, Kind)] = &[
 
 /// StateFun 2.x kinds that cannot be read as they are, and what to write instead.
 const UNSUPPORTED_KINDS: &[(&str, &str)] = &[
-    ("statefun.kafka.io/protobuf-ingress", "io.statefun.kafka.v1/ingress"),
-    ("statefun.kafka.io/routable-protobuf-ingress", "io.statefun.kafka.v1/ingress"),
-    ("statefun.kafka.io/generic-egress", "io.statefun.kafka.v1/egress"),
-    ("statefun.kinesis.io/protobuf-ingress", "io.statefun.kinesis.v1/ingress"),
-    ("statefun.kinesis.io/routable-protobuf-ingress", "io.statefun.kinesis.v1/ingress"),
-    ("statefun.kinesis.io/generic-egress", "io.statefun.kinesis.v1/egress"),
-    ("io.statefun.kafka/protobuf-ingress", "io.statefun.kafka.v1/ingress"),
-    ("io.statefun.kafka/routable-protobuf-ingress", "io.statefun.kafka.v1/ingress"),
-    ("io.statefun.kinesis/routable-protobuf-ingress", "io.statefun.kinesis.v1/ingress"),
+    (
+        "statefun.kafka.io/protobuf-ingress",
+        "io.statefun.kafka.v1/ingress",
+    ),
+    (
+        "statefun.kafka.io/routable-protobuf-ingress",
+        "io.statefun.kafka.v1/ingress",
+    ),
+    (
+        "statefun.kafka.io/generic-egress",
+        "io.statefun.kafka.v1/egress",
+    ),
+    (
+        "statefun.kinesis.io/protobuf-ingress",
+        "io.statefun.kinesis.v1/ingress",
+    ),
+    (
+        "statefun.kinesis.io/routable-protobuf-ingress",
+        "io.statefun.kinesis.v1/ingress",
+    ),
+    (
+        "statefun.kinesis.io/generic-egress",
+        "io.statefun.kinesis.v1/egress",
+    ),
+    (
+        "io.statefun.kafka/protobuf-ingress",
+        "io.statefun.kafka.v1/ingress",
+    ),
+    (
+        "io.statefun.kafka/routable-protobuf-ingress",
+        "io.statefun.kafka.v1/ingress",
+    ),
+    (
+        "io.statefun.kinesis/routable-protobuf-ingress",
+        "io.statefun.kinesis.v1/ingress",
+    ),
 ];
 
 /// Hints for fields that are unknown where they appear but mean something elsewhere.
@@ -140,6 +171,8 @@ struct Obj<'n> {
     path: String,
     entries: Vec<(&'n str, &'n Node)>,
     keys: Vec<(&'n str, Mark)>,
+    /// Known fields that an unknown key was taken as a typo of (not reported again as missing).
+    suggested: Vec<&'static str>,
 }
 
 impl<'n> Obj<'n> {
@@ -167,7 +200,7 @@ impl<'n> Obj<'n> {
     }
 }
 
-/// What one (possibly) parsed egress carries besides its spec.
+/// Where the id of an ingress or egress was written (for duplicate-id messages).
 struct Declared {
     id_mark: Mark,
     id_field: String,
@@ -266,7 +299,7 @@ impl<'f> Loader<'f> {
     // ----- generic readers -------------------------------------------------
 
     /// Reads a mapping, reporting non-string or duplicate keys and keys not in `known`.
-    fn obj<'n>(&mut self, node: &'n Node, path: &str, known: &[&str]) -> Option<Obj<'n>> {
+    fn obj<'n>(&mut self, node: &'n Node, path: &str, known: &[&'static str]) -> Option<Obj<'n>> {
         let Value::Map(map) = &node.value else {
             let what = if node.is_null() {
                 "is empty".to_string()
@@ -281,6 +314,7 @@ impl<'f> Loader<'f> {
             path: path.to_string(),
             entries: Vec::with_capacity(map.len()),
             keys: Vec::with_capacity(map.len()),
+            suggested: Vec::new(),
         };
         let mut seen: HashMap<&str, Mark> = HashMap::new();
         for (k, v) in map {
@@ -302,6 +336,9 @@ impl<'f> Loader<'f> {
             }
             seen.insert(key, k.mark);
             if !known.contains(&key) {
+                if let Some(s) = did_you_mean(key, known) {
+                    o.suggested.push(s);
+                }
                 let mut msg = format!("unknown field `{key}`; {}", expected_one_of(key, known));
                 if let Some(h) = field_hint(key) {
                     msg = format!("unknown field `{key}`: {h}");
@@ -328,12 +365,8 @@ impl<'f> Loader<'f> {
     /// The node of a required field, reporting it when missing.
     fn req<'n>(&mut self, o: &Obj<'n>, key: &str) -> Option<&'n Node> {
         let n = o.get(key);
-        if n.is_none() {
-            self.error(
-                o.mark,
-                &o.path,
-                format!("missing required field `{key}`"),
-            );
+        if n.is_none() && !o.suggested.contains(&key) {
+            self.error(o.mark, &o.path, format!("missing required field `{key}`"));
         }
         n
     }
@@ -399,7 +432,11 @@ impl<'f> Loader<'f> {
         match t.parse::<u64>() {
             Ok(v) => Some(v),
             Err(_) if t.starts_with('-') && t[1..].parse::<u64>().is_ok() => {
-                self.error(node.mark, path, format!("must not be negative, found `{text}`"));
+                self.error(
+                    node.mark,
+                    path,
+                    format!("must not be negative, found `{text}`"),
+                );
                 None
             }
             Err(_) => {
@@ -433,11 +470,7 @@ impl<'f> Loader<'f> {
             Some("true") => Some(true),
             Some("false") => Some(false),
             _ => {
-                self.error(
-                    node.mark,
-                    path,
-                    "expected `true` or `false`".to_string(),
-                );
+                self.error(node.mark, path, "expected `true` or `false`".to_string());
                 None
             }
         }
@@ -476,7 +509,9 @@ impl<'f> Loader<'f> {
         let path = o.field("targets");
         let Value::Seq(items) = &node.value else {
             let msg = match node.scalar() {
-                Some(t) => format!("expected a list of targets, found `{t}`; write `targets: [{t}]`"),
+                Some(t) => {
+                    format!("expected a list of targets, found `{t}`; write `targets: [{t}]`")
+                }
                 None => format!("expected a list of targets, found {}", node.describe()),
             };
             self.error(node.mark, &path, msg);
@@ -501,7 +536,9 @@ impl<'f> Loader<'f> {
                         self.warn(
                             item.mark,
                             &p,
-                            format!("target `{pat}` is listed twice; it will receive each record twice"),
+                            format!(
+                                "target `{pat}` is listed twice; it will receive each record twice"
+                            ),
                         );
                     }
                     patterns.push(pat);
@@ -522,7 +559,10 @@ impl<'f> Loader<'f> {
         self.error(
             node.mark,
             path,
-            format!("unknown {what} `{text}`; {}", expected_one_of(&text, options)),
+            format!(
+                "unknown {what} `{text}`; {}",
+                expected_one_of(&text, options)
+            ),
         );
         None
     }
@@ -553,7 +593,11 @@ impl<'f> Loader<'f> {
                 }
             };
             if !seen.insert(name.to_string()) {
-                l.error(k.mark, &join(p, name), format!("property `{name}` is set twice"));
+                l.error(
+                    k.mark,
+                    &join(p, name),
+                    format!("property `{name}` is set twice"),
+                );
                 return;
             }
             pairs.push((name.to_string(), value));
@@ -590,7 +634,11 @@ impl<'f> Loader<'f> {
     }
 
     /// The id: `spec.id`, or the legacy `meta.id`.
-    fn id(&mut self, o: &Obj<'_>, meta_id: Option<&(&Node, String)>) -> Option<(TypeName, Declared)> {
+    fn id(
+        &mut self,
+        o: &Obj<'_>,
+        meta_id: Option<&(&Node, String)>,
+    ) -> Option<(TypeName, Declared)> {
         match (o.get("id"), meta_id) {
             (Some(n), Some((m, mpath))) => {
                 let a = self.typename(n, &o.field("id"))?;
@@ -733,7 +781,11 @@ impl<'f> Loader<'f> {
         if let Some(v) = o.get("version") {
             let text = v.scalar().unwrap_or("").trim().to_string();
             if text != "3.0" {
-                let shown = if text.is_empty() { v.describe().to_string() } else { format!("`{text}`") };
+                let shown = if text.is_empty() {
+                    v.describe().to_string()
+                } else {
+                    format!("`{text}`")
+                };
                 self.error(
                     v.mark,
                     "version",
@@ -744,7 +796,9 @@ impl<'f> Loader<'f> {
                 return;
             }
         }
-        let Some(module) = self.req(&o, "module") else { return };
+        let Some(module) = self.req(&o, "module") else {
+            return;
+        };
         let Some(m) = self.obj(module, "module", &["meta", "spec"]) else {
             return;
         };
@@ -762,7 +816,9 @@ impl<'f> Loader<'f> {
                 }
             }
         }
-        let Some(spec) = self.req(&m, "spec") else { return };
+        let Some(spec) = self.req(&m, "spec") else {
+            return;
+        };
         let Some(s) = self.obj(spec, "module.spec", &["endpoints", "ingresses", "egresses"]) else {
             return;
         };
@@ -777,45 +833,81 @@ impl<'f> Loader<'f> {
                 Value::Null => {}
                 Value::Seq(items) => {
                     for (i, item) in items.iter().enumerate() {
-                        self.legacy_item(item, &index(&path, i), wrapper, role);
+                        self.legacy_item(item, &index(&path, i), wrapper, list, role);
                     }
                 }
                 _ => self.error(
                     node.mark,
                     &path,
-                    format!("expected a list of `- {wrapper}:` entries, found {}", node.describe()),
+                    format!(
+                        "expected a list of `- {wrapper}:` entries, found {}",
+                        node.describe()
+                    ),
                 ),
             }
         }
     }
 
     /// One `- ingress: {meta, spec}` entry (also accepting `meta`/`spec` as siblings of `ingress:`).
-    fn legacy_item(&mut self, item: &Node, path: &str, wrapper: &str, role: Role) {
+    fn legacy_item(
+        &mut self,
+        item: &Node,
+        path: &str,
+        wrapper: &'static str,
+        list: &str,
+        role: Role,
+    ) {
         let nested = matches!(&item.value, Value::Map(m)
             if m.iter().any(|(k, v)| k.scalar() == Some(wrapper) && matches!(v.value, Value::Map(_))));
         let inner = if nested {
-            let Some(o) = self.obj(item, path, &[wrapper]) else { return };
+            let Some(o) = self.obj(item, path, &[wrapper]) else {
+                return;
+            };
             let Some(n) = o.get(wrapper) else { return };
             let p = o.field(wrapper);
-            let Some(io) = self.obj(n, &p, &["meta", "spec"]) else { return };
+            let Some(io) = self.obj(n, &p, &["meta", "spec"]) else {
+                return;
+            };
             io
         } else {
-            let Some(o) = self.obj(item, path, &[wrapper, "meta", "spec"]) else { return };
+            let Some(o) = self.obj(item, path, &[wrapper, "meta", "spec"]) else {
+                return;
+            };
             if !o.has(wrapper) {
-                self.error(o.mark, path, format!("expected `- {wrapper}:` with `meta` and `spec`"));
+                self.error(
+                    o.mark,
+                    path,
+                    format!("expected `- {wrapper}:` with `meta` and `spec`"),
+                );
                 return;
             }
             o
         };
-        let Some(meta) = self.req(&inner, "meta") else { return };
+        let Some(meta) = self.req(&inner, "meta") else {
+            return;
+        };
         let meta_path = inner.field("meta");
-        let type_key = if role == Role::Endpoint { "kind" } else { "type" };
-        let known: &[&str] = if role == Role::Endpoint { &["kind"] } else { &["type", "id"] };
-        let Some(mo) = self.obj(meta, &meta_path, known) else { return };
+        let type_key = if role == Role::Endpoint {
+            "kind"
+        } else {
+            "type"
+        };
+        let known: &[&str] = if role == Role::Endpoint {
+            &["kind"]
+        } else {
+            &["type", "id"]
+        };
+        let Some(mo) = self.obj(meta, &meta_path, known) else {
+            return;
+        };
         let spec = self.req(&inner, "spec");
-        let Some(type_node) = self.req(&mo, type_key) else { return };
+        let Some(type_node) = self.req(&mo, type_key) else {
+            return;
+        };
         let type_path = mo.field(type_key);
-        let Some(type_text) = self.string(type_node, &type_path) else { return };
+        let Some(type_text) = self.string(type_node, &type_path) else {
+            return;
+        };
         let Some(kind) = self.resolve_kind(&type_text, type_node.mark, &type_path, true) else {
             return;
         };
@@ -828,7 +920,7 @@ impl<'f> Loader<'f> {
             self.error(
                 type_node.mark,
                 &type_path,
-                format!("`{type_text}` is {what}, but it is listed under `{wrapper}` entries"),
+                format!("`{type_text}` is {what}, but it is listed under `{list}`"),
             );
             return;
         }
@@ -848,11 +940,23 @@ impl<'f> Loader<'f> {
     fn endpoint(&mut self, kind: Kind, spec: &Node, path: &str) {
         let v2 = kind == Kind::EndpointV2;
         let known: &[&str] = if v2 {
-            &["functions", "urlPathTemplate", "maxNumBatchRequests", "transport"]
+            &[
+                "functions",
+                "urlPathTemplate",
+                "maxNumBatchRequests",
+                "transport",
+            ]
         } else {
-            &["functions", "urlPathTemplate", "maxNumBatchRequests", "timeouts"]
+            &[
+                "functions",
+                "urlPathTemplate",
+                "maxNumBatchRequests",
+                "timeouts",
+            ]
         };
-        let Some(o) = self.obj(spec, path, known) else { return };
+        let Some(o) = self.obj(spec, path, known) else {
+            return;
+        };
         let functions = self
             .req(&o, "functions")
             .and_then(|n| self.pattern(n, &o.field("functions")));
@@ -868,7 +972,9 @@ impl<'f> Loader<'f> {
         if let Some(n) = o.get("transport") {
             self.transport(n, &o.field("transport"), &mut transport);
         }
-        let (Some(functions), Some(url)) = (functions, url) else { return };
+        let (Some(functions), Some(url)) = (functions, url) else {
+            return;
+        };
         let fmark = o.get("functions").map_or(o.mark, |n| n.mark);
         self.module
             .locations
@@ -878,7 +984,11 @@ impl<'f> Loader<'f> {
             functions,
             url_path_template: url,
             max_num_batch_requests: usize::try_from(max).unwrap_or(usize::MAX),
-            version: if v2 { EndpointVersion::V2 } else { EndpointVersion::V1 },
+            version: if v2 {
+                EndpointVersion::V2
+            } else {
+                EndpointVersion::V1
+            },
             transport,
         });
     }
@@ -897,12 +1007,19 @@ impl<'f> Loader<'f> {
             self.error(
                 mark,
                 path,
-                format!("unsupported URL scheme `{scheme}`; {}", expected_one_of(scheme, &schemes)),
+                format!(
+                    "unsupported URL scheme `{scheme}`; {}",
+                    expected_one_of(scheme, &schemes)
+                ),
             );
             return;
         }
         if rest.is_empty() || rest.starts_with('{') {
-            self.error(mark, path, format!("`{url}` has no host (or, for `+unix`, no socket path)"));
+            self.error(
+                mark,
+                path,
+                format!("`{url}` has no host (or, for `+unix`, no socket path)"),
+            );
             return;
         }
         if scheme.ends_with("+unix") && !rest.starts_with('/') {
@@ -934,7 +1051,9 @@ impl<'f> Loader<'f> {
     }
 
     fn timeouts(&mut self, node: &Node, path: &str, t: &mut HttpTransport) {
-        let Some(o) = self.obj(node, path, &["call", "connect", "read", "write"]) else { return };
+        let Some(o) = self.obj(node, path, &["call", "connect", "read", "write"]) else {
+            return;
+        };
         if let Some(d) = self.opt_duration(&o, "call") {
             t.call_timeout = d;
         }
@@ -970,7 +1089,10 @@ impl<'f> Loader<'f> {
             return;
         };
         if let Some(n) = o.get("type") {
-            let types = ["io.statefun.transports.v1/async", "io.statefun.transports.v1/okhttp"];
+            let types = [
+                "io.statefun.transports.v1/async",
+                "io.statefun.transports.v1/okhttp",
+            ];
             if let Some(ty) = self.choice(n, &o.field("type"), "transport type", &types) {
                 if ty == types[0] {
                     t.kind = TransportType::Async;
@@ -991,15 +1113,21 @@ impl<'f> Loader<'f> {
         if let Some(d) = self.opt_duration(&o, "pool_ttl") {
             t.pool_ttl = d;
         }
-        t.pool_size = usize::try_from(self.opt_uint(&o, "pool_size", t.pool_size as u64, 1)).unwrap_or(usize::MAX);
+        t.pool_size = usize::try_from(self.opt_uint(&o, "pool_size", t.pool_size as u64, 1))
+            .unwrap_or(usize::MAX);
         t.payload_max_bytes =
-            usize::try_from(self.opt_uint(&o, "payload_max_bytes", t.payload_max_bytes as u64, 1)).unwrap_or(usize::MAX);
+            usize::try_from(self.opt_uint(&o, "payload_max_bytes", t.payload_max_bytes as u64, 1))
+                .unwrap_or(usize::MAX);
         t.tls.trust_cacerts = self.opt_str(&o, "trust_cacerts");
         t.tls.client_cert = self.opt_str(&o, "client_cert");
         t.tls.client_key = self.opt_str(&o, "client_key");
         t.tls.client_key_password = self.opt_str(&o, "client_key_password").map(Secret::new);
         if t.tls.client_cert.is_some() != t.tls.client_key.is_some() {
-            self.error(o.mark, path, "`client_cert` and `client_key` must be given together");
+            self.error(
+                o.mark,
+                path,
+                "`client_cert` and `client_key` must be given together",
+            );
         }
     }
 
@@ -1041,7 +1169,13 @@ impl<'f> Loader<'f> {
 
     // ----- shared ingress/egress parts -------------------------------------
 
-    fn add_ingress(&mut self, id: TypeName, decl: Declared, spec: IngressSpec, location: IngressLocation) {
+    fn add_ingress(
+        &mut self,
+        id: TypeName,
+        decl: Declared,
+        spec: IngressSpec,
+        location: IngressLocation,
+    ) {
         let here = self.location(decl.id_mark, &decl.id_field);
         if let Some(first) = self.ingress_ids.get(&id) {
             let msg = format!(
@@ -1057,7 +1191,13 @@ impl<'f> Loader<'f> {
         self.module.locations.ingresses.push(location);
     }
 
-    fn add_egress(&mut self, id: TypeName, decl: Declared, spec: EgressSpec, location: EgressLocation) {
+    fn add_egress(
+        &mut self,
+        id: TypeName,
+        decl: Declared,
+        spec: EgressSpec,
+        location: EgressLocation,
+    ) {
         let here = self.location(decl.id_mark, &decl.id_field);
         if let Some(first) = self.egress_ids.get(&id) {
             let msg = format!(
@@ -1079,7 +1219,11 @@ impl<'f> Loader<'f> {
         match &node.value {
             Value::Seq(items) if !items.is_empty() => Some(items),
             Value::Seq(_) | Value::Null => {
-                self.error(node.mark, &o.field(key), format!("must list at least one {what}"));
+                self.error(
+                    node.mark,
+                    &o.field(key),
+                    format!("must list at least one {what}"),
+                );
                 None
             }
             _ => {
@@ -1096,7 +1240,11 @@ impl<'f> Loader<'f> {
     fn timestamp(&mut self, o: &Obj<'_>) -> Option<crate::time::Timestamp> {
         let key = match (o.has("timestamp"), o.has("date")) {
             (true, true) => {
-                self.error(o.mark, &o.path, "give either `timestamp` or `date`, not both");
+                self.error(
+                    o.mark,
+                    &o.path,
+                    "give either `timestamp` or `date`, not both",
+                );
                 return None;
             }
             (true, false) => "timestamp",
@@ -1124,7 +1272,15 @@ impl<'f> Loader<'f> {
         let Some(o) = self.obj(
             spec,
             path,
-            &["id", "address", "consumerGroupId", "topics", "startupPosition", "autoOffsetResetPosition", "properties"],
+            &[
+                "id",
+                "address",
+                "consumerGroupId",
+                "topics",
+                "startupPosition",
+                "autoOffsetResetPosition",
+                "properties",
+            ],
         ) else {
             return;
         };
@@ -1165,7 +1321,11 @@ impl<'f> Loader<'f> {
                 let targets = self.targets(&to);
                 match (topic, value_type, targets) {
                     (Some(topic), Some(value_type), Some((targets, locs))) => {
-                        topics.push(KafkaTopic { topic, value_type, targets });
+                        topics.push(KafkaTopic {
+                            topic,
+                            value_type,
+                            targets,
+                        });
                         target_locs.push(locs);
                     }
                     _ => topics_ok = false,
@@ -1181,8 +1341,19 @@ impl<'f> Loader<'f> {
         let reset = match o.get("autoOffsetResetPosition") {
             None => Some(AutoOffsetReset::Latest),
             Some(n) => self
-                .choice(n, &o.field("autoOffsetResetPosition"), "auto offset reset position", &["latest", "earliest"])
-                .map(|c| if c == "earliest" { AutoOffsetReset::Earliest } else { AutoOffsetReset::Latest }),
+                .choice(
+                    n,
+                    &o.field("autoOffsetResetPosition"),
+                    "auto offset reset position",
+                    &["latest", "earliest"],
+                )
+                .map(|c| {
+                    if c == "earliest" {
+                        AutoOffsetReset::Earliest
+                    } else {
+                        AutoOffsetReset::Latest
+                    }
+                }),
         };
         let (Some((id, decl)), Some(address), Some(group), Some(startup), Some(reset), true) =
             (id, address, group, startup, reset, topics_ok)
@@ -1201,13 +1372,28 @@ impl<'f> Loader<'f> {
                 auto_offset_reset: reset,
                 properties,
             }),
-            IngressLocation { spec: spec_loc, targets: target_locs },
+            IngressLocation {
+                spec: spec_loc,
+                targets: target_locs,
+            },
         );
     }
 
-    fn kafka_startup(&mut self, node: &Node, path: &str, topics: &[KafkaTopic]) -> Option<KafkaStartupPosition> {
+    fn kafka_startup(
+        &mut self,
+        node: &Node,
+        path: &str,
+        topics: &[KafkaTopic],
+    ) -> Option<KafkaStartupPosition> {
         // A bare word is accepted too: `startupPosition: earliest`.
-        let types = ["latest", "earliest", "group-offsets", "specific-offsets", "at-timestamp", "date"];
+        let types = [
+            "latest",
+            "earliest",
+            "group-offsets",
+            "specific-offsets",
+            "at-timestamp",
+            "date",
+        ];
         if node.scalar().is_some() {
             let t = self.choice(node, path, "startup position", &types)?;
             return match t.as_str() {
@@ -1215,7 +1401,13 @@ impl<'f> Loader<'f> {
                 "earliest" => Some(KafkaStartupPosition::Earliest),
                 "group-offsets" => Some(KafkaStartupPosition::GroupOffsets),
                 _ => {
-                    self.error(node.mark, path, format!("`{t}` needs more settings; write it as a mapping with `type: {t}`"));
+                    self.error(
+                        node.mark,
+                        path,
+                        format!(
+                            "`{t}` needs more settings; write it as a mapping with `type: {t}`"
+                        ),
+                    );
                     None
                 }
             };
@@ -1236,7 +1428,8 @@ impl<'f> Loader<'f> {
             "specific-offsets" => {
                 self.only(&o, &["type", "offsets"], &what);
                 let n = self.req(&o, "offsets")?;
-                self.offsets(n, &o.field("offsets"), topics).map(KafkaStartupPosition::SpecificOffsets)
+                self.offsets(n, &o.field("offsets"), topics)
+                    .map(KafkaStartupPosition::SpecificOffsets)
             }
             _ => {
                 self.only(&o, &["type", "timestamp", "date"], &what);
@@ -1245,14 +1438,21 @@ impl<'f> Loader<'f> {
         }
     }
 
-    fn offsets(&mut self, node: &Node, path: &str, topics: &[KafkaTopic]) -> Option<Vec<PartitionOffset>> {
+    fn offsets(
+        &mut self,
+        node: &Node,
+        path: &str,
+        topics: &[KafkaTopic],
+    ) -> Option<Vec<PartitionOffset>> {
         let mut entries: Vec<(&Node, &Node, String)> = Vec::new();
         match &node.value {
             Value::Map(m) => entries.extend(m.iter().map(|(k, v)| (k, v, path.to_string()))),
             Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
                     match &item.value {
-                        Value::Map(m) => entries.extend(m.iter().map(|(k, v)| (k, v, index(path, i)))),
+                        Value::Map(m) => {
+                            entries.extend(m.iter().map(|(k, v)| (k, v, index(path, i))))
+                        }
                         _ => self.error(
                             item.mark,
                             &index(path, i),
@@ -1271,7 +1471,11 @@ impl<'f> Loader<'f> {
             }
         }
         if entries.is_empty() {
-            self.error(node.mark, path, "no offsets given; list `<topic>/<partition>: <offset>` entries");
+            self.error(
+                node.mark,
+                path,
+                "no offsets given; list `<topic>/<partition>: <offset>` entries",
+            );
             return None;
         }
         let mut out = Vec::new();
@@ -1280,7 +1484,8 @@ impl<'f> Loader<'f> {
         for (k, v, p) in entries {
             let key = k.scalar().unwrap_or("").to_string();
             let fp = join(&p, &key);
-            let Some((topic, partition)) = key.rsplit_once('/').filter(|(t, _)| !t.is_empty()) else {
+            let Some((topic, partition)) = key.rsplit_once('/').filter(|(t, _)| !t.is_empty())
+            else {
                 self.error(
                     k.mark,
                     &fp,
@@ -1291,14 +1496,22 @@ impl<'f> Loader<'f> {
             };
             let partition = match partition.trim().parse::<i64>() {
                 Ok(p) if p < 0 => {
-                    self.error(k.mark, &fp, format!("negative partition {p} in `{key}`; partitions start at 0"));
+                    self.error(
+                        k.mark,
+                        &fp,
+                        format!("negative partition {p} in `{key}`; partitions start at 0"),
+                    );
                     ok = false;
                     continue;
                 }
                 Ok(p) => match i32::try_from(p) {
                     Ok(p) => p,
                     Err(_) => {
-                        self.error(k.mark, &fp, format!("partition {p} in `{key}` is too large"));
+                        self.error(
+                            k.mark,
+                            &fp,
+                            format!("partition {p} in `{key}` is too large"),
+                        );
                         ok = false;
                         continue;
                     }
@@ -1321,7 +1534,11 @@ impl<'f> Loader<'f> {
                     continue;
                 }
                 _ => {
-                    self.error(v.mark, &fp, format!("the offset of `{key}` must be a whole number"));
+                    self.error(
+                        v.mark,
+                        &fp,
+                        format!("the offset of `{key}` must be a whole number"),
+                    );
                     ok = false;
                     continue;
                 }
@@ -1334,13 +1551,21 @@ impl<'f> Loader<'f> {
             if !topics.is_empty() && !topics.iter().any(|t| t.topic == topic) {
                 self.warn(k.mark, &fp, format!("topic `{topic}` is not among this ingress's `topics`; this offset is ignored"));
             }
-            out.push(PartitionOffset { topic: topic.to_string(), partition, offset });
+            out.push(PartitionOffset {
+                topic: topic.to_string(),
+                partition,
+                offset,
+            });
         }
         ok.then_some(out)
     }
 
     fn kafka_egress(&mut self, spec: &Node, path: &str, meta_id: Option<&(&Node, String)>) {
-        let Some(o) = self.obj(spec, path, &["id", "address", "deliverySemantic", "properties"]) else {
+        let Some(o) = self.obj(
+            spec,
+            path,
+            &["id", "address", "deliverySemantic", "properties"],
+        ) else {
             return;
         };
         let id = self.id(&o, meta_id);
@@ -1361,15 +1586,25 @@ impl<'f> Loader<'f> {
         self.add_egress(
             id,
             decl,
-            EgressSpec::Kafka(KafkaEgress { address, delivery_semantic: semantic, properties }),
-            EgressLocation { spec: spec_loc, delivery_semantic: ds_loc },
+            EgressSpec::Kafka(KafkaEgress {
+                address,
+                delivery_semantic: semantic,
+                properties,
+            }),
+            EgressLocation {
+                spec: spec_loc,
+                delivery_semantic: ds_loc,
+            },
         );
     }
 
     fn kafka_semantic(&mut self, node: &Node, path: &str) -> Option<KafkaDeliverySemantic> {
         let types = ["exactly-once", "at-least-once", "none"];
         if node.scalar().is_some() {
-            return match self.choice(node, path, "delivery semantic", &types)?.as_str() {
+            return match self
+                .choice(node, path, "delivery semantic", &types)?
+                .as_str()
+            {
                 "at-least-once" => Some(KafkaDeliverySemantic::AtLeastOnce),
                 "none" => Some(KafkaDeliverySemantic::None),
                 _ => {
@@ -1378,27 +1613,44 @@ impl<'f> Loader<'f> {
                 }
             };
         }
-        let o = self.obj(node, path, &["type", "transactionTimeoutMillis", "transactionTimeout"])?;
+        let o = self.obj(
+            node,
+            path,
+            &["type", "transactionTimeoutMillis", "transactionTimeout"],
+        )?;
         let tnode = self.req(&o, "type")?;
         let t = self.choice(tnode, &o.field("type"), "delivery semantic", &types)?;
         match t.as_str() {
             "at-least-once" => {
-                self.only(&o, &["type"], "`at-least-once`; transaction timeouts apply to `exactly-once` only");
+                self.only(
+                    &o,
+                    &["type"],
+                    "`at-least-once`; transaction timeouts apply to `exactly-once` only",
+                );
                 Some(KafkaDeliverySemantic::AtLeastOnce)
             }
             "none" => {
-                self.only(&o, &["type"], "`none`; transaction timeouts apply to `exactly-once` only");
+                self.only(
+                    &o,
+                    &["type"],
+                    "`none`; transaction timeouts apply to `exactly-once` only",
+                );
                 Some(KafkaDeliverySemantic::None)
             }
             _ => {
-                let (timeout, mark, field) = match (o.get("transactionTimeoutMillis"), o.get("transactionTimeout")) {
+                let (timeout, mark, field) = match (
+                    o.get("transactionTimeoutMillis"),
+                    o.get("transactionTimeout"),
+                ) {
                     (Some(_), Some(_)) => {
                         self.error(o.mark, path, "give either `transactionTimeoutMillis` or `transactionTimeout`, not both");
                         return None;
                     }
                     (Some(n), None) => {
                         let f = o.field("transactionTimeoutMillis");
-                        if n.scalar().is_some_and(|s| s.trim().parse::<u64>().is_err() && parse_duration(s).is_ok()) {
+                        if n.scalar().is_some_and(|s| {
+                            s.trim().parse::<u64>().is_err() && parse_duration(s).is_ok()
+                        }) {
                             self.error(n.mark, &f, "`transactionTimeoutMillis` is a number of milliseconds; for a duration such as `1min` use `transactionTimeout`");
                             return None;
                         }
@@ -1431,7 +1683,9 @@ impl<'f> Loader<'f> {
                         ),
                     );
                 }
-                Some(KafkaDeliverySemantic::ExactlyOnce { transaction_timeout: timeout })
+                Some(KafkaDeliverySemantic::ExactlyOnce {
+                    transaction_timeout: timeout,
+                })
             }
         }
     }
@@ -1505,7 +1759,14 @@ impl<'f> Loader<'f> {
         let co = self.obj(
             node,
             &path,
-            &["type", "accessKeyId", "secretAccessKey", "profile", "profileName", "profilePath"],
+            &[
+                "type",
+                "accessKeyId",
+                "secretAccessKey",
+                "profile",
+                "profileName",
+                "profilePath",
+            ],
         )?;
         let tnode = self.req(&co, "type")?;
         let t = self.choice(tnode, &co.field("type"), "AWS credentials type", &types)?;
@@ -1525,21 +1786,36 @@ impl<'f> Loader<'f> {
                 })
             }
             _ => {
-                self.only(&co, &["type", "profile", "profileName", "profilePath"], &what);
+                self.only(
+                    &co,
+                    &["type", "profile", "profileName", "profilePath"],
+                    &what,
+                );
                 let name = match (co.has("profile"), co.has("profileName")) {
                     (true, true) => {
-                        self.error(co.mark, &path, "give either `profile` or `profileName`, not both");
+                        self.error(
+                            co.mark,
+                            &path,
+                            "give either `profile` or `profileName`, not both",
+                        );
                         return None;
                     }
                     (false, true) => self.opt_str(&co, "profileName")?,
                     (true, false) => self.opt_str(&co, "profile")?,
                     (false, false) => {
-                        self.error(co.mark, &path, "missing required field `profileName` (or `profile`)");
+                        self.error(
+                            co.mark,
+                            &path,
+                            "missing required field `profileName` (or `profile`)",
+                        );
                         return None;
                     }
                 };
                 let profile_path = self.opt_str(&co, "profilePath");
-                Some(AwsCredentials::Profile { name, path: profile_path })
+                Some(AwsCredentials::Profile {
+                    name,
+                    path: profile_path,
+                })
             }
         }
     }
@@ -1548,7 +1824,14 @@ impl<'f> Loader<'f> {
         let Some(o) = self.obj(
             spec,
             path,
-            &["id", "awsRegion", "awsCredentials", "startupPosition", "streams", "clientConfigProperties"],
+            &[
+                "id",
+                "awsRegion",
+                "awsCredentials",
+                "startupPosition",
+                "streams",
+                "clientConfigProperties",
+            ],
         ) else {
             return;
         };
@@ -1568,14 +1851,19 @@ impl<'f> Loader<'f> {
             let spath = o.field("streams");
             for (i, item) in items.iter().enumerate() {
                 let p = index(&spath, i);
-                let Some(so) = self.obj(item, &p, &["stream", "streamArn", "valueType", "targets"]) else {
+                let Some(so) = self.obj(item, &p, &["stream", "streamArn", "valueType", "targets"])
+                else {
                     ok = false;
                     continue;
                 };
                 let stream = self.opt_str(&so, "stream");
                 let arn = self.opt_str(&so, "streamArn");
                 if !so.has("stream") && !so.has("streamArn") {
-                    self.error(so.mark, &so.path, "missing required field `stream` (or `streamArn`)");
+                    self.error(
+                        so.mark,
+                        &so.path,
+                        "missing required field `stream` (or `streamArn`)",
+                    );
                 }
                 let mut arn_ok = true;
                 let mut stream_name = stream.clone();
@@ -1606,7 +1894,10 @@ impl<'f> Loader<'f> {
                     }
                 }
                 if let Some(s) = &stream_name {
-                    let mark = so.get("stream").or(so.get("streamArn")).map_or(so.mark, |n| n.mark);
+                    let mark = so
+                        .get("stream")
+                        .or(so.get("streamArn"))
+                        .map_or(so.mark, |n| n.mark);
                     if let Some(first) = names.insert(s.clone(), mark.line) {
                         self.error(mark, &p, format!("stream `{s}` is listed twice in this ingress (first at line {first}); merge the targets into one entry"));
                         ok = false;
@@ -1616,7 +1907,12 @@ impl<'f> Loader<'f> {
                 let targets = self.targets(&so);
                 match (stream_name, value_type, targets, arn_ok) {
                     (Some(stream), Some(value_type), Some((targets, locs)), true) => {
-                        streams.push(KinesisStream { stream, arn, value_type, targets });
+                        streams.push(KinesisStream {
+                            stream,
+                            arn,
+                            value_type,
+                            targets,
+                        });
                         target_locs.push(locs);
                     }
                     _ => ok = false,
@@ -1641,7 +1937,10 @@ impl<'f> Loader<'f> {
                 streams,
                 client_config_properties: properties,
             }),
-            IngressLocation { spec: spec_loc, targets: target_locs },
+            IngressLocation {
+                spec: spec_loc,
+                targets: target_locs,
+            },
         );
     }
 
@@ -1679,7 +1978,14 @@ impl<'f> Loader<'f> {
         let Some(o) = self.obj(
             spec,
             path,
-            &["id", "awsRegion", "awsCredentials", "streamName", "maxOutstandingRecords", "clientConfigProperties"],
+            &[
+                "id",
+                "awsRegion",
+                "awsCredentials",
+                "streamName",
+                "maxOutstandingRecords",
+                "clientConfigProperties",
+            ],
         ) else {
             return;
         };
@@ -1689,12 +1995,18 @@ impl<'f> Loader<'f> {
         let stream = self.req_str(&o, "streamName");
         if let (Some(s), Some(n)) = (&stream, o.get("streamName")) {
             if s.starts_with("arn:") {
-                self.error(n.mark, &o.field("streamName"), "`streamName` is the short stream name, not an ARN");
+                self.error(
+                    n.mark,
+                    &o.field("streamName"),
+                    "`streamName` is the short stream name, not an ARN",
+                );
             }
         }
         let max = self.opt_uint(&o, "maxOutstandingRecords", 1000, 1);
         let properties = self.properties(&o, "clientConfigProperties");
-        let (Some((id, decl)), Some(region), Some(credentials), Some(stream)) = (id, region, credentials, stream) else {
+        let (Some((id, decl)), Some(region), Some(credentials), Some(stream)) =
+            (id, region, credentials, stream)
+        else {
             return;
         };
         let spec_loc = self.location(o.mark, &o.path);
@@ -1708,14 +2020,21 @@ impl<'f> Loader<'f> {
                 max_outstanding_records: usize::try_from(max).unwrap_or(usize::MAX),
                 client_config_properties: properties,
             }),
-            EgressLocation { spec: spec_loc, delivery_semantic: None },
+            EgressLocation {
+                spec: spec_loc,
+                delivery_semantic: None,
+            },
         );
     }
 
     // ----- development kinds -----------------------------------------------
 
     fn file_ingress(&mut self, spec: &Node, path: &str, meta_id: Option<&(&Node, String)>) {
-        let Some(o) = self.obj(spec, path, &["id", "path", "valueType", "targets", "follow"]) else {
+        let Some(o) = self.obj(
+            spec,
+            path,
+            &["id", "path", "valueType", "targets", "follow"],
+        ) else {
             return;
         };
         let id = self.id(&o, meta_id);
@@ -1735,8 +2054,16 @@ impl<'f> Loader<'f> {
         self.add_ingress(
             id,
             decl,
-            IngressSpec::File(FileIngress { path: file, value_type, targets, follow }),
-            IngressLocation { spec: spec_loc, targets: vec![locs] },
+            IngressSpec::File(FileIngress {
+                path: file,
+                value_type,
+                targets,
+                follow,
+            }),
+            IngressLocation {
+                spec: spec_loc,
+                targets: vec![locs],
+            },
         );
     }
 
@@ -1761,8 +2088,21 @@ impl<'f> Loader<'f> {
                     }
                 };
                 tnode
-                    .and_then(|t| self.choice(t, &tpath, "delivery semantic", &["at-least-once", "exactly-once"]))
-                    .map(|c| if c == "exactly-once" { FileDeliverySemantic::ExactlyOnce } else { FileDeliverySemantic::AtLeastOnce })
+                    .and_then(|t| {
+                        self.choice(
+                            t,
+                            &tpath,
+                            "delivery semantic",
+                            &["at-least-once", "exactly-once"],
+                        )
+                    })
+                    .map(|c| {
+                        if c == "exactly-once" {
+                            FileDeliverySemantic::ExactlyOnce
+                        } else {
+                            FileDeliverySemantic::AtLeastOnce
+                        }
+                    })
             }
         };
         let (Some((id, decl)), Some(file), Some(semantic)) = (id, file, semantic) else {
@@ -1772,8 +2112,14 @@ impl<'f> Loader<'f> {
         self.add_egress(
             id,
             decl,
-            EgressSpec::File(FileEgress { path: file, delivery_semantic: semantic }),
-            EgressLocation { spec: spec_loc, delivery_semantic: ds_loc },
+            EgressSpec::File(FileEgress {
+                path: file,
+                delivery_semantic: semantic,
+            }),
+            EgressLocation {
+                spec: spec_loc,
+                delivery_semantic: ds_loc,
+            },
         );
     }
 
@@ -1781,7 +2127,15 @@ impl<'f> Loader<'f> {
         let Some(o) = self.obj(
             spec,
             path,
-            &["id", "valueType", "targets", "keys", "rate", "count", "valueSize"],
+            &[
+                "id",
+                "valueType",
+                "targets",
+                "keys",
+                "rate",
+                "count",
+                "valueSize",
+            ],
         ) else {
             return;
         };
@@ -1798,13 +2152,19 @@ impl<'f> Loader<'f> {
                 match n.scalar().map(|s| s.trim().parse::<f64>()) {
                     Some(Ok(r)) if r.is_finite() && r >= 0.0 => Some(r),
                     _ => {
-                        self.error(n.mark, &f, "expected messages per second: a number ≥ 0 (0 = as fast as possible)");
+                        self.error(
+                            n.mark,
+                            &f,
+                            "expected messages per second: a number ≥ 0 (0 = as fast as possible)",
+                        );
                         None
                     }
                 }
             }
         };
-        let (Some((id, decl)), Some(value_type), Some((targets, locs)), Some(rate)) = (id, value_type, targets, rate) else {
+        let (Some((id, decl)), Some(value_type), Some((targets, locs)), Some(rate)) =
+            (id, value_type, targets, rate)
+        else {
             return;
         };
         let spec_loc = self.location(o.mark, &o.path);
@@ -1819,7 +2179,10 @@ impl<'f> Loader<'f> {
                 count,
                 value_size: usize::try_from(value_size).unwrap_or(usize::MAX),
             }),
-            IngressLocation { spec: spec_loc, targets: vec![locs] },
+            IngressLocation {
+                spec: spec_loc,
+                targets: vec![locs],
+            },
         );
     }
 }
@@ -1850,25 +2213,42 @@ pub(crate) fn parse_kinesis_arn(arn: &str) -> Result<(&str, &str), String> {
     if parts.len() != 6 || parts[0] != "arn" {
         return Err(format!("malformed stream ARN `{arn}`: {shape}"));
     }
-    let (partition, service, region, account, resource) = (parts[1], parts[2], parts[3], parts[4], parts[5]);
+    let (partition, service, region, account, resource) =
+        (parts[1], parts[2], parts[3], parts[4], parts[5]);
     if !(partition == "aws" || partition.starts_with("aws-")) {
-        return Err(format!("malformed stream ARN `{arn}`: unknown partition `{partition}`; {shape}"));
+        return Err(format!(
+            "malformed stream ARN `{arn}`: unknown partition `{partition}`; {shape}"
+        ));
     }
     if service != "kinesis" {
-        return Err(format!("malformed stream ARN `{arn}`: service `{service}` is not `kinesis`; {shape}"));
+        return Err(format!(
+            "malformed stream ARN `{arn}`: service `{service}` is not `kinesis`; {shape}"
+        ));
     }
-    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(format!("malformed stream ARN `{arn}`: `{region}` is not a region; {shape}"));
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "malformed stream ARN `{arn}`: `{region}` is not a region; {shape}"
+        ));
     }
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("malformed stream ARN `{arn}`: the account `{account}` must be 12 digits; {shape}"));
+        return Err(format!(
+            "malformed stream ARN `{arn}`: the account `{account}` must be 12 digits; {shape}"
+        ));
     }
     let Some(name) = resource.strip_prefix("stream/") else {
-        return Err(format!("malformed stream ARN `{arn}`: the resource must be `stream/<name>`; {shape}"));
+        return Err(format!(
+            "malformed stream ARN `{arn}`: the resource must be `stream/<name>`; {shape}"
+        ));
     };
     if name.is_empty()
         || name.len() > 128
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
     {
         return Err(format!(
             "malformed stream ARN `{arn}`: stream name `{name}` must be 1-128 letters, digits, `_`, `.` or `-`"

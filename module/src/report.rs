@@ -90,7 +90,11 @@ impl Module {
                 .locations
                 .egresses
                 .get(i)
-                .map(|l| l.delivery_semantic.clone().unwrap_or_else(|| l.spec.clone()))
+                .map(|l| {
+                    l.delivery_semantic
+                        .clone()
+                        .unwrap_or_else(|| l.spec.clone())
+                })
                 .unwrap_or_else(|| Location {
                     file: self.file.clone(),
                     ..Location::default()
@@ -113,9 +117,8 @@ impl Module {
     /// egresses; endpoints. Secrets are shown as `***`.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let plural = |n: usize, one: &str, many: &str| {
-            format!("{n} {}", if n == 1 { one } else { many })
-        };
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let _ = writeln!(
             s,
             "{}: {}, {}, {}",

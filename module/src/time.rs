@@ -103,7 +103,10 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
     let expected = "write an ISO-8601 time such as `2026-04-23T00:00:00.000Z`, or `2026-04-23 00:00:00.000 +0000`";
     let bad = |why: &str| format!("`{text}` is not a timestamp: {why}; {expected}");
     let t = text.trim();
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.') {
+    if !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
         return Err(format!(
             "`{text}` looks like a numeric epoch, but a timestamp is required: {expected}"
         ));
@@ -167,7 +170,9 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
         let digits: String = zone[1..].chars().filter(|c| *c != ':').collect();
         if !(digits.len() == 2 || digits.len() == 4) || !digits.bytes().all(|c| c.is_ascii_digit())
         {
-            return Err(bad("the zone offset must look like `Z`, `+02:00` or `+0200`"));
+            return Err(bad(
+                "the zone offset must look like `Z`, `+02:00` or `+0200`",
+            ));
         }
         let h: i64 = digits[..2].parse().map_err(|_| bad("bad zone offset"))?;
         let m: i64 = if digits.len() == 4 {
@@ -187,7 +192,9 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
     } else if zone.is_empty() {
         return Err(bad("it has no zone offset (add `Z` for UTC)"));
     } else {
-        return Err(bad("the zone offset must look like `Z`, `+02:00` or `+0200`"));
+        return Err(bad(
+            "the zone offset must look like `Z`, `+02:00` or `+0200`",
+        ));
     };
     let days = days_from_civil(i64::from(year), month, day);
     let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
@@ -252,7 +259,14 @@ mod tests {
             );
         }
         assert_eq!(parse_duration("1500us"), Ok(Duration::from_micros(1500)));
-        for bad in ["", "min", "1.5s", "-1s", "10 parsecs", "99999999999999999999999"] {
+        for bad in [
+            "",
+            "min",
+            "1.5s",
+            "-1s",
+            "10 parsecs",
+            "99999999999999999999999",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -137,6 +137,8 @@ fn parse_inner(text: &str) -> (Vec<Document>, Option<SyntaxError>) {
         message,
     };
     loop {
+        // An empty value (`key:` with nothing after it) is reported where its key is.
+        let mut empty_value = false;
         let (event, marker) = match parser.next_token() {
             Ok(e) => e,
             Err(e) => {
@@ -191,6 +193,7 @@ fn parse_inner(text: &str) -> (Vec<Document>, Option<SyntaxError>) {
             },
             Event::Scalar(text, style, anchor, _tag) => {
                 let plain = matches!(style, TScalarStyle::Plain);
+                empty_value = plain && text.is_empty();
                 let value = if plain && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL")
                 {
                     Value::Null
@@ -261,8 +264,9 @@ fn parse_inner(text: &str) -> (Vec<Document>, Option<SyntaxError>) {
                         ..
                     }) => (
                         Node {
+                            // The parser marks a block mapping at its first `:`; its first key is clearer.
+                            mark: entries.first().map_or(mark, |(k, _)| k.mark),
                             value: Value::Map(entries),
-                            mark,
                             size,
                         },
                         anchor,
@@ -285,6 +289,7 @@ fn parse_inner(text: &str) -> (Vec<Document>, Option<SyntaxError>) {
             }
         };
         // Attach the finished node to its parent, or make it the document root.
+        let mut node = node;
         match stack.last_mut() {
             None => root = Some(node).filter(|n| !n.is_null()),
             Some(Frame::Seq { items, size, .. }) => {
@@ -300,7 +305,12 @@ fn parse_inner(text: &str) -> (Vec<Document>, Option<SyntaxError>) {
                 *size += node.size;
                 match pending_key.take() {
                     None => *pending_key = Some(node),
-                    Some(key) => entries.push((key, node)),
+                    Some(key) => {
+                        if empty_value {
+                            node.mark = key.mark;
+                        }
+                        entries.push((key, node))
+                    }
                 }
             }
         }
@@ -335,7 +345,7 @@ mod tests {
         let (docs, e) = parse_documents("---\n---\na: 1\n---\n");
         assert!(e.is_none());
         let roots: Vec<bool> = docs.iter().map(|d| d.root.is_some()).collect();
-        assert_eq!(roots, vec![false, true]);
+        assert_eq!(roots, vec![false, true, false]);
         assert_eq!(docs[1].index, 2);
     }
 

@@ -27,7 +27,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use timely::dataflow::operators::{Concat, Concatenate, ConnectLoop, Enter, Feedback, Leave, Probe};
+use timely::dataflow::operators::{
+    Concat, Concatenate, ConnectLoop, Enter, Feedback, Leave, Probe,
+};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 use timely::{CommunicationConfig, WorkerConfig};
 
@@ -84,9 +86,8 @@ impl ClusterConfig {
             }
             let addresses = match &self.hostfile {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| {
-                        format!("cannot read hostfile {}: {e}", path.display())
-                    })?;
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read hostfile {}: {e}", path.display()))?;
                     let lines: Vec<String> = text
                         .lines()
                         .map(str::trim)
@@ -231,7 +232,8 @@ pub fn run(
         let probe = ProbeHandle::new();
         worker.dataflow::<u64, _, _>(|scope| {
             let ingress = ingress_stream(scope, &app, &shared, &probe);
-            let function_worker = FunctionWorker::new(app.clone(), backends(index, peers), shared.clone());
+            let function_worker =
+                FunctionWorker::new(app.clone(), backends(index, peers), shared.clone());
             let egress = build_function_graph(scope, ingress, function_worker).probe_with(&probe);
             attach_sinks(egress, &app, &shared);
         });

@@ -36,48 +36,52 @@ pub(crate) fn sinks<'s>(
     }
     let mut frontier_seen: Option<u64> = Some(0);
     let mut dirty = false;
-    egress.sink(Exchange::new(|_: &EgressMessage| 0u64), "Egress", move |(input, frontier)| {
-        let mut written = 0u64;
-        input.for_each(|_cap, data| {
-            let mut rest: &[EgressMessage] = data;
-            while let Some(first) = rest.first() {
-                let run = rest.iter().take_while(|m| m.egress == first.egress).count();
-                let (batch, tail) = rest.split_at(run);
-                rest = tail;
-                match sinks.get_mut(&first.egress) {
-                    Some(sink) => match sink.write(batch) {
-                        Ok(()) => {
-                            written += batch.len() as u64;
-                            dirty = true;
-                        }
-                        Err(e) => shared.fail(format!("egress `{}` failed: {e}", first.egress)),
-                    },
-                    None => shared.fail(format!(
-                        "egress `{}` received records but is not open on this worker",
-                        first.egress
-                    )),
-                }
-            }
-            data.clear();
-        });
-        Metrics::add(&shared.metrics.records_out, written);
-        let now = frontier.frontier().first().copied();
-        if now != frontier_seen {
-            frontier_seen = now;
-            if let Some(epoch) = now {
-                shared
-                    .metrics
-                    .completed_epoch
-                    .store(epoch.saturating_sub(1), std::sync::atomic::Ordering::Relaxed);
-            }
-            if dirty {
-                for (id, sink) in sinks.iter_mut() {
-                    if let Err(e) = sink.flush() {
-                        shared.fail(format!("egress `{id}` failed to flush: {e}"));
+    egress.sink(
+        Exchange::new(|_: &EgressMessage| 0u64),
+        "Egress",
+        move |(input, frontier)| {
+            let mut written = 0u64;
+            input.for_each(|_cap, data| {
+                let mut rest: &[EgressMessage] = data;
+                while let Some(first) = rest.first() {
+                    let run = rest.iter().take_while(|m| m.egress == first.egress).count();
+                    let (batch, tail) = rest.split_at(run);
+                    rest = tail;
+                    match sinks.get_mut(&first.egress) {
+                        Some(sink) => match sink.write(batch) {
+                            Ok(()) => {
+                                written += batch.len() as u64;
+                                dirty = true;
+                            }
+                            Err(e) => shared.fail(format!("egress `{}` failed: {e}", first.egress)),
+                        },
+                        None => shared.fail(format!(
+                            "egress `{}` received records but is not open on this worker",
+                            first.egress
+                        )),
                     }
                 }
-                dirty = false;
+                data.clear();
+            });
+            Metrics::add(&shared.metrics.records_out, written);
+            let now = frontier.frontier().first().copied();
+            if now != frontier_seen {
+                frontier_seen = now;
+                if let Some(epoch) = now {
+                    shared.metrics.completed_epoch.store(
+                        epoch.saturating_sub(1),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+                if dirty {
+                    for (id, sink) in sinks.iter_mut() {
+                        if let Err(e) = sink.flush() {
+                            shared.fail(format!("egress `{id}` failed to flush: {e}"));
+                        }
+                    }
+                    dirty = false;
+                }
             }
-        }
-    });
+        },
+    );
 }

@@ -134,6 +134,8 @@ pub(crate) fn ingress<'s>(
         let mut router = Router::new(&plan);
         let mut buffer = Vec::with_capacity(settings.source_batch);
         let (mut read, mut skipped) = (0u64, 0u64);
+        // Lines the source itself rejected (malformed, bad values).
+        let mut source_skipped = 0u64;
         move |output| {
             let (Some(c), Some(src)) = (cap.as_mut(), source.as_mut()) else {
                 return;
@@ -170,8 +172,14 @@ pub(crate) fn ingress<'s>(
                     }
                 }
             }
+            let stats = src.stats();
+            skipped += stats.skipped.saturating_sub(source_skipped);
+            source_skipped = stats.skipped;
             Metrics::add(&shared.metrics.records_in, std::mem::take(&mut read));
-            Metrics::add(&shared.metrics.records_skipped, std::mem::take(&mut skipped));
+            Metrics::add(
+                &shared.metrics.records_skipped,
+                std::mem::take(&mut skipped),
+            );
             match status {
                 SourceStatus::Ready => activator.activate(),
                 SourceStatus::Idle { retry_after } => {

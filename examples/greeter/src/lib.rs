@@ -8,8 +8,7 @@
 
 use statefun_engine::FunctionRegistry;
 use statefun_sdk::{
-    Context, FunctionError, FunctionSpec, IntType, KafkaEgressMessage, Message, TypeName,
-    ValueSpec,
+    Context, FunctionError, FunctionSpec, IntType, KafkaEgressMessage, Message, TypeName, ValueSpec,
 };
 
 /// The greeter function type.

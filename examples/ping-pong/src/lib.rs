@@ -10,8 +10,8 @@
 
 use statefun_engine::FunctionRegistry;
 use statefun_sdk::{
-    Address, Context, EgressMessage, FunctionError, FunctionSpec, IntType, LongType,
-    MessageBuilder, Message, TypeName, ValueSpec, StringType,
+    Address, Context, EgressMessage, FunctionError, FunctionSpec, IntType, LongType, Message,
+    MessageBuilder, StringType, TypeName, ValueSpec,
 };
 
 /// The ping function type.
@@ -32,7 +32,10 @@ fn bounce(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError> 
     ctx.set(&spec, &hops)?;
     let me = ctx.self_address().clone();
     let (group, other) = if me.function_type.as_str() == PING {
-        (me.id.clone(), Address::new(TypeName::parse(PONG)?, format!("{}-pong", me.id)))
+        (
+            me.id.clone(),
+            Address::new(TypeName::parse(PONG)?, format!("{}-pong", me.id)),
+        )
     } else {
         let group = me.id.trim_end_matches("-pong").to_owned();
         (group.clone(), Address::new(TypeName::parse(PING)?, group))

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test. CI (.ci/run) calls exactly this.
+#
+# One cargo profile (release) for tests and benchmarks, and a target dir that
+# survives between runs on the same machine, so a warm CI is quick and a cold
+# one still fits the limit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/statefun-rs/target}"
+export CARGO_TERM_COLOR=never
+export RUST_LOG="${RUST_LOG:-warn}"
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
+
+step "toolchain"
+cargo --version
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+step "tests"
+cargo test --release --workspace 2>&1 | tee /tmp/statefun-rs-tests.log
+
+step "bench smoke run"
+cargo run --release -q -p statefun-engine --bin statefun -- bench --records 300000 --keys 10000
+
+step "quick start"
+cargo run --release -q -p example-greeter -- run examples/greeter/module.yaml >/dev/null
+
+passed=$(grep -Eo '[0-9]+ passed' /tmp/statefun-rs-tests.log | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' /tmp/statefun-rs-tests.log | awk '{s+=$1} END {print s+0}')
+echo "all: ${passed} passed, ${failed} failed"

@@ -1,0 +1,574 @@
+//! The loader's behaviour beyond error messages: both spellings, defaults, the legacy format,
+//! endpoint lookup, target checks, the checkpoint-interval check, summaries and secrets.
+
+use std::time::Duration;
+
+use statefun_module::*;
+
+fn load(text: &str) -> Module {
+    match load_str(text, "module.yaml") {
+        Ok(m) => m,
+        Err(e) => panic!("does not load:\n{e}"),
+    }
+}
+
+fn tn(s: &str) -> TypeName {
+    TypeName::parse(s).expect("type name")
+}
+
+const FULL: &str = r#"
+# every kind once
+kind: io.statefun.endpoints.v2/http
+spec:
+  functions: example/*
+  urlPathTemplate: https://functions.example:8443/statefun/{function.name}
+  maxNumBatchRequests: 500
+  transport:
+    type: io.statefun.transports.v1/async
+    call: 2 min
+    connect: 5s
+    pool_ttl: 30seconds
+    pool_size: 64
+    payload_max_bytes: 1048576
+    trust_cacerts: file:/certs/ca.pem
+    client_cert: file:/certs/client.pem
+    client_key: file:/certs/client.key
+    client_key_password: hunter2
+---
+kind: io.statefun.endpoints.v1/http
+spec:
+  functions: audit/log
+  urlPathTemplate: http+unix:///run/audit.sock/{function.name}
+  timeouts:
+    call: 1 min
+    connect: 10 sec
+    read: 10 sec
+    write: 10 sec
+---
+kind: io.statefun.kafka.v1/ingress
+spec:
+  id: example/orders
+  address: kafka:9092
+  consumerGroupId: orders
+  startupPosition:
+    type: specific-offsets
+    offsets:
+      - orders/0: 91
+      - orders/1: 11
+  autoOffsetResetPosition: earliest
+  properties:
+    - security.protocol: SASL_SSL
+    - sasl.password: s3cr3t-kafka
+    - max.poll.records: 100
+  topics:
+    - topic: orders
+      valueType: example/Order
+      targets: [example/handler, audit/log]
+---
+kind: io.statefun.kinesis.v1/ingress
+spec:
+  id: example/clicks
+  awsRegion: {type: specific, id: eu-west-1}
+  awsCredentials:
+    type: basic
+    accessKeyId: AKIAEXAMPLE
+    secretAccessKey: wJalrXUtnFEMI-secret
+  startupPosition: {type: date, date: "2020-02-01 04:15:00.000 +0000"}
+  streams:
+    - streamArn: arn:aws:kinesis:eu-west-1:123456789012:stream/clicks
+      valueType: example/Click
+      targets: [rust/clicks]
+  clientConfigProperties:
+    - SocketTimeout: 9999
+---
+kind: io.statefun-rs.file.v1/ingress
+spec:
+  id: example/names
+  path: "-"
+  valueType: io.statefun.types/string
+  targets: [example/greeter]
+  follow: true
+---
+kind: io.statefun-rs.generator.v1/ingress
+spec:
+  id: example/gen
+  valueType: io.statefun.types/string
+  targets: [nobody/home]
+  rate: 2500.5
+  count: 1000000
+---
+kind: io.statefun.kafka.v1/egress
+spec:
+  id: example/out
+  address: kafka:9092
+  deliverySemantic:
+    type: exactly-once
+    transactionTimeout: 1min
+  properties:
+    ssl.key.password: pem-pass
+---
+kind: io.statefun.kinesis.v1/egress
+spec:
+  id: example/kout
+  streamName: out
+  maxOutstandingRecords: 50
+---
+kind: io.statefun-rs.file.v1/egress
+spec:
+  id: example/print
+  path: "-"
+  deliverySemantic: exactly-once
+---
+"#;
+
+#[test]
+fn every_kind_loads_with_its_fields() {
+    let m = load(FULL);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    assert_eq!(
+        (m.endpoints.len(), m.ingresses.len(), m.egresses.len()),
+        (2, 4, 3)
+    );
+
+    let e = &m.endpoints[0];
+    assert_eq!(e.version, EndpointVersion::V2);
+    assert_eq!(e.max_num_batch_requests, 500);
+    assert_eq!(e.transport.kind, TransportType::Async);
+    assert_eq!(e.transport.call_timeout, Duration::from_secs(120));
+    assert_eq!(e.transport.connect_timeout, Duration::from_secs(5));
+    assert_eq!(e.transport.pool_ttl, Duration::from_secs(30));
+    assert_eq!(e.transport.pool_size, 64);
+    assert_eq!(e.transport.payload_max_bytes, 1 << 20);
+    assert_eq!(
+        e.transport
+            .tls
+            .client_key_password
+            .as_ref()
+            .map(Secret::expose),
+        Some("hunter2")
+    );
+    assert_eq!(
+        e.url_for(&tn("example/greeter")),
+        "https://functions.example:8443/statefun/greeter"
+    );
+    let v1 = &m.endpoints[1];
+    assert_eq!(v1.version, EndpointVersion::V1);
+    assert_eq!(v1.max_num_batch_requests, 1000);
+    assert_eq!(v1.transport.read_timeout, Duration::from_secs(10));
+
+    let IngressSpec::Kafka(k) = &m.ingresses[0].spec else {
+        panic!()
+    };
+    assert_eq!(
+        k.startup_position,
+        KafkaStartupPosition::SpecificOffsets(vec![
+            PartitionOffset {
+                topic: "orders".into(),
+                partition: 0,
+                offset: 91
+            },
+            PartitionOffset {
+                topic: "orders".into(),
+                partition: 1,
+                offset: 11
+            },
+        ])
+    );
+    assert_eq!(k.auto_offset_reset, AutoOffsetReset::Earliest);
+    assert_eq!(k.properties.get("sasl.password"), Some("s3cr3t-kafka"));
+    assert_eq!(k.properties[0].0, "security.protocol");
+
+    let IngressSpec::Kinesis(k) = &m.ingresses[1].spec else {
+        panic!()
+    };
+    assert_eq!(k.streams[0].stream, "clicks", "name taken from the ARN");
+    let KinesisStartupPosition::AtTimestamp(t) = &k.startup_position else {
+        panic!()
+    };
+    assert_eq!(t.epoch_millis, 1_580_530_500_000);
+    assert_eq!(
+        k.client_config_properties.get("SocketTimeout"),
+        Some("9999")
+    );
+
+    let IngressSpec::File(f) = &m.ingresses[2].spec else {
+        panic!()
+    };
+    assert!(f.follow);
+    let IngressSpec::Generator(g) = &m.ingresses[3].spec else {
+        panic!()
+    };
+    assert_eq!(
+        (g.keys, g.rate, g.count, g.value_size),
+        (1000, 2500.5, 1_000_000, 100)
+    );
+
+    let EgressSpec::Kafka(k) = &m.egresses[0].spec else {
+        panic!()
+    };
+    assert_eq!(k.transaction_timeout(), Some(Duration::from_secs(60)));
+    let EgressSpec::Kinesis(k) = &m.egresses[1].spec else {
+        panic!()
+    };
+    assert_eq!(
+        (k.max_outstanding_records, k.aws_region.clone()),
+        (50, AwsRegion::Default)
+    );
+    let EgressSpec::File(f) = &m.egresses[2].spec else {
+        panic!()
+    };
+    assert_eq!(f.delivery_semantic, FileDeliverySemantic::ExactlyOnce);
+}
+
+#[test]
+fn routes_follow_topics_in_order() {
+    let m = load(FULL);
+    let routes = m.ingresses[0].routes();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].value_type, tn("example/Order"));
+    assert_eq!(
+        routes[0].targets,
+        vec![
+            FunctionPattern::Exact(tn("example/handler")),
+            FunctionPattern::Exact(tn("audit/log"))
+        ]
+    );
+}
+
+#[test]
+fn secrets_never_show() {
+    let m = load(FULL);
+    let shown = [format!("{m:?}"), m.summary(), m.routing_table()];
+    for text in &shown {
+        for secret in [
+            "s3cr3t-kafka",
+            "wJalrXUtnFEMI-secret",
+            "hunter2",
+            "pem-pass",
+        ] {
+            assert!(!text.contains(secret), "`{secret}` leaked in:\n{text}");
+        }
+    }
+    assert!(m.summary().contains("sasl.password = ***"));
+    assert!(m.summary().contains("ssl.key.password = ***"));
+    assert!(m.summary().contains("max.poll.records = 100"));
+    assert!(is_secret_key("sasl.oauthbearer.client.secret"));
+    assert!(!is_secret_key("sasl.username"));
+}
+
+#[test]
+fn summary_and_routing_table() {
+    let m = load(FULL);
+    let summary = m.summary();
+    let expected_lines = [
+        "module.yaml: 4 ingresses, 3 egresses, 2 endpoints",
+        "  example/orders (kafka kafka:9092, group orders, startup 2 specific offsets, auto offset reset earliest)",
+        "    topic orders → example/Order → example/handler, audit/log",
+        "    stream clicks (arn:aws:kinesis:eu-west-1:123456789012:stream/clicks) → example/Click → rust/clicks",
+        "    stdin → io.statefun.types/string → example/greeter",
+        "  example/out (kafka kafka:9092, exactly-once, transaction timeout 1min)",
+        "  example/print (file stdout, exactly-once)",
+        "  example/* → https://functions.example:8443/statefun/{function.name} (max batch 500, call timeout 2min, connect timeout 5s, client_key_password ***)",
+    ];
+    for line in expected_lines {
+        assert!(
+            summary.lines().any(|l| l == line),
+            "missing `{line}` in\n{summary}"
+        );
+    }
+    let table = m.routing_table();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("INGRESS"));
+    assert_eq!(lines.len(), 1 + 2 + 1 + 1 + 1);
+    assert!(
+        lines[1].contains("kafka topic orders")
+            && lines[1].ends_with("https://functions.example:8443/statefun/handler")
+    );
+    assert!(lines[2].ends_with("http+unix:///run/audit.sock/log"));
+    assert!(lines[3].contains("rust/clicks") && lines[3].ends_with("(rust)"));
+}
+
+#[test]
+fn endpoint_for_prefers_exact_patterns() {
+    let m = load(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: a/*\n  urlPathTemplate: http://ns/{function.name}\n---\nkind: io.statefun.endpoints.v2/http\nspec:\n  functions: a/special\n  urlPathTemplate: http://exact/{function.name}\n",
+    );
+    assert_eq!(m.warnings.len(), 1, "exact within a namespace is a warning");
+    assert_eq!(
+        m.endpoint_for(&tn("a/special"))
+            .map(|e| e.url_path_template.as_str()),
+        Some("http://exact/{function.name}")
+    );
+    assert_eq!(
+        m.endpoint_for(&tn("a/other"))
+            .map(|e| e.url_path_template.as_str()),
+        Some("http://ns/{function.name}")
+    );
+    assert!(m.endpoint_for(&tn("b/other")).is_none());
+}
+
+#[test]
+fn check_targets_names_each_unserved_target() {
+    let m = load(FULL);
+    let rust = |t: &TypeName| t.namespace() == "rust";
+    let problems = m.check_targets(&rust);
+    let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        ["module.yaml:78:13: document 6, spec.targets[0]: target `nobody/home` of ingress `example/gen` is served by no endpoint and by no function registered in Rust; its records would be dropped"]
+    );
+    assert!(problems[0].is_error());
+    let as_warning = problems[0].clone().with_severity(Severity::Warning);
+    assert!(as_warning
+        .to_string()
+        .contains(": warning: target `nobody/home`"));
+    // Without Rust functions, the Kinesis target is unserved too.
+    assert_eq!(m.check_targets(&|_| false).len(), 2);
+    // Namespace targets: served by an endpoint in the namespace, or by Rust answering for `ns/*`.
+    let ns = load("kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: a/b\n  path: x\n  valueType: a/t\n  targets: [rust/*]\n");
+    assert_eq!(ns.check_targets(&|_| false).len(), 1);
+    assert!(ns
+        .check_targets(&|t: &TypeName| t.as_str() == "rust/*")
+        .is_empty());
+}
+
+#[test]
+fn checkpoint_interval_against_transaction_timeout() {
+    let m = load(FULL);
+    assert!(m
+        .check_checkpoint_interval(Duration::from_secs(10))
+        .is_empty());
+    let problems = m.check_checkpoint_interval(Duration::from_secs(60));
+    assert_eq!(
+        problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["module.yaml:87:5: document 7, spec.deliverySemantic: egress `example/out`: transaction timeout 1min is not longer than the checkpoint interval 1min; raise it above the interval (and at most 15min)"]
+    );
+}
+
+#[test]
+fn both_spellings_are_accepted() {
+    let kinesis = |start: &str| {
+        format!("kind: io.statefun.kinesis.v1/ingress\nspec:\n  id: a/b\n  startupPosition: {start}\n  streams:\n    - stream: s\n      valueType: a/t\n      targets: [a/f]\n")
+    };
+    for start in [
+        "{type: trim-horizon}",
+        "{type: earliest}",
+        "earliest",
+        "trim-horizon",
+    ] {
+        let m = load(&kinesis(start));
+        let IngressSpec::Kinesis(k) = &m.ingresses[0].spec else {
+            panic!()
+        };
+        assert_eq!(
+            k.startup_position,
+            KinesisStartupPosition::TrimHorizon,
+            "{start}"
+        );
+    }
+    for start in [
+        "{type: at-timestamp, timestamp: \"2026-04-23T00:00:00.000Z\"}",
+        "{type: date, date: \"2026-04-23 00:00:00.000 +0000\"}",
+        "{type: date, date: \"2026-04-23 00:00:00.00 Z\"}",
+        "{type: at-timestamp, timestamp: \"2026-04-23T02:00:00+02:00\"}",
+    ] {
+        let m = load(&kinesis(start));
+        let IngressSpec::Kinesis(k) = &m.ingresses[0].spec else {
+            panic!()
+        };
+        let KinesisStartupPosition::AtTimestamp(t) = &k.startup_position else {
+            panic!()
+        };
+        assert_eq!(t.epoch_millis, 1_776_902_400_000, "{start}");
+    }
+    let egress = |ds: &str| {
+        format!("kind: io.statefun.kafka.v1/egress\nspec:\n  id: a/b\n  address: k:9092\n  deliverySemantic: {ds}\n")
+    };
+    for (ds, timeout) in [
+        (
+            "{type: exactly-once, transactionTimeoutMillis: 60000}",
+            Some(60),
+        ),
+        ("{type: exactly-once, transactionTimeout: 1min}", Some(60)),
+        (
+            "{type: exactly-once, transactionTimeout: 90 seconds}",
+            Some(90),
+        ),
+        (
+            "{type: exactly-once, transactionTimeout: 120000}",
+            Some(120),
+        ),
+        ("{type: at-least-once}", None),
+        ("{type: none}", None),
+        ("at-least-once", None),
+    ] {
+        let m = load(&egress(ds));
+        let EgressSpec::Kafka(k) = &m.egresses[0].spec else {
+            panic!()
+        };
+        assert_eq!(
+            k.transaction_timeout(),
+            timeout.map(Duration::from_secs),
+            "{ds}"
+        );
+    }
+    // Kafka properties as a plain map, and `group.id` in place of `consumerGroupId`.
+    let m = load("kind: io.statefun.kafka.v1/ingress\nspec:\n  id: a/b\n  address: k:9092\n  properties:\n    group.id: from-props\n    fetch.min.bytes: 1\n  topics:\n    - {topic: t, valueType: a/t, targets: [a/f]}\n");
+    let IngressSpec::Kafka(k) = &m.ingresses[0].spec else {
+        panic!()
+    };
+    assert_eq!(k.consumer_group_id, "from-props");
+    assert_eq!(k.properties.len(), 2);
+    // AWS profile as `profileName` with `profilePath`.
+    let m = load("kind: io.statefun.kinesis.v1/egress\nspec:\n  id: a/b\n  streamName: s\n  awsCredentials: {type: profile, profileName: dev, profilePath: /home/me/.aws/credentials}\n");
+    let EgressSpec::Kinesis(k) = &m.egresses[0].spec else {
+        panic!()
+    };
+    assert_eq!(
+        k.aws_credentials,
+        AwsCredentials::Profile {
+            name: "dev".into(),
+            path: Some("/home/me/.aws/credentials".into())
+        }
+    );
+}
+
+#[test]
+fn legacy_format_with_endpoints_ingresses_and_egresses() {
+    let m = load(
+        r#"
+version: "3.0"
+module:
+  meta:
+    type: remote
+  spec:
+    endpoints:
+      - endpoint:
+          meta:
+            kind: http
+          spec:
+            functions: example/*
+            urlPathTemplate: http://functions:8000/{function.name}
+            timeouts:
+              call: 2 min
+            maxNumBatchRequests: 10000
+    ingresses:
+      - ingress:
+          meta:
+            type: io.statefun.kafka/ingress
+            id: example/names
+          spec:
+            address: kafka-broker:9092
+            consumerGroupId: my-group-id
+            topics:
+              - topic: names
+                valueType: io.statefun.types/string
+                targets:
+                  - example/greeter
+      - ingress:
+          meta:
+            type: io.statefun.kinesis/ingress
+            id: example/clicks
+          spec:
+            streams:
+              - stream: clicks
+                valueType: example/Click
+                targets: [example/greeter]
+    egresses:
+      - egress:
+          meta:
+            type: io.statefun.kafka/egress
+            id: example/greets
+          spec:
+            address: kafka-broker:9092
+            deliverySemantic:
+              type: exactly-once
+              transactionTimeoutMillis: 100000
+"#,
+    );
+    assert_eq!(m.endpoints[0].version, EndpointVersion::V1);
+    assert_eq!(
+        m.endpoints[0].transport.call_timeout,
+        Duration::from_secs(120)
+    );
+    assert_eq!(m.endpoints[0].max_num_batch_requests, 10000);
+    assert_eq!(
+        m.ingresses
+            .iter()
+            .map(|i| i.id.to_string())
+            .collect::<Vec<_>>(),
+        ["example/names", "example/clicks"]
+    );
+    assert_eq!(m.egresses[0].id, tn("example/greets"));
+    assert!(m.check_targets(&|_| false).is_empty());
+}
+
+#[test]
+fn empty_documents_are_skipped_and_an_empty_file_warns() {
+    let m = load("---\n---\n# nothing\n---\nkind: io.statefun-rs.file.v1/egress\nspec: {id: a/b, path: x}\n---\n");
+    assert_eq!(m.egresses.len(), 1);
+    let empty = load("# just a comment\n");
+    assert_eq!(empty.warnings.len(), 1);
+    assert_eq!(empty.warnings[0].to_string(), "module.yaml: warning: the module is empty: it declares no endpoints, ingresses or egresses");
+}
+
+#[test]
+fn load_file_reads_and_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("statefun-module-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("module.yaml");
+    std::fs::write(
+        &path,
+        "kind: io.statefun-rs.file.v1/egress\nspec: {id: a/b, path: x, colour: red}\n",
+    )
+    .expect("write");
+    let e = load_file(&path).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}:2:26: document 1, spec.colour: unknown field `colour`",
+            path.display()
+        )),
+        "{e}"
+    );
+    let missing = load_file(&dir.join("nope.yaml")).unwrap_err();
+    assert!(missing.to_string().contains("cannot read the file"));
+    std::fs::write(&path, [0xff, 0xfe, 0x00]).expect("write");
+    assert!(load_file(&path)
+        .unwrap_err()
+        .to_string()
+        .contains("not UTF-8"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pattern_display_round_trips() {
+    for p in ["a/b", "a.b.c/*", "com.example/greeter"] {
+        assert_eq!(
+            FunctionPattern::parse(p).map(|p| p.to_string()),
+            Ok(p.to_string())
+        );
+    }
+    assert!(FunctionPattern::parse("a/*").unwrap().matches(&tn("a/x")));
+    assert!(!FunctionPattern::parse("a/*").unwrap().matches(&tn("ab/x")));
+}
+
+#[test]
+fn byte_order_mark_and_crlf_line_endings() {
+    let text =
+        "\u{feff}kind: io.statefun-rs.file.v1/egress\r\nspec:\r\n  id: a/b\r\n  path: out.txt\r\n";
+    assert_eq!(load(text).egresses.len(), 1);
+    let bad = "kind: io.statefun-rs.file.v1/egress\r\nspec:\r\n  id: a/b\r\n  pth: out.txt\r\n";
+    let e = load_str(bad, "module.yaml").unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "module.yaml:4:3: document 1, spec.pth: unknown field `pth`; did you mean `path`?"
+        ),
+        "{e}"
+    );
+    let tabs = "kind: io.statefun-rs.file.v1/egress\nspec:\n\tid: a/b\n";
+    assert!(load_str(tabs, "module.yaml")
+        .unwrap_err()
+        .to_string()
+        .contains("invalid YAML"));
+}

@@ -26,11 +26,15 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 step "tests"
 cargo test --release --workspace 2>&1 | tee /tmp/statefun-rs-tests.log
 
+# The test build above already built these binaries (with the workspace's
+# unified features); running them directly avoids a second build.
+bin="$CARGO_TARGET_DIR/release"
+
 step "bench smoke run"
-cargo run --release -q -p statefun-engine --bin statefun -- bench --records 300000 --keys 10000
+"$bin/statefun" bench --records 300000 --keys 10000
 
 step "quick start"
-cargo run --release -q -p example-greeter -- run examples/greeter/module.yaml >/dev/null
+"$bin/example-greeter" run examples/greeter/module.yaml >/dev/null
 
 passed=$(grep -Eo '[0-9]+ passed' /tmp/statefun-rs-tests.log | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' /tmp/statefun-rs-tests.log | awk '{s+=$1} END {print s+0}')

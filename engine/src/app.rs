@@ -58,6 +58,8 @@ pub struct FunctionEntry {
     pub specs: Vec<ValueSpecDescriptor>,
     /// The implementation.
     pub function: Arc<dyn StatefulFunction>,
+    /// Whether any spec expires after call (their TTL is renewed on every call).
+    pub has_expire_after_call: bool,
 }
 
 /// Where the records of one `topics[]`/`streams[]` entry go.
@@ -145,6 +147,10 @@ impl Application {
                     function_type: spec.function_type.clone(),
                     specs: spec.value_specs.clone(),
                     function: spec.function.clone(),
+                    has_expire_after_call: spec
+                        .value_specs
+                        .iter()
+                        .any(|s| matches!(s.expiration, statefun_sdk::Expiration::AfterCall(_))),
                 }),
             );
         }

@@ -18,5 +18,8 @@ pub struct Envelope {
     /// The payload.
     pub value: TypedValue,
     /// The ingress record behind the message, when it came from an ingress.
-    pub metadata: Option<IngressMetadata>,
+    ///
+    /// Boxed: the Kafka and Kinesis variants are large, and envelopes are
+    /// moved several times on their way, so keeping them small pays.
+    pub metadata: Option<Box<IngressMetadata>>,
 }

@@ -15,7 +15,7 @@ use statefun_sdk::{
 
 use crate::app::FunctionEntry;
 use crate::envelope::Envelope;
-use crate::state::{StateBackend, StoredValue};
+use crate::state::{StateBackend, StateKey, StoredValue, ValueBytes};
 use crate::timers::Timers;
 
 /// What a successful invocation produced for the operator to send on.
@@ -96,26 +96,21 @@ impl InvocationHost for Host<'_> {
             return Ok(self.scratch.writes[pos].1.as_deref());
         }
         let spec = &self.specs[slot];
-        let function = &self.target.function_type;
-        let id = self.target.id.as_str();
+        let key = StateKey {
+            function: &self.target.function_type,
+            id: &self.target.id,
+            spec: &spec.name,
+            slot: slot as u16,
+        };
         if spec.expiration == Expiration::Never {
-            return Ok(self
-                .backend
-                .get(function, id, &spec.name)
-                .map(|v| v.bytes.as_slice()));
+            return Ok(self.backend.get(&key).map(|v| v.bytes.as_slice()));
         }
-        let live = self
-            .backend
-            .get(function, id, &spec.name)
-            .map(|v| v.is_live(self.now_ms));
+        let live = self.backend.get(&key).map(|v| v.is_live(self.now_ms));
         match live {
-            Some(true) => Ok(self
-                .backend
-                .get(function, id, &spec.name)
-                .map(|v| v.bytes.as_slice())),
+            Some(true) => Ok(self.backend.get(&key).map(|v| v.bytes.as_slice())),
             Some(false) => {
                 // Expired: drop it for real, not just hide it.
-                self.backend.delete(function, id, &spec.name);
+                self.backend.delete(&key);
                 Ok(None)
             }
             None => Ok(None),
@@ -213,7 +208,7 @@ pub fn invoke<'s>(
             now_ms,
             scratch: &mut *scratch,
         };
-        let mut ctx = Context::new(&target, caller.as_ref(), metadata.as_ref(), &mut host);
+        let mut ctx = Context::new(&target, caller.as_ref(), metadata.as_deref(), &mut host);
         entry.function.invoke(&mut ctx, message)
     };
     if let Err(error) = result {
@@ -253,46 +248,49 @@ fn apply_writes(
     now_ms: u64,
     writes: &mut Vec<(usize, Option<Vec<u8>>)>,
 ) {
-    let function = &target.function_type;
-    let id = target.id.as_str();
+    let key = |slot: usize| StateKey {
+        function: &target.function_type,
+        id: &target.id,
+        spec: &entry.specs[slot].name,
+        slot: slot as u16,
+    };
     for (slot, value) in writes.drain(..) {
-        let spec = &entry.specs[slot];
         match value {
             Some(bytes) => {
-                let expires_at_ms = match spec.expiration {
-                    Expiration::Never => None,
+                let expires_at_ms = match entry.specs[slot].expiration {
+                    Expiration::Never => StoredValue::NEVER,
                     Expiration::AfterWrite(ttl) | Expiration::AfterCall(ttl) => {
-                        Some(now_ms.saturating_add(ttl.as_millis() as u64))
+                        now_ms.saturating_add(ttl.as_millis() as u64)
                     }
                 };
-                backend.put(
-                    function,
-                    id,
-                    &spec.name,
-                    StoredValue {
-                        bytes,
-                        expires_at_ms,
-                    },
-                );
+                let value = StoredValue {
+                    bytes: ValueBytes::from_vec(bytes),
+                    expires_at_ms,
+                };
+                backend.put(&key(slot), value);
             }
-            None => backend.delete(function, id, &spec.name),
+            None => backend.delete(&key(slot)),
         }
     }
     // `expire_after_call`: every call of the instance restarts the clock of
     // its live values.
-    for spec in &entry.specs {
+    if !entry.has_expire_after_call {
+        return;
+    }
+    for (slot, spec) in entry.specs.iter().enumerate() {
         if let Expiration::AfterCall(ttl) = spec.expiration {
-            let refreshed = match backend.get(function, id, &spec.name) {
+            let k = key(slot);
+            let refreshed = match backend.get(&k) {
                 Some(v) if v.is_live(now_ms) => Some(StoredValue {
                     bytes: v.bytes.clone(),
-                    expires_at_ms: Some(now_ms.saturating_add(ttl.as_millis() as u64)),
+                    expires_at_ms: now_ms.saturating_add(ttl.as_millis() as u64),
                 }),
                 Some(_) => None,
                 None => continue,
             };
             match refreshed {
-                Some(v) => backend.put(function, id, &spec.name, v),
-                None => backend.delete(function, id, &spec.name),
+                Some(v) => backend.put(&k, v),
+                None => backend.delete(&k),
             }
         }
     }

@@ -221,7 +221,7 @@ impl Module {
     }
 
     /// The routing table `statefun describe` prints: one row per (ingress, source, target),
-    /// with the endpoint that serves the target (`(rust)` when none does).
+    /// with the endpoint that serves the target (or a note that a Rust function must serve it).
     pub fn routing_table(&self) -> String {
         let mut rows: Vec<[String; 5]> = vec![[
             "INGRESS".into(),
@@ -255,13 +255,17 @@ impl Module {
                         FunctionPattern::Exact(t) => self
                             .endpoint_for(t)
                             .map(|e| e.url_for(t))
-                            .unwrap_or_else(|| "(rust)".to_string()),
+                            .unwrap_or_else(|| {
+                                "(no endpoint: a Rust function, if registered)".to_string()
+                            }),
                         FunctionPattern::Namespace(ns) => self
                             .endpoints
                             .iter()
                             .find(|e| e.functions.namespace() == ns)
                             .map(|e| e.url_path_template.clone())
-                            .unwrap_or_else(|| "(rust)".to_string()),
+                            .unwrap_or_else(|| {
+                                "(no endpoint: a Rust function, if registered)".to_string()
+                            }),
                     };
                     rows.push([
                         ingress.id.to_string(),

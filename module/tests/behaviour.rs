@@ -285,7 +285,10 @@ fn summary_and_routing_table() {
             && lines[1].ends_with("https://functions.example:8443/statefun/handler")
     );
     assert!(lines[2].ends_with("http+unix:///run/audit.sock/log"));
-    assert!(lines[3].contains("rust/clicks") && lines[3].ends_with("(rust)"));
+    assert!(
+        lines[3].contains("rust/clicks")
+            && lines[3].ends_with("(no endpoint: a Rust function, if registered)")
+    );
 }
 
 #[test]

@@ -78,6 +78,7 @@ impl Router {
             return false;
         };
         let value = TypedValue::new(plan.value_type.clone(), value);
+        let metadata = Box::new(metadata);
         if let Some((last, others)) = plan.targets.split_last() {
             for target in others {
                 out(Envelope {

@@ -14,7 +14,7 @@ use statefun_connectors::{
     ConnectorError, FileEgressConfig, FileIngressConfig, FileSink, FileSource, GeneratorConfig,
     GeneratorSource, Sink, Source,
 };
-use statefun_module::{EgressSpec, FunctionPattern, IngressSpec, Module};
+use statefun_module::{EgressSpec, FunctionPattern, HttpEndpoint, IngressSpec, Module};
 use statefun_sdk::{StatefulFunction, TypeName, ValueSpecDescriptor};
 
 use crate::registry::FunctionRegistry;
@@ -36,6 +36,8 @@ pub struct Settings {
     /// processed before the rest are dropped (default 5 s). Bounds the drain
     /// of runaway cycles.
     pub shutdown_grace: Duration,
+    /// What happens when a remote invocation fails for good.
+    pub remote_failure: crate::remote::RemoteFailurePolicy,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             max_epochs_in_flight: 200,
             source_batch: 1024,
             shutdown_grace: Duration::from_secs(5),
+            remote_failure: crate::remote::RemoteFailurePolicy::FailJob,
         }
     }
 }
@@ -127,6 +130,8 @@ pub struct Application {
     pub ingresses: Vec<IngressPlan>,
     /// Egresses by id.
     pub egresses: BTreeMap<TypeName, SinkPlan>,
+    /// HTTP endpoints serving remote functions (Rust functions win where both serve a type).
+    pub endpoints: Vec<HttpEndpoint>,
     /// Runtime settings.
     pub settings: Settings,
 }
@@ -189,9 +194,9 @@ impl Application {
                     FunctionPattern::Namespace(_) => false,
                 };
                 if remote {
-                    errors.push(format!(
-                        "{file}: ingress `{ingress}` targets `{pattern}`, which only a remote HTTP endpoint serves; remote functions are not supported by this build yet (issue #5): implement it in Rust and register it"
-                    ));
+                    if let FunctionPattern::Exact(t) = pattern {
+                        return vec![t.clone()];
+                    }
                 } else {
                     errors.push(format!(
                         "{file}: ingress `{ingress}` targets `{pattern}`, but no function serves it: register a Rust function of that type, or declare an `io.statefun.endpoints.v2/http` endpoint for it"
@@ -262,11 +267,19 @@ impl Application {
             };
             egresses.insert(egress.id.clone(), plan);
         }
+        if let crate::remote::RemoteFailurePolicy::DeadLetter(egress) = &settings.remote_failure {
+            if !egresses.contains_key(egress) {
+                errors.push(format!(
+                    "{file}: the dead-letter egress `{egress}` (--on-remote-failure) is not declared in the module; declare it, e.g. as an io.statefun-rs.file.v1/egress"
+                ));
+            }
+        }
         if errors.is_empty() {
             Ok(Application {
                 functions,
                 ingresses,
                 egresses,
+                endpoints: module.endpoints.clone(),
                 settings,
             })
         } else {

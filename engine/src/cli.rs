@@ -15,8 +15,10 @@ use statefun_module::Severity;
 use crate::app::Settings;
 use crate::dataflow::{self, ClusterConfig};
 use crate::registry::FunctionRegistry;
+use crate::remote::RemoteFailurePolicy;
 use crate::runner::{run_module, RunOptions};
 use crate::shared::Shared;
+use statefun_sdk::TypeName;
 
 /// Stateful functions on timely-dataflow, configured by a StateFun module.yaml.
 #[derive(Parser, Debug)]
@@ -100,6 +102,11 @@ struct RunArgs {
     /// Seconds between progress log lines.
     #[arg(long, default_value_t = 5.0)]
     log_interval: f64,
+    /// When a remote function fails for good (after retries within its call
+    /// timeout): `fail` stops the job; `dead-letter=<egress id>` sends the
+    /// batch's messages to that egress and goes on.
+    #[arg(long, default_value = "fail", value_parser = parse_remote_failure)]
+    on_remote_failure: RemoteFailurePolicy,
     #[command(flatten)]
     timely: TimelyArgs,
 }
@@ -206,6 +213,7 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
         settings: Settings {
             epoch_interval: Duration::from_millis(args.epoch_ms.max(1)),
             hop_cap: args.hop_cap.max(1),
+            remote_failure: args.on_remote_failure.clone(),
             ..Settings::default()
         },
         cluster: args.timely.cluster(),
@@ -223,6 +231,18 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn parse_remote_failure(text: &str) -> Result<RemoteFailurePolicy, String> {
+    match text.split_once('=') {
+        None if text == "fail" => Ok(RemoteFailurePolicy::FailJob),
+        Some(("dead-letter", egress)) => TypeName::parse(egress)
+            .map(RemoteFailurePolicy::DeadLetter)
+            .map_err(|e| format!("dead-letter egress: {e}")),
+        _ => Err(format!(
+            "`{text}` is not a policy: use `fail` or `dead-letter=<egress id>`"
+        )),
     }
 }
 

@@ -257,40 +257,57 @@ fn apply_writes(
     for (slot, value) in writes.drain(..) {
         match value {
             Some(bytes) => {
-                let expires_at_ms = match entry.specs[slot].expiration {
-                    Expiration::Never => StoredValue::NEVER,
-                    Expiration::AfterWrite(ttl) | Expiration::AfterCall(ttl) => {
-                        now_ms.saturating_add(ttl.as_millis() as u64)
-                    }
-                };
                 let value = StoredValue {
                     bytes: ValueBytes::from_vec(bytes),
-                    expires_at_ms,
+                    expires_at_ms: expiry(entry.specs[slot].expiration, now_ms),
                 };
                 backend.put(&key(slot), value);
             }
             None => backend.delete(&key(slot)),
         }
     }
-    // `expire_after_call`: every call of the instance restarts the clock of
-    // its live values.
-    if !entry.has_expire_after_call {
-        return;
+    if entry.has_expire_after_call {
+        renew_after_call(target, &entry.specs, backend, now_ms);
     }
-    for (slot, spec) in entry.specs.iter().enumerate() {
-        if let Expiration::AfterCall(ttl) = spec.expiration {
-            let k = key(slot);
-            let refreshed = match backend.get(&k) {
+}
+
+/// When a value written at `now_ms` under `expiration` expires.
+pub(crate) fn expiry(expiration: Expiration, now_ms: u64) -> u64 {
+    match expiration {
+        Expiration::Never => StoredValue::NEVER,
+        Expiration::AfterWrite(ttl) | Expiration::AfterCall(ttl) => {
+            now_ms.saturating_add(ttl.as_millis() as u64)
+        }
+    }
+}
+
+/// `expire_after_call`: a call of the instance restarts the clock of its live
+/// values (and drops the expired ones it meets).
+pub(crate) fn renew_after_call(
+    target: &Address,
+    specs: &[ValueSpecDescriptor],
+    backend: &mut dyn StateBackend,
+    now_ms: u64,
+) {
+    for (slot, spec) in specs.iter().enumerate() {
+        if let Expiration::AfterCall(_) = spec.expiration {
+            let key = StateKey {
+                function: &target.function_type,
+                id: &target.id,
+                spec: &spec.name,
+                slot: slot as u16,
+            };
+            let renewed = match backend.get(&key) {
                 Some(v) if v.is_live(now_ms) => Some(StoredValue {
                     bytes: v.bytes.clone(),
-                    expires_at_ms: now_ms.saturating_add(ttl.as_millis() as u64),
+                    expires_at_ms: expiry(spec.expiration, now_ms),
                 }),
                 Some(_) => None,
                 None => continue,
             };
-            match refreshed {
-                Some(v) => backend.put(&k, v),
-                None => backend.delete(&k),
+            match renewed {
+                Some(v) => backend.put(&key, v),
+                None => backend.delete(&key),
             }
         }
     }

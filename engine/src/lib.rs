@@ -21,6 +21,7 @@ pub mod envelope;
 pub mod invoke;
 pub mod keygroup;
 pub mod registry;
+pub mod remote;
 pub mod runner;
 pub mod shared;
 pub mod state;

@@ -1,6 +1,7 @@
 //! The function operator: invokes function instances on the worker that owns
 //! their key group, and sends what they produce back around the loop.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use statefun_sdk::EgressMessage;
@@ -17,6 +18,7 @@ use crate::clock::Clock;
 use crate::envelope::Envelope;
 use crate::invoke::{invoke, Scratch};
 use crate::keygroup::worker_for_id;
+use crate::remote::{Finished, RemoteDriver};
 use crate::shared::{Metrics, RateLimit, Shared};
 use crate::state::StateBackend;
 use crate::timers::Timers;
@@ -54,7 +56,9 @@ pub(crate) fn functions<'s>(
     let scope = messages.scope();
     let peers = scope.peers();
     let mut builder = OperatorBuilder::new("Functions".to_owned(), scope);
-    let activator = scope.activator_for(builder.operator_info().address);
+    let address = builder.operator_info().address;
+    let activator = scope.activator_for(address.clone());
+    let sync_activator = scope.worker().sync_activator_for(address.to_vec());
     // Route by id only, so all function types of one id share a worker.
     let mut input = builder.new_input(
         messages,
@@ -84,6 +88,21 @@ pub(crate) fn functions<'s>(
         let mut unknown_egress = RateLimit::default();
         let mut drain_deadline: Option<std::time::Instant> = None;
         let mut dropped_at_shutdown = 0u64;
+        // Remote functions: the driver, and the capabilities held for the
+        // times of messages queued or in flight (count per time).
+        let mut remote: Option<RemoteDriver<LoopTime>> = None;
+        if !app.endpoints.is_empty() {
+            let waker = Arc::new(move || {
+                let _ = sync_activator.activate();
+            });
+            match RemoteDriver::new(&app.endpoints, waker, app.settings.remote_failure.clone()) {
+                Ok(driver) => remote = Some(driver),
+                Err(e) => shared.fail(format!("cannot set up remote function endpoints: {e}")),
+            }
+        }
+        type Held = (Capability<LoopTime>, Capability<LoopTime>, usize);
+        let mut held: BTreeMap<LoopTime, Held> = BTreeMap::new();
+        let mut finished: Vec<Finished<LoopTime>> = Vec::new();
 
         move |_frontiers| {
             let now_ms = Clock::now_ms();
@@ -125,6 +144,14 @@ pub(crate) fn functions<'s>(
                 let mut egress = egress_handle.session(&cap);
                 for envelope in data.drain(..) {
                     let Some(entry) = app.functions.get(&envelope.target.function_type) else {
+                        if let Some(driver) = remote.as_mut().filter(|d| d.serves(&envelope.target.function_type)) {
+                            let time = (epoch, hop);
+                            held.entry(time)
+                                .or_insert_with(|| (cap.delayed(&time, 0), cap.delayed(&time, 1), 0))
+                                .2 += 1;
+                            driver.enqueue(envelope, time, &mut *backend, now_ms);
+                            continue;
+                        }
                         failures += 1;
                         if let Some(n) = unknown_function.hit() {
                             tracing::error!(target = %envelope.target, caller = ?envelope.caller, dropped = n,
@@ -161,6 +188,56 @@ pub(crate) fn functions<'s>(
                     timer_cap = Some(cap.delayed(&(epoch + 1, 0), 0));
                 }
             });
+
+            if let Some(driver) = remote.as_mut() {
+                if let Err(failure) = driver.poll(&mut *backend, &mut timers, now_ms, &mut finished) {
+                    shared.fail(failure.message);
+                }
+                for Finished { times, messages, egress } in finished.drain(..) {
+                    invocations += times.len() as u64;
+                    // Effects go out at the batch's least time, whose capabilities we hold.
+                    if let Some(least) = times.iter().min() {
+                        if let Some((loop_cap, egress_cap, _)) = held.get(least) {
+                            let (epoch, hop) = *least;
+                            if hop + 1 < hop_cap {
+                                loop_handle.session(loop_cap).give_iterator(messages.into_iter());
+                            } else {
+                                let next = loop_cap.delayed(&(epoch + 1, 0));
+                                loop_handle.session(&next).give_iterator(messages.into_iter());
+                            }
+                            let mut session = egress_handle.session(egress_cap);
+                            for message in egress {
+                                if app.egresses.contains_key(&message.egress) {
+                                    session.give(message);
+                                } else {
+                                    bad_egress += 1;
+                                    if let Some(n) = unknown_egress.hit() {
+                                        tracing::error!(egress = %message.egress, dropped = n,
+                                            "egress message dropped: no egress with this id is declared in module.yaml");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for time in times {
+                        if let Some(entry) = held.get_mut(&time) {
+                            entry.2 -= 1;
+                            if entry.2 == 0 {
+                                held.remove(&time);
+                            }
+                        }
+                    }
+                }
+                if !timers.is_empty() && timer_cap.is_none() {
+                    if let Some((cap, _, _)) = held.values().next() {
+                        let epoch = cap.time().0;
+                        timer_cap = Some(cap.delayed(&(epoch + 1, 0)));
+                    }
+                }
+                if shared.shutting_down() && drain_deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    held.clear();
+                }
+            }
 
             if let Some(tc) = timer_cap.as_mut() {
                 if shared.shutting_down() {

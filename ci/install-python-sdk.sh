@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the official StateFun Python SDK (apache-flink-statefun 3.3.0) and aiohttp
+# into a venv, for the remote-function interop tests (remote/tests/python_sdk.rs).
+#
+# Idempotent: when the venv already imports the right SDK version it does nothing.
+# Prints the venv's python path as its last line.
+#
+#   STATEFUN_VENV  where the venv lives (default: $HOME/.cache/statefun-rs/venv)
+#   PYTHON         the interpreter that creates it (default: python3)
+set -euo pipefail
+
+VENV="${STATEFUN_VENV:-$HOME/.cache/statefun-rs/venv}"
+PYTHON="${PYTHON:-python3}"
+SDK_VERSION="3.3.0"
+
+check() {
+  "$VENV/bin/python" - "$SDK_VERSION" <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+import aiohttp, statefun, google.protobuf  # noqa: F401
+assert version("apache-flink-statefun") == sys.argv[1]
+assert google.protobuf.__version__.startswith("3.20."), google.protobuf.__version__
+PY
+}
+
+if [ -x "$VENV/bin/python" ] && check; then
+  echo "python SDK already installed in $VENV" >&2
+else
+  echo "installing apache-flink-statefun==$SDK_VERSION into $VENV" >&2
+  mkdir -p "$(dirname "$VENV")"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+  # The SDK requires protobuf >=3.11.3,<4; its generated *_pb2 modules are tested with
+  # 3.20.x (the last 3.x line, and the one the byte vectors in sdk/ were made with), so pin it.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "apache-flink-statefun==$SDK_VERSION" "protobuf>=3.20.3,<3.21" "aiohttp>=3.8,<4" >&2
+  if ! check; then
+    echo "error: the venv at $VENV does not import statefun $SDK_VERSION with protobuf 3.20.x and aiohttp" >&2
+    exit 1
+  fi
+fi
+echo "$VENV/bin/python"

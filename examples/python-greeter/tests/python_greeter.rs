@@ -1,0 +1,223 @@
+//! End to end with the official StateFun Python SDK: functions.py served over
+//! HTTP, the engine running a module.yaml, egress checked record by record.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use statefun_engine::dataflow::ClusterConfig;
+use statefun_engine::{run_module, FunctionRegistry, RunOptions, Shared};
+use statefun_sdk::{
+    Context, EgressMessage, FunctionError, FunctionSpec, Message, MessageBuilder, StringType,
+    TypeName,
+};
+
+/// The venv made by ci/install-python-sdk.sh, if present. In CI a missing venv
+/// is a failure (the install step is broken), elsewhere the test is skipped.
+fn python() -> Option<PathBuf> {
+    let venv = std::env::var_os("STATEFUN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/statefun-rs/venv")
+        });
+    let python = venv.join("bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no StateFun Python SDK venv at {}: run ci/install-python-sdk.sh",
+        venv.display()
+    );
+    eprintln!(
+        "SKIPPED: no StateFun Python SDK venv at {}; run ci/install-python-sdk.sh",
+        venv.display()
+    );
+    None
+}
+
+/// functions.py on a free port; killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(python: &Path) -> Server {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .args(["--port", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start functions.py");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut port = 0;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("read functions.py output");
+            if let Some(p) = line.strip_prefix("PORT ") {
+                port = p.trim().parse().expect("port");
+            }
+            if line == "READY" {
+                break;
+            }
+        }
+        assert!(port > 0, "functions.py did not report its port");
+        Server { child, port }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.flush();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn module(dir: &Path, port: u16, targets: &str, input: &str) -> PathBuf {
+    std::fs::write(dir.join("in.txt"), input).unwrap();
+    let yaml = format!(
+        "kind: io.statefun.endpoints.v2/http
+spec:
+  functions: example/*
+  urlPathTemplate: http://127.0.0.1:{port}/statefun/{{function.name}}
+  maxNumBatchRequests: 50
+---
+kind: io.statefun-rs.file.v1/ingress
+spec:
+  id: test/in
+  path: in.txt
+  valueType: io.statefun.types/string
+  targets: [{targets}]
+---
+kind: io.statefun-rs.file.v1/egress
+spec:
+  id: example/greets
+  path: out.jsonl
+"
+    );
+    let path = dir.join("module.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn values(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("out.jsonl")).unwrap_or_default();
+    let mut v: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let j: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {}",
+                j["key"].as_str().unwrap_or("-"),
+                j["value"].as_str().unwrap()
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn run(
+    path: &Path,
+    registry: &FunctionRegistry,
+    workers: usize,
+) -> statefun_engine::dataflow::RunReport {
+    let options = RunOptions {
+        cluster: ClusterConfig {
+            workers,
+            ..ClusterConfig::default()
+        },
+        ..RunOptions::default()
+    };
+    run_module(path, registry, &options, Arc::new(Shared::default())).expect("run succeeds")
+}
+
+#[test]
+fn greeter_in_python_counts_and_greets() {
+    let Some(python) = python() else { return };
+    let server = Server::start(&python);
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::new();
+    for round in 1..=3 {
+        for name in ["alice", "bob", "carol", "dave"] {
+            if round <= 2 || name == "alice" {
+                input.push_str(&format!("{name}\t{name}\n"));
+            }
+        }
+    }
+    let path = module(dir.path(), server.port, "example/greeter", &input);
+    let report = run(&path, &FunctionRegistry::new(), 2);
+    assert_eq!(report.invocations, 9);
+    let mut expected = vec![
+        "alice Hello alice! I've seen you 2 times.",
+        "alice Hello alice! I've seen you 3 times.",
+        "alice Hello alice!",
+        "bob Hello bob! I've seen you 2 times.",
+        "bob Hello bob!",
+        "carol Hello carol! I've seen you 2 times.",
+        "carol Hello carol!",
+        "dave Hello dave! I've seen you 2 times.",
+        "dave Hello dave!",
+    ];
+    expected.sort();
+    assert_eq!(values(dir.path()), expected);
+}
+
+#[test]
+fn rust_and_python_functions_message_each_other() {
+    let Some(python) = python() else { return };
+    let server = Server::start(&python);
+    let dir = tempfile::tempdir().unwrap();
+    // rust/relay forwards ingress text to example/echo (Python), which answers
+    // its caller; the relay reports the answer to the egress.
+    let relay = |ctx: &mut Context<'_>, message: Message| -> Result<(), FunctionError> {
+        let text = message.as_string()?;
+        let me = ctx.self_address().clone();
+        match ctx.caller().map(|c| c.function_type.to_string()) {
+            None => ctx.send(
+                MessageBuilder::for_address(TypeName::parse("example/echo")?, me.id.clone())
+                    .with_string(&text)
+                    .build()?,
+            ),
+            Some(caller) => ctx.send_egress(EgressMessage::of(
+                TypeName::parse("example/greets")?,
+                &StringType,
+                &format!("{} <- {caller}: {text}", me.id),
+            )),
+        }
+        Ok(())
+    };
+    let mut registry = FunctionRegistry::new();
+    registry
+        .register(
+            FunctionSpec::builder(TypeName::parse("rust/relay").unwrap())
+                .with_function(relay)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let path = module(
+        dir.path(),
+        server.port,
+        "rust/relay",
+        "k1\thi\nk2\tyo\nk1\tagain\n",
+    );
+    let report = run(&path, &registry, 2);
+    // 3 relay calls from the ingress, 3 echo calls, 3 relay calls with answers.
+    assert_eq!(report.invocations, 9);
+    assert_eq!(
+        values(dir.path()),
+        [
+            "- k1 <- example/echo: echo 1: hi",
+            "- k1 <- example/echo: echo 2: again",
+            "- k2 <- example/echo: echo 1: yo",
+        ]
+    );
+}

@@ -20,6 +20,9 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 step "install: StateFun Python SDK (remote-function interop tests)"
 bash ci/install-python-sdk.sh
 
+step "install: StateFun Go SDK (second-SDK interop test)"
+bash ci/install-go-sdk.sh
+
 step "format"
 cargo fmt --all -- --check
 

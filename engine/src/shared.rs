@@ -37,6 +37,11 @@ impl Shared {
         self.request_shutdown();
     }
 
+    /// Whether a fatal failure was recorded (the job is failing).
+    pub fn failed(&self) -> bool {
+        self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
+
     /// The first fatal failure, if any.
     pub fn failure(&self) -> Option<String> {
         self.failure.lock().ok().and_then(|f| f.clone())

@@ -110,23 +110,40 @@ pub(crate) fn functions<'s>(
             let mut loop_handle = loop_out.activate();
             let mut egress_handle = egress_out.activate();
 
-            // After shutdown and its grace period, in-flight messages are
-            // dropped (and counted) so that runaway cycles cannot keep the
-            // process alive.
+            // After shutdown and its grace period — at once if the job failed —
+            // in-flight messages are dropped (and counted) and held capabilities
+            // released, so that runaway cycles or unreachable remote functions
+            // cannot keep the process alive.
             if shared.shutting_down() {
-                let deadline = *drain_deadline
-                    .get_or_insert_with(|| std::time::Instant::now() + app.settings.shutdown_grace);
+                let grace = if shared.failed() {
+                    std::time::Duration::ZERO
+                } else {
+                    app.settings.shutdown_grace
+                };
+                let deadline = *drain_deadline.get_or_insert_with(|| std::time::Instant::now() + grace);
                 if std::time::Instant::now() >= deadline {
+                    let mut dropped = 0;
                     input.for_each(|_cap, data| {
-                        dropped_at_shutdown += data.len() as u64;
+                        dropped += data.len() as u64;
                         data.clear();
                     });
-                    if dropped_at_shutdown > 0 {
-                        tracing::warn!(dropped = dropped_at_shutdown, "shutdown: in-flight messages dropped after the grace period");
+                    if let Some(driver) = remote.as_ref() {
+                        dropped += driver.queued() as u64;
                     }
+                    if dropped > 0 || !held.is_empty() || timer_cap.is_some() {
+                        dropped_at_shutdown += dropped;
+                        tracing::warn!(
+                            dropped = dropped_at_shutdown,
+                            remote_in_flight = held.len(),
+                            delayed = timers.len(),
+                            "shutdown: dropping in-flight messages, pending remote invocations and delayed messages"
+                        );
+                    }
+                    held.clear();
+                    timer_cap = None;
                     return;
                 }
-                activator.activate_after(app.settings.shutdown_grace);
+                activator.activate_after(deadline.saturating_duration_since(std::time::Instant::now()));
             }
             input.for_each(|cap, data| {
                 let Some(&(epoch, hop)) = cap.least() else {
@@ -233,9 +250,6 @@ pub(crate) fn functions<'s>(
                         let epoch = cap.time().0;
                         timer_cap = Some(cap.delayed(&(epoch + 1, 0)));
                     }
-                }
-                if shared.shutting_down() && drain_deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                    held.clear();
                 }
             }
 

@@ -1,4 +1,4 @@
-//! End to end with the official StateFun Python SDK: functions.py served over
+//! End to end with the official StateFun SDKs (Python, and Go for the greeter): served over
 //! HTTP, the engine running a module.yaml, egress checked record by record.
 
 use std::io::{BufRead, BufReader, Write};
@@ -47,13 +47,18 @@ struct Server {
 impl Server {
     fn start(python: &Path) -> Server {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .args(["--port", "0"])
+        let mut command = Command::new(python);
+        command.arg(script).args(["--port", "0"]);
+        Server::spawn(command)
+    }
+
+    /// Starts a server that prints `PORT <n>` and `READY` once it listens.
+    fn spawn(mut command: Command) -> Server {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("start functions.py");
+            .expect("start the function server");
         let stdout = child.stdout.take().expect("stdout");
         let mut port = 0;
         for line in BufReader::new(stdout).lines() {
@@ -65,7 +70,7 @@ impl Server {
                 break;
             }
         }
-        assert!(port > 0, "functions.py did not report its port");
+        assert!(port > 0, "the function server did not report its port");
         Server { child, port }
     }
 }
@@ -139,10 +144,53 @@ fn run(
     run_module(path, registry, &options, Arc::new(Shared::default())).expect("run succeeds")
 }
 
+/// The Go SDK greeter (examples/go-greeter), built with `go build`. In CI a
+/// missing Go toolchain is a failure, elsewhere the test is skipped.
+fn go_greeter(dir: &Path) -> Option<Command> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../go-greeter");
+    let binary = dir.join("go-greeter");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&source)
+        .status();
+    match built {
+        Ok(status) if status.success() => {
+            let mut command = Command::new(binary);
+            command.args(["-port", "0"]);
+            Some(command)
+        }
+        other => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot build examples/go-greeter ({other:?}): run ci/install-go-sdk.sh"
+            );
+            eprintln!(
+                "SKIPPED: cannot build examples/go-greeter ({other:?}); run ci/install-go-sdk.sh"
+            );
+            None
+        }
+    }
+}
+
 #[test]
 fn greeter_in_python_counts_and_greets() {
     let Some(python) = python() else { return };
-    let server = Server::start(&python);
+    check_greeter(Server::start(&python));
+}
+
+#[test]
+fn greeter_in_go_runs_unchanged() {
+    let build_dir = tempfile::tempdir().unwrap();
+    let Some(command) = go_greeter(build_dir.path()) else {
+        return;
+    };
+    check_greeter(Server::spawn(command));
+}
+
+/// Runs names through the greeter served by `server` and checks every greeting.
+fn check_greeter(server: Server) {
     let dir = tempfile::tempdir().unwrap();
     let mut input = String::new();
     for round in 1..=3 {

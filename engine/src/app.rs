@@ -38,6 +38,11 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// What happens when a remote invocation fails for good.
     pub remote_failure: crate::remote::RemoteFailurePolicy,
+    /// Sources of this process pause while more messages than this wait
+    /// behind in-flight remote requests (default 100 000), so a slow remote
+    /// function bounds memory instead of growing queues; every other address
+    /// keeps being processed meanwhile.
+    pub max_remote_queued: u64,
 }
 
 impl Default for Settings {
@@ -49,6 +54,7 @@ impl Default for Settings {
             source_batch: 1024,
             shutdown_grace: Duration::from_secs(5),
             remote_failure: crate::remote::RemoteFailurePolicy::FailJob,
+            max_remote_queued: 100_000,
         }
     }
 }

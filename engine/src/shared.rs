@@ -65,6 +65,11 @@ pub struct Metrics {
     pub unknown_egress: AtomicU64,
     /// The newest epoch completed on every worker, as seen by this process.
     pub completed_epoch: AtomicU64,
+    /// Messages waiting behind in-flight remote requests (a gauge): sources
+    /// pause while it exceeds `Settings::max_remote_queued`.
+    pub remote_queued: AtomicU64,
+    /// The highest `remote_queued` seen by this process.
+    pub remote_queued_peak: AtomicU64,
 }
 
 impl Metrics {

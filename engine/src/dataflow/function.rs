@@ -103,6 +103,8 @@ pub(crate) fn functions<'s>(
         type Held = (Capability<LoopTime>, Capability<LoopTime>, usize);
         let mut held: BTreeMap<LoopTime, Held> = BTreeMap::new();
         let mut finished: Vec<Finished<LoopTime>> = Vec::new();
+        // This worker's share of the process-wide remote backlog gauge.
+        let mut reported_queued = 0u64;
 
         move |_frontiers| {
             let now_ms = Clock::now_ms();
@@ -279,6 +281,17 @@ pub(crate) fn functions<'s>(
             }
 
             let m = &shared.metrics;
+            if let Some(driver) = remote.as_ref() {
+                let queued = driver.queued() as u64;
+                if queued > reported_queued {
+                    m.remote_queued.fetch_add(queued - reported_queued, std::sync::atomic::Ordering::Relaxed);
+                } else if queued < reported_queued {
+                    m.remote_queued.fetch_sub(reported_queued - queued, std::sync::atomic::Ordering::Relaxed);
+                }
+                reported_queued = queued;
+                let total = Metrics::get(&m.remote_queued);
+                m.remote_queued_peak.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+            }
             Metrics::add(&m.invocations, invocations);
             Metrics::add(&m.failed_invocations, failures);
             Metrics::add(&m.unknown_egress, bad_egress);

@@ -150,8 +150,13 @@ pub(crate) fn ingress<'s>(
             if *c.time() < epoch {
                 c.downgrade(&epoch);
             }
-            // Backpressure: hold back while too many epochs are incomplete.
-            if progress.less_than(&epoch.saturating_sub(settings.max_epochs_in_flight)) {
+            // Backpressure: hold back while too many epochs are incomplete, or
+            // while too many messages wait for remote functions.
+            let remote_backlog =
+                Metrics::get(&shared.metrics.remote_queued) > settings.max_remote_queued;
+            if remote_backlog
+                || progress.less_than(&epoch.saturating_sub(settings.max_epochs_in_flight))
+            {
                 activator.activate_after(Duration::from_millis(1));
                 return;
             }

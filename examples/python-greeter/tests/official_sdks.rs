@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use statefun_engine::dataflow::ClusterConfig;
-use statefun_engine::{run_module, FunctionRegistry, RunOptions, Shared};
+use statefun_engine::{run_module, FunctionRegistry, RunOptions, Settings, Shared};
 use statefun_sdk::{
     Context, EgressMessage, FunctionError, FunctionSpec, Message, MessageBuilder, StringType,
     TypeName,
@@ -268,4 +268,45 @@ fn rust_and_python_functions_message_each_other() {
             "- k2 <- example/echo: echo 1: yo",
         ]
     );
+}
+
+#[test]
+fn slow_remote_functions_bound_the_queue_and_lose_nothing() {
+    let Some(python) = python() else { return };
+    let server = Server::start(&python);
+    let dir = tempfile::tempdir().unwrap();
+    // 4 000 records over 20 names: at most one request per name in flight, so
+    // most records wait in the remote queue unless the sources hold back.
+    let input: String = (0..4000)
+        .map(|i| format!("n{}\tn{}\n", i % 20, i % 20))
+        .collect();
+    let path = module(dir.path(), server.port, "example/greeter", &input);
+    let settings = Settings {
+        max_remote_queued: 100,
+        source_batch: 50,
+        ..Settings::default()
+    };
+    let shared = Arc::new(Shared::default());
+    let options = RunOptions {
+        settings,
+        ..RunOptions::default()
+    };
+    let report = run_module(&path, &FunctionRegistry::new(), &options, shared.clone())
+        .expect("run succeeds");
+    assert_eq!(report.invocations, 4000);
+    assert_eq!(report.records_out, 4000);
+    let peak = shared
+        .metrics
+        .remote_queued_peak
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // The limit, plus the few source batches (50 each) read before the function
+    // operator updates the gauge; without backpressure it would approach 4 000.
+    assert!(peak <= 250, "remote queue peaked at {peak}");
+    assert!(peak > 0, "the test should have queued messages");
+    // Every name was greeted 200 times, in order.
+    let last: Vec<String> = values(dir.path())
+        .into_iter()
+        .filter(|v| v.contains("200 times"))
+        .collect();
+    assert_eq!(last.len(), 20);
 }

@@ -260,7 +260,7 @@ fn delayed_messages_fire_after_their_delay_and_cancelled_ones_never() {
 fn expired_state_reads_as_absent() {
     let mut registry = FunctionRegistry::new();
     let short = ValueSpec::new("short", IntType).expire_after_write(Duration::from_millis(200));
-    let call = ValueSpec::new("call", IntType).expire_after_call(Duration::from_millis(400));
+    let call = ValueSpec::new("call", IntType).expire_after_call(Duration::from_millis(1000));
     let keep = ValueSpec::new("keep", IntType);
     let specs = vec![short.descriptor(), call.descriptor(), keep.descriptor()];
     register(&mut registry, "test/ttl", specs, move |ctx, msg| {
@@ -277,10 +277,11 @@ fn expired_state_reads_as_absent() {
                 ctx.set(&short, &1)?;
                 ctx.set(&call, &2)?;
                 ctx.set(&keep, &3)?;
-                // Calls at +250 and +500 keep `call` alive (400 ms after each call);
-                // `short` (200 ms after its write) is gone by +250.
-                later("touch", 250, ctx)?;
-                later("check", 500, ctx)?;
+                // The call at +700 keeps `call` alive until +1700, so it is there
+                // at +1400 (without that call it would expire at +1000);
+                // `short` (200 ms after its write) is long gone by then.
+                later("touch", 700, ctx)?;
+                later("check", 1400, ctx)?;
             }
             "touch" => {}
             "check" => {
@@ -291,7 +292,7 @@ fn expired_state_reads_as_absent() {
                     ctx.get(&keep)?
                 );
                 out(ctx, text);
-                later("final", 1000, ctx)?;
+                later("final", 2000, ctx)?;
             }
             "final" => {
                 let text = format!(

@@ -67,6 +67,30 @@ async def echo(context: Context, message: Message):
         )
 
 
+@functions.bind(typename="example/reminder")
+async def reminder(context: Context, message: Message):
+    """On `start`: rings itself 300 ms later, and schedules a second message it
+    cancels at once (which must never arrive). On `ring`/`cancelled`: reports."""
+    text = message.as_string()
+    if text == "start":
+        me = context.address
+        context.send_after(
+            timedelta(milliseconds=300),
+            message_builder(target_typename=me.typename, target_id=me.id, str_value="ring"),
+        )
+        token = f"doomed-{me.id}"
+        context.send_after(
+            timedelta(milliseconds=100),
+            message_builder(target_typename=me.typename, target_id=me.id, str_value="cancelled"),
+            cancellation_token=token,
+        )
+        context.cancel_delayed_message(token)
+    else:
+        context.send_egress(
+            kafka_egress_message(typename="example/greets", topic="reminders", key=context.address.id, value=text)
+        )
+
+
 handler = RequestReplyHandler(functions)
 
 

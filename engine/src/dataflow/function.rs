@@ -238,6 +238,14 @@ pub(crate) fn functions<'s>(
                             }
                         }
                     }
+                    // Delayed messages the batch scheduled need a capability
+                    // before the batch's are released.
+                    if !timers.is_empty() && timer_cap.is_none() {
+                        if let Some((cap, _, _)) = times.iter().min().and_then(|t| held.get(t)) {
+                            let epoch = cap.time().0;
+                            timer_cap = Some(cap.delayed(&(epoch + 1, 0)));
+                        }
+                    }
                     for time in times {
                         if let Some(entry) = held.get_mut(&time) {
                             entry.2 -= 1;
@@ -245,12 +253,6 @@ pub(crate) fn functions<'s>(
                                 held.remove(&time);
                             }
                         }
-                    }
-                }
-                if !timers.is_empty() && timer_cap.is_none() {
-                    if let Some((cap, _, _)) = held.values().next() {
-                        let epoch = cap.time().0;
-                        timer_cap = Some(cap.delayed(&(epoch + 1, 0)));
                     }
                 }
             }

@@ -310,3 +310,25 @@ fn slow_remote_functions_bound_the_queue_and_lose_nothing() {
         .collect();
     assert_eq!(last.len(), 20);
 }
+
+#[test]
+fn python_delayed_messages_fire_and_cancelled_ones_do_not() {
+    let Some(python) = python() else { return };
+    let server = Server::start(&python);
+    let dir = tempfile::tempdir().unwrap();
+    let path = module(
+        dir.path(),
+        server.port,
+        "example/reminder",
+        "r1\tstart\nr2\tstart\n",
+    );
+    let started = std::time::Instant::now();
+    let report = run(&path, &FunctionRegistry::new(), 2);
+    // The run ends only after the delayed messages fired (300 ms after `start`).
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(
+        report.invocations, 4,
+        "2 starts + 2 rings; the cancelled messages never arrive"
+    );
+    assert_eq!(values(dir.path()), ["r1 ring", "r2 ring"]);
+}

@@ -181,13 +181,12 @@ impl Application {
         };
         let resolve = |pattern: &FunctionPattern, ingress: &TypeName, errors: &mut Vec<String>| {
             let served: Vec<TypeName> = match pattern {
-                FunctionPattern::Exact(t) => {
-                    if registry.contains(t) {
-                        vec![t.clone()]
-                    } else {
-                        Vec::new()
-                    }
-                }
+                // The registry's own type names, so that messages routed here
+                // share one `Arc` with the function table (pointer-equal).
+                FunctionPattern::Exact(t) => registry
+                    .get(t)
+                    .map(|spec| vec![spec.function_type.clone()])
+                    .unwrap_or_default(),
                 FunctionPattern::Namespace(_) => registry
                     .iter()
                     .map(|s| s.function_type.clone())

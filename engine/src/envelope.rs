@@ -13,8 +13,9 @@ use statefun_sdk::{Address, IngressMetadata, TypedValue};
 pub struct Envelope {
     /// The function instance the message is for.
     pub target: Address,
-    /// The sender, when a function sent it.
-    pub caller: Option<Address>,
+    /// The sender, when a function sent it (boxed: ingress records, the
+    /// bulk of traffic, have none, and envelopes are moved several times).
+    pub caller: Option<Box<Address>>,
     /// The payload.
     pub value: TypedValue,
     /// The ingress record behind the message, when it came from an ingress.

@@ -132,7 +132,7 @@ impl InvocationHost for Host<'_> {
     fn send(&mut self, message: Message) {
         self.scratch.effects.messages.push(Envelope {
             target: message.target,
-            caller: Some(self.target.clone()),
+            caller: Some(Box::new(self.target.clone())),
             value: message.value,
             metadata: None,
         });
@@ -154,7 +154,7 @@ impl InvocationHost for Host<'_> {
             token: cancellation_token,
             envelope: Box::new(Envelope {
                 target: message.target,
-                caller: Some(self.target.clone()),
+                caller: Some(Box::new(self.target.clone())),
                 value: message.value,
                 metadata: None,
             }),
@@ -208,7 +208,7 @@ pub fn invoke<'s>(
             now_ms,
             scratch: &mut *scratch,
         };
-        let mut ctx = Context::new(&target, caller.as_ref(), metadata.as_deref(), &mut host);
+        let mut ctx = Context::new(&target, caller.as_deref(), metadata.as_deref(), &mut host);
         entry.function.invoke(&mut ctx, message)
     };
     if let Err(error) = result {

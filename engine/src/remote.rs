@@ -138,7 +138,7 @@ impl<T: Copy + Ord> RemoteDriver<T> {
             .or_insert_with(|| Batcher::new(max_batch));
         let queued = Queued {
             input: InvocationInput {
-                caller,
+                caller: caller.map(|c| *c),
                 argument: value,
             },
             time,
@@ -334,7 +334,7 @@ fn apply(
         .into_iter()
         .map(|(target, value)| Envelope {
             target,
-            caller: Some(address.clone()),
+            caller: Some(Box::new(address.clone())),
             value,
             metadata: None,
         })
@@ -350,7 +350,7 @@ fn apply(
                 let due = now_ms.saturating_add(d.delay.as_millis() as u64);
                 let envelope = Envelope {
                     target,
-                    caller: Some(address.clone()),
+                    caller: Some(Box::new(address.clone())),
                     value,
                     metadata: None,
                 };

@@ -23,9 +23,11 @@ use crate::SdkError;
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TypeName {
-    /// The full `namespace/name` text; `split` is the index of the last `/`.
+    /// The full `namespace/name` text, validated to contain a `/` with
+    /// non-empty parts on both sides. One shared pointer (16 bytes) because
+    /// type names travel in every message: cloning is a reference-count
+    /// increment, and equal names from one source compare by pointer.
     full: Arc<str>,
-    split: usize,
 }
 
 impl TypeName {
@@ -56,20 +58,26 @@ impl TypeName {
                 "`{text}` contains white space"
             )));
         }
+        let _ = split;
         Ok(TypeName {
             full: Arc::from(text),
-            split,
         })
+    }
+
+    /// The index of the last `/` (present by construction).
+    #[inline]
+    fn split(&self) -> usize {
+        self.full.rfind('/').unwrap_or(0)
     }
 
     /// The namespace: everything before the last `/`.
     pub fn namespace(&self) -> &str {
-        &self.full[..self.split]
+        &self.full[..self.split()]
     }
 
     /// The name: everything after the last `/`.
     pub fn name(&self) -> &str {
-        &self.full[self.split + 1..]
+        &self.full[self.split() + 1..]
     }
 
     /// The whole `namespace/name` text.

@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Bytes per record value.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
+    /// Run only the engine pipeline (for profilers and instruction counts).
+    #[arg(long)]
+    pub skip_baseline: bool,
     /// Timely workers (`-w`); bench runs in one process.
     #[command(flatten)]
     pub timely: TimelyArgs,
@@ -106,6 +109,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         rate(engine),
         engine.as_secs_f64()
     );
+    if args.skip_baseline {
+        return Ok(());
+    }
     let base = baseline::run(
         args.timely.workers,
         args.keys.max(1),

@@ -21,7 +21,7 @@ use crate::SdkError;
 /// assert_eq!(t.to_string(), "example/greeter");
 /// assert!(TypeName::parse("no-namespace").is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Hash, PartialOrd, Ord)]
 pub struct TypeName {
     /// The full `namespace/name` text, validated to contain a `/` with
     /// non-empty parts on both sides. One shared pointer (16 bytes) because
@@ -97,6 +97,17 @@ impl fmt::Debug for TypeName {
         write!(f, "TypeName({})", self.full)
     }
 }
+
+/// Equal names usually share one allocation (they are cloned from the
+/// registry or the module), so compare pointers before bytes.
+impl PartialEq for TypeName {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.full, &other.full) || *self.full == *other.full
+    }
+}
+
+impl Eq for TypeName {}
 
 /// Serialized as its `namespace/name` text; deserializing validates it.
 impl Serialize for TypeName {

@@ -113,7 +113,9 @@ macro_rules! primitive_type {
 
             fn encode(&self, value: &$value) -> Vec<u8> {
                 let encode: fn(&$value, &mut Vec<u8>) = $encode;
-                let mut bytes = Vec::new();
+                // Every numeric wrapper fits in 16 bytes (key + 8); strings
+                // reserve their exact size. No regrowth on the hot path.
+                let mut bytes = Vec::with_capacity(16);
                 encode(value, &mut bytes);
                 bytes
             }

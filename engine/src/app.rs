@@ -120,6 +120,12 @@ pub enum SinkPlan {
 }
 
 impl SinkPlan {
+    /// Whether one writer (worker 0) serves the whole job, as for a file;
+    /// otherwise every worker opens its own sink and writes its own records.
+    pub fn single_writer(&self) -> bool {
+        matches!(self, SinkPlan::File(_))
+    }
+
     /// Opens the sink.
     pub fn open(&self) -> Result<Box<dyn Sink>, ConnectorError> {
         Ok(match self {

@@ -21,7 +21,7 @@ use crate::SdkError;
 /// assert_eq!(t.to_string(), "example/greeter");
 /// assert!(TypeName::parse("no-namespace").is_err());
 /// ```
-#[derive(Clone, Hash, PartialOrd, Ord)]
+#[derive(Clone)]
 pub struct TypeName {
     /// The full `namespace/name` text, validated to contain a `/` with
     /// non-empty parts on both sides. One shared pointer (16 bytes) because
@@ -108,6 +108,24 @@ impl PartialEq for TypeName {
 }
 
 impl Eq for TypeName {}
+
+impl std::hash::Hash for TypeName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.full.hash(state);
+    }
+}
+
+impl PartialOrd for TypeName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TypeName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.full.cmp(&other.full)
+    }
+}
 
 /// Serialized as its `namespace/name` text; deserializing validates it.
 impl Serialize for TypeName {

@@ -23,6 +23,12 @@ bash ci/install-python-sdk.sh
 step "install: StateFun Go SDK (second-SDK interop test)"
 bash ci/install-go-sdk.sh
 
+step "install: Kinesis emulator (kinesis-local, on 127.0.0.1)"
+bash ci/install-kinesis.sh
+
+step "install: Apache Kafka 4.x broker (KRaft, on 127.0.0.1)"
+bash ci/install-kafka.sh
+
 step "format"
 cargo fmt --all -- --check
 

@@ -12,7 +12,8 @@
 //! * [`FileSource`] — `KEY<TAB>VALUE` lines from a file or stdin, optionally
 //!   following a growing file;
 //! * [`GeneratorSource`] — synthetic records at a given rate, for benchmarks;
-//! * [`FileSink`] — one JSON object per egress record, to a file or stdout.
+//! * [`FileSink`] — one JSON object per egress record, to a file or stdout;
+//! * [`KinesisSource`] / [`KinesisSink`] — Kinesis Data Streams (see [`kinesis`]).
 //!
 //! Kafka and Kinesis connectors implement the same traits.
 
@@ -22,11 +23,15 @@ mod codec;
 mod error;
 pub mod file;
 pub mod generator;
+pub mod kafka;
+pub mod kinesis;
 pub mod sink;
 pub mod source;
 
 pub use error::ConnectorError;
 pub use file::{FileEgressConfig, FileIngressConfig, FileSink, FileSource};
 pub use generator::{GeneratorConfig, GeneratorSource};
+pub use kafka::{KafkaSink, KafkaSource};
+pub use kinesis::{KinesisSink, KinesisSinkOptions, KinesisSource, KinesisSourceOptions};
 pub use sink::Sink;
 pub use source::{Source, SourceRecord, SourceStats, SourceStatus, Waker};

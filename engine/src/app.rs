@@ -12,9 +12,12 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 use statefun_connectors::{
     ConnectorError, FileEgressConfig, FileIngressConfig, FileSink, FileSource, GeneratorConfig,
-    GeneratorSource, Sink, Source,
+    GeneratorSource, KafkaSink, KafkaSource, KinesisSink, KinesisSource, Sink, Source,
 };
-use statefun_module::{EgressSpec, FunctionPattern, HttpEndpoint, IngressSpec, Module};
+use statefun_module::{
+    EgressSpec, FunctionPattern, HttpEndpoint, IngressSpec, KafkaDeliverySemantic, KafkaEgress,
+    KafkaIngress, KinesisEgress, KinesisIngress, Module,
+};
 use statefun_sdk::{StatefulFunction, TypeName, ValueSpecDescriptor};
 
 use crate::registry::FunctionRegistry;
@@ -87,6 +90,10 @@ pub enum SourcePlan {
     File(FileIngressConfig),
     /// The generator.
     Generator(GeneratorConfig),
+    /// Kinesis Data Streams: each worker reads the shards it owns.
+    Kinesis(Box<KinesisIngress>),
+    /// Kafka: each worker reads the partitions it owns (assigned, not subscribed).
+    Kafka(Box<KafkaIngress>),
 }
 
 /// An ingress: its id, routes, and source.
@@ -108,6 +115,10 @@ impl IngressPlan {
             SourcePlan::Generator(config) => {
                 Box::new(GeneratorSource::new(config.clone(), index, peers))
             }
+            SourcePlan::Kafka(spec) => Box::new(KafkaSource::open(&self.id, spec, index, peers)?),
+            SourcePlan::Kinesis(spec) => {
+                Box::new(KinesisSource::open(self.id.as_str(), spec, index, peers)?)
+            }
         })
     }
 }
@@ -117,6 +128,10 @@ impl IngressPlan {
 pub enum SinkPlan {
     /// A file or stdout, written by one worker.
     File(FileEgressConfig),
+    /// A Kinesis stream; every worker writes its own records (at-least-once).
+    Kinesis(TypeName, Box<KinesisEgress>),
+    /// Kafka; every worker produces its own records (at-least-once or none).
+    Kafka(TypeName, Box<KafkaEgress>),
 }
 
 impl SinkPlan {
@@ -130,6 +145,8 @@ impl SinkPlan {
     pub fn open(&self) -> Result<Box<dyn Sink>, ConnectorError> {
         Ok(match self {
             SinkPlan::File(config) => Box::new(FileSink::open(config.clone())?),
+            SinkPlan::Kinesis(id, spec) => Box::new(KinesisSink::open(id.as_str(), spec)?),
+            SinkPlan::Kafka(id, spec) => Box::new(KafkaSink::open(id, spec)?),
         })
     }
 }
@@ -245,13 +262,10 @@ impl Application {
                     count: g.count,
                     value_size: g.value_size,
                 }),
-                IngressSpec::Kafka(_) => {
-                    errors.push(format!("{file}: ingress `{}`: the Kafka ingress is not supported by this build yet (issue #6); use io.statefun-rs.file.v1/ingress for local runs", ingress.id));
-                    continue;
-                }
-                IngressSpec::Kinesis(_) => {
-                    errors.push(format!("{file}: ingress `{}`: the Kinesis ingress is not supported by this build yet (issue #7); use io.statefun-rs.file.v1/ingress for local runs", ingress.id));
-                    continue;
+                IngressSpec::Kafka(k) => SourcePlan::Kafka(Box::new(k.clone())),
+                IngressSpec::Kinesis(k) => {
+                    warn_unsupported_properties(file, &ingress.id, &k.client_config_properties);
+                    SourcePlan::Kinesis(Box::new(k.clone()))
                 }
             };
             ingresses.push(IngressPlan {
@@ -267,13 +281,16 @@ impl Application {
                     id: egress.id.clone(),
                     path: resolve_path(&f.path),
                 }),
-                EgressSpec::Kafka(_) => {
-                    errors.push(format!("{file}: egress `{}`: the Kafka egress is not supported by this build yet (issue #6); use io.statefun-rs.file.v1/egress for local runs", egress.id));
-                    continue;
+                EgressSpec::Kafka(k) => {
+                    if let KafkaDeliverySemantic::ExactlyOnce { .. } = k.delivery_semantic {
+                        errors.push(format!("{file}: egress `{}`: deliverySemantic exactly-once needs the checkpoint outbox, which this build does not have yet (issue #4); use `type: at-least-once` for now", egress.id));
+                        continue;
+                    }
+                    SinkPlan::Kafka(egress.id.clone(), Box::new(k.clone()))
                 }
-                EgressSpec::Kinesis(_) => {
-                    errors.push(format!("{file}: egress `{}`: the Kinesis egress is not supported by this build yet (issue #7); use io.statefun-rs.file.v1/egress for local runs", egress.id));
-                    continue;
+                EgressSpec::Kinesis(k) => {
+                    warn_unsupported_properties(file, &egress.id, &k.client_config_properties);
+                    SinkPlan::Kinesis(egress.id.clone(), Box::new(k.clone()))
                 }
             };
             egresses.insert(egress.id.clone(), plan);
@@ -296,5 +313,21 @@ impl Application {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// `clientConfigProperties` without an AWS SDK setting are ignored, with a
+/// warning that lists the supported names.
+fn warn_unsupported_properties(
+    file: &str,
+    id: &TypeName,
+    properties: &statefun_module::Properties,
+) {
+    let unsupported = statefun_connectors::kinesis::unsupported_client_properties(properties);
+    if !unsupported.is_empty() {
+        tracing::warn!(
+            "{file}: `{id}`: clientConfigProperties {unsupported:?} have no AWS SDK setting and are ignored; supported: {:?}",
+            statefun_connectors::kinesis::SUPPORTED_CLIENT_PROPERTIES
+        );
     }
 }

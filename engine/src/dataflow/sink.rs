@@ -48,7 +48,13 @@ pub(crate) fn sinks<'s>(
             Err(m)
         }
     });
-    sink_operator(to_one, Exchange::new(|_: &EgressMessage| 0u64), true, &app, &shared);
+    sink_operator(
+        to_one,
+        Exchange::new(|_: &EgressMessage| 0u64),
+        true,
+        &app,
+        &shared,
+    );
     sink_operator(local, Pipeline, false, &app, &shared);
 }
 
@@ -78,7 +84,11 @@ fn sink_operator<'s, P>(
     let mut frontier_seen: Option<u64> = Some(0);
     let mut dirty = false;
     let mut last_flush = Instant::now();
-    let name = if single_writers { "Egress (single writer)" } else { "Egress" };
+    let name = if single_writers {
+        "Egress (single writer)"
+    } else {
+        "Egress"
+    };
     stream.sink(pact, name, move |(input, frontier)| {
         let mut written = 0u64;
         input.for_each(|_cap, data| {
@@ -109,10 +119,10 @@ fn sink_operator<'s, P>(
             frontier_seen = now;
             if let Some(epoch) = now {
                 if single_writers {
-                    shared
-                        .metrics
-                        .completed_epoch
-                        .store(epoch.saturating_sub(1), std::sync::atomic::Ordering::Relaxed);
+                    shared.metrics.completed_epoch.store(
+                        epoch.saturating_sub(1),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                 }
             }
             let finished = now.is_none();

@@ -1,0 +1,799 @@
+//! [`KafkaSource`]: the partitions of a Kafka ingress that belong to one worker.
+//!
+//! Why it works the way it does:
+//!
+//! * **`assign`, not `subscribe`.** The checkpoint owns the offsets, so a consumer-group
+//!   rebalance must never move a partition behind the runtime's back. Every worker computes
+//!   the same [`partition_owner`] for every partition and assigns itself its share.
+//! * **Concrete start offsets.** Logical positions (`latest`, `earliest`, a timestamp, a
+//!   missing committed offset) are resolved to numbers when a partition is assigned, so
+//!   [`KafkaSource::positions`] is exact from the first moment and a checkpoint taken before
+//!   any record arrived still restores to the right place.
+//! * **No busy polling.** Each partition gets its own librdkafka queue
+//!   (`split_partition_queue`) whose non-empty callback calls the engine's waker; `poll`
+//!   only ever uses a zero timeout.
+//! * **New partitions.** A background thread re-reads topic metadata every
+//!   [`PARTITION_DISCOVERY_INTERVAL`]; partitions that appear later (and topics created
+//!   after start) are read from their beginning, because every record in them is newer than
+//!   the job's start (Flink's Kafka source does the same).
+//! * **Values are passed through unchanged.** Like upstream StateFun, the record value is
+//!   the message payload as is: producers write the wire format of the topic's `valueType`
+//!   (for `io.statefun.types/string` that is StateFun's `StringWrapper` encoding).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use statefun_module::{AutoOffsetReset, KafkaIngress, KafkaStartupPosition};
+use statefun_sdk::{IngressMetadata, TypeName};
+
+use super::config::{client_config, effective_property, partition_owner, LogContext, Owned};
+use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+
+/// How often each worker re-reads topic metadata to find partitions added after start.
+///
+/// A few seconds: a metadata request per worker is cheap, and a new partition's records are
+/// not lost while waiting (it is read from its beginning once found), only delayed.
+pub const PARTITION_DISCOVERY_INTERVAL: Duration = Duration::from_secs(3);
+
+/// How long a blocking broker request (metadata, watermarks, committed offsets, offsets for
+/// times) may take while opening the source or assigning a partition.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often to come back when idle even though the waker is set: serves librdkafka's main
+/// queue (client errors, commit results) in case nothing wakes the engine.
+const IDLE_RECHECK: Duration = Duration::from_millis(500);
+
+const CONNECTOR: &str = "kafka ingress";
+
+/// The consumer's context: librdkafka logs to `tracing`, failed commits are logged.
+pub struct SourceContext {
+    log: LogContext,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.client_error(error, reason);
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // Commits only feed lag tools and `group-offsets` startup; the checkpoint is the
+            // source of truth, so a failed commit is worth a warning, not a failure.
+            tracing::warn!(
+                "{CONNECTOR} `{}`: committing offsets to the consumer group failed: {e}",
+                self.log.id
+            );
+        }
+    }
+}
+
+type Consumer_ = BaseConsumer<SourceContext>;
+
+/// One partition this worker reads.
+struct Assigned {
+    topic: String,
+    partition: i32,
+    route: usize,
+    /// The offset of the next record to hand out.
+    next: i64,
+    queue: rdkafka::consumer::base_consumer::PartitionQueue<SourceContext>,
+}
+
+/// The shared slot for the engine's waker: librdkafka's callbacks are installed before the
+/// engine hands over its waker, so they read it from here.
+type WakerSlot = Arc<RwLock<Option<Waker>>>;
+
+fn wake(slot: &WakerSlot) {
+    if let Ok(guard) = slot.read() {
+        if let Some(w) = guard.as_ref() {
+            w();
+        }
+    }
+}
+
+/// The Kafka ingress source of one worker.
+///
+/// Created with [`KafkaSource::open`] from the module's `KafkaIngress`; see the module
+/// documentation for how partitions are shared and positions resolved.
+pub struct KafkaSource {
+    id: String,
+    address: String,
+    consumer: Arc<Consumer_>,
+    /// Topic name → index in `topics[]` (the record's `route`).
+    routes: HashMap<String, usize>,
+    assigned: Vec<Assigned>,
+    /// Where the round-robin over partitions resumes, so that `max` does not starve any.
+    cursor: usize,
+    /// Positions restored by [`KafkaSource::seek_to`] for partitions not assigned yet; they
+    /// win over the startup position when the partition shows up.
+    restored: HashMap<(String, i32), i64>,
+    discovered: mpsc::Receiver<Vec<(String, i32, i64)>>,
+    /// Dropping this stops the discovery thread.
+    _stop: mpsc::Sender<()>,
+    waker: WakerSlot,
+    stats: SourceStats,
+    worker_index: usize,
+    peers: usize,
+    last_error_log: Option<Instant>,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("id", &self.id)
+            .field("address", &self.address)
+            .field("positions", &self.positions())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    /// Opens the source of worker `worker_index` of `peers` (all workers of all processes)
+    /// and assigns it its partitions at their startup positions.
+    ///
+    /// Blocks for broker round trips (metadata, watermarks, committed offsets, offsets for
+    /// times), so call it at startup, not on a hot path. Fails when the brokers cannot be
+    /// reached or the configuration is refused by librdkafka. A configured topic that does
+    /// not exist yet is a warning; it is read from its beginning once created.
+    ///
+    /// Properties pass through to librdkafka unchanged, except the keys the runtime owns:
+    /// `bootstrap.servers` (from `address`), `group.id` (from `consumerGroupId`),
+    /// `enable.auto.commit` and `enable.auto.offset.store` (`false`: the checkpoint owns the
+    /// offsets); each is named in a warning if set to something else. `isolation.level`
+    /// defaults to `read_committed` (a warning if set otherwise, because read_uncommitted
+    /// exposes aborted records of transactional producers) and `auto.offset.reset` to
+    /// `autoOffsetResetPosition`.
+    pub fn open(
+        id: &TypeName,
+        spec: &KafkaIngress,
+        worker_index: usize,
+        peers: usize,
+    ) -> Result<Self, ConnectorError> {
+        let id_text = id.to_string();
+        let config_error = |message: String| ConnectorError::Config {
+            connector: CONNECTOR,
+            id: id_text.clone(),
+            message,
+        };
+        if spec.topics.is_empty() {
+            return Err(config_error(
+                "`topics` is empty; list at least one topic".into(),
+            ));
+        }
+        if peers == 0 || worker_index >= peers {
+            return Err(config_error(format!(
+                "worker index {worker_index} is not below the number of workers {peers}"
+            )));
+        }
+        let reset = match spec.auto_offset_reset {
+            AutoOffsetReset::Latest => "latest",
+            AutoOffsetReset::Earliest => "earliest",
+        };
+        if let Some(level) = spec.properties.get("isolation.level") {
+            if level != "read_committed" {
+                tracing::warn!(
+                    "{CONNECTOR} `{id_text}`: `isolation.level` = `{level}`: records of aborted \
+                     transactions will be read; remove the property to get read_committed"
+                );
+            }
+        }
+        let config = client_config(
+            CONNECTOR,
+            &id_text,
+            &[
+                ("isolation.level", "read_committed".into()),
+                ("auto.offset.reset", reset.into()),
+            ],
+            &spec.properties,
+            &[
+                Owned {
+                    key: "bootstrap.servers",
+                    value: spec.address.clone(),
+                    why: "from `address`",
+                },
+                Owned {
+                    key: "group.id",
+                    value: spec.consumer_group_id.clone(),
+                    why: "from `consumerGroupId`",
+                },
+                Owned {
+                    key: "enable.auto.commit",
+                    value: "false".into(),
+                    why: "checkpoints own the offsets; they are committed after each checkpoint",
+                },
+                Owned {
+                    key: "enable.auto.offset.store",
+                    value: "false".into(),
+                    why: "checkpoints own the offsets",
+                },
+                Owned {
+                    key: "enable.partition.eof",
+                    value: "false".into(),
+                    why: "the source never ends",
+                },
+            ],
+        );
+
+        let waker: WakerSlot = Arc::new(RwLock::new(None));
+        let context = SourceContext {
+            log: LogContext {
+                connector: CONNECTOR,
+                id: id_text.clone(),
+            },
+        };
+        let mut consumer: Consumer_ = config
+            .create_with_context(context)
+            .map_err(|e| config_error(format!("librdkafka refused the configuration: {e}")))?;
+        let main_waker = waker.clone();
+        consumer.set_nonempty_callback(move || wake(&main_waker));
+        let consumer = Arc::new(consumer);
+
+        let mut routes = HashMap::new();
+        for (i, t) in spec.topics.iter().enumerate() {
+            routes.entry(t.topic.clone()).or_insert(i);
+        }
+        let topics: Vec<String> = spec.topics.iter().map(|t| t.topic.clone()).collect();
+
+        // All partitions of the configured topics, and this worker's share.
+        let mut known: HashSet<(String, i32)> = HashSet::new();
+        let mut mine: Vec<(String, i32)> = Vec::new();
+        for topic in unique(&topics) {
+            let partitions = topic_partitions(&consumer, topic).map_err(|e| {
+                config_error(format!(
+                    "cannot read metadata of topic `{topic}` from `{}`: {e}; check `address` \
+                     and that the brokers are reachable",
+                    spec.address
+                ))
+            })?;
+            if partitions.is_empty() {
+                tracing::warn!(
+                    "{CONNECTOR} `{id_text}`: topic `{topic}` does not exist (yet) at `{}`; it \
+                     will be read from its beginning once it is created",
+                    spec.address
+                );
+            }
+            for p in partitions {
+                known.insert((topic.to_string(), p));
+                if partition_owner(topic, p, peers) == worker_index {
+                    mine.push((topic.to_string(), p));
+                }
+            }
+        }
+        let starts = resolve_startup(&consumer, spec, &mine).map_err(|e| {
+            config_error(format!(
+                "cannot resolve the startup position at `{}`: {e}",
+                spec.address
+            ))
+        })?;
+
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let (found_tx, discovered) = mpsc::channel();
+        {
+            let consumer = consumer.clone();
+            let waker = waker.clone();
+            let id = id_text.clone();
+            let topics = unique(&topics).into_iter().map(String::from).collect();
+            std::thread::Builder::new()
+                .name(format!("kafka-discovery-{worker_index}"))
+                .spawn(move || {
+                    discover(
+                        consumer,
+                        topics,
+                        known,
+                        worker_index,
+                        peers,
+                        id,
+                        stop_rx,
+                        found_tx,
+                        waker,
+                    )
+                })
+                .map_err(|e| config_error(format!("cannot start the discovery thread: {e}")))?;
+        }
+
+        let mut source = KafkaSource {
+            id: id_text,
+            address: spec.address.clone(),
+            consumer,
+            routes,
+            assigned: Vec::new(),
+            cursor: 0,
+            restored: HashMap::new(),
+            discovered,
+            _stop: stop,
+            waker,
+            stats: SourceStats::default(),
+            worker_index,
+            peers,
+            last_error_log: None,
+        };
+        source.assign(starts)?;
+        Ok(source)
+    }
+
+    /// The offset of the next record of every partition this worker reads, as
+    /// `(topic, partition, offset)` sorted by topic and partition: what a checkpoint records.
+    pub fn positions(&self) -> Vec<(String, i32, i64)> {
+        let mut out: Vec<(String, i32, i64)> = self
+            .assigned
+            .iter()
+            .map(|a| (a.topic.clone(), a.partition, a.next))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Restores positions from a checkpoint: they win over the startup position.
+    ///
+    /// Positions of partitions other workers own are ignored (a checkpoint may hold all
+    /// workers' positions); positions of partitions not assigned yet are kept and used when
+    /// the partition is assigned. Records read before the call but not yet returned are
+    /// dropped by librdkafka.
+    pub fn seek_to(&mut self, positions: &[(String, i32, i64)]) -> Result<(), ConnectorError> {
+        let mut tpl = TopicPartitionList::new();
+        let mut seeks = 0;
+        for (topic, partition, offset) in positions {
+            if partition_owner(topic, *partition, self.peers) != self.worker_index {
+                continue;
+            }
+            match self
+                .assigned
+                .iter_mut()
+                .find(|a| a.topic == *topic && a.partition == *partition)
+            {
+                Some(a) => {
+                    a.next = *offset;
+                    tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                        .map_err(|e| self.kafka_error("seek", e))?;
+                    seeks += 1;
+                }
+                None => {
+                    self.restored.insert((topic.clone(), *partition), *offset);
+                }
+            }
+        }
+        if seeks == 0 {
+            return Ok(());
+        }
+        let result = self
+            .consumer
+            .seek_partitions(tpl, REQUEST_TIMEOUT)
+            .map_err(|e| self.kafka_error("seek", e))?;
+        for elem in result.elements() {
+            if let Err(e) = elem.error() {
+                return Err(self.kafka_error(
+                    &format!("seek of `{}` [{}]", elem.topic(), elem.partition()),
+                    e,
+                ));
+            }
+        }
+        // librdkafka drops records of the old position still queued (they carry an outdated
+        // fetch version), so the next poll starts at the restored offsets.
+        Ok(())
+    }
+
+    /// Commits `positions` (next offsets, as from [`KafkaSource::positions`]) to the
+    /// consumer group `consumerGroupId`, asynchronously.
+    ///
+    /// For lag monitoring and `group-offsets` startup only: the runtime calls it after a
+    /// checkpoint is complete, never per record. A failed commit is logged as a warning.
+    pub fn commit_offsets(&self, positions: &[(String, i32, i64)]) -> Result<(), ConnectorError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in positions {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| self.kafka_error("commit", e))?;
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Async)
+            .map_err(|e| self.kafka_error("commit", e))
+    }
+
+    /// The value librdkafka uses for a configuration `key` in this source's consumer: shows
+    /// that `properties` passed through (see [`effective_property`]).
+    pub fn effective_property(&self, key: &str) -> Option<String> {
+        effective_property(self.consumer.client(), key)
+    }
+
+    fn kafka_error(&self, what: &str, e: KafkaError) -> ConnectorError {
+        ConnectorError::Io {
+            connector: CONNECTOR,
+            id: self.id.clone(),
+            path: self.address.clone(),
+            source: std::io::Error::other(e),
+            hint: format!("{what} failed; check that the brokers are reachable"),
+        }
+    }
+
+    /// Adds partitions to the assignment at the given offsets (restored positions win) and
+    /// gives each its own queue that wakes the engine.
+    fn assign(&mut self, parts: Vec<(String, i32, i64)>) -> Result<(), ConnectorError> {
+        let parts: Vec<(String, i32, i64)> = parts
+            .into_iter()
+            .filter(|(t, p, _)| {
+                !self
+                    .assigned
+                    .iter()
+                    .any(|a| a.topic == *t && a.partition == *p)
+            })
+            .map(|(t, p, o)| {
+                let o = self.restored.remove(&(t.clone(), p)).unwrap_or(o);
+                (t, p, o)
+            })
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o) in &parts {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                .map_err(|e| self.kafka_error("assign", e))?;
+        }
+        self.consumer
+            .incremental_assign(&tpl)
+            .map_err(|e| self.kafka_error("assign", e))?;
+        for (topic, partition, next) in parts {
+            let Some(mut queue) = self.consumer.split_partition_queue(&topic, partition) else {
+                return Err(ConnectorError::Config {
+                    connector: CONNECTOR,
+                    id: self.id.clone(),
+                    message: format!("cannot split a queue for `{topic}` [{partition}]"),
+                });
+            };
+            let waker = self.waker.clone();
+            queue.set_nonempty_callback(move || wake(&waker));
+            let route = self.routes.get(&topic).copied().unwrap_or(0);
+            tracing::debug!(
+                "{CONNECTOR} `{}`: worker {} reads `{topic}` [{partition}] from offset {next}",
+                self.id,
+                self.worker_index
+            );
+            self.assigned.push(Assigned {
+                topic,
+                partition,
+                route,
+                next,
+                queue,
+            });
+        }
+        // Records may already be waiting: let the engine poll.
+        wake(&self.waker);
+        Ok(())
+    }
+
+    fn log_poll_error(&mut self, e: &KafkaError) {
+        let now = Instant::now();
+        if self
+            .last_error_log
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+        {
+            self.last_error_log = Some(now);
+            tracing::warn!(
+                "{CONNECTOR} `{}`: consuming from `{}` reported: {e} (librdkafka retries)",
+                self.id,
+                self.address
+            );
+        }
+    }
+}
+
+/// Turns a consumed message into a record: key, value and headers copied as they are.
+fn to_record(msg: &BorrowedMessage<'_>, route: usize) -> SourceRecord {
+    let headers = msg
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    SourceRecord {
+        key: msg.key().map(<[u8]>::to_vec),
+        value: msg.payload().map(<[u8]>::to_vec),
+        route,
+        metadata: IngressMetadata::Kafka {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp_ms: msg.timestamp().to_millis(),
+            headers,
+        },
+    }
+}
+
+impl Source for KafkaSource {
+    fn poll(
+        &mut self,
+        out: &mut Vec<SourceRecord>,
+        max: usize,
+    ) -> Result<SourceStatus, ConnectorError> {
+        // Partitions found by the discovery thread.
+        while let Ok(found) = self.discovered.try_recv() {
+            self.assign(found)?;
+        }
+        let start = out.len();
+        let limit = start + max;
+
+        // The main queue serves client events and commit results; it also holds records of a
+        // partition fetched before its queue was split, which are older than anything in
+        // that partition's own queue, so they go out first.
+        while out.len() < limit {
+            let polled = match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(e)) => Err(e),
+                Some(Ok(msg)) => {
+                    let route = self.routes.get(msg.topic()).copied().unwrap_or(0);
+                    Ok(to_record(&msg, route))
+                }
+            };
+            match polled {
+                Ok(record) => {
+                    if let IngressMetadata::Kafka {
+                        topic,
+                        partition,
+                        offset,
+                        ..
+                    } = &record.metadata
+                    {
+                        if let Some(a) = self
+                            .assigned
+                            .iter_mut()
+                            .find(|a| a.topic == *topic && a.partition == *partition)
+                        {
+                            a.next = offset + 1;
+                        }
+                    }
+                    out.push(record);
+                }
+                Err(e) => self.log_poll_error(&e),
+            }
+        }
+
+        let n = self.assigned.len();
+        let mut errors = Vec::new();
+        for i in 0..n {
+            if out.len() >= limit {
+                break;
+            }
+            let idx = (self.cursor + i) % n;
+            let a = &mut self.assigned[idx];
+            while out.len() < limit {
+                match a.queue.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Ok(msg)) => {
+                        a.next = msg.offset() + 1;
+                        out.push(to_record(&msg, a.route));
+                    }
+                    Some(Err(e)) => {
+                        errors.push(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if n > 0 {
+            self.cursor = (self.cursor + 1) % n;
+        }
+        for e in &errors {
+            self.log_poll_error(e);
+        }
+
+        let produced = out.len() - start;
+        self.stats.records += produced as u64;
+        if out.len() >= limit {
+            return Ok(SourceStatus::Ready);
+        }
+        let has_waker = self.waker.read().map(|w| w.is_some()).unwrap_or(false);
+        Ok(SourceStatus::Idle {
+            retry_after: Some(if has_waker {
+                IDLE_RECHECK
+            } else {
+                Duration::from_millis(10)
+            }),
+        })
+    }
+
+    fn set_waker(&mut self, waker: Waker) {
+        if let Ok(mut slot) = self.waker.write() {
+            *slot = Some(waker);
+        }
+        wake(&self.waker);
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.stats
+    }
+}
+
+fn unique(topics: &[String]) -> Vec<&str> {
+    let mut seen = HashSet::new();
+    topics
+        .iter()
+        .filter(|t| seen.insert(t.as_str()))
+        .map(String::as_str)
+        .collect()
+}
+
+/// The partition numbers of `topic`; empty when the topic does not exist.
+fn topic_partitions(consumer: &Consumer_, topic: &str) -> KafkaResult<Vec<i32>> {
+    let md = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let mut out = Vec::new();
+    for t in md.topics() {
+        if t.name() != topic {
+            continue;
+        }
+        match t.error() {
+            None => out.extend(t.partitions().iter().map(|p| p.id())),
+            Some(e) => {
+                let code = rdkafka::types::RDKafkaErrorCode::from(e);
+                if code != rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition {
+                    return Err(KafkaError::MetadataFetch(code));
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// A logical position to a concrete offset: the low or high watermark.
+fn watermark(
+    consumer: &Consumer_,
+    topic: &str,
+    partition: i32,
+    earliest: bool,
+) -> KafkaResult<i64> {
+    let (low, high) = consumer.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)?;
+    Ok(if earliest { low } else { high })
+}
+
+/// The concrete start offset of each of `parts` for the configured startup position.
+fn resolve_startup(
+    consumer: &Consumer_,
+    spec: &KafkaIngress,
+    parts: &[(String, i32)],
+) -> KafkaResult<Vec<(String, i32, i64)>> {
+    let reset_earliest = spec.auto_offset_reset == AutoOffsetReset::Earliest;
+    let mut out = Vec::with_capacity(parts.len());
+    if parts.is_empty() {
+        return Ok(out);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        tpl.add_partition(t, *p);
+    }
+    // For each partition: Some(offset) if the position named one, None → auto reset.
+    let found: BTreeMap<(String, i32), Option<i64>> = match &spec.startup_position {
+        KafkaStartupPosition::Latest | KafkaStartupPosition::Earliest => {
+            let earliest = spec.startup_position == KafkaStartupPosition::Earliest;
+            for (t, p) in parts {
+                out.push((t.clone(), *p, watermark(consumer, t, *p, earliest)?));
+            }
+            return Ok(out);
+        }
+        KafkaStartupPosition::GroupOffsets => consumer
+            .committed_offsets(tpl, REQUEST_TIMEOUT)?
+            .elements()
+            .iter()
+            .map(|e| {
+                let o = match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(o),
+                    _ => None,
+                };
+                ((e.topic().to_string(), e.partition()), o)
+            })
+            .collect(),
+        KafkaStartupPosition::SpecificOffsets(list) => parts
+            .iter()
+            .map(|(t, p)| {
+                let o = list
+                    .iter()
+                    .find(|po| po.topic == *t && po.partition == *p)
+                    .map(|po| po.offset);
+                ((t.clone(), *p), o)
+            })
+            .collect(),
+        KafkaStartupPosition::AtTimestamp(ts) => {
+            tpl.set_all_offsets(Offset::Offset(ts.epoch_millis))?;
+            consumer
+                .offsets_for_times(tpl, REQUEST_TIMEOUT)?
+                .elements()
+                .iter()
+                .map(|e| {
+                    // No record at or after the time: start at the end (latest).
+                    let o = match e.offset() {
+                        Offset::Offset(o) if o >= 0 => Some(o),
+                        _ => None,
+                    };
+                    ((e.topic().to_string(), e.partition()), o)
+                })
+                .collect()
+        }
+    };
+    let at_timestamp = matches!(spec.startup_position, KafkaStartupPosition::AtTimestamp(_));
+    for (t, p) in parts {
+        let offset = match found.get(&(t.clone(), *p)).copied().flatten() {
+            Some(o) => o,
+            // Nothing after the timestamp: everything from now on is after it.
+            None if at_timestamp => watermark(consumer, t, *p, false)?,
+            None => watermark(consumer, t, *p, reset_earliest)?,
+        };
+        out.push((t.clone(), *p, offset));
+    }
+    Ok(out)
+}
+
+/// The discovery thread: re-reads metadata every [`PARTITION_DISCOVERY_INTERVAL`] and sends
+/// this worker's new partitions, with their earliest offsets, to the source.
+#[allow(clippy::too_many_arguments)]
+fn discover(
+    consumer: Arc<Consumer_>,
+    topics: Vec<String>,
+    mut known: HashSet<(String, i32)>,
+    worker_index: usize,
+    peers: usize,
+    id: String,
+    stop: mpsc::Receiver<()>,
+    found: mpsc::Sender<Vec<(String, i32, i64)>>,
+    waker: WakerSlot,
+) {
+    loop {
+        match stop.recv_timeout(PARTITION_DISCOVERY_INTERVAL) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let mut new = Vec::new();
+        for topic in &topics {
+            let partitions = match topic_partitions(&consumer, topic) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!("{CONNECTOR} `{id}`: metadata of `{topic}`: {e}");
+                    continue;
+                }
+            };
+            for p in partitions {
+                if known.contains(&(topic.clone(), p)) {
+                    continue;
+                }
+                if partition_owner(topic, p, peers) != worker_index {
+                    known.insert((topic.clone(), p));
+                    continue;
+                }
+                match watermark(&consumer, topic, p, true) {
+                    Ok(o) => {
+                        tracing::info!(
+                            "{CONNECTOR} `{id}`: new partition `{topic}` [{p}], read from \
+                             offset {o}"
+                        );
+                        known.insert((topic.clone(), p));
+                        new.push((topic.clone(), p, o));
+                    }
+                    // Not ready yet (leader election): try again next round.
+                    Err(e) => tracing::debug!("{CONNECTOR} `{id}`: `{topic}` [{p}]: {e}"),
+                }
+            }
+        }
+        if !new.is_empty() {
+            if found.send(new).is_err() {
+                return;
+            }
+            wake(&waker);
+        }
+    }
+}

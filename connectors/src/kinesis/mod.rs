@@ -1,0 +1,25 @@
+//! Kinesis Data Streams ingress and egress (`io.statefun.kinesis.v1/*`) on the
+//! AWS SDK for Rust.
+//!
+//! Both are built from the module model ([`statefun_module::KinesisIngress`],
+//! [`statefun_module::KinesisEgress`]) and share one client construction
+//! ([`SUPPORTED_CLIENT_PROPERTIES`] lists the `clientConfigProperties` that
+//! map onto SDK settings). The SDK is async; each source and sink owns a small
+//! tokio runtime so the engine's workers stay synchronous.
+//!
+//! * [`KinesisSource`] reads the shards this worker owns, follows resharding
+//!   and reports per-shard sequence numbers for checkpoints.
+//! * [`KinesisSink`] writes `KinesisEgressRecord`s with `PutRecords`,
+//!   at-least-once (see its module docs for exactly what may be duplicated).
+//!
+//! Records with an empty partition key (which Kinesis itself never delivers)
+//! reach the engine with `key: None`; the engine's skip policy counts and logs
+//! them.
+
+mod client;
+mod sink;
+mod source;
+
+pub use client::{unsupported_client_properties, SUPPORTED_CLIENT_PROPERTIES};
+pub use sink::{KinesisSink, KinesisSinkOptions};
+pub use source::{KinesisSource, KinesisSourceOptions, SHARD_END};

@@ -1,0 +1,822 @@
+//! The Kinesis ingress: shards spread over workers, read on a background runtime.
+//!
+//! Each worker opens one [`KinesisSource`] per ingress. At open it lists the
+//! shards of every stream (so a missing stream, a bad ARN, a wrong region or
+//! refused credentials fail the job at start, with a clear message), and on the
+//! first [`Source::poll`] it starts a small tokio runtime that
+//!
+//! * re-lists shards every [`KinesisSourceOptions::shard_discovery_interval`]
+//!   (and whenever a shard ends) to pick up shards created by resharding;
+//! * reads every shard this worker owns with `GetShardIterator`/`GetRecords`,
+//!   at most 5 calls per second per shard (the service limit), backing off
+//!   exponentially on `ProvisionedThroughputExceeded` and other transient
+//!   errors, and renewing expired iterators after the last record read;
+//! * hands records to the worker through a bounded channel (so a slow worker
+//!   slows the readers instead of growing memory) and calls the waker.
+//!
+//! # Which worker reads a shard
+//!
+//! A shard with no parent in the listing belongs to worker
+//! `fnv1a64(stream key, 0, shard id) % peers` (the stream key is the ARN when
+//! the entry has one, else the name). A shard whose parent is still listed
+//! belongs to its parent's owner, so a split shard's children are read by the
+//! worker that read the parent, after it has read the parent to its end: per
+//! key order holds across splits. For a merge the child follows its
+//! `ParentShardId`; when the `AdjacentParentShardId` is owned by another worker
+//! the child waits only until that parent is closed, so order across a merge is
+//! only guaranteed for keys of the first parent (a documented limitation, lifted
+//! when workers can tell each other that a shard is finished).
+//!
+//! # Positions
+//!
+//! [`KinesisSource::positions`] reports, per shard, the sequence number of the
+//! last record handed out by `poll` ([`SHARD_END`] once a shard has been read
+//! to its end). [`KinesisSource::seek_to`] restores them before reading starts:
+//! shards with a position are read `AFTER_SEQUENCE_NUMBER` (never `AT`, which
+//! would re-read a record), finished shards are skipped, and every other shard
+//! starts at `TRIM_HORIZON` so nothing written since the checkpoint is lost.
+//! Pass the positions of all workers: ownership is recomputed at restore.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
+use aws_sdk_kinesis::Client;
+use statefun_module::{KinesisIngress, KinesisStartupPosition};
+use statefun_sdk::IngressMetadata;
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+
+use super::client::{backoff, build_client, classify, hint_for, Failure, Who};
+use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+
+const CONNECTOR: &str = "kinesis ingress";
+
+/// The sequence-number marker of a shard that has been read to its end; such a
+/// shard is never read again after a restore.
+pub const SHARD_END: &str = "SHARD_END";
+
+/// The service allows 5 `GetRecords` calls per second per shard.
+const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Tuning of a [`KinesisSource`]; the defaults suit AWS, tests shorten them.
+#[derive(Clone, Debug)]
+pub struct KinesisSourceOptions {
+    /// How often shards are re-listed to find shards created by resharding
+    /// (default 10 s; a shard's end also triggers a listing).
+    pub shard_discovery_interval: Duration,
+    /// How long a shard reader waits after a `GetRecords` call that returned
+    /// nothing (default 500 ms; never less than the 200 ms service limit).
+    pub idle_poll_interval: Duration,
+    /// `Limit` of each `GetRecords` call (default 1000; the service allows 10 000).
+    pub records_per_call: i32,
+    /// How many `GetRecords` batches may wait for the worker (default 16 per
+    /// source); a full channel pauses the readers.
+    pub channel_batches: usize,
+}
+
+impl Default for KinesisSourceOptions {
+    fn default() -> Self {
+        KinesisSourceOptions {
+            shard_discovery_interval: Duration::from_secs(10),
+            idle_poll_interval: Duration::from_millis(500),
+            records_per_call: 1000,
+            channel_batches: 16,
+        }
+    }
+}
+
+/// One `streams[]` entry as the reader needs it.
+#[derive(Clone, Debug)]
+struct StreamRef {
+    /// Index in `streams[]`: the record's route.
+    route: usize,
+    /// The ARN when given, else the name: routing, metadata and positions use it.
+    key: String,
+    name: String,
+    arn: Option<String>,
+}
+
+/// Where a shard reader starts.
+#[derive(Clone, Debug)]
+enum Start {
+    Latest,
+    TrimHorizon,
+    AtTimestamp(i64),
+    After(String),
+}
+
+/// What the readers send to the worker, in order per shard.
+enum Msg {
+    Records(Vec<SourceRecord>),
+    ShardEnd { stream: String, shard_id: String },
+    Fatal(ConnectorError),
+}
+
+/// A Kinesis ingress source for one worker.
+pub struct KinesisSource {
+    id: String,
+    worker_index: usize,
+    peers: usize,
+    options: KinesisSourceOptions,
+    streams: Vec<StreamRef>,
+    startup: Start,
+    /// The shards listed at open, per stream key: they start at the startup
+    /// position; shards found later start at `TRIM_HORIZON`.
+    initial: HashSet<(String, String)>,
+    restored: Option<HashMap<(String, String), String>>,
+    client: Client,
+    runtime: Option<Runtime>,
+    rx: Option<mpsc::Receiver<Msg>>,
+    waker: Arc<Mutex<Option<Waker>>>,
+    pending: VecDeque<SourceRecord>,
+    positions: BTreeMap<(String, String), String>,
+    stats: SourceStats,
+}
+
+impl KinesisSource {
+    /// Opens the ingress `id` for worker `worker_index` of `peers` with default
+    /// options; see [`KinesisSource::open_with`].
+    pub fn open(
+        id: &str,
+        spec: &KinesisIngress,
+        worker_index: usize,
+        peers: usize,
+    ) -> Result<Self, ConnectorError> {
+        Self::open_with(
+            id,
+            spec,
+            worker_index,
+            peers,
+            KinesisSourceOptions::default(),
+        )
+    }
+
+    /// Opens the ingress: builds the client and lists the shards of every
+    /// stream, so that configuration and access errors surface here, before
+    /// the job runs. Reading starts on the first `poll`.
+    pub fn open_with(
+        id: &str,
+        spec: &KinesisIngress,
+        worker_index: usize,
+        peers: usize,
+        options: KinesisSourceOptions,
+    ) -> Result<Self, ConnectorError> {
+        let who = Who {
+            connector: CONNECTOR,
+            id,
+        };
+        if peers == 0 || worker_index >= peers {
+            return Err(who.error(format!(
+                "worker index {worker_index} is not below the worker count {peers}"
+            )));
+        }
+        if spec.streams.is_empty() {
+            return Err(who.error("`streams` is empty; list at least one stream"));
+        }
+        let mut streams = Vec::new();
+        for (route, s) in spec.streams.iter().enumerate() {
+            if let Some(arn) = &s.arn {
+                check_arn(who, arn, spec.aws_region.id())?;
+            }
+            streams.push(StreamRef {
+                route,
+                key: s.arn.clone().unwrap_or_else(|| s.stream.clone()),
+                name: s.stream.clone(),
+                arn: s.arn.clone(),
+            });
+        }
+        let startup = match &spec.startup_position {
+            KinesisStartupPosition::Latest => Start::Latest,
+            KinesisStartupPosition::TrimHorizon => Start::TrimHorizon,
+            KinesisStartupPosition::AtTimestamp(t) => Start::AtTimestamp(t.epoch_millis),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("kinesis-{id}-{worker_index}"))
+            .enable_all()
+            .build()
+            .map_err(|e| who.error(format!("cannot start the I/O runtime: {e}")))?;
+        let client = runtime.block_on(build_client(
+            who,
+            &spec.aws_region,
+            &spec.aws_credentials,
+            &spec.client_config_properties,
+        ))?;
+        let mut initial = HashSet::new();
+        for s in &streams {
+            let shards = runtime.block_on(list_shards(&client, s)).map_err(|text| {
+                who.error(format!(
+                    "cannot list the shards of stream `{}`: {text}; {}",
+                    s.key,
+                    hint_for(&text)
+                ))
+            })?;
+            for shard in shards {
+                initial.insert((s.key.clone(), shard.shard_id().to_string()));
+            }
+        }
+        Ok(KinesisSource {
+            id: id.to_string(),
+            worker_index,
+            peers,
+            options,
+            streams,
+            startup,
+            initial,
+            restored: None,
+            client,
+            runtime: Some(runtime),
+            rx: None,
+            waker: Arc::new(Mutex::new(None)),
+            pending: VecDeque::new(),
+            positions: BTreeMap::new(),
+            stats: SourceStats::default(),
+        })
+    }
+
+    /// `(stream key, shard id, sequence number)` of the last record handed out
+    /// by `poll` per shard ([`SHARD_END`] for a shard read to its end), sorted;
+    /// what a checkpoint records for this worker.
+    pub fn positions(&self) -> Vec<(String, String, String)> {
+        self.positions
+            .iter()
+            .map(|((s, sh), seq)| (s.clone(), sh.clone(), seq.clone()))
+            .collect()
+    }
+
+    /// Restores positions from a checkpoint (those of all workers; each keeps
+    /// the shards it owns). Must be called before the first `poll`.
+    pub fn seek_to(
+        &mut self,
+        positions: &[(String, String, String)],
+    ) -> Result<(), ConnectorError> {
+        if self.rx.is_some() {
+            return Err(ConnectorError::Config {
+                connector: CONNECTOR,
+                id: self.id.clone(),
+                message: "seek_to after reading started; restore positions before the first poll"
+                    .to_string(),
+            });
+        }
+        let mut map = HashMap::new();
+        for (stream, shard, seq) in positions {
+            map.insert((stream.clone(), shard.clone()), seq.clone());
+            self.positions
+                .insert((stream.clone(), shard.clone()), seq.clone());
+        }
+        self.restored = Some(map);
+        Ok(())
+    }
+
+    fn start(&mut self) -> Result<(), ConnectorError> {
+        let Some(runtime) = &self.runtime else {
+            return Err(ConnectorError::Config {
+                connector: CONNECTOR,
+                id: self.id.clone(),
+                message: "the source was shut down".to_string(),
+            });
+        };
+        let (tx, rx) = mpsc::channel(self.options.channel_batches.max(1));
+        let ctx = Arc::new(Ctx {
+            id: self.id.clone(),
+            client: self.client.clone(),
+            worker_index: self.worker_index,
+            peers: self.peers,
+            options: self.options.clone(),
+            tx,
+            waker: self.waker.clone(),
+        });
+        let plan = Plan {
+            streams: self.streams.clone(),
+            startup: self.startup.clone(),
+            initial: self.initial.clone(),
+            restored: self.restored.clone(),
+        };
+        runtime.spawn(coordinate(ctx, plan));
+        self.rx = Some(rx);
+        Ok(())
+    }
+
+    fn hand_out(&mut self, record: SourceRecord, out: &mut Vec<SourceRecord>) {
+        if let IngressMetadata::Kinesis {
+            stream,
+            shard_id,
+            sequence_number,
+            ..
+        } = &record.metadata
+        {
+            self.positions
+                .insert((stream.clone(), shard_id.clone()), sequence_number.clone());
+        }
+        self.stats.records += 1;
+        out.push(record);
+    }
+}
+
+impl Source for KinesisSource {
+    fn poll(
+        &mut self,
+        out: &mut Vec<SourceRecord>,
+        max: usize,
+    ) -> Result<SourceStatus, ConnectorError> {
+        if self.rx.is_none() {
+            self.start()?;
+        }
+        let mut taken = 0;
+        while taken < max {
+            if let Some(record) = self.pending.pop_front() {
+                self.hand_out(record, out);
+                taken += 1;
+                continue;
+            }
+            let Some(rx) = self.rx.as_mut() else { break };
+            match rx.try_recv() {
+                Ok(Msg::Records(records)) => self.pending.extend(records),
+                Ok(Msg::ShardEnd { stream, shard_id }) => {
+                    self.positions
+                        .insert((stream, shard_id), SHARD_END.to_string());
+                }
+                Ok(Msg::Fatal(err)) => return Err(err),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(ConnectorError::Config {
+                        connector: CONNECTOR,
+                        id: self.id.clone(),
+                        message: "the shard readers stopped unexpectedly".to_string(),
+                    })
+                }
+            }
+        }
+        if taken >= max || !self.pending.is_empty() {
+            Ok(SourceStatus::Ready)
+        } else {
+            Ok(SourceStatus::Idle {
+                retry_after: Some(Duration::from_millis(100)),
+            })
+        }
+    }
+
+    fn set_waker(&mut self, waker: Waker) {
+        if let Ok(mut slot) = self.waker.lock() {
+            *slot = Some(waker);
+        }
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.stats
+    }
+}
+
+impl Drop for KinesisSource {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Checks an ARN's shape and that its region is the configured one (a call
+/// for a stream of another region fails with an obscure error otherwise).
+fn check_arn(who: Who<'_>, arn: &str, region: Option<&str>) -> Result<(), ConnectorError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "kinesis"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("stream/")
+            .is_some_and(|n| !n.is_empty());
+    if !ok {
+        return Err(who.error(format!(
+            "streamArn `{arn}` is not a Kinesis stream ARN \
+             (arn:aws:kinesis:<region>:<12-digit account>:stream/<name>)"
+        )));
+    }
+    if let Some(region) = region {
+        if parts[3] != region {
+            return Err(who.error(format!(
+                "streamArn `{arn}` is in region `{}` but awsRegion is `{region}`; \
+                 use the stream's region",
+                parts[3]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Lists every shard of a stream (all pages). Errors are rendered text.
+async fn list_shards(client: &Client, stream: &StreamRef) -> Result<Vec<Shard>, String> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    let mut attempt = 0;
+    loop {
+        let mut call = client.list_shards();
+        call = match &token {
+            // NextToken excludes the stream name/ARN.
+            Some(t) => call.next_token(t),
+            None => match &stream.arn {
+                Some(arn) => call.stream_arn(arn),
+                None => call.stream_name(&stream.name),
+            },
+        };
+        match call.send().await {
+            Ok(out) => {
+                attempt = 0;
+                shards.extend(out.shards.unwrap_or_default());
+                match out.next_token {
+                    Some(t) if !t.is_empty() => token = Some(t),
+                    _ => return Ok(shards),
+                }
+            }
+            Err(e) => {
+                let (failure, text) = classify(&e);
+                if failure != Failure::Transient || attempt >= 5 {
+                    return Err(format!("ListShards: {text}"));
+                }
+                tokio::time::sleep(backoff(
+                    Duration::from_millis(200),
+                    Duration::from_secs(5),
+                    attempt,
+                ))
+                .await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// What the background readers share.
+struct Ctx {
+    id: String,
+    client: Client,
+    worker_index: usize,
+    peers: usize,
+    options: KinesisSourceOptions,
+    tx: mpsc::Sender<Msg>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+impl Ctx {
+    fn wake(&self) {
+        let waker = self.waker.lock().ok().and_then(|w| w.clone());
+        if let Some(w) = waker {
+            w();
+        }
+    }
+
+    async fn send(&self, msg: Msg) -> bool {
+        let ok = self.tx.send(msg).await.is_ok();
+        self.wake();
+        ok
+    }
+
+    fn error(&self, stream: &str, message: String) -> ConnectorError {
+        ConnectorError::Io {
+            connector: CONNECTOR,
+            id: self.id.clone(),
+            path: stream.to_string(),
+            hint: hint_for(&message).to_string(),
+            source: std::io::Error::other(message),
+        }
+    }
+}
+
+/// The reading plan fixed at start.
+struct Plan {
+    streams: Vec<StreamRef>,
+    startup: Start,
+    initial: HashSet<(String, String)>,
+    restored: Option<HashMap<(String, String), String>>,
+}
+
+/// FNV-1a 64 over the stream key, a zero byte and the shard id: fixed, so that
+/// every worker of every process computes the same owner.
+fn shard_hash(stream: &str, shard: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stream.bytes().chain([0u8]).chain(shard.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The worker that reads `shard`: its parent's owner while the parent is
+/// listed, else by hash.
+fn owner(stream: &str, shard: &str, listing: &HashMap<String, Shard>, peers: usize) -> usize {
+    let mut current = shard;
+    // Follow parents that are still listed; bounded by the listing's size.
+    for _ in 0..=listing.len() {
+        match listing
+            .get(current)
+            .and_then(|s| s.parent_shard_id())
+            .filter(|p| listing.contains_key(*p))
+        {
+            Some(parent) => current = parent,
+            None => break,
+        }
+    }
+    (shard_hash(stream, current) % peers as u64) as usize
+}
+
+/// Discovers shards and starts a reader for each owned shard once its owned
+/// parents are finished.
+async fn coordinate(ctx: Arc<Ctx>, plan: Plan) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, String)>();
+    let mut finished: HashSet<(String, String)> = HashSet::new();
+    let mut started: HashSet<(String, String)> = HashSet::new();
+    if let Some(restored) = &plan.restored {
+        for (key, seq) in restored {
+            if seq == SHARD_END {
+                finished.insert(key.clone());
+            }
+        }
+    }
+    loop {
+        for stream in &plan.streams {
+            let shards = match list_shards(&ctx.client, stream).await {
+                Ok(s) => s,
+                Err(text) => {
+                    let err = ctx.error(
+                        &stream.key,
+                        format!("cannot list the shards of stream `{}`: {text}", stream.key),
+                    );
+                    ctx.send(Msg::Fatal(err)).await;
+                    return;
+                }
+            };
+            let listing: HashMap<String, Shard> = shards
+                .into_iter()
+                .map(|s| (s.shard_id().to_string(), s))
+                .collect();
+            let mut ids: Vec<&String> = listing.keys().collect();
+            ids.sort();
+            for shard_id in ids {
+                let key = (stream.key.clone(), shard_id.clone());
+                if started.contains(&key) || finished.contains(&key) {
+                    continue;
+                }
+                if owner(&stream.key, shard_id, &listing, ctx.peers) != ctx.worker_index {
+                    continue;
+                }
+                // Parents we own must be read to their end first.
+                let shard = &listing[shard_id];
+                let blocked = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| listing.contains_key(*p))
+                    .any(|p| {
+                        owner(&stream.key, p, &listing, ctx.peers) == ctx.worker_index
+                            && !finished.contains(&(stream.key.clone(), p.to_string()))
+                    });
+                if blocked {
+                    continue;
+                }
+                let start = match plan.restored.as_ref().and_then(|r| r.get(&key)) {
+                    Some(seq) => Start::After(seq.clone()),
+                    None if plan.restored.is_none() && plan.initial.contains(&key) => {
+                        plan.startup.clone()
+                    }
+                    None => Start::TrimHorizon,
+                };
+                started.insert(key.clone());
+                let ctx = ctx.clone();
+                let stream = stream.clone();
+                let done = done_tx.clone();
+                let shard_id = shard_id.clone();
+                tokio::spawn(async move {
+                    match read_shard(&ctx, &stream, &shard_id, start).await {
+                        Ok(()) => {
+                            let _ = done.send((stream.key.clone(), shard_id));
+                        }
+                        Err(err) => {
+                            ctx.send(Msg::Fatal(err)).await;
+                        }
+                    }
+                });
+            }
+        }
+        // Wait for the next discovery round or a shard's end (children may be ready).
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.options.shard_discovery_interval) => {}
+            Some(key) = done_rx.recv() => {
+                finished.insert(key);
+                while let Ok(key) = done_rx.try_recv() {
+                    finished.insert(key);
+                }
+            }
+        }
+        if ctx.tx.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Gets a shard iterator, retrying transient errors.
+async fn shard_iterator(
+    ctx: &Ctx,
+    stream: &StreamRef,
+    shard_id: &str,
+    start: &Start,
+) -> Result<Option<String>, ConnectorError> {
+    let mut attempt = 0;
+    loop {
+        let mut call = ctx.client.get_shard_iterator().shard_id(shard_id);
+        call = match &stream.arn {
+            Some(arn) => call.stream_arn(arn),
+            None => call.stream_name(&stream.name),
+        };
+        call = match start {
+            Start::Latest => call.shard_iterator_type(ShardIteratorType::Latest),
+            Start::TrimHorizon => call.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            Start::AtTimestamp(ms) => call
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from_millis(*ms)),
+            Start::After(seq) => call
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+        };
+        match call.send().await {
+            Ok(out) => return Ok(out.shard_iterator),
+            Err(e) => {
+                let (failure, text) = classify(&e);
+                if failure == Failure::Fatal {
+                    return Err(ctx.error(
+                        &stream.key,
+                        format!("GetShardIterator for shard `{shard_id}` failed: {text}"),
+                    ));
+                }
+                tokio::time::sleep(backoff(
+                    Duration::from_millis(500),
+                    Duration::from_secs(10),
+                    attempt,
+                ))
+                .await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// Reads one shard until its end (Ok) or a fatal error.
+async fn read_shard(
+    ctx: &Ctx,
+    stream: &StreamRef,
+    shard_id: &str,
+    start: Start,
+) -> Result<(), ConnectorError> {
+    let mut last_seq: Option<String> = match &start {
+        Start::After(seq) => Some(seq.clone()),
+        _ => None,
+    };
+    let restart = |last: &Option<String>| match last {
+        Some(seq) => Start::After(seq.clone()),
+        None => start.clone(),
+    };
+    let Some(mut iterator) = shard_iterator(ctx, stream, shard_id, &start).await? else {
+        return finish(ctx, stream, shard_id).await;
+    };
+    let mut attempt = 0u32;
+    let mut last_call: Option<Instant> = None;
+    loop {
+        if let Some(at) = last_call {
+            let next = at + MIN_CALL_INTERVAL;
+            tokio::time::sleep_until(next.into()).await;
+        }
+        last_call = Some(Instant::now());
+        let result = ctx
+            .client
+            .get_records()
+            .shard_iterator(&iterator)
+            .limit(ctx.options.records_per_call)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                attempt = 0;
+                let records = out.records;
+                let empty = records.is_empty();
+                if !empty {
+                    let batch: Vec<SourceRecord> = records
+                        .into_iter()
+                        .map(|r| {
+                            let key = r
+                                .partition_key()
+                                .filter(|k| !k.is_empty())
+                                .map(|k| k.as_bytes().to_vec());
+                            SourceRecord {
+                                key,
+                                value: Some(r.data.into_inner()),
+                                route: stream.route,
+                                metadata: IngressMetadata::Kinesis {
+                                    stream: stream.key.clone(),
+                                    shard_id: shard_id.to_string(),
+                                    sequence_number: r.sequence_number,
+                                    approximate_arrival_ms: r
+                                        .approximate_arrival_timestamp
+                                        .and_then(|t| t.to_millis().ok()),
+                                },
+                            }
+                        })
+                        .collect();
+                    if let Some(IngressMetadata::Kinesis {
+                        sequence_number, ..
+                    }) = batch.last().map(|r| &r.metadata)
+                    {
+                        last_seq = Some(sequence_number.clone());
+                    }
+                    if !ctx.send(Msg::Records(batch)).await {
+                        return Ok(()); // the source was dropped
+                    }
+                }
+                match out.next_shard_iterator {
+                    Some(next) if !next.is_empty() => iterator = next,
+                    _ => return finish(ctx, stream, shard_id).await,
+                }
+                if empty {
+                    tokio::time::sleep(ctx.options.idle_poll_interval).await;
+                }
+            }
+            Err(e) => {
+                let (failure, text) = classify(&e);
+                match failure {
+                    Failure::Fatal => {
+                        return Err(ctx.error(
+                            &stream.key,
+                            format!("GetRecords on shard `{shard_id}` failed: {text}"),
+                        ))
+                    }
+                    Failure::ExpiredIterator => {
+                        match shard_iterator(ctx, stream, shard_id, &restart(&last_seq)).await? {
+                            Some(next) => iterator = next,
+                            None => return finish(ctx, stream, shard_id).await,
+                        }
+                    }
+                    Failure::Transient => {
+                        tracing::debug!(stream = %stream.key, shard = shard_id, "GetRecords: {text}; backing off");
+                        tokio::time::sleep(backoff(
+                            Duration::from_millis(500),
+                            Duration::from_secs(10),
+                            attempt,
+                        ))
+                        .await;
+                        attempt = attempt.saturating_add(1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn finish(ctx: &Ctx, stream: &StreamRef, shard_id: &str) -> Result<(), ConnectorError> {
+    ctx.send(Msg::ShardEnd {
+        stream: stream.key.clone(),
+        shard_id: shard_id.to_string(),
+    })
+    .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who() -> Who<'static> {
+        Who {
+            connector: CONNECTOR,
+            id: "t/in",
+        }
+    }
+
+    #[test]
+    fn arn_shape_and_region_are_checked() {
+        let good = "arn:aws:kinesis:us-east-1:000000000000:stream/s";
+        assert!(check_arn(who(), good, Some("us-east-1")).is_ok());
+        assert!(check_arn(who(), good, None).is_ok());
+        let err = check_arn(who(), good, Some("eu-west-1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("region `us-east-1`"), "{err}");
+        for bad in [
+            "arn:aws:kinesis:us-east-1:0000:stream/s",
+            "arn:aws:sqs:us-east-1:000000000000:stream/s",
+            "arn:aws:kinesis:us-east-1:000000000000:table/s",
+            "not-an-arn",
+        ] {
+            let err = check_arn(who(), bad, None).unwrap_err().to_string();
+            assert!(err.contains("is not a Kinesis stream ARN"), "{err}");
+        }
+    }
+
+    #[test]
+    fn shard_hash_is_fixed() {
+        // FNV-1a 64 of the single zero byte separator; a fixed value guards the function.
+        assert_eq!(shard_hash("", ""), 0xaf63_bd4c_8601_b7df);
+        assert_ne!(shard_hash("a", "b"), shard_hash("ab", ""));
+    }
+}

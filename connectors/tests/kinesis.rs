@@ -1,0 +1,785 @@
+//! The Kinesis connectors against the `kinesis-local` emulator.
+//!
+//! Start it with `ci/install-kinesis.sh`; tests read `KINESIS_ENDPOINT` or
+//! `$KINESIS_HOME/endpoint` (default `~/.cache/statefun-rs/kinesis/endpoint`).
+//! Without an emulator each test prints SKIPPED and passes, except under CI
+//! (`CI` set), where a missing emulator fails. Every test creates its own
+//! uniquely named streams.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::Client;
+use statefun_connectors::kinesis::{
+    KinesisSink, KinesisSinkOptions, KinesisSource, KinesisSourceOptions, SHARD_END,
+};
+use statefun_connectors::{Sink, Source, SourceRecord, SourceStatus};
+use statefun_module::{
+    parse_timestamp, AwsCredentials, AwsRegion, KinesisEgress, KinesisIngress,
+    KinesisStartupPosition, KinesisStream, Properties, Secret, TypeName,
+};
+use statefun_sdk::{EgressMessage, IngressMetadata, KinesisEgressMessage, TypedValue};
+use tokio::runtime::Runtime;
+
+const REGION: &str = "us-east-1";
+const ACCOUNT: &str = "000000000000";
+
+fn endpoint() -> Option<String> {
+    let from_file = || {
+        let home = std::env::var("KINESIS_HOME").ok().or_else(|| {
+            std::env::var("HOME")
+                .ok()
+                .map(|h| format!("{h}/.cache/statefun-rs/kinesis"))
+        })?;
+        std::fs::read_to_string(format!("{home}/endpoint"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let url = std::env::var("KINESIS_ENDPOINT")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(from_file);
+    let reachable = url.as_ref().is_some_and(|u| {
+        let addr = u
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    if reachable {
+        return url;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("no Kinesis emulator answers (KINESIS_ENDPOINT / endpoint file: {url:?}); run ci/install-kinesis.sh");
+    }
+    eprintln!("SKIPPED: no Kinesis emulator; run ci/install-kinesis.sh");
+    None
+}
+
+/// A raw client on the emulator, to create streams and put/get records.
+struct Emu {
+    endpoint: String,
+    rt: Runtime,
+    client: Client,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Emu {
+    fn new() -> Option<Emu> {
+        let endpoint = endpoint()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let config = rt.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(REGION))
+                .endpoint_url(&endpoint)
+                .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+                    "test", "test", None, None, "test",
+                ))
+                .load(),
+        );
+        let client = Client::new(&config);
+        Some(Emu {
+            endpoint,
+            rt,
+            client,
+        })
+    }
+
+    fn arn(name: &str) -> String {
+        format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}")
+    }
+
+    fn wait_active(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self
+                .rt
+                .block_on(
+                    self.client
+                        .describe_stream_summary()
+                        .stream_name(name)
+                        .send(),
+                )
+                .expect("describe stream");
+            let status = out
+                .stream_description_summary()
+                .map(|s| s.stream_status().clone());
+            if status == Some(StreamStatus::Active) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "stream {name} not active");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn create(&self, name: &str, shards: i32) {
+        self.rt
+            .block_on(
+                self.client
+                    .create_stream()
+                    .stream_name(name)
+                    .shard_count(shards)
+                    .send(),
+            )
+            .expect("create stream");
+        self.wait_active(name);
+    }
+
+    /// Puts one record; returns (shard id, sequence number).
+    fn put(&self, stream: &str, key: &str, data: &[u8]) -> (String, String) {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .put_record()
+                    .stream_name(stream)
+                    .partition_key(key)
+                    .data(Blob::new(data.to_vec()))
+                    .send(),
+            )
+            .expect("put record");
+        (out.shard_id, out.sequence_number)
+    }
+
+    fn shard_ids(&self, stream: &str) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(self.client.list_shards().stream_name(stream).send())
+            .expect("list shards");
+        out.shards()
+            .iter()
+            .map(|s| s.shard_id().to_string())
+            .collect()
+    }
+
+    /// Every record of every shard, from the trim horizon: (key, data).
+    fn read_all(&self, stream: &str) -> Vec<(String, Vec<u8>)> {
+        let mut all = Vec::new();
+        for shard in self.shard_ids(stream) {
+            let mut it = self
+                .rt
+                .block_on(
+                    self.client
+                        .get_shard_iterator()
+                        .stream_name(stream)
+                        .shard_id(&shard)
+                        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                        .send(),
+                )
+                .expect("iterator")
+                .shard_iterator;
+            while let Some(i) = it {
+                let out = self
+                    .rt
+                    .block_on(self.client.get_records().shard_iterator(i).send())
+                    .expect("get records");
+                let n = out.records.len();
+                for r in out.records {
+                    all.push((r.partition_key.unwrap_or_default(), r.data.into_inner()));
+                }
+                if n == 0 {
+                    break;
+                }
+                it = out.next_shard_iterator;
+            }
+        }
+        all
+    }
+
+    fn region(&self) -> AwsRegion {
+        AwsRegion::CustomEndpoint {
+            endpoint: self.endpoint.clone(),
+            id: REGION.to_string(),
+        }
+    }
+
+    fn ingress(
+        &self,
+        streams: &[(&str, bool, &str)],
+        start: KinesisStartupPosition,
+    ) -> KinesisIngress {
+        KinesisIngress {
+            aws_region: self.region(),
+            aws_credentials: basic(),
+            startup_position: start,
+            streams: streams
+                .iter()
+                .map(|(name, by_arn, value_type)| KinesisStream {
+                    stream: name.to_string(),
+                    arn: by_arn.then(|| Emu::arn(name)),
+                    value_type: TypeName::parse(value_type).expect("type"),
+                    targets: vec![],
+                })
+                .collect(),
+            client_config_properties: Properties(vec![("SocketTimeout".into(), "5000".into())]),
+        }
+    }
+
+    fn egress(&self, stream: &str, max_outstanding: usize) -> KinesisEgress {
+        KinesisEgress {
+            aws_region: self.region(),
+            aws_credentials: basic(),
+            stream_name: stream.to_string(),
+            max_outstanding_records: max_outstanding,
+            client_config_properties: Properties::default(),
+        }
+    }
+}
+
+fn basic() -> AwsCredentials {
+    AwsCredentials::Basic {
+        access_key_id: "test".into(),
+        secret_access_key: Secret::new("test"),
+    }
+}
+
+fn fast() -> KinesisSourceOptions {
+    KinesisSourceOptions {
+        shard_discovery_interval: Duration::from_millis(500),
+        idle_poll_interval: Duration::from_millis(200),
+        ..KinesisSourceOptions::default()
+    }
+}
+
+/// Polls until `n` records arrived (or fails after `timeout`).
+fn read_n(source: &mut KinesisSource, n: usize, timeout: Duration) -> Vec<SourceRecord> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {n} records in {timeout:?}",
+            out.len()
+        );
+        let status = source.poll(&mut out, 100).expect("poll");
+        if let SourceStatus::Idle { .. } = status {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    out
+}
+
+/// Polls for `time` and returns what arrived.
+fn read_for(source: &mut KinesisSource, time: Duration) -> Vec<SourceRecord> {
+    let deadline = Instant::now() + time;
+    let mut out = Vec::new();
+    while Instant::now() < deadline {
+        if let SourceStatus::Idle { .. } = source.poll(&mut out, 100).expect("poll") {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    out
+}
+
+fn meta(r: &SourceRecord) -> (String, String, String, Option<i64>) {
+    match &r.metadata {
+        IngressMetadata::Kinesis {
+            stream,
+            shard_id,
+            sequence_number,
+            approximate_arrival_ms,
+        } => (
+            stream.clone(),
+            shard_id.clone(),
+            sequence_number.clone(),
+            *approximate_arrival_ms,
+        ),
+        other => panic!("not Kinesis metadata: {other:?}"),
+    }
+}
+
+fn value(r: &SourceRecord) -> String {
+    String::from_utf8(r.value.clone().unwrap_or_default()).expect("utf8")
+}
+
+#[test]
+fn two_streams_route_with_metadata() {
+    let Some(emu) = Emu::new() else { return };
+    let a = unique("routes-a");
+    let b = unique("routes-b");
+    emu.create(&a, 2);
+    emu.create(&b, 2);
+    let mut expected = BTreeMap::new();
+    for i in 0..20 {
+        let (shard, seq) = emu.put(&a, &format!("ka{i}"), format!("a{i}").as_bytes());
+        expected.insert(
+            format!("a{i}"),
+            (Emu::arn(&a), format!("ka{i}"), shard, seq, 0),
+        );
+        let (shard, seq) = emu.put(&b, &format!("kb{i}"), format!("b{i}").as_bytes());
+        expected.insert(
+            format!("b{i}"),
+            (b.clone(), format!("kb{i}"), shard, seq, 1),
+        );
+    }
+    let spec = emu.ingress(
+        &[
+            (&a, true, "example/a"),
+            (&b, false, "io.statefun.types/string"),
+        ],
+        KinesisStartupPosition::TrimHorizon,
+    );
+    let mut source = KinesisSource::open_with("t/routes", &spec, 0, 1, fast()).expect("open");
+    let records = read_n(&mut source, 40, Duration::from_secs(30));
+    let extra = read_for(&mut source, Duration::from_millis(800));
+    assert!(extra.is_empty(), "unexpected extra records: {extra:?}");
+    let mut shards_seen = HashSet::new();
+    for r in &records {
+        let v = value(r);
+        let (stream, key, shard, seq, route) =
+            expected.remove(&v).expect("record read twice or unknown");
+        let (m_stream, m_shard, m_seq, arrival) = meta(r);
+        assert_eq!(r.route, route, "{v}");
+        assert_eq!(
+            m_stream, stream,
+            "{v}: routing key is the ARN when given, else the name"
+        );
+        assert_eq!(r.key.as_deref(), Some(key.as_bytes()));
+        assert_eq!((m_shard.clone(), m_seq), (shard, seq));
+        assert!(
+            arrival.is_some_and(|ms| ms > 1_600_000_000_000),
+            "{arrival:?}"
+        );
+        shards_seen.insert((m_stream, m_shard));
+    }
+    assert!(expected.is_empty());
+    assert_eq!(
+        shards_seen.len(),
+        4,
+        "both shards of both streams carried records"
+    );
+    // Positions: the last sequence number handed out per shard.
+    let positions = source.positions();
+    assert_eq!(positions.len(), 4, "{positions:?}");
+    assert_eq!(source.stats().records, 40);
+}
+
+#[test]
+fn shards_spread_over_three_workers_exactly_once() {
+    let Some(emu) = Emu::new() else { return };
+    let s = unique("spread");
+    emu.create(&s, 6);
+    for i in 0..90 {
+        emu.put(&s, &format!("k{i}"), format!("v{i}").as_bytes());
+    }
+    let spec = emu.ingress(
+        &[(&s, true, "example/v")],
+        KinesisStartupPosition::TrimHorizon,
+    );
+    let mut sources: Vec<KinesisSource> = (0..3)
+        .map(|w| KinesisSource::open_with("t/spread", &spec, w, 3, fast()).expect("open"))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut per_worker: Vec<Vec<SourceRecord>> = vec![Vec::new(); 3];
+    while per_worker.iter().map(Vec::len).sum::<usize>() < 90 {
+        assert!(Instant::now() < deadline, "timed out");
+        for (w, source) in sources.iter_mut().enumerate() {
+            source.poll(&mut per_worker[w], 100).expect("poll");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (w, source) in sources.iter_mut().enumerate() {
+        per_worker[w].extend(read_for(source, Duration::from_millis(300)));
+    }
+    let mut all = BTreeSet::new();
+    let mut shard_owner = BTreeMap::new();
+    for (w, records) in per_worker.iter().enumerate() {
+        for r in records {
+            assert!(all.insert(value(r)), "{} read twice", value(r));
+            let (_, shard, _, _) = meta(r);
+            let prev = shard_owner.insert(shard.clone(), w);
+            assert!(
+                prev.is_none() || prev == Some(w),
+                "shard {shard} read by two workers"
+            );
+        }
+    }
+    assert_eq!(all.len(), 90);
+    let workers: HashSet<usize> = shard_owner.values().copied().collect();
+    assert!(
+        workers.len() >= 2,
+        "6 shards should spread over workers: {shard_owner:?}"
+    );
+}
+
+#[test]
+fn startup_positions() {
+    let Some(emu) = Emu::new() else { return };
+    let s = unique("startup");
+    emu.create(&s, 2);
+    for i in 0..5 {
+        emu.put(&s, &format!("k{i}"), format!("before{i}").as_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let between = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let open = |start| {
+        let spec = emu.ingress(&[(&s, false, "example/v")], start);
+        KinesisSource::open_with("t/startup", &spec, 0, 1, fast()).expect("open")
+    };
+    // latest: start reading, wait until iterators exist, then put.
+    let mut latest = open(KinesisStartupPosition::Latest);
+    assert!(read_for(&mut latest, Duration::from_millis(1500)).is_empty());
+    for i in 0..5 {
+        emu.put(&s, &format!("k{i}"), format!("after{i}").as_bytes());
+    }
+    let values = |rs: Vec<SourceRecord>| -> BTreeSet<String> { rs.iter().map(value).collect() };
+    let after: BTreeSet<String> = (0..5).map(|i| format!("after{i}")).collect();
+    let before: BTreeSet<String> = (0..5).map(|i| format!("before{i}")).collect();
+    let got = values(read_n(&mut latest, 5, Duration::from_secs(20)));
+    assert_eq!(got, after, "latest reads only records put after start");
+
+    let mut trim = open(KinesisStartupPosition::TrimHorizon);
+    let got = values(read_n(&mut trim, 10, Duration::from_secs(20)));
+    assert_eq!(got, before.union(&after).cloned().collect());
+
+    let text = format!("{}", between);
+    let ts = parse_timestamp(&chrono_like_iso(between))
+        .unwrap_or_else(|e| panic!("timestamp {text}: {e}"));
+    assert_eq!(ts.epoch_millis, between);
+    let mut at = open(KinesisStartupPosition::AtTimestamp(ts));
+    let got = values(read_n(&mut at, 5, Duration::from_secs(20)));
+    assert!(read_for(&mut at, Duration::from_millis(800)).is_empty());
+    assert_eq!(
+        got, after,
+        "at-timestamp reads records at or after the timestamp"
+    );
+}
+
+/// `yyyy-MM-ddTHH:mm:ss.SSSZ` for epoch milliseconds (UTC), without a date crate.
+fn chrono_like_iso(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[test]
+fn restore_reads_after_the_recorded_sequence_number() {
+    let Some(emu) = Emu::new() else { return };
+    let s = unique("restore");
+    emu.create(&s, 1);
+    for i in 0..10 {
+        emu.put(&s, "k", format!("v{i}").as_bytes());
+    }
+    let spec = emu.ingress(
+        &[(&s, false, "example/v")],
+        KinesisStartupPosition::TrimHorizon,
+    );
+    let mut first = KinesisSource::open_with("t/restore", &spec, 0, 1, fast()).expect("open");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < 4 {
+        assert!(Instant::now() < deadline);
+        let want = 4 - got.len();
+        first.poll(&mut got, want).expect("poll");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let positions = first.positions();
+    assert_eq!(positions.len(), 1);
+    assert_eq!(
+        positions[0].2,
+        meta(&got[3]).2,
+        "position = last record handed out"
+    );
+    drop(first);
+    let mut second = KinesisSource::open_with("t/restore", &spec, 0, 1, fast()).expect("open");
+    second.seek_to(&positions).expect("seek");
+    let rest = read_n(&mut second, 6, Duration::from_secs(20));
+    assert!(read_for(&mut second, Duration::from_millis(800)).is_empty());
+    let rest: Vec<String> = rest.iter().map(value).collect();
+    assert_eq!(rest, (4..10).map(|i| format!("v{i}")).collect::<Vec<_>>());
+    // seek_to after reading started is refused.
+    let err = second.seek_to(&positions).expect_err("late seek");
+    assert!(err.to_string().contains("before the first poll"), "{err}");
+}
+
+#[test]
+fn split_shard_mid_read_loses_nothing() {
+    let Some(emu) = Emu::new() else { return };
+    let s = unique("split");
+    emu.create(&s, 1);
+    for i in 0..20 {
+        emu.put(&s, &format!("k{i}"), format!("p{i}").as_bytes());
+    }
+    let spec = emu.ingress(
+        &[(&s, true, "example/v")],
+        KinesisStartupPosition::TrimHorizon,
+    );
+    let mut source = KinesisSource::open_with("t/split", &spec, 0, 1, fast()).expect("open");
+    let mut got = read_n(&mut source, 20, Duration::from_secs(20));
+    let parent = emu.shard_ids(&s).remove(0);
+    emu.rt
+        .block_on(
+            emu.client
+                .split_shard()
+                .stream_name(&s)
+                .shard_to_split(&parent)
+                .new_starting_hash_key("170141183460469231731687303715884105728")
+                .send(),
+        )
+        .expect("split");
+    emu.wait_active(&s);
+    for i in 0..40 {
+        emu.put(&s, &format!("k{i}"), format!("c{i}").as_bytes());
+    }
+    got.extend(read_n(&mut source, 40, Duration::from_secs(30)));
+    assert!(read_for(&mut source, Duration::from_millis(800)).is_empty());
+    let values: BTreeSet<String> = got.iter().map(value).collect();
+    assert_eq!(values.len(), 60, "every record exactly once");
+    let shards: BTreeSet<String> = got.iter().map(|r| meta(r).1).collect();
+    assert_eq!(shards.len(), 3, "parent and both children: {shards:?}");
+    // The parent was read to its end before any child record.
+    let last_parent = got
+        .iter()
+        .rposition(|r| meta(r).1 == parent)
+        .expect("parent");
+    let first_child = got.iter().position(|r| meta(r).1 != parent).expect("child");
+    assert!(last_parent < first_child);
+    let positions = source.positions();
+    assert!(
+        positions
+            .iter()
+            .any(|(_, sh, seq)| *sh == parent && seq == SHARD_END),
+        "{positions:?}"
+    );
+}
+
+fn egress_record(
+    egress: &TypeName,
+    stream: Option<&str>,
+    key: &str,
+    value: &str,
+    ehk: Option<&str>,
+) -> EgressMessage {
+    let mut m = KinesisEgressMessage::for_egress(egress.clone())
+        .with_stream(stream.unwrap_or("placeholder"))
+        .with_partition_key(key)
+        .with_utf8_value(value);
+    if let Some(h) = ehk {
+        m = m.with_explicit_hash_key(h);
+    }
+    let mut msg = m.build().expect("record");
+    if stream.is_none() {
+        // A record without a stream: the egress's streamName applies.
+        let mut rec =
+            statefun_sdk::proto::egress::KinesisEgressRecord::from_typed_value(&msg.value)
+                .expect("decode");
+        rec.stream.clear();
+        msg.value = rec.to_typed_value();
+    }
+    msg
+}
+
+#[test]
+fn sink_writes_exactly_the_records_read_back() {
+    let Some(emu) = Emu::new() else { return };
+    let main = unique("sink-main");
+    let other = unique("sink-other");
+    emu.create(&main, 2);
+    emu.create(&other, 1);
+    let id = TypeName::parse("t/out").expect("id");
+    let mut sink = KinesisSink::open_with(
+        "t/out",
+        &emu.egress(&main, 300),
+        KinesisSinkOptions::default(),
+    )
+    .expect("open sink");
+    let mut expected_main = Vec::new();
+    let mut expected_other = Vec::new();
+    let mut batch = Vec::new();
+    for i in 0..1200 {
+        let key = format!("k{}", i % 37);
+        let v = format!("value-{i}");
+        if i % 5 == 0 {
+            batch.push(egress_record(&id, Some(&other), &key, &v, None));
+            expected_other.push((key, v.into_bytes()));
+        } else if i % 7 == 0 {
+            batch.push(egress_record(&id, Some(&main), &key, &v, Some("1")));
+            expected_main.push((key, v.into_bytes()));
+        } else {
+            batch.push(egress_record(&id, None, &key, &v, None));
+            expected_main.push((key, v.into_bytes()));
+        }
+        if batch.len() == 100 {
+            sink.write(&batch).expect("write");
+            batch.clear();
+        }
+    }
+    sink.flush().expect("flush");
+    assert_eq!(sink.records_written(), 1200);
+    let mut got_main = emu.read_all(&main);
+    let mut got_other = emu.read_all(&other);
+    got_main.sort();
+    got_other.sort();
+    expected_main.sort();
+    expected_other.sort();
+    assert_eq!(got_main, expected_main);
+    assert_eq!(got_other, expected_other);
+
+    // A value that is not a KinesisEgressRecord names the egress and the type.
+    let wrong = EgressMessage {
+        egress: id.clone(),
+        value: TypedValue::new("example/Other", vec![1, 2]),
+    };
+    let err = sink.write(&[wrong]).expect_err("wrong type").to_string();
+    assert!(
+        err.contains("t/out") && err.contains("example/Other"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sink_to_a_missing_stream_fails_clearly() {
+    let Some(emu) = Emu::new() else { return };
+    let missing = unique("sink-missing");
+    let id = TypeName::parse("t/out").expect("id");
+    let mut sink = KinesisSink::open("t/out", &emu.egress(&missing, 100)).expect("open sink");
+    sink.write(&[egress_record(&id, None, "k", "v", None)])
+        .expect("write buffers");
+    let err = sink.flush().expect_err("missing stream").to_string();
+    eprintln!("sink missing stream: {err}");
+    assert!(
+        err.contains("kinesis egress `t/out`") && err.contains(&missing),
+        "{err}"
+    );
+    assert!(err.contains("ResourceNotFound"), "{err}");
+}
+
+#[test]
+fn bad_configurations_fail_at_open_with_clear_errors() {
+    let Some(emu) = Emu::new() else { return };
+    let s = unique("errors");
+    emu.create(&s, 1);
+    let open = |spec: &KinesisIngress| {
+        KinesisSource::open_with("t/bad", spec, 0, 1, fast())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+
+    // Unknown stream, by name and by ARN.
+    let missing = unique("nope");
+    let err = open(&emu.ingress(
+        &[(&missing, false, "example/v")],
+        KinesisStartupPosition::Latest,
+    ));
+    eprintln!("unknown stream: {err}");
+    assert!(
+        err.contains("kinesis ingress `t/bad`")
+            && err.contains(&missing)
+            && err.contains("ResourceNotFound"),
+        "{err}"
+    );
+    let err = open(&emu.ingress(
+        &[(&missing, true, "example/v")],
+        KinesisStartupPosition::Latest,
+    ));
+    assert!(
+        err.contains(&Emu::arn(&missing)) && err.contains("ResourceNotFound"),
+        "{err}"
+    );
+
+    // A malformed ARN.
+    let mut spec = emu.ingress(&[(&s, true, "example/v")], KinesisStartupPosition::Latest);
+    spec.streams[0].arn = Some(format!("arn:aws:kinesis:{REGION}:123:stream/{s}"));
+    let err = open(&spec);
+    assert!(err.contains("is not a Kinesis stream ARN"), "{err}");
+
+    // An ARN of another region than awsRegion.
+    let mut spec = emu.ingress(&[(&s, true, "example/v")], KinesisStartupPosition::Latest);
+    spec.aws_region = AwsRegion::CustomEndpoint {
+        endpoint: emu.endpoint.clone(),
+        id: "eu-west-1".into(),
+    };
+    let err = open(&spec);
+    assert!(
+        err.contains("region `us-east-1` but awsRegion is `eu-west-1`"),
+        "{err}"
+    );
+
+    // The wrong region for a stream named without ARN: the stream is not there.
+    let mut spec = emu.ingress(&[(&s, false, "example/v")], KinesisStartupPosition::Latest);
+    spec.aws_region = AwsRegion::CustomEndpoint {
+        endpoint: emu.endpoint.clone(),
+        id: "eu-west-1".into(),
+    };
+    let err = open(&spec);
+    eprintln!("wrong region: {err}");
+    assert!(
+        err.contains(&s) && err.contains("ResourceNotFound") && err.contains("region"),
+        "{err}"
+    );
+
+    // Credentials that cannot be resolved: a profile missing from its file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("credentials");
+    std::fs::write(
+        &file,
+        "[other]\naws_access_key_id = a\naws_secret_access_key = b\n",
+    )
+    .expect("write");
+    let mut spec = emu.ingress(&[(&s, false, "example/v")], KinesisStartupPosition::Latest);
+    spec.aws_credentials = AwsCredentials::Profile {
+        name: "missing-profile".into(),
+        path: Some(file.display().to_string()),
+    };
+    let err = open(&spec);
+    eprintln!("refused credentials: {err}");
+    assert!(
+        err.contains("kinesis ingress `t/bad`") && err.contains("credentials"),
+        "{err}"
+    );
+
+    // A bad custom endpoint URL and a bad client property value.
+    let mut spec = emu.ingress(&[(&s, false, "example/v")], KinesisStartupPosition::Latest);
+    spec.aws_region = AwsRegion::CustomEndpoint {
+        endpoint: "localhost:1".into(),
+        id: REGION.into(),
+    };
+    assert!(open(&spec).contains("not an http:// or https:// URL"));
+    let mut spec = emu.ingress(&[(&s, false, "example/v")], KinesisStartupPosition::Latest);
+    spec.client_config_properties = Properties(vec![("SocketTimeout".into(), "soon".into())]);
+    assert!(open(&spec).contains("`SocketTimeout: soon`"));
+}

@@ -1177,16 +1177,9 @@ impl<'f> Loader<'f> {
         location: IngressLocation,
     ) {
         let here = self.location(decl.id_mark, &decl.id_field);
-        if let Some(first) = self.ingress_ids.get(&id) {
-            let msg = format!(
-                "duplicate ingress id `{id}` (first declared in document {} at line {})",
-                first.document,
-                first.line.unwrap_or(0)
-            );
-            self.diags.push(Diagnostic::at(Severity::Error, &here, msg));
+        if !claim_id(&mut self.diags, &mut self.ingress_ids, "ingress", &id, here) {
             return;
         }
-        self.ingress_ids.insert(id.clone(), here);
         self.module.ingresses.push(Ingress { id, spec });
         self.module.locations.ingresses.push(location);
     }
@@ -1199,16 +1192,9 @@ impl<'f> Loader<'f> {
         location: EgressLocation,
     ) {
         let here = self.location(decl.id_mark, &decl.id_field);
-        if let Some(first) = self.egress_ids.get(&id) {
-            let msg = format!(
-                "duplicate egress id `{id}` (first declared in document {} at line {})",
-                first.document,
-                first.line.unwrap_or(0)
-            );
-            self.diags.push(Diagnostic::at(Severity::Error, &here, msg));
+        if !claim_id(&mut self.diags, &mut self.egress_ids, "egress", &id, here) {
             return;
         }
-        self.egress_ids.insert(id.clone(), here);
         self.module.egresses.push(Egress { id, spec });
         self.module.locations.egresses.push(location);
     }
@@ -2255,4 +2241,27 @@ pub(crate) fn parse_kinesis_arn(arn: &str) -> Result<(&str, &str), String> {
         ));
     }
     Ok((region, name))
+}
+
+/// Records `id` (of an ingress or egress) as declared `here`. Returns false,
+/// with an error pointing at the first declaration, if it already was: ids
+/// name the ingress/egress at run time, so two with one id would be ambiguous.
+fn claim_id(
+    diags: &mut Vec<Diagnostic>,
+    ids: &mut HashMap<TypeName, Location>,
+    kind: &str,
+    id: &TypeName,
+    here: Location,
+) -> bool {
+    if let Some(first) = ids.get(id) {
+        let msg = format!(
+            "duplicate {kind} id `{id}` (first declared in document {} at line {})",
+            first.document,
+            first.line.unwrap_or(0)
+        );
+        diags.push(Diagnostic::at(Severity::Error, &here, msg));
+        return false;
+    }
+    ids.insert(id.clone(), here);
+    true
 }

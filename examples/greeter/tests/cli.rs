@@ -1,0 +1,108 @@
+//! The command line as users drive it: an unbounded run stops cleanly on
+//! SIGTERM with everything written, and startup errors exit non-zero naming
+//! the file and field.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_example-greeter");
+
+fn wait_for_lines(path: &std::path::Path, n: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let lines = std::fs::read_to_string(path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if lines >= n || Instant::now() >= deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_stops_an_unbounded_run_cleanly_with_all_output_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("names.txt");
+    std::fs::write(&input, "alice\talice\nbob\tbob\n").unwrap();
+    let yaml = "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: example/names\n  path: names.txt\n  valueType: io.statefun.types/string\n  targets: [example/greeter]\n  follow: true\n---\nkind: io.statefun-rs.file.v1/egress\nspec:\n  id: example/greets\n  path: out.jsonl\n";
+    std::fs::write(dir.path().join("module.yaml"), yaml).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(dir.path().join("module.yaml"))
+        .args(["-w", "2"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("out.jsonl");
+    assert_eq!(wait_for_lines(&out, 2, Duration::from_secs(30)), 2);
+    // The followed file grows while the job runs.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap()
+        .write_all(b"alice\talice\n")
+        .unwrap();
+    assert_eq!(wait_for_lines(&out, 3, Duration::from_secs(30)), 3);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a followed file keeps the job running"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no clean exit within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "SIGTERM is a clean shutdown: {exit}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert!(text.contains("Hello again alice!"), "{text}");
+}
+
+#[test]
+fn startup_errors_exit_non_zero_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("module.yaml");
+    std::fs::write(
+        &module,
+        "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: example/names\n  path: names.txt\n  valueTyp: io.statefun.types/string\n  targets: [example/greeter]\n",
+    )
+    .unwrap();
+    for command in ["run", "validate"] {
+        let output = Command::new(BIN)
+            .arg(command)
+            .arg(&module)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{command}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("module.yaml:5:3"), "{command}: {stderr}");
+        assert!(stderr.contains("spec.valueTyp"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("did you mean `valueType`"),
+            "{command}: {stderr}"
+        );
+    }
+    // A missing input file fails the run with its path.
+    std::fs::write(
+        &module,
+        "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: example/names\n  path: nowhere.txt\n  valueType: io.statefun.types/string\n  targets: [example/greeter]\n",
+    )
+    .unwrap();
+    let output = Command::new(BIN).arg("run").arg(&module).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nowhere.txt"));
+}

@@ -217,6 +217,14 @@ pub fn invoke<'s>(
         return Err(InvocationError { target, error });
     }
     apply_writes(entry, &target, backend, now_ms, &mut scratch.writes);
+    // Delays count from now, after the function returned, not from `now_ms`
+    // (the start of the operator's activation, which may be well before the
+    // `send_after` call): a delayed message must never fire early.
+    let sent_ms = if scratch.timer_ops.is_empty() {
+        now_ms
+    } else {
+        crate::clock::Clock::now_ms().max(now_ms)
+    };
     for op in scratch.timer_ops.drain(..) {
         match op {
             TimerOp::Schedule {
@@ -224,7 +232,7 @@ pub fn invoke<'s>(
                 token,
                 envelope,
             } => {
-                let due = now_ms.saturating_add(delay.as_millis() as u64);
+                let due = sent_ms.saturating_add(delay.as_millis() as u64);
                 // Liveness was checked at send time against these same timers.
                 if let Err(e) = timers.schedule(due, &target, token, *envelope) {
                     return Err(InvocationError {

@@ -226,7 +226,10 @@ impl<T: Copy + Ord> RemoteDriver<T> {
                     continue;
                 }
                 Ok(RemoteOutcome::Complete(effects)) => {
-                    match apply(&address, &registered, effects, backend, timers, now_ms) {
+                    // The response may have arrived after this activation began:
+                    // count delays from now so that nothing fires early.
+                    let applied_ms = crate::clock::Clock::now_ms().max(now_ms);
+                    match apply(&address, &registered, effects, backend, timers, applied_ms) {
                         Ok((messages, egress)) => finished.push(Finished {
                             times: batch.iter().map(|q| q.time).collect(),
                             messages,

@@ -184,14 +184,8 @@ pub(crate) fn functions<'s>(
                         Ok(effects) => {
                             sent.give_iterator(effects.messages.drain(..));
                             for message in effects.egress.drain(..) {
-                                if app.egresses.contains_key(&message.egress) {
+                                if declared(&app, &message, &mut unknown_egress, &mut bad_egress) {
                                     egress.give(message);
-                                } else {
-                                    bad_egress += 1;
-                                    if let Some(n) = unknown_egress.hit() {
-                                        tracing::error!(egress = %message.egress, dropped = n,
-                                            "egress message dropped: no egress with this id is declared in module.yaml");
-                                    }
                                 }
                             }
                         }
@@ -226,14 +220,8 @@ pub(crate) fn functions<'s>(
                             }
                             let mut session = egress_handle.session(egress_cap);
                             for message in egress {
-                                if app.egresses.contains_key(&message.egress) {
+                                if declared(&app, &message, &mut unknown_egress, &mut bad_egress) {
                                     session.give(message);
-                                } else {
-                                    bad_egress += 1;
-                                    if let Some(n) = unknown_egress.hit() {
-                                        tracing::error!(egress = %message.egress, dropped = n,
-                                            "egress message dropped: no egress with this id is declared in module.yaml");
-                                    }
                                 }
                             }
                         }
@@ -301,4 +289,24 @@ pub(crate) fn functions<'s>(
     });
 
     (loop_stream, egress_stream)
+}
+
+/// Whether `message` goes to an egress module.yaml declares; if not, it is
+/// counted and logged (rate-limited) as dropped, for Rust and remote
+/// functions alike.
+fn declared(
+    app: &Application,
+    message: &EgressMessage,
+    log: &mut RateLimit,
+    dropped: &mut u64,
+) -> bool {
+    if app.egresses.contains_key(&message.egress) {
+        return true;
+    }
+    *dropped += 1;
+    if let Some(n) = log.hit() {
+        tracing::error!(egress = %message.egress, dropped = n,
+            "egress message dropped: no egress with this id is declared in module.yaml");
+    }
+    false
 }

@@ -17,6 +17,9 @@ step "toolchain"
 cargo --version
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+step "install: build dependencies (libclang-dev for RocksDB's bindings)"
+bash ci/install-build-deps.sh
+
 step "install: StateFun Python SDK (remote-function interop tests)"
 bash ci/install-python-sdk.sh
 

@@ -6,7 +6,8 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use prost::Message as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use statefun_sdk::{EgressMessage, IngressMetadata, SdkError, TypeName, TypedValue};
 
 use crate::codec::{
@@ -22,6 +23,7 @@ use crate::codec::{
     KAFKA_PRODUCER_RECORD_TYPENAME, KINESIS_EGRESS_RECORD_TYPENAME,
 };
 use crate::error::open_hint;
+use crate::source::{decode_position, encode_position};
 use crate::{ConnectorError, Sink, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
 const INGRESS: &str = "file ingress";
@@ -76,11 +78,39 @@ pub struct FileIngressConfig {
 /// as the configured primitive are skipped, counted in
 /// [`SourceStats::skipped`] and logged (rate-limited) with `path:line`.
 /// Empty lines are skipped silently.
+///
+/// # Resuming
+///
+/// A file source can resume from a checkpoint: [`Source::position`] is the
+/// byte offset just after the last line `poll` has consumed (decoded or
+/// skipped; a partial line held in follow mode is not consumed) together with
+/// that line's number, and [`Source::seek`] continues from there, so records
+/// and their `path:line` metadata come out exactly as in an uninterrupted
+/// read. The file must still hold at least those bytes (it may have grown);
+/// a shorter file is reported as truncated or replaced. Stdin cannot resume.
 pub struct FileSource {
     input: Input,
     decoder: LineDecoder,
     follow: bool,
+    /// Bytes of the file consumed so far: the offset just after the last
+    /// line handed to the decoder. Only meaningful for [`Input::File`] (and
+    /// [`Input::Done`] after it).
+    consumed: u64,
 }
+
+/// The position of a [`FileSource`], inside the envelope of
+/// [`encode_position`] with kind [`FILE_POSITION`].
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePosition {
+    /// The byte offset just after the last consumed line.
+    offset: u64,
+    /// The number of that line (1-based; 0 before the first).
+    line: u64,
+}
+
+/// The `kind` of file ingress positions.
+const FILE_POSITION: &str = "file";
 
 /// Where a [`FileSource`] reads from.
 enum Input {
@@ -215,7 +245,7 @@ impl LineDecoder {
     fn skip(&mut self, reason: SkipReason) {
         self.stats.skipped += 1;
         let n = self.stats.skipped;
-        if n <= SKIP_LOG_FIRST || n % SKIP_LOG_EVERY == 0 {
+        if n <= SKIP_LOG_FIRST || n.is_multiple_of(SKIP_LOG_EVERY) {
             let more = if n == SKIP_LOG_FIRST {
                 "; from now on only every 1000th skipped line is logged"
             } else {
@@ -299,6 +329,7 @@ impl FileSource {
                 stats: SourceStats::default(),
             },
             follow,
+            consumed: 0,
         })
     }
 }
@@ -397,6 +428,7 @@ impl Source for FileSource {
                     Ok(0) => {
                         // Without follow, a last line without `\n` is a record.
                         if !partial.is_empty() {
+                            self.consumed += partial.len() as u64;
                             self.decoder.decode(partial, out);
                             partial.clear();
                         }
@@ -410,6 +442,9 @@ impl Source for FileSource {
                     }
                     Ok(_) => {
                         budget -= 1;
+                        // Skipped lines are consumed too: the offset moves
+                        // over every line the decoder has seen.
+                        self.consumed += partial.len() as u64;
                         self.decoder.decode(partial, out);
                         partial.clear();
                     }
@@ -475,6 +510,78 @@ impl Source for FileSource {
     fn stats(&self) -> SourceStats {
         self.decoder.stats
     }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        match self.input {
+            Input::Stdin(_) => None,
+            // Inactive workers report (and later accept) the empty position,
+            // so every worker's position is valid.
+            Input::Inactive | Input::File { .. } | Input::Done => encode_position(
+                FILE_POSITION,
+                &FilePosition {
+                    offset: self.consumed,
+                    line: self.decoder.line,
+                },
+            ),
+        }
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
+        let id = self.decoder.id.to_string();
+        let FilePosition { offset, line } = decode_position(position, FILE_POSITION, INGRESS, &id)?;
+        let path = &self.decoder.path;
+        match &mut self.input {
+            Input::Inactive => Ok(()),
+            Input::Stdin(_) => Err(ConnectorError::Config {
+                connector: INGRESS,
+                id,
+                message: "stdin (`-`) cannot resume from a checkpoint: what was read is gone; \
+                          read from a file to resume, or start the job without restoring"
+                    .to_string(),
+            }),
+            Input::Done => Err(ConnectorError::Config {
+                connector: INGRESS,
+                id,
+                message: format!(
+                    "cannot seek `{path}` after it was read to its end; restore positions \
+                     right after opening, before the first poll"
+                ),
+            }),
+            Input::File { reader, partial } => {
+                let io_error = |e: io::Error, what: &str| ConnectorError::Io {
+                    connector: INGRESS,
+                    id: id.clone(),
+                    path: path.clone(),
+                    source: e,
+                    hint: format!("{what} failed while resuming from a checkpoint; check the file"),
+                };
+                let length = reader
+                    .get_ref()
+                    .metadata()
+                    .map_err(|e| io_error(e, "reading the file's length"))?
+                    .len();
+                if length < offset {
+                    return Err(ConnectorError::Config {
+                        connector: INGRESS,
+                        id,
+                        message: format!(
+                            "cannot resume: `{path}` is {length} bytes long, but the checkpoint \
+                             was taken after reading {offset} bytes (line {line}); the file was \
+                             truncated or replaced since the checkpoint. Restore the file, or \
+                             delete the state directory to start the job over"
+                        ),
+                    });
+                }
+                reader
+                    .seek(SeekFrom::Start(offset))
+                    .map_err(|e| io_error(e, "seeking"))?;
+                partial.clear();
+                self.consumed = offset;
+                self.decoder.line = line;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The configuration of a file (or stdout) egress.
@@ -484,6 +591,15 @@ pub struct FileEgressConfig {
     pub id: TypeName,
     /// The file to append to; `-` writes to stdout.
     pub path: String,
+    /// Deliver every line exactly once across crashes and restores
+    /// (`deliverySemantic: exactly-once`): the sink keeps a delivery marker
+    /// beside the file and, on resume, cuts off lines of checkpoints that never
+    /// completed. Needs a regular file (not `-`), since it must truncate it.
+    pub exactly_once: bool,
+    /// The job restarts from a checkpoint: with `exactly_once`, the sink reads
+    /// its delivery marker and truncates the file to what was delivered instead
+    /// of starting a new marker. Without `exactly_once` it changes nothing.
+    pub resume: bool,
 }
 
 /// A sink that writes one JSON object per egress record and line.
@@ -500,12 +616,86 @@ pub struct FileEgressConfig {
 ///
 /// The file is opened in append mode so restarts add to it instead of
 /// overwriting what earlier runs wrote.
+///
+/// # Exactly-once
+///
+/// With [`FileEgressConfig::exactly_once`] a marker file `<path>.delivered`
+/// beside the output holds `{"checkpoint":C,"length":L}`: the file's first `L`
+/// bytes are everything delivered up to checkpoint `C`. [`Sink::commit`]
+/// makes the lines written so far durable (`fdatasync`) before it moves the
+/// marker, and the marker is always replaced atomically (write
+/// `<path>.delivered.tmp`, sync it, rename it over, sync the directory), so a
+/// crash at any point leaves a marker that describes durable data. A job
+/// resumed from a checkpoint truncates the file to `L`, dropping the lines of
+/// checkpoints that never completed, and reports `C` as
+/// [`Sink::delivered`] so the engine does not write them again. A fresh job
+/// writes the marker `{"checkpoint":0,"length":<current length>}` so that
+/// lines of earlier runs are kept.
 pub struct FileSink {
     id: TypeName,
     path: String,
     output: Output,
     /// The JSON lines of the current batch, reused between batches.
     buf: Vec<u8>,
+    /// The exactly-once bookkeeping; `None` in at-least-once mode.
+    exactly_once: Option<ExactlyOnce>,
+}
+
+/// What an exactly-once [`FileSink`] knows about its delivery marker.
+struct ExactlyOnce {
+    /// `<path>.delivered`.
+    marker: PathBuf,
+    /// The last checkpoint the marker records (`None` for checkpoint 0, the
+    /// marker of a fresh start).
+    delivered: Option<u64>,
+}
+
+/// The content of the delivery marker `<path>.delivered`.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryMarker {
+    /// The last delivered checkpoint; 0 when none was yet.
+    checkpoint: u64,
+    /// The file's length in bytes when that checkpoint was delivered.
+    length: u64,
+}
+
+/// The delivery marker of the output file `path`.
+fn marker_path(path: &str) -> PathBuf {
+    PathBuf::from(format!("{path}.delivered"))
+}
+
+/// Replaces the marker at `marker` atomically and durably: a reader (after any
+/// crash) sees either the old or the new marker, never a partial one.
+fn write_marker(marker: &Path, content: &DeliveryMarker) -> io::Result<()> {
+    let json = serde_json::to_vec(content).map_err(io::Error::other)?;
+    let mut tmp = marker.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, marker)?;
+    sync_parent_dir(marker)
+}
+
+/// Makes a rename in `path`'s directory durable.
+#[cfg(unix)]
+fn sync_parent_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// Directories cannot be opened for syncing here; the rename is as durable as
+/// the platform makes it.
+#[cfg(not(unix))]
+fn sync_parent_dir(_path: &Path) -> io::Result<()> {
+    Ok(())
 }
 
 enum Output {
@@ -557,29 +747,59 @@ impl FileSink {
     ///
     /// The parent directory is not created: a missing directory is more often
     /// a typo than an intent, and the error names the path.
+    ///
+    /// With `exactly_once` it also writes a fresh delivery marker, or with
+    /// `resume` reads it and truncates the file to the delivered length; a
+    /// missing or corrupt marker, or a file shorter than the marker says, is an
+    /// error naming the file (see [`FileSink`]).
     pub fn open(config: FileEgressConfig) -> Result<FileSink, ConnectorError> {
-        let FileEgressConfig { id, path } = config;
-        let output = if path == "-" {
-            Output::Stdout
-        } else {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| ConnectorError::Open {
+        let FileEgressConfig {
+            id,
+            path,
+            exactly_once,
+            resume,
+        } = config;
+        if path == "-" {
+            if exactly_once {
+                return Err(ConnectorError::Config {
                     connector: EGRESS,
                     id: id.to_string(),
-                    path: path.clone(),
-                    hint: open_hint(e.kind(), true),
-                    source: e,
-                })?;
-            Output::File(BufWriter::with_capacity(READ_BUFFER, file))
+                    message: "deliverySemantic exactly-once needs a file it can truncate after a \
+                              crash, and stdout (`-`) is not one; set `path` to a file, or use \
+                              `at-least-once` for stdout"
+                        .to_string(),
+                });
+            }
+            return Ok(FileSink {
+                id,
+                path,
+                output: Output::Stdout,
+                buf: Vec::new(),
+                exactly_once: None,
+            });
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| ConnectorError::Open {
+                connector: EGRESS,
+                id: id.to_string(),
+                path: path.clone(),
+                hint: open_hint(e.kind(), true),
+                source: e,
+            })?;
+        let exactly_once = if exactly_once {
+            Some(prepare_exactly_once(&id, &path, &file, resume)?)
+        } else {
+            None
         };
         Ok(FileSink {
             id,
             path,
-            output,
+            output: Output::File(BufWriter::with_capacity(READ_BUFFER, file)),
             buf: Vec::new(),
+            exactly_once,
         })
     }
 
@@ -602,6 +822,109 @@ impl FileSink {
             hint: hint.to_string(),
         }
     }
+}
+
+/// Sets up exactly-once delivery for the freshly opened `file` at `path`: a
+/// new marker for a fresh job, or (with `resume`) the marker read back and the
+/// file truncated to the delivered length.
+fn prepare_exactly_once(
+    id: &TypeName,
+    path: &str,
+    file: &File,
+    resume: bool,
+) -> Result<ExactlyOnce, ConnectorError> {
+    let marker = marker_path(path);
+    let shown = marker.display().to_string();
+    let io_error = |e: io::Error, on: &str, hint: String| ConnectorError::Io {
+        connector: EGRESS,
+        id: id.to_string(),
+        path: on.to_string(),
+        source: e,
+        hint,
+    };
+    let config_error = |message: String| ConnectorError::Config {
+        connector: EGRESS,
+        id: id.to_string(),
+        message,
+    };
+    const START_OVER: &str = "or delete the state directory to start the job over";
+    let length = file
+        .metadata()
+        .map_err(|e| io_error(e, path, "cannot read the file's length".to_string()))?
+        .len();
+    if !resume {
+        // Remember where this job's lines start, so a later recovery keeps
+        // what earlier runs wrote.
+        write_marker(
+            &marker,
+            &DeliveryMarker {
+                checkpoint: 0,
+                length,
+            },
+        )
+        .map_err(|e| {
+            io_error(
+                e,
+                &shown,
+                "cannot write the delivery marker of exactly-once delivery; check free space \
+                 and write permission on the directory of the egress file"
+                    .to_string(),
+            )
+        })?;
+        return Ok(ExactlyOnce {
+            marker,
+            delivered: None,
+        });
+    }
+    let bytes = match std::fs::read(&marker) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(config_error(format!(
+                "cannot resume exactly-once delivery to `{path}`: its delivery marker `{shown}` \
+                 does not exist (it is written beside the file when the job starts); restore \
+                 the marker together with the file, {START_OVER}"
+            )))
+        }
+        Err(e) => {
+            return Err(io_error(
+                e,
+                &shown,
+                format!(
+                "cannot read the delivery marker of `{path}`; check its permissions, {START_OVER}"
+            ),
+            ))
+        }
+    };
+    let delivered: DeliveryMarker = serde_json::from_slice(&bytes).map_err(|e| {
+        config_error(format!(
+            "cannot resume exactly-once delivery to `{path}`: its delivery marker `{shown}` is \
+             corrupt ({e}; expected {{\"checkpoint\":N,\"length\":N}}); restore the marker \
+             together with the file, {START_OVER}"
+        ))
+    })?;
+    if length < delivered.length {
+        return Err(config_error(format!(
+            "cannot resume exactly-once delivery: `{path}` is {length} bytes long, but \
+             checkpoint {} delivered {} bytes to it (marker `{shown}`); the file was truncated \
+             or replaced by someone else since. Restore the file, {START_OVER}",
+            delivered.checkpoint, delivered.length
+        )));
+    }
+    // Drop the lines of checkpoints that never completed; the engine writes
+    // them again from the restored state.
+    file.set_len(delivered.length)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| {
+            io_error(
+                e,
+                path,
+                "cannot truncate the file to its delivered length; check permissions".to_string(),
+            )
+        })?;
+    Ok(ExactlyOnce {
+        marker,
+        delivered: (delivered.checkpoint != 0).then_some(delivered.checkpoint),
+    })
 }
 
 /// Appends the JSON line of one egress record to `buf`.
@@ -696,6 +1019,42 @@ impl Sink for FileSink {
             Output::Stdout => io::stdout().lock().flush(),
         };
         result.map_err(|e| self.io_error(e))
+    }
+
+    fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        // The data first: the marker must never claim bytes a crash can lose.
+        let synced = match &mut self.output {
+            Output::File(w) if self.exactly_once.is_some() => w
+                .flush()
+                .and_then(|()| w.get_ref().sync_data())
+                .and_then(|()| w.get_ref().metadata())
+                .map(|m| m.len()),
+            // At-least-once (exactly-once never has stdout): flushing is all.
+            _ => return self.flush(),
+        };
+        let length = synced.map_err(|e| self.io_error(e))?;
+        let Some(exactly_once) = &mut self.exactly_once else {
+            return Ok(());
+        };
+        let marker = DeliveryMarker { checkpoint, length };
+        if let Err(e) = write_marker(&exactly_once.marker, &marker) {
+            return Err(ConnectorError::Io {
+                connector: EGRESS,
+                id: self.id.to_string(),
+                path: exactly_once.marker.display().to_string(),
+                source: e,
+                hint: format!(
+                    "cannot record checkpoint {checkpoint} as delivered; check free space and \
+                     write permission on the directory, then restart the job"
+                ),
+            });
+        }
+        exactly_once.delivered = Some(checkpoint);
+        Ok(())
+    }
+
+    fn delivered(&self) -> Option<u64> {
+        self.exactly_once.as_ref().and_then(|e| e.delivered)
     }
 }
 
@@ -952,6 +1311,7 @@ mod tests {
                 stats: SourceStats::default(),
             },
             follow: false,
+            consumed: 0,
         };
         let mut out = Vec::new();
         // Before a waker is set, the source asks to be polled again soon.
@@ -1005,6 +1365,8 @@ mod tests {
         let config = FileEgressConfig {
             id: TypeName::parse("example/out").unwrap(),
             path: path.to_str().unwrap().to_string(),
+            exactly_once: false,
+            resume: false,
         };
         let mut sink = FileSink::open(config.clone()).unwrap();
         sink.write(records).unwrap();
@@ -1100,6 +1462,8 @@ mod tests {
         let Err(e) = FileSink::open(FileEgressConfig {
             id: TypeName::parse("example/out").unwrap(),
             path: path.to_str().unwrap().to_string(),
+            exactly_once: false,
+            resume: false,
         }) else {
             panic!("a missing directory must fail");
         };
@@ -1110,5 +1474,321 @@ mod tests {
         );
         assert!(text.contains(path.to_str().unwrap()), "{text}");
         assert!(text.contains("create it first"), "{text}");
+    }
+
+    // --- resuming the source ---
+
+    /// Reads `first` polls of `max` lines, takes the position, opens a fresh
+    /// source, seeks it there and drains it: returns (before, after).
+    fn read_split(
+        path: &std::path::Path,
+        value_type: &str,
+        first: usize,
+        max: usize,
+    ) -> (Vec<SourceRecord>, Vec<SourceRecord>) {
+        let mut s = source(path, value_type, false);
+        let mut before = Vec::new();
+        for _ in 0..first {
+            s.poll(&mut before, max).unwrap();
+        }
+        let position = s.position().expect("a file source can resume");
+        drop(s);
+        let mut resumed = source(path, value_type, false);
+        resumed.seek(&position).unwrap();
+        (before, drain(&mut resumed, max))
+    }
+
+    #[test]
+    fn resumed_file_source_continues_exactly() {
+        // Good, empty, bad (no TAB, bad int) lines and a last line without `\n`.
+        let f = write_file(b"a\t1\n\nno tab\nb\tx\r\nc\t3\r\nd\t4\n\ne\t5\nf\t6");
+        let whole = drain(&mut source(f.path(), INT, false), 100);
+        assert_eq!(whole.len(), 5);
+        for max in [1, 2, 3] {
+            for first in 0..=10 {
+                let (mut before, after) = read_split(f.path(), INT, first, max);
+                before.extend(after);
+                assert_eq!(before, whole, "split after {first} polls of {max}");
+            }
+        }
+    }
+
+    #[test]
+    fn position_after_exhaustion_and_of_inactive_workers() {
+        let f = write_file(b"a\tx\nb\ty");
+        let mut s = source(f.path(), STRING, false);
+        let records = drain(&mut s, 100);
+        assert_eq!(records.len(), 2);
+        let done = s.position().unwrap();
+        assert_eq!(
+            decode_position::<FilePosition>(&done, FILE_POSITION, INGRESS, "x").unwrap(),
+            FilePosition { offset: 7, line: 2 }
+        );
+        // Seeking to the end: nothing more to read.
+        let mut resumed = source(f.path(), STRING, false);
+        resumed.seek(&done).unwrap();
+        assert!(drain(&mut resumed, 100).is_empty());
+
+        let config = FileIngressConfig {
+            id: id(),
+            path: f.path().to_str().unwrap().to_string(),
+            value_type: STRING.to_string(),
+            follow: false,
+        };
+        let other = FileSource::open(config.clone(), 1, 2).unwrap();
+        let position = other.position().expect("inactive workers have a position");
+        let mut other = FileSource::open(config, 1, 2).unwrap();
+        other.seek(&position).unwrap();
+        assert_eq!(
+            other.poll(&mut Vec::new(), 10).unwrap(),
+            SourceStatus::Exhausted
+        );
+    }
+
+    #[test]
+    fn held_partial_line_is_not_consumed() {
+        let mut f = write_file(b"a\t1\nb\t");
+        let mut s = source(f.path(), INT, true);
+        let mut before = Vec::new();
+        s.poll(&mut before, 100).unwrap();
+        assert_eq!(before.len(), 1);
+        let position = s.position().unwrap();
+        drop(s);
+        f.write_all(b"2\nc\t3\n").unwrap();
+        f.flush().unwrap();
+        let mut resumed = source(f.path(), INT, true);
+        resumed.seek(&position).unwrap();
+        let mut after = Vec::new();
+        resumed.poll(&mut after, 100).unwrap();
+        let p = f.path();
+        assert_eq!(
+            after,
+            vec![
+                record(p, 2, b"b", enc(INT, "2")),
+                record(p, 3, b"c", enc(INT, "3")),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_positions_are_errors() {
+        let f = write_file(b"a\t1\n");
+        let mut s = source(f.path(), INT, false);
+        let bad: [&[u8]; 6] = [
+            b"",
+            b"\xff\x00garbage",
+            br#"{"kind":"generator","version":1,"position":{"next":0,"records":0}}"#,
+            br#"{"kind":"file","version":99,"position":{"offset":0,"line":0}}"#,
+            br#"{"kind":"file","version":1,"position":{"offset":-1,"line":0}}"#,
+            br#"{"kind":"file","version":1,"position":{"offset":0}}"#,
+        ];
+        for bytes in bad {
+            let Err(e) = s.seek(bytes) else {
+                panic!("{:?} must be rejected", String::from_utf8_lossy(bytes));
+            };
+            let text = e.to_string();
+            assert!(
+                text.starts_with("file ingress `example/lines`: cannot resume"),
+                "{text}"
+            );
+        }
+        // The source is still usable from where it was.
+        assert_eq!(drain(&mut s, 10).len(), 1);
+    }
+
+    #[test]
+    fn truncated_file_is_an_error() {
+        let f = write_file(b"a\t1\nb\t2\nc\t3\n");
+        let mut s = source(f.path(), INT, false);
+        s.poll(&mut Vec::new(), 2).unwrap();
+        let position = s.position().unwrap();
+        drop(s);
+        f.as_file().set_len(4).unwrap();
+        let mut resumed = source(f.path(), INT, false);
+        let Err(e) = resumed.seek(&position) else {
+            panic!("a truncated file must be rejected");
+        };
+        let text = e.to_string();
+        assert!(text.contains(f.path().to_str().unwrap()), "{text}");
+        assert!(text.contains("truncated or replaced"), "{text}");
+    }
+
+    #[test]
+    fn stdin_cannot_resume() {
+        let (_tx, rx) = mpsc::channel();
+        let mut s = FileSource {
+            input: Input::Stdin(spawn_line_reader(Box::new(ChannelReader(rx)), &id()).unwrap()),
+            decoder: LineDecoder {
+                id: id(),
+                path: "-".to_string(),
+                value_type: INT.to_string(),
+                primitive: true,
+                line: 0,
+                stats: SourceStats::default(),
+            },
+            follow: false,
+            consumed: 0,
+        };
+        assert_eq!(s.position(), None);
+        let position = encode_position(FILE_POSITION, &FilePosition { offset: 0, line: 0 });
+        let Err(e) = s.seek(&position.unwrap()) else {
+            panic!("stdin must not seek");
+        };
+        assert!(e.to_string().contains("stdin"), "{e}");
+    }
+
+    // --- exactly-once sink ---
+
+    fn eo_config(path: &std::path::Path, resume: bool) -> FileEgressConfig {
+        FileEgressConfig {
+            id: TypeName::parse("example/out").unwrap(),
+            path: path.to_str().unwrap().to_string(),
+            exactly_once: true,
+            resume,
+        }
+    }
+
+    fn marker_of(path: &std::path::Path) -> DeliveryMarker {
+        let bytes = std::fs::read(marker_path(path.to_str().unwrap())).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn exactly_once_commit_then_resume_reports_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, b"earlier run\n").unwrap();
+        let mut sink = FileSink::open(eo_config(&path, false)).unwrap();
+        assert_eq!(sink.delivered(), None);
+        assert_eq!(
+            marker_of(&path),
+            DeliveryMarker {
+                checkpoint: 0,
+                length: 12
+            }
+        );
+        sink.write(&[egress(STRING, enc(STRING, "one"))]).unwrap();
+        sink.commit(3).unwrap();
+        assert_eq!(sink.delivered(), Some(3));
+        let length = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(
+            marker_of(&path),
+            DeliveryMarker {
+                checkpoint: 3,
+                length
+            }
+        );
+        assert!(!dir.path().join("out.jsonl.delivered.tmp").exists());
+        drop(sink);
+        let sink = FileSink::open(eo_config(&path, true)).unwrap();
+        assert_eq!(sink.delivered(), Some(3));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), length);
+    }
+
+    #[test]
+    fn exactly_once_resume_truncates_undelivered_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, b"earlier run\n").unwrap();
+        let mut sink = FileSink::open(eo_config(&path, false)).unwrap();
+        // Nothing delivered yet: a crash now keeps only the earlier run.
+        sink.write(&[egress(STRING, enc(STRING, "lost"))]).unwrap();
+        drop(sink);
+        let mut sink = FileSink::open(eo_config(&path, true)).unwrap();
+        assert_eq!(sink.delivered(), None, "checkpoint 0 is no delivery");
+        assert_eq!(std::fs::read(&path).unwrap(), b"earlier run\n");
+
+        sink.write(&[egress(STRING, enc(STRING, "one"))]).unwrap();
+        sink.commit(1).unwrap();
+        let committed = std::fs::read(&path).unwrap();
+        sink.write(&[egress(STRING, enc(STRING, "two"))]).unwrap();
+        sink.flush().unwrap();
+        // A "crash": the BufWriter's drop writes the rest, which a resume drops.
+        drop(sink);
+        assert!(std::fs::read(&path).unwrap().len() > committed.len());
+        let mut sink = FileSink::open(eo_config(&path, true)).unwrap();
+        assert_eq!(sink.delivered(), Some(1));
+        assert_eq!(std::fs::read(&path).unwrap(), committed);
+        // Writing continues right after the delivered lines.
+        sink.write(&[egress(STRING, enc(STRING, "two"))]).unwrap();
+        sink.commit(2).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], "earlier run");
+        assert!(
+            lines[1].contains("\"one\"") && lines[2].contains("\"two\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn exactly_once_missing_or_corrupt_marker_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let marker = marker_path(path.to_str().unwrap());
+        let Err(e) = FileSink::open(eo_config(&path, true)) else {
+            panic!("resuming without a marker must fail");
+        };
+        let text = e.to_string();
+        assert!(text.contains(marker.to_str().unwrap()), "{text}");
+        assert!(text.contains("does not exist"), "{text}");
+        assert!(text.contains("delete the state directory"), "{text}");
+
+        for corrupt in [
+            &b"{\"checkpoint\":1"[..],
+            b"\xff\xfe",
+            b"{\"checkpoint\":-1,\"length\":0}",
+        ] {
+            std::fs::write(&marker, corrupt).unwrap();
+            let Err(e) = FileSink::open(eo_config(&path, true)) else {
+                panic!("a corrupt marker must fail");
+            };
+            let text = e.to_string();
+            assert!(text.contains(marker.to_str().unwrap()), "{text}");
+            assert!(text.contains("corrupt"), "{text}");
+        }
+
+        // A file shorter than the marker says was truncated by someone else.
+        std::fs::write(&path, b"short\n").unwrap();
+        std::fs::write(&marker, br#"{"checkpoint":4,"length":100}"#).unwrap();
+        let Err(e) = FileSink::open(eo_config(&path, true)) else {
+            panic!("a truncated file must fail");
+        };
+        let text = e.to_string();
+        assert!(text.contains(path.to_str().unwrap()), "{text}");
+        assert!(text.contains("truncated or replaced"), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"short\n", "left untouched");
+    }
+
+    #[test]
+    fn exactly_once_rejects_stdout() {
+        let config = FileEgressConfig {
+            id: TypeName::parse("example/out").unwrap(),
+            path: "-".to_string(),
+            exactly_once: true,
+            resume: false,
+        };
+        let Err(e) = FileSink::open(config) else {
+            panic!("stdout cannot be exactly-once");
+        };
+        assert!(matches!(e, ConnectorError::Config { .. }));
+        let text = e.to_string();
+        assert!(text.starts_with("file egress `example/out`:"), "{text}");
+        assert!(text.contains("exactly-once"), "{text}");
+    }
+
+    #[test]
+    fn at_least_once_commit_flushes_and_tracks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut config = eo_config(&path, true);
+        config.exactly_once = false;
+        let mut sink = FileSink::open(config).unwrap();
+        sink.write(&[egress(STRING, enc(STRING, "x"))]).unwrap();
+        sink.commit(7).unwrap();
+        assert_eq!(sink.delivered(), None);
+        assert!(!std::fs::read(&path).unwrap().is_empty());
+        assert!(!marker_path(path.to_str().unwrap()).exists());
     }
 }

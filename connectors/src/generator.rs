@@ -5,13 +5,19 @@
 
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use statefun_sdk::{IngressMetadata, TypeName};
 
 use crate::codec::{
     encode_primitive_from_text, BOOL_TYPENAME, DOUBLE_TYPENAME, FLOAT_TYPENAME, INT_TYPENAME,
     LONG_TYPENAME, STRING_TYPENAME,
 };
+use crate::source::{decode_position, encode_position};
 use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus};
+
+const INGRESS: &str = "generator ingress";
+/// The `kind` of generator positions.
+const GENERATOR_POSITION: &str = "generator";
 
 /// The configuration of a generator ingress.
 #[derive(Clone, Debug)]
@@ -52,9 +58,17 @@ pub struct GeneratorConfig {
 /// measured from its first poll. After a stall it catches up (bounded per poll
 /// by `max`), so the long-run rate holds and latency measurements include the
 /// backlog instead of hiding it (no coordinated omission).
+///
+/// It can resume from a checkpoint: the position is the next sequence number
+/// (and the record count), so a resumed generator continues the sequence
+/// without repeating or skipping a number. Pacing starts afresh at the seek.
 pub struct GeneratorSource {
+    id: TypeName,
     /// The next sequence number this worker produces.
     next: u64,
+    /// The first sequence number of this worker (its index): positions of
+    /// this worker are `first + k * stride`.
+    first: u64,
     stride: u64,
     /// Exclusive bound on sequence numbers; `u64::MAX` when unbounded.
     end: u64,
@@ -62,8 +76,22 @@ pub struct GeneratorSource {
     value: ValueKind,
     /// Seconds between two records of this worker; `None` = unpaced.
     interval: Option<f64>,
+    /// When pacing started (the first poll after opening or seeking).
     started: Option<Instant>,
+    /// Records produced since `started`: what pacing measures against.
+    paced: u64,
     stats: SourceStats,
+}
+
+/// The position of a [`GeneratorSource`], inside the envelope of
+/// [`encode_position`] with kind [`GENERATOR_POSITION`].
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeneratorPosition {
+    /// The next sequence number of the worker.
+    next: u64,
+    /// Records the worker produced before the checkpoint.
+    records: u64,
 }
 
 /// How values are made.
@@ -113,7 +141,7 @@ impl ValueKind {
                 let x = s as f64;
                 wrap(0x09, &x.to_le_bytes(), s == 0)
             }
-            ValueKind::Bool => wrap(0x08, &[1], s % 2 == 0),
+            ValueKind::Bool => wrap(0x08, &[1], s.is_multiple_of(2)),
         }
     }
 }
@@ -166,7 +194,9 @@ impl GeneratorSource {
         let interval =
             (config.rate > 0.0 && config.rate.is_finite()).then(|| stride as f64 / config.rate);
         GeneratorSource {
+            id: config.id,
             next: worker_index as u64,
+            first: worker_index as u64,
             stride,
             end: if config.count == 0 {
                 u64::MAX
@@ -177,6 +207,7 @@ impl GeneratorSource {
             value,
             interval,
             started: None,
+            paced: 0,
             stats: SourceStats::default(),
         }
     }
@@ -198,9 +229,9 @@ impl Source for GeneratorSource {
             let elapsed = started.elapsed().as_secs_f64();
             // Record n (0-based, of this worker) is due at n * interval.
             let due = (elapsed / interval).floor() as u64 + 1;
-            let allowed = due.saturating_sub(self.stats.records);
+            let allowed = due.saturating_sub(self.paced);
             if allowed == 0 {
-                let wait = self.stats.records as f64 * interval - elapsed;
+                let wait = self.paced as f64 * interval - elapsed;
                 return Ok(SourceStatus::Idle {
                     retry_after: Some(Duration::from_secs_f64(wait.max(0.0))),
                 });
@@ -220,6 +251,7 @@ impl Source for GeneratorSource {
                 metadata: IngressMetadata::Generator { sequence: s },
             });
             self.stats.records += 1;
+            self.paced += 1;
             budget -= 1;
             self.next = s.saturating_add(self.stride);
         }
@@ -230,7 +262,7 @@ impl Source for GeneratorSource {
         Ok(match paced {
             Some(interval) => {
                 let elapsed = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-                let wait = self.stats.records as f64 * interval - elapsed;
+                let wait = self.paced as f64 * interval - elapsed;
                 if wait > 0.0 {
                     SourceStatus::Idle {
                         retry_after: Some(Duration::from_secs_f64(wait)),
@@ -245,6 +277,43 @@ impl Source for GeneratorSource {
 
     fn stats(&self) -> SourceStats {
         self.stats
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        encode_position(
+            GENERATOR_POSITION,
+            &GeneratorPosition {
+                next: self.next,
+                records: self.stats.records,
+            },
+        )
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
+        let id = self.id.to_string();
+        let GeneratorPosition { next, records } =
+            decode_position(position, GENERATOR_POSITION, INGRESS, &id)?;
+        // `next` saturates at u64::MAX when an unbounded sequence runs out.
+        if next != u64::MAX
+            && (next < self.first || !(next - self.first).is_multiple_of(self.stride))
+        {
+            return Err(ConnectorError::Config {
+                connector: INGRESS,
+                id,
+                message: format!(
+                    "cannot resume: the checkpointed sequence number {next} is not one of \
+                     worker {} of {} (was the number of workers changed?); resume with the \
+                     worker count of the checkpoint, or delete the state directory to start over",
+                    self.first, self.stride
+                ),
+            });
+        }
+        self.next = next;
+        self.stats.records = records;
+        // Pacing measures from here: the time the job was down is not owed.
+        self.started = None;
+        self.paced = 0;
+        Ok(())
     }
 }
 
@@ -412,5 +481,88 @@ mod tests {
         for n in [0u64, 9, 10, 12345, u64::MAX] {
             assert_eq!(decimal(n), n.to_string().into_bytes());
         }
+    }
+
+    fn sequences(records: &[SourceRecord]) -> Vec<u64> {
+        records
+            .iter()
+            .map(|r| match r.metadata {
+                IngressMetadata::Generator { sequence } => sequence,
+                ref other => panic!("wrong metadata {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn resumed_generator_continues_exactly() {
+        for (worker, peers) in [(0, 1), (1, 3), (2, 3)] {
+            let whole = drain(
+                &mut GeneratorSource::new(config(LONG_TYPENAME, 50), worker, peers),
+                4,
+            );
+            for first in 0..6 {
+                let mut g = GeneratorSource::new(config(LONG_TYPENAME, 50), worker, peers);
+                let mut records = Vec::new();
+                for _ in 0..first {
+                    g.poll(&mut records, 4).unwrap();
+                }
+                let position = g.position().expect("a generator can resume");
+                let mut resumed = GeneratorSource::new(config(LONG_TYPENAME, 50), worker, peers);
+                resumed.seek(&position).unwrap();
+                let rest = drain(&mut resumed, 4);
+                assert_eq!(resumed.stats().records, whole.len() as u64);
+                records.extend(rest);
+                assert_eq!(
+                    records, whole,
+                    "worker {worker}/{peers} after {first} polls"
+                );
+            }
+            assert_eq!(
+                sequences(&whole),
+                (0..50u64)
+                    .filter(|s| s % peers as u64 == worker as u64)
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn resumed_generator_paces_from_the_seek() {
+        let mut cfg = config(LONG_TYPENAME, 0);
+        cfg.rate = 10.0;
+        let mut g = GeneratorSource::new(cfg.clone(), 0, 1);
+        let mut out = Vec::new();
+        g.poll(&mut out, 100).unwrap();
+        assert_eq!(sequences(&out), vec![0]);
+        let position = g.position().unwrap();
+        let mut resumed = GeneratorSource::new(cfg, 0, 1);
+        resumed.seek(&position).unwrap();
+        let mut out = Vec::new();
+        let status = resumed.poll(&mut out, 100).unwrap();
+        assert_eq!(sequences(&out), vec![1], "one record is due at once");
+        assert!(matches!(status, SourceStatus::Idle { .. }));
+    }
+
+    #[test]
+    fn bad_generator_positions_are_errors() {
+        let mut g = GeneratorSource::new(config(LONG_TYPENAME, 10), 1, 3);
+        let bad: [&[u8]; 5] = [
+            b"",
+            b"\x00\x01",
+            br#"{"kind":"file","version":1,"position":{"offset":0,"line":0}}"#,
+            br#"{"kind":"generator","version":2,"position":{"next":4,"records":1}}"#,
+            br#"{"kind":"generator","version":1,"position":{"next":5,"records":1}}"#,
+        ];
+        for bytes in bad {
+            let Err(e) = g.seek(bytes) else {
+                panic!("{:?} must be rejected", String::from_utf8_lossy(bytes));
+            };
+            let text = e.to_string();
+            assert!(
+                text.starts_with("generator ingress `bench/gen`: cannot resume"),
+                "{text}"
+            );
+        }
+        assert_eq!(sequences(&drain(&mut g, 10)), vec![1, 4, 7]);
     }
 }

@@ -19,4 +19,26 @@ pub trait Sink: Send {
 
     /// Pushes everything written so far to the destination.
     fn flush(&mut self) -> Result<(), ConnectorError>;
+
+    /// Makes everything written so far durable and records checkpoint `checkpoint` as delivered.
+    /// The default flushes; exactly-once sinks also persist a delivery marker.
+    ///
+    /// The engine calls it once checkpoint `checkpoint` is globally complete,
+    /// after writing that checkpoint's records. Persisting the marker in the
+    /// same step as the data is what lets a restarted job tell delivered output
+    /// from output of a checkpoint that never completed.
+    fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        let _ = checkpoint;
+        self.flush()
+    }
+
+    /// The last checkpoint this sink durably delivered, for exactly-once sinks (the engine skips
+    /// replayed records of checkpoints up to it); `None` for sinks that do not track it.
+    ///
+    /// Known right after opening, so that a job restored from an older
+    /// checkpoint than the sink last delivered does not write those records
+    /// a second time.
+    fn delivered(&self) -> Option<u64> {
+        None
+    }
 }

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use statefun_sdk::IngressMetadata;
 
 use crate::ConnectorError;
@@ -97,4 +99,124 @@ pub trait Source: Send {
 
     /// The counters of this source so far.
     fn stats(&self) -> SourceStats;
+
+    /// Where this source is in its input, as opaque bytes stored in checkpoints;
+    /// `None` if it cannot resume (e.g. stdin). Covers exactly the records returned by `poll` so far.
+    ///
+    /// The engine takes it at checkpoint time, together with the state the
+    /// records so far produced, so that a restore neither repeats nor loses a
+    /// record of this source. The bytes are the source's own business (each
+    /// connector of this crate writes a small versioned JSON document), which
+    /// keeps the engine's checkpoint format independent of connectors. The
+    /// default is `None`: a source that cannot resume says so instead of
+    /// pretending.
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Continues after `position` (as returned by `position()` of a source opened with the
+    /// same configuration, worker index and peer count). Called right after opening, before any poll.
+    ///
+    /// Bad bytes (a corrupt checkpoint, or one of another ingress type) are an
+    /// `Err` naming the ingress, never a panic. The default fails: a source
+    /// that does not override [`Source::position`] has nothing to resume from,
+    /// and silently starting from the beginning would duplicate its input.
+    fn seek(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
+        let _ = position;
+        Err(ConnectorError::Config {
+            connector: "ingress",
+            id: "(unnamed source)".to_string(),
+            message: "this ingress cannot resume from a checkpoint (its source does not \
+                      implement `Source::seek`); start the job without restoring, or use an \
+                      ingress that can resume"
+                .to_string(),
+        })
+    }
+}
+
+/// The version of the position documents this build writes and reads.
+const POSITION_VERSION: u32 = 1;
+
+/// The envelope of every position this crate writes:
+/// `{"kind":"file","version":1,"position":{…}}`. `kind` makes a checkpoint of
+/// one ingress type restored into another an error rather than a misread;
+/// `version` lets a later build tell an old format from a corrupt one.
+#[derive(Serialize)]
+struct PositionOut<'a, T> {
+    kind: &'a str,
+    version: u32,
+    position: &'a T,
+}
+
+/// [`PositionOut`] when reading: the body stays untyped until kind and
+/// version are checked, so the error says which of them is wrong.
+#[derive(Deserialize)]
+struct PositionIn {
+    kind: String,
+    version: u32,
+    position: serde_json::Value,
+}
+
+/// Serializes the position `body` of a `kind` source (see [`PositionOut`]).
+///
+/// Serializing plain structs of numbers and strings cannot fail; should it
+/// ever, the source reports no position (it cannot resume) and logs why,
+/// rather than panicking in the checkpoint path.
+pub(crate) fn encode_position<T: Serialize>(kind: &str, body: &T) -> Option<Vec<u8>> {
+    let envelope = PositionOut {
+        kind,
+        version: POSITION_VERSION,
+        position: body,
+    };
+    match serde_json::to_vec(&envelope) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            tracing::error!("cannot serialize the position of a {kind} source: {e}");
+            None
+        }
+    }
+}
+
+/// Reads a position written by [`encode_position`] for a `kind` source;
+/// `connector` and `id` name the ingress in the error.
+pub(crate) fn decode_position<T: DeserializeOwned>(
+    bytes: &[u8],
+    kind: &str,
+    connector: &'static str,
+    id: &str,
+) -> Result<T, ConnectorError> {
+    let error = |message: String| ConnectorError::Config {
+        connector,
+        id: id.to_string(),
+        message,
+    };
+    const FIX: &str = "the checkpoint is corrupt or was not written for this ingress; \
+                       restore an older checkpoint, or delete the state directory to start over";
+    let envelope: PositionIn = serde_json::from_slice(bytes).map_err(|e| {
+        error(format!(
+            "cannot resume: the checkpointed position ({} bytes) is not a position document \
+             ({e}); {FIX}",
+            bytes.len()
+        ))
+    })?;
+    if envelope.kind != kind {
+        return Err(error(format!(
+            "cannot resume: the checkpointed position is one of a `{}` ingress, not of a `{kind}` \
+             ingress (was the ingress's type changed in module.yaml?); {FIX}",
+            envelope.kind
+        )));
+    }
+    if envelope.version != POSITION_VERSION {
+        return Err(error(format!(
+            "cannot resume: the checkpointed {kind} position has format version {}, this build \
+             reads version {POSITION_VERSION}; resume with the build that wrote the checkpoint, \
+             or delete the state directory to start over",
+            envelope.version
+        )));
+    }
+    serde_json::from_value(envelope.position).map_err(|e| {
+        error(format!(
+            "cannot resume: the checkpointed {kind} position is malformed ({e}); {FIX}"
+        ))
+    })
 }

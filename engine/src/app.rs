@@ -46,6 +46,30 @@ pub struct Settings {
     /// function bounds memory instead of growing queues; every other address
     /// keeps being processed meanwhile.
     pub max_remote_queued: u64,
+    /// Durable state and checkpoints; `None` keeps state in memory only.
+    pub durability: Option<Durability>,
+}
+
+/// Where and how often state is checkpointed.
+#[derive(Clone, Debug)]
+pub struct Durability {
+    /// The directory holding one RocksDB database per worker (`worker-N`).
+    pub state_dir: std::path::PathBuf,
+    /// Time between checkpoints (default 1 s); rounded to whole epochs.
+    pub checkpoint_interval: Duration,
+    /// RocksDB block cache per worker, in bytes (default 64 MiB).
+    pub block_cache_bytes: usize,
+}
+
+impl Durability {
+    /// Durable state in `state_dir` with default interval and cache.
+    pub fn new(state_dir: impl Into<std::path::PathBuf>) -> Self {
+        Durability {
+            state_dir: state_dir.into(),
+            checkpoint_interval: Duration::from_secs(1),
+            block_cache_bytes: 64 << 20,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -58,6 +82,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(5),
             remote_failure: crate::remote::RemoteFailurePolicy::FailJob,
             max_remote_queued: 100_000,
+            durability: None,
         }
     }
 }
@@ -141,10 +166,15 @@ impl SinkPlan {
         matches!(self, SinkPlan::File(_))
     }
 
-    /// Opens the sink.
-    pub fn open(&self) -> Result<Box<dyn Sink>, ConnectorError> {
+    /// Opens the sink; `resume` when the run restores a checkpoint (an
+    /// exactly-once file then truncates what was written past its last
+    /// delivered checkpoint).
+    pub fn open(&self, resume: bool) -> Result<Box<dyn Sink>, ConnectorError> {
         Ok(match self {
-            SinkPlan::File(config) => Box::new(FileSink::open(config.clone())?),
+            SinkPlan::File(config) => Box::new(FileSink::open(FileEgressConfig {
+                resume,
+                ..config.clone()
+            })?),
             SinkPlan::Kinesis(id, spec) => Box::new(KinesisSink::open(id.as_str(), spec)?),
             SinkPlan::Kafka(id, spec) => Box::new(KafkaSink::open(id, spec)?),
         })
@@ -277,13 +307,27 @@ impl Application {
         let mut egresses = BTreeMap::new();
         for egress in &module.egresses {
             let plan = match &egress.spec {
-                EgressSpec::File(f) => SinkPlan::File(FileEgressConfig {
-                    id: egress.id.clone(),
-                    path: resolve_path(&f.path),
-                }),
+                EgressSpec::File(f) => {
+                    if f.delivery_semantic == statefun_module::FileDeliverySemantic::ExactlyOnce
+                        && settings.durability.is_none()
+                    {
+                        tracing::warn!(
+                            "{file}: egress `{}`: deliverySemantic exactly-once needs durable state (--state-dir); \
+                             without it records are written as they are produced and a crash may repeat or lose some",
+                            egress.id
+                        );
+                    }
+                    SinkPlan::File(FileEgressConfig {
+                        id: egress.id.clone(),
+                        path: resolve_path(&f.path),
+                        exactly_once: f.delivery_semantic
+                            == statefun_module::FileDeliverySemantic::ExactlyOnce,
+                        resume: false,
+                    })
+                }
                 EgressSpec::Kafka(k) => {
                     if let KafkaDeliverySemantic::ExactlyOnce { .. } = k.delivery_semantic {
-                        errors.push(format!("{file}: egress `{}`: deliverySemantic exactly-once needs the checkpoint outbox, which this build does not have yet (issue #4); use `type: at-least-once` for now", egress.id));
+                        errors.push(format!("{file}: egress `{}`: deliverySemantic exactly-once (Kafka transactions) is not implemented yet (issue #6); use `type: at-least-once`, which with --state-dir releases records only after their checkpoint is complete and re-sends at most the unconfirmed ones after a crash", egress.id));
                         continue;
                     }
                     SinkPlan::Kafka(egress.id.clone(), Box::new(k.clone()))

@@ -35,6 +35,16 @@ pub struct BenchArgs {
     /// Run only the engine pipeline (for profilers and instruction counts).
     #[arg(long)]
     pub skip_baseline: bool,
+    /// Keep the engine's state in RocksDB under this (emptied) directory and
+    /// checkpoint it; prints the checkpoint pauses. The baseline stays in memory.
+    #[arg(long)]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Time between checkpoints with --state-dir.
+    #[arg(long, default_value = "1s", value_parser = statefun_module::parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// RocksDB block cache per worker in MiB, with --state-dir.
+    #[arg(long, default_value_t = 64)]
+    pub block_cache_mb: usize,
     /// Timely workers (`-w`); bench runs in one process.
     #[command(flatten)]
     pub timely: TimelyArgs,
@@ -72,18 +82,51 @@ pub fn run_engine(args: &BenchArgs) -> Result<Duration, String> {
     let module = statefun_module::load_str(&yaml, "<bench>").map_err(|d| d.to_string())?;
     let mut registry = FunctionRegistry::new();
     registry.register(counter_function())?;
-    let app =
-        Application::new(&module, &registry, Settings::default()).map_err(|e| e.join("\n"))?;
+    let mut settings = Settings::default();
+    if let Some(dir) = &args.state_dir {
+        // A benchmark measures a fresh job, never a restore.
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| format!("cannot empty the bench state dir {}: {e}", dir.display()))?;
+        }
+        settings.durability = Some(crate::app::Durability {
+            state_dir: dir.clone(),
+            checkpoint_interval: args.checkpoint_interval,
+            block_cache_bytes: args.block_cache_mb.max(1) << 20,
+        });
+    }
+    let app = Application::new(&module, &registry, settings).map_err(|e| e.join("\n"))?;
     let shared = Arc::new(Shared::default());
     let started = Instant::now();
     let report = dataflow::run(
         Arc::new(app),
         &args.timely.cluster(),
-        shared,
+        shared.clone(),
         dataflow::memory_backend(),
         Duration::from_secs(2),
     )?;
     let elapsed = started.elapsed();
+    if args.state_dir.is_some() {
+        let mut pauses = shared
+            .metrics
+            .checkpoint_pauses_us
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        pauses.sort_unstable();
+        let at = |q: f64| {
+            pauses
+                .get(((pauses.len() as f64 - 1.0) * q).round().max(0.0) as usize)
+                .map_or(0.0, |us| *us as f64 / 1000.0)
+        };
+        println!(
+            "checkpoints: {} written, pause p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            pauses.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
     if report.invocations != args.records {
         return Err(format!(
             "engine invoked the counter {} times for {} records",

@@ -55,6 +55,11 @@ enum Command {
     },
     /// Measure throughput: generator → keyed counter → discard, against a hand-written timely baseline.
     Bench(crate::bench::BenchArgs),
+    /// List the checkpoints in a state directory (safe while a job runs).
+    Checkpoints {
+        /// The state directory (`--state-dir` of `run`).
+        state_dir: PathBuf,
+    },
 }
 
 /// Timely cluster arguments, shared by `run` and `bench`.
@@ -90,9 +95,21 @@ impl TimelyArgs {
 struct RunArgs {
     /// The module.yaml file.
     module: PathBuf,
-    /// Where state is kept (in-memory state ignores it until the RocksDB backend lands).
-    #[arg(long, default_value = "./statefun-state")]
-    state_dir: PathBuf,
+    /// Keep state durable in this directory (one RocksDB database per worker)
+    /// and checkpoint it; a run on an existing directory resumes from its
+    /// newest complete checkpoint. Implies `--state-backend rocksdb`.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// `memory` (default without --state-dir: nothing survives the process) or
+    /// `rocksdb` (durable, checkpointed; in ./statefun-state unless --state-dir).
+    #[arg(long, value_parser = ["memory", "rocksdb"])]
+    state_backend: Option<String>,
+    /// Time between checkpoints with durable state, e.g. `1s`, `200ms`.
+    #[arg(long, default_value = "1s", value_parser = statefun_module::parse_duration)]
+    checkpoint_interval: Duration,
+    /// RocksDB block cache per worker, in MiB (state beyond it is read from disk).
+    #[arg(long, default_value_t = 64)]
+    block_cache_mb: usize,
     /// Epoch length in milliseconds: the unit of progress.
     #[arg(long, default_value_t = 10)]
     epoch_ms: u64,
@@ -163,6 +180,16 @@ where
                 ExitCode::FAILURE
             }
         },
+        Command::Checkpoints { state_dir } => match crate::checkpoint::describe_dir(&state_dir) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -209,11 +236,29 @@ fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) 
 }
 
 fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
+    let durability = match (args.state_backend.as_deref(), &args.state_dir) {
+        (Some("memory"), Some(dir)) => {
+            eprintln!(
+                "error: --state-backend memory contradicts --state-dir {}: drop one of them",
+                dir.display()
+            );
+            return ExitCode::from(2);
+        }
+        (Some("memory"), None) | (None, None) => None,
+        (_, dir) => Some(crate::app::Durability {
+            state_dir: dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./statefun-state")),
+            checkpoint_interval: args.checkpoint_interval,
+            block_cache_bytes: args.block_cache_mb.max(1) << 20,
+        }),
+    };
     let options = RunOptions {
         settings: Settings {
             epoch_interval: Duration::from_millis(args.epoch_ms.max(1)),
             hop_cap: args.hop_cap.max(1),
             remote_failure: args.on_remote_failure.clone(),
+            durability,
             ..Settings::default()
         },
         cluster: args.timely.cluster(),

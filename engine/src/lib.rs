@@ -14,10 +14,12 @@
 
 pub mod app;
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod dataflow;
 pub mod envelope;
+pub mod failpoint;
 pub mod invoke;
 pub mod keygroup;
 pub mod registry;

@@ -70,6 +70,18 @@ pub struct Metrics {
     pub remote_queued: AtomicU64,
     /// The highest `remote_queued` seen by this process.
     pub remote_queued_peak: AtomicU64,
+    /// Checkpoints written by this process's workers.
+    pub checkpoints: AtomicU64,
+    /// The id of the newest checkpoint written by a worker of this process.
+    pub last_checkpoint_id: AtomicU64,
+    /// How long the newest checkpoint write took, in microseconds (the pause it caused).
+    pub last_checkpoint_us: AtomicU64,
+    /// Bytes written by the newest checkpoint.
+    pub last_checkpoint_bytes: AtomicU64,
+    /// When the newest checkpoint was written (ms since the Unix epoch).
+    pub last_checkpoint_at_ms: AtomicU64,
+    /// Checkpoint write durations (µs), for the p50/p99 in benchmarks.
+    pub checkpoint_pauses_us: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Metrics {
@@ -98,6 +110,6 @@ impl RateLimit {
     /// Counts one occurrence; returns whether to log it, with the running count.
     pub fn hit(&mut self) -> Option<u64> {
         self.seen += 1;
-        (self.seen <= 10 || self.seen % 1000 == 0).then_some(self.seen)
+        (self.seen <= 10 || self.seen.is_multiple_of(1000)).then_some(self.seen)
     }
 }

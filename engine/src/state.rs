@@ -89,6 +89,11 @@ pub trait StateBackend: 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// A storage failure met since the last call (reads of a durable
+    /// backend can fail; the function operator fails the job with it).
+    fn take_error(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// The values of one instance: (slot, value) pairs, the usual single one inline.

@@ -35,7 +35,11 @@ use statefun_module::{AutoOffsetReset, KafkaIngress, KafkaStartupPosition};
 use statefun_sdk::{IngressMetadata, TypeName};
 
 use super::config::{client_config, effective_property, partition_owner, LogContext, Owned};
+use crate::source::{decode_position, encode_position};
 use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+
+/// The `kind` of Kafka positions: `(topic, partition, next offset)` triples.
+const KAFKA_POSITION: &str = "kafka";
 
 /// How often each worker re-reads topic metadata to find partitions added after start.
 ///
@@ -618,6 +622,27 @@ impl Source for KafkaSource {
 
     fn stats(&self) -> SourceStats {
         self.stats
+    }
+
+    /// [`KafkaSource::positions`] (the next offset to read per partition), plus restored
+    /// positions of partitions not assigned yet, so that a checkpoint taken between a
+    /// restore and the partition's discovery does not forget them.
+    fn position(&self) -> Option<Vec<u8>> {
+        let mut positions = self.positions();
+        positions.extend(
+            self.restored
+                .iter()
+                .map(|((topic, partition), offset)| (topic.clone(), *partition, *offset)),
+        );
+        positions.sort();
+        encode_position(KAFKA_POSITION, &positions)
+    }
+
+    /// [`KafkaSource::seek_to`] with the positions of [`Source::position`].
+    fn seek(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
+        let positions: Vec<(String, i32, i64)> =
+            decode_position(position, KAFKA_POSITION, CONNECTOR, &self.id)?;
+        self.seek_to(&positions)
     }
 }
 

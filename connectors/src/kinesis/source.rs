@@ -50,7 +50,11 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
 use super::client::{backoff, build_client, classify, hint_for, Failure, Who};
+use crate::source::{decode_position, encode_position};
 use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+
+/// The `kind` of Kinesis positions: `(stream key, shard id, sequence number)` triples.
+const KINESIS_POSITION: &str = "kinesis";
 
 const CONNECTOR: &str = "kinesis ingress";
 
@@ -367,6 +371,19 @@ impl Source for KinesisSource {
 
     fn stats(&self) -> SourceStats {
         self.stats
+    }
+
+    /// [`KinesisSource::positions`]: per shard, the sequence number of the last record
+    /// handed out (reading resumes `AFTER_SEQUENCE_NUMBER`), or [`SHARD_END`].
+    fn position(&self) -> Option<Vec<u8>> {
+        encode_position(KINESIS_POSITION, &self.positions())
+    }
+
+    /// [`KinesisSource::seek_to`] with the positions of [`Source::position`].
+    fn seek(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
+        let positions: Vec<(String, String, String)> =
+            decode_position(position, KINESIS_POSITION, CONNECTOR, &self.id)?;
+        self.seek_to(&positions)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use statefun_sdk::EgressMessage;
 use timely::container::CapacityContainerBuilder;
@@ -10,10 +11,12 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::Stream;
+use timely::dataflow::{ProbeHandle, Stream};
 
+use super::checkpointing::{Control, SharedCheckpoint, FINISH_EPOCH};
 use super::LoopTime;
 use crate::app::Application;
+use crate::checkpoint::{CheckpointBackend, CheckpointMeta, Recovered};
 use crate::clock::Clock;
 use crate::envelope::Envelope;
 use crate::invoke::{invoke, Scratch};
@@ -29,6 +32,23 @@ pub struct FunctionWorker {
     app: Arc<Application>,
     backend: Box<dyn StateBackend>,
     shared: Arc<Shared>,
+    checkpoints: Option<Checkpointing>,
+}
+
+/// What the function operator needs to take checkpoints.
+pub struct Checkpointing {
+    /// The durable backend (replaces the plain one).
+    pub backend: Box<dyn CheckpointBackend>,
+    /// The worker's checkpoint context (schedule, source positions).
+    pub context: SharedCheckpoint,
+    /// The restored checkpoint, if the run resumes one.
+    pub recovered: Option<Recovered>,
+    /// A probe on the egress stream: passing a checkpoint epoch means the
+    /// checkpoint is durable on every worker.
+    pub complete: ProbeHandle<u64>,
+    /// A probe on the sinks' delivery output: passing a checkpoint epoch
+    /// means its egress records were delivered.
+    pub delivered: ProbeHandle<u64>,
 }
 
 impl FunctionWorker {
@@ -38,20 +58,70 @@ impl FunctionWorker {
             app,
             backend,
             shared,
+            checkpoints: None,
+        }
+    }
+
+    /// A worker whose state is durable and checkpointed.
+    pub fn durable(app: Arc<Application>, shared: Arc<Shared>, checkpoints: Checkpointing) -> Self {
+        FunctionWorker {
+            app,
+            backend: Box::new(crate::state::MemoryBackend::default()),
+            shared,
+            checkpoints: Some(checkpoints),
+        }
+    }
+}
+
+/// A checkpoint in progress in the function operator.
+struct Snapshotter {
+    context: SharedCheckpoint,
+    complete: ProbeHandle<u64>,
+    delivered: ProbeHandle<u64>,
+    /// The checkpoint epoch the operator waits to pass.
+    next: u64,
+    /// Held on the egress output at `(next, 0)` until `next` is durable.
+    egress_cap: Option<Capability<LoopTime>>,
+    /// Held on the control output until the operator finishes.
+    control_cap: Option<Capability<LoopTime>>,
+    /// Messages of epochs after `next`, held back until it is written.
+    stash: BTreeMap<LoopTime, Stashed>,
+    /// Messages sent into epochs after `next` before it was written, with their epoch.
+    inflight: Vec<(u64, Envelope)>,
+    /// Egress records produced since the last checkpoint.
+    outbox: Vec<EgressMessage>,
+}
+
+type Stashed = (Capability<LoopTime>, Capability<LoopTime>, Vec<Envelope>);
+
+/// The state backend the operator invokes functions against.
+enum Backend {
+    Plain(Box<dyn StateBackend>),
+    Durable(Box<dyn CheckpointBackend>),
+}
+
+impl Backend {
+    fn state(&mut self) -> &mut dyn StateBackend {
+        match self {
+            Backend::Plain(b) => &mut **b,
+            Backend::Durable(b) => &mut **b,
         }
     }
 }
 
 type LoopOutput = OutputBuilder<LoopTime, CapacityContainerBuilder<Vec<Envelope>>>;
 type EgressOutput = OutputBuilder<LoopTime, CapacityContainerBuilder<Vec<EgressMessage>>>;
+type ControlOutput = OutputBuilder<LoopTime, CapacityContainerBuilder<Vec<Control>>>;
 
-/// The function operator: returns (messages to loop back, egress records).
+/// The function operator: returns (messages to loop back, egress records, control records).
+#[allow(clippy::type_complexity)]
 pub(crate) fn functions<'s>(
     messages: Stream<'s, LoopTime, Vec<Envelope>>,
     worker: FunctionWorker,
 ) -> (
     Stream<'s, LoopTime, Vec<Envelope>>,
     Stream<'s, LoopTime, Vec<EgressMessage>>,
+    Stream<'s, LoopTime, Vec<Control>>,
 ) {
     let scope = messages.scope();
     let peers = scope.peers();
@@ -66,27 +136,75 @@ pub(crate) fn functions<'s>(
     );
     let (loop_out, loop_stream) = builder.new_output::<Vec<Envelope>>();
     let (egress_out, egress_stream) = builder.new_output::<Vec<EgressMessage>>();
+    let (control_out, control_stream) = builder.new_output::<Vec<Control>>();
     let mut loop_out: LoopOutput = OutputBuilder::from(loop_out);
     let mut egress_out: EgressOutput = OutputBuilder::from(egress_out);
+    let mut control_out: ControlOutput = OutputBuilder::from(control_out);
+    let index = scope.index();
 
     builder.build(move |initial| {
-        // We hold nothing until delayed messages are pending.
-        drop(initial);
         let FunctionWorker {
             app,
-            mut backend,
+            backend,
             shared,
+            checkpoints,
         } = worker;
         let clock = Clock::new(app.settings.epoch_interval);
         let hop_cap = app.settings.hop_cap;
         let mut timers = Timers::default();
         // Held while delayed messages are pending, at (current epoch, 0).
         let mut timer_cap: Option<Capability<LoopTime>> = None;
+        let mut initial = initial.into_iter();
+        let (loop_cap, egress_cap, control_cap) = (initial.next(), initial.next(), initial.next());
+        // Restored in-flight messages and outbox records go out at the start.
+        let mut restored_inflight: Vec<Envelope> = Vec::new();
+        let mut restored_outbox: Vec<Control> = Vec::new();
+        let mut startup_cap = None;
+        // Without checkpoints we hold nothing until delayed messages are pending.
+        let (mut backend, mut snap) = match checkpoints {
+            None => (Backend::Plain(backend), None),
+            Some(Checkpointing { backend: durable, context, recovered, complete, delivered }) => {
+                if let Some(r) = recovered {
+                    timers = r.timers;
+                    restored_inflight = r.inflight;
+                    restored_outbox = r
+                        .replay
+                        .into_iter()
+                        .map(|(checkpoint, message)| Control::Replay { worker: index, checkpoint, message })
+                        .collect();
+                }
+                if !timers.is_empty() {
+                    timer_cap = loop_cap.clone();
+                }
+                if !restored_inflight.is_empty() || !restored_outbox.is_empty() {
+                    startup_cap = loop_cap;
+                }
+                let next = context.borrow().schedule.next_at_or_after(0);
+                let mut egress_cap = egress_cap;
+                if let Some(c) = egress_cap.as_mut() {
+                    c.downgrade(&(next, 0));
+                }
+                // The durable backend serves state; the plain one is unused.
+                drop(backend);
+                let snapshotter = Snapshotter {
+                    context,
+                    complete,
+                    delivered,
+                    next,
+                    egress_cap,
+                    control_cap,
+                    stash: BTreeMap::new(),
+                    inflight: Vec::new(),
+                    outbox: Vec::new(),
+                };
+                (Backend::Durable(durable), Some(snapshotter))
+            }
+        };
         let mut scratch = Scratch::default();
         let mut unknown_function = RateLimit::default();
         let mut failed = RateLimit::default();
         let mut unknown_egress = RateLimit::default();
-        let mut drain_deadline: Option<std::time::Instant> = None;
+        let mut drain_deadline: Option<Instant> = None;
         let mut dropped_at_shutdown = 0u64;
         // Remote functions: the driver, and the capabilities held for the
         // times of messages queued or in flight (count per time).
@@ -105,25 +223,48 @@ pub(crate) fn functions<'s>(
         let mut finished: Vec<Finished<LoopTime>> = Vec::new();
         // This worker's share of the process-wide remote backlog gauge.
         let mut reported_queued = 0u64;
+        // Messages to invoke now: (loop capability, egress capability, messages), at one time.
+        let mut work: Vec<Stashed> = Vec::new();
+        let mut started = false;
 
-        move |_frontiers| {
+        move |frontiers| {
             let now_ms = Clock::now_ms();
             let (mut invocations, mut failures, mut bad_egress) = (0u64, 0u64, 0u64);
             let mut loop_handle = loop_out.activate();
             let mut egress_handle = egress_out.activate();
+            let mut control_handle = control_out.activate();
+
+            // A restored checkpoint's in-flight messages go back into the
+            // loop, and its undelivered outbox to the sinks, before anything else.
+            if !started {
+                started = true;
+                if let Some(cap) = startup_cap.take() {
+                    if !restored_inflight.is_empty() {
+                        loop_handle.session(&cap).give_iterator(restored_inflight.drain(..));
+                    }
+                }
+                if let Some(cc) = snap.as_mut().and_then(|s| s.control_cap.as_mut()) {
+                    if !restored_outbox.is_empty() {
+                        control_handle.session(&*cc).give_iterator(restored_outbox.drain(..));
+                    }
+                    cc.downgrade(&(FINISH_EPOCH, 0));
+                }
+            }
 
             // After shutdown and its grace period — at once if the job failed —
             // in-flight messages are dropped (and counted) and held capabilities
             // released, so that runaway cycles or unreachable remote functions
-            // cannot keep the process alive.
+            // cannot keep the process alive. With checkpoints, nothing of the
+            // unfinished checkpoint is written or delivered: a restart resumes
+            // from the last complete one.
             if shared.shutting_down() {
                 let grace = if shared.failed() {
                     std::time::Duration::ZERO
                 } else {
                     app.settings.shutdown_grace
                 };
-                let deadline = *drain_deadline.get_or_insert_with(|| std::time::Instant::now() + grace);
-                if std::time::Instant::now() >= deadline {
+                let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + grace);
+                if Instant::now() >= deadline {
                     let mut dropped = 0;
                     input.for_each(|_cap, data| {
                         dropped += data.len() as u64;
@@ -132,10 +273,18 @@ pub(crate) fn functions<'s>(
                     if let Some(driver) = remote.as_ref() {
                         dropped += driver.queued() as u64;
                     }
+                    dropped += work.drain(..).map(|w| w.2.len() as u64).sum::<u64>();
+                    if let Some(s) = snap.as_mut() {
+                        dropped += std::mem::take(&mut s.stash).into_values().map(|w| w.2.len() as u64).sum::<u64>();
+                        s.egress_cap = None;
+                        if let Some(cc) = s.control_cap.take() {
+                            control_handle.session(&cc).give(Control::Finished { worker: index, clean: false });
+                        }
+                    }
                     if dropped > 0 || !held.is_empty() || timer_cap.is_some() {
-                        dropped_at_shutdown += dropped;
+                        dropped_at_shutdown += dropped.max(1);
                         tracing::warn!(
-                            dropped = dropped_at_shutdown,
+                            dropped,
                             remote_in_flight = held.len(),
                             delayed = timers.len(),
                             "shutdown: dropping in-flight messages, pending remote invocations and delayed messages"
@@ -145,12 +294,28 @@ pub(crate) fn functions<'s>(
                     timer_cap = None;
                     return;
                 }
-                activator.activate_after(deadline.saturating_duration_since(std::time::Instant::now()));
+                activator.activate_after(deadline.saturating_duration_since(Instant::now()));
             }
+
+            // Messages of epochs after the checkpoint in progress wait until it is written.
             input.for_each(|cap, data| {
-                let Some(&(epoch, hop)) = cap.least() else {
+                let Some(&time) = cap.least() else {
                     return;
                 };
+                match snap.as_mut() {
+                    Some(s) if time.0 > s.next => {
+                        s.stash
+                            .entry(time)
+                            .or_insert_with(|| (cap.delayed(&time, 0), cap.delayed(&time, 1), Vec::new()))
+                            .2
+                            .append(data);
+                    }
+                    _ => work.push((cap.delayed(&time, 0), cap.delayed(&time, 1), std::mem::take(data))),
+                }
+            });
+
+            for (loop_cap, egress_cap, mut data) in work.drain(..) {
+                let time @ (epoch, hop) = *loop_cap.time();
                 // Messages sent now arrive at hop + 1; past the cap they move to
                 // the next epoch so that this one can complete.
                 let send_time = if hop + 1 < hop_cap {
@@ -158,17 +323,18 @@ pub(crate) fn functions<'s>(
                 } else {
                     (epoch + 1, 0)
                 };
-                let send_cap = cap.delayed(&send_time, 0);
+                // Messages into an epoch after the pending checkpoint are part of it.
+                let log_sent = snap.as_ref().is_some_and(|s| send_time.0 > s.next);
+                let send_cap = loop_cap.delayed(&send_time);
                 let mut sent = loop_handle.session(&send_cap);
-                let mut egress = egress_handle.session(&cap);
+                let mut egress = egress_handle.session(&egress_cap);
                 for envelope in data.drain(..) {
                     let Some(entry) = app.functions.get(&envelope.target.function_type) else {
                         if let Some(driver) = remote.as_mut().filter(|d| d.serves(&envelope.target.function_type)) {
-                            let time = (epoch, hop);
                             held.entry(time)
-                                .or_insert_with(|| (cap.delayed(&time, 0), cap.delayed(&time, 1), 0))
+                                .or_insert_with(|| (loop_cap.clone(), egress_cap.clone(), 0))
                                 .2 += 1;
-                            driver.enqueue(envelope, time, &mut *backend, now_ms);
+                            driver.enqueue(envelope, time, backend.state(), now_ms);
                             continue;
                         }
                         failures += 1;
@@ -180,11 +346,19 @@ pub(crate) fn functions<'s>(
                         continue;
                     };
                     invocations += 1;
-                    match invoke(entry, envelope, &mut *backend, &mut timers, now_ms, &mut scratch) {
+                    match invoke(entry, envelope, backend.state(), &mut timers, now_ms, &mut scratch) {
                         Ok(effects) => {
+                            if let Some(s) = snap.as_mut() {
+                                if log_sent {
+                                    s.inflight.extend(effects.messages.iter().map(|m| (send_time.0, m.clone())));
+                                }
+                            }
                             sent.give_iterator(effects.messages.drain(..));
                             for message in effects.egress.drain(..) {
                                 if declared(&app, &message, &mut unknown_egress, &mut bad_egress) {
+                                    if let Some(s) = snap.as_mut() {
+                                        s.outbox.push(message.clone());
+                                    }
                                     egress.give(message);
                                 }
                             }
@@ -198,12 +372,12 @@ pub(crate) fn functions<'s>(
                     }
                 }
                 if !timers.is_empty() && timer_cap.is_none() {
-                    timer_cap = Some(cap.delayed(&(epoch + 1, 0), 0));
+                    timer_cap = Some(loop_cap.delayed(&(epoch + 1, 0)));
                 }
-            });
+            }
 
             if let Some(driver) = remote.as_mut() {
-                if let Err(failure) = driver.poll(&mut *backend, &mut timers, now_ms, &mut finished) {
+                if let Err(failure) = driver.poll(backend.state(), &mut timers, now_ms, &mut finished) {
                     shared.fail(failure.message);
                 }
                 for Finished { times, messages, egress } in finished.drain(..) {
@@ -212,15 +386,21 @@ pub(crate) fn functions<'s>(
                     if let Some(least) = times.iter().min() {
                         if let Some((loop_cap, egress_cap, _)) = held.get(least) {
                             let (epoch, hop) = *least;
-                            if hop + 1 < hop_cap {
-                                loop_handle.session(loop_cap).give_iterator(messages.into_iter());
-                            } else {
-                                let next = loop_cap.delayed(&(epoch + 1, 0));
-                                loop_handle.session(&next).give_iterator(messages.into_iter());
+                            let send_time = if hop + 1 < hop_cap { (epoch, hop) } else { (epoch + 1, 0) };
+                            if let Some(s) = snap.as_mut() {
+                                if send_time.0 > s.next {
+                                    s.inflight.extend(messages.iter().map(|m| (send_time.0, m.clone())));
+                                }
                             }
+                            loop_handle
+                                .session(&loop_cap.delayed(&send_time))
+                                .give_iterator(messages.into_iter());
                             let mut session = egress_handle.session(egress_cap);
                             for message in egress {
                                 if declared(&app, &message, &mut unknown_egress, &mut bad_egress) {
+                                    if let Some(s) = snap.as_mut() {
+                                        s.outbox.push(message.clone());
+                                    }
                                     session.give(message);
                                 }
                             }
@@ -247,6 +427,8 @@ pub(crate) fn functions<'s>(
 
             if let Some(tc) = timer_cap.as_mut() {
                 if shared.shutting_down() {
+                    // Pending delayed messages stay in `timers`: with
+                    // checkpoints the final checkpoint keeps them for the next run.
                     tracing::warn!(pending = timers.len(), "shutting down with delayed messages pending");
                     timer_cap = None;
                 } else {
@@ -256,6 +438,12 @@ pub(crate) fn functions<'s>(
                     }
                     let due = timers.pop_due(now_ms);
                     if !due.is_empty() {
+                        if let Some(s) = snap.as_mut() {
+                            let epoch = tc.time().0;
+                            if epoch > s.next {
+                                s.inflight.extend(due.iter().map(|m| (epoch, m.clone())));
+                            }
+                        }
                         loop_handle.session(&*tc).give_iterator(due.into_iter());
                     }
                     match timers.next_due_ms() {
@@ -265,6 +453,99 @@ pub(crate) fn functions<'s>(
                             // epoch boundary to let time advance.
                             let until_due = std::time::Duration::from_millis(next.saturating_sub(now_ms));
                             activator.activate_after(until_due.min(clock.until_next_epoch(now_ms)));
+                        }
+                    }
+                }
+            }
+
+            if let Some(error) = backend.state().take_error() {
+                shared.fail(format!("worker {index}: {error}"));
+            }
+
+            // The checkpoint: once no message of its epochs can still arrive,
+            // write it, let the sinks know (the egress capability moves on),
+            // and release what was held back.
+            if let (Some(s), Backend::Durable(durable)) = (snap.as_mut(), &mut backend) {
+                let frontier = &frontiers[0];
+                if s.egress_cap.is_some() && !frontier.less_equal(&(s.next, u32::MAX)) {
+                    let first_epoch = frontier.frontier().iter().map(|t| t.0).min();
+                    let schedule = s.context.borrow().schedule;
+                    let (c, id) = match first_epoch {
+                        Some(f) => {
+                            let c = schedule.last_before(f).unwrap_or(s.next);
+                            (c, schedule.id(c))
+                        }
+                        None => (FINISH_EPOCH, schedule.final_id()),
+                    };
+                    // The final checkpoint is written only if nothing was dropped.
+                    let clean = first_epoch.is_some() || (dropped_at_shutdown == 0 && !shared.failed());
+                    let mut ok = true;
+                    if clean {
+                        // This worker received nothing after `next`, so one
+                        // write stands for every checkpoint from `next` to `c`.
+                        let meta = CheckpointMeta {
+                            id: schedule.id(s.next),
+                            last: id,
+                            sources: s.context.borrow_mut().positions_between(s.next, c),
+                            timers: timers.clone(),
+                            inflight: s.inflight.clone(),
+                            ..CheckpointMeta::default()
+                        };
+                        // Later checkpoints still need what is in flight beyond `c`.
+                        s.inflight.retain(|(e, _)| *e > c);
+                        let complete = completed_id(&s.complete, &schedule);
+                        let delivered = completed_id(&s.delivered, &schedule);
+                        crate::failpoint::hit("checkpoint-before-write");
+                        match durable.checkpoint(meta, &s.outbox, complete, delivered) {
+                            Ok(stats) => {
+                                crate::failpoint::hit("checkpoint-after-write");
+                                s.outbox.clear();
+                                let m = &shared.metrics;
+                                let us = stats.duration.as_micros() as u64;
+                                Metrics::add(&m.checkpoints, 1);
+                                m.last_checkpoint_id.fetch_max(id, std::sync::atomic::Ordering::Relaxed);
+                                m.last_checkpoint_us.store(us, std::sync::atomic::Ordering::Relaxed);
+                                m.last_checkpoint_bytes.store(stats.bytes as u64, std::sync::atomic::Ordering::Relaxed);
+                                m.last_checkpoint_at_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+                                if let Ok(mut pauses) = m.checkpoint_pauses_us.lock() {
+                                    if pauses.len() < 1_000_000 {
+                                        pauses.push(us);
+                                    }
+                                }
+                                tracing::debug!(worker = index, checkpoint = id, changes = stats.changes,
+                                    bytes = stats.bytes, merged = stats.merged, us, "checkpoint written");
+                            }
+                            Err(e) => {
+                                shared.fail(format!(
+                                    "worker {index} could not write checkpoint {id}: {e}; the job stops and a restart resumes from the last complete checkpoint"
+                                ));
+                                ok = false;
+                            }
+                        }
+                    }
+                    match first_epoch {
+                        Some(_) if ok => {
+                            s.next = schedule.next_at_or_after(c + 1);
+                            if let Some(cap) = s.egress_cap.as_mut() {
+                                cap.downgrade(&(s.next, 0));
+                            }
+                            let later = s.stash.split_off(&(s.next + 1, 0));
+                            let ready = std::mem::replace(&mut s.stash, later);
+                            if !ready.is_empty() {
+                                work.extend(ready.into_values());
+                                activator.activate();
+                            }
+                        }
+                        _ => {
+                            if first_epoch.is_none() && clean && ok {
+                                tracing::info!(worker = index, checkpoint = id, "final checkpoint written");
+                            }
+                            s.egress_cap = None;
+                            if let Some(cc) = s.control_cap.take() {
+                                control_handle
+                                    .session(&cc)
+                                    .give(Control::Finished { worker: index, clean: clean && ok });
+                            }
                         }
                     }
                 }
@@ -288,7 +569,15 @@ pub(crate) fn functions<'s>(
         }
     });
 
-    (loop_stream, egress_stream)
+    (loop_stream, egress_stream, control_stream)
+}
+
+/// The newest checkpoint a probe's frontier has passed (all of them once it is empty).
+fn completed_id(probe: &ProbeHandle<u64>, schedule: &crate::checkpoint::Schedule) -> Option<u64> {
+    probe.with_frontier(|f| match f.first() {
+        Some(&e) => schedule.last_before(e).map(|c| schedule.id(c)),
+        None => Some(schedule.final_id()),
+    })
 }
 
 /// Whether `message` goes to an egress module.yaml declares; if not, it is

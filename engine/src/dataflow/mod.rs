@@ -19,11 +19,14 @@
 //! cascade it started is quiet, and runaway cycles cannot stall it.
 
 pub mod baseline;
+pub mod checkpointing;
 mod function;
 mod sink;
 mod source;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,12 +38,14 @@ use timely::{CommunicationConfig, WorkerConfig};
 
 use statefun_sdk::EgressMessage;
 
-use crate::app::Application;
+use crate::app::{Application, Durability};
+use crate::checkpoint::{agree, DurableBackend, RocksOptions, RocksStore, Schedule, WorkerReport};
 use crate::envelope::Envelope;
 use crate::shared::{Metrics, Shared};
 use crate::state::{MemoryBackend, StateBackend};
 
-pub use function::FunctionWorker;
+use checkpointing::{Control, WorkerCheckpoint};
+pub use function::{Checkpointing, FunctionWorker};
 
 /// The time of the function loop: `(epoch, hop)`, ordered lexicographically.
 pub type LoopTime = (u64, u32);
@@ -139,12 +144,26 @@ pub fn build_function_graph<'s>(
     ingress: Stream<'s, u64, Vec<Envelope>>,
     worker: FunctionWorker,
 ) -> Stream<'s, u64, Vec<EgressMessage>> {
+    function_graph(scope, ingress, worker).0
+}
+
+/// The function graph with its control stream (restored outbox records and
+/// finish announcements for checkpointed sinks).
+#[allow(clippy::type_complexity)]
+fn function_graph<'s>(
+    scope: Scope<'s, u64>,
+    ingress: Stream<'s, u64, Vec<Envelope>>,
+    worker: FunctionWorker,
+) -> (
+    Stream<'s, u64, Vec<EgressMessage>>,
+    Stream<'s, u64, Vec<Control>>,
+) {
     scope.scoped::<LoopTime, _, _>("Functions", move |inner| {
         let (handle, loop_stream) = inner.feedback::<Vec<Envelope>>((0, 1));
         let messages = ingress.enter(inner).concat(loop_stream);
-        let (sent, egress) = function::functions(messages, worker);
+        let (sent, egress, control) = function::functions(messages, worker);
         sent.connect_loop(handle);
-        egress.leave(scope)
+        (egress.leave(scope), control.leave(scope))
     })
 }
 
@@ -158,10 +177,20 @@ pub fn ingress_stream<'s>(
     shared: &Arc<Shared>,
     progress: &ProbeHandle<u64>,
 ) -> Stream<'s, u64, Vec<Envelope>> {
+    checkpointed_ingress_stream(scope, app, shared, progress, None)
+}
+
+fn checkpointed_ingress_stream<'s>(
+    scope: Scope<'s, u64>,
+    app: &Arc<Application>,
+    shared: &Arc<Shared>,
+    progress: &ProbeHandle<u64>,
+    checkpoint: Option<checkpointing::SharedCheckpoint>,
+) -> Stream<'s, u64, Vec<Envelope>> {
     let streams: Vec<_> = app
         .ingresses
         .iter()
-        .map(|plan| source::ingress(scope, plan, app, shared, progress))
+        .map(|plan| source::ingress(scope, plan, app, shared, progress, checkpoint.clone()))
         .collect();
     scope.concatenate(streams)
 }
@@ -225,18 +254,91 @@ pub fn run(
     let config = cluster.timely_config()?;
     let started = Instant::now();
     let worker_shared = shared.clone();
+    let durability = app.settings.durability.clone();
+    if let Some(d) = &durability {
+        std::fs::create_dir_all(&d.state_dir).map_err(|e| {
+            format!(
+                "cannot create the state directory {}: {e}; check the path and its permissions",
+                d.state_dir.display()
+            )
+        })?;
+    }
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         let shared = worker_shared.clone();
         let probe = ProbeHandle::new();
-        worker.dataflow::<u64, _, _>(|scope| {
-            let ingress = ingress_stream(scope, &app, &shared, &probe);
-            let function_worker =
-                FunctionWorker::new(app.clone(), backends(index, peers), shared.clone());
-            let egress = build_function_graph(scope, ingress, function_worker).probe_with(&probe);
-            attach_sinks(egress, &app, &shared);
-        });
+        match &durability {
+            None => {
+                worker.dataflow::<u64, _, _>(|scope| {
+                    let ingress = ingress_stream(scope, &app, &shared, &probe);
+                    let function_worker =
+                        FunctionWorker::new(app.clone(), backends(index, peers), shared.clone());
+                    let egress =
+                        build_function_graph(scope, ingress, function_worker).probe_with(&probe);
+                    attach_sinks(egress, &app, &shared);
+                });
+            }
+            Some(d) => {
+                let Some((durable, recovered)) = recover(worker, d, &shared) else {
+                    return;
+                };
+                let every = (d.checkpoint_interval.as_millis()
+                    / app.settings.epoch_interval.as_millis().max(1))
+                .max(1) as u64;
+                let schedule = Schedule::new(every, recovered.as_ref().map(|r| r.id));
+                let resume_positions = recovered
+                    .as_ref()
+                    .map(|r| r.sources.iter().cloned().collect())
+                    .unwrap_or_default();
+                let resuming = recovered.is_some();
+                let context = Rc::new(RefCell::new(WorkerCheckpoint::new(schedule, resume_positions)));
+                let delivered = ProbeHandle::new();
+                let finals = Rc::new(std::cell::Cell::new(0usize));
+                worker.dataflow::<u64, _, _>(|scope| {
+                    let ingress =
+                        checkpointed_ingress_stream(scope, &app, &shared, &probe, Some(context.clone()));
+                    let function_worker = FunctionWorker::durable(
+                        app.clone(),
+                        shared.clone(),
+                        Checkpointing {
+                            backend: Box::new(durable),
+                            context,
+                            recovered,
+                            complete: probe.clone(),
+                            delivered: delivered.clone(),
+                        },
+                    );
+                    let (egress, control) = function_graph(scope, ingress, function_worker);
+                    let egress = egress.probe_with(&probe);
+                    sink::checkpointed_sinks(
+                        egress,
+                        control,
+                        app.clone(),
+                        shared.clone(),
+                        schedule,
+                        resuming,
+                        &delivered,
+                        finals.clone(),
+                    );
+                });
+                let mut progress = ProgressLog::new(log_interval);
+                while worker.step_or_park(Some(Duration::from_millis(50))) {
+                    if index == 0 {
+                        let epoch = probe.with_frontier(|f| f.first().copied());
+                        progress.tick(&shared.metrics, epoch);
+                    }
+                }
+                // Every sink delivered the final checkpoint: its outbox is
+                // done with, so a restart does not send it again.
+                if finals.get() == 2 * peers && !shared.failed() {
+                    if let Err(e) = forget_outboxes(d, index, peers) {
+                        tracing::warn!(worker = index, "{e}; a restart re-sends the last checkpoint's records to at-least-once egresses");
+                    }
+                }
+                return;
+            }
+        }
         let mut progress = ProgressLog::new(log_interval);
         while worker.step_or_park(Some(Duration::from_millis(50))) {
             if index == 0 {
@@ -265,6 +367,112 @@ pub fn run(
         Some(failure) => Err(failure),
         None => Ok(report),
     }
+}
+
+/// Drops the outboxes of worker `index`'s store after a clean finish.
+fn forget_outboxes(d: &Durability, index: usize, peers: usize) -> Result<(), String> {
+    let path = d.state_dir.join(format!("worker-{index}"));
+    let store = RocksStore::open(
+        &path,
+        &RocksOptions {
+            block_cache_bytes: 1 << 20,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let (mut backend, _) = DurableBackend::open(store, index, peers)?;
+    backend.forget_outboxes()
+}
+
+/// Opens this worker's durable state, agrees with every worker on the
+/// checkpoint to restore, and restores it. `None` (after failing the job)
+/// if any worker cannot; every worker then returns, so none waits forever.
+fn recover(
+    worker: &mut timely::worker::Worker,
+    durability: &Durability,
+    shared: &Shared,
+) -> Option<(
+    DurableBackend<RocksStore>,
+    Option<crate::checkpoint::Recovered>,
+)> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let path = durability.state_dir.join(format!("worker-{index}"));
+    let options = RocksOptions {
+        block_cache_bytes: durability.block_cache_bytes,
+    };
+    let failed = |error: String| WorkerReport {
+        worker: index,
+        peers: None,
+        restorable: Vec::new(),
+        error: Some(error),
+    };
+    let opened = RocksStore::open(&path, &options)
+        .map_err(|e| e.to_string())
+        .and_then(|store| DurableBackend::open(store, index, peers));
+    let (mut backend, report) = match opened {
+        Ok((backend, report)) => (Some(backend), report),
+        Err(e) => (None, failed(e)),
+    };
+    let reports = checkpointing::exchange_reports(worker, report);
+    let agreed = match agree(&reports, peers) {
+        Ok(agreed) => agreed,
+        Err(e) => {
+            shared.fail(format!(
+                "cannot restore from {}: {e}",
+                durability.state_dir.display()
+            ));
+            return None;
+        }
+    };
+    let restored = match backend.as_mut() {
+        Some(b) => b.restore(agreed),
+        None => Err("state not opened".to_string()),
+    };
+    // A second round, so that a worker that failed to restore stops everyone.
+    let status = match &restored {
+        Ok(_) => WorkerReport {
+            worker: index,
+            peers: Some(peers),
+            restorable: Vec::new(),
+            error: None,
+        },
+        Err(e) => failed(e.clone()),
+    };
+    let statuses = checkpointing::exchange_reports(worker, status);
+    if let Some(e) = statuses.iter().find_map(|r| r.error.as_ref()) {
+        shared.fail(format!(
+            "cannot restore from {}: {e}",
+            durability.state_dir.display()
+        ));
+        return None;
+    }
+    let (backend, recovered) = (backend?, restored.ok()?);
+    if index == 0 {
+        match &recovered {
+            Some(r) => {
+                let (generation, epoch) = crate::checkpoint::describe_id(r.id);
+                tracing::info!(
+                    checkpoint = r.id,
+                    generation,
+                    epoch,
+                    state_dir = %durability.state_dir.display(),
+                    "restoring checkpoint"
+                );
+            }
+            None => {
+                tracing::info!(state_dir = %durability.state_dir.display(), "no checkpoint found: starting fresh")
+            }
+        }
+    }
+    if let Some(r) = &recovered {
+        tracing::debug!(
+            worker = index,
+            delayed = r.timers.len(),
+            inflight = r.inflight.len(),
+            replay = r.replay.len(),
+            "restored"
+        );
+    }
+    Some((backend, recovered))
 }
 
 /// Logs throughput every `interval`: records in/out per second and the epoch frontier.
@@ -307,6 +515,13 @@ impl ProgressLog {
             skipped = Metrics::get(&m.records_skipped),
             failed = Metrics::get(&m.failed_invocations),
             epoch_frontier = epoch,
+            checkpoints = Metrics::get(&m.checkpoints),
+            last_checkpoint_ms = Metrics::get(&m.last_checkpoint_us) as f64 / 1000.0,
+            last_checkpoint_bytes = Metrics::get(&m.last_checkpoint_bytes),
+            checkpoint_age_ms = match Metrics::get(&m.last_checkpoint_at_ms) {
+                0 => None,
+                at => Some(crate::clock::Clock::now_ms().saturating_sub(at)),
+            },
             "progress"
         );
         self.last = Instant::now();

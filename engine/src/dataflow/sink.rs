@@ -11,8 +11,14 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::OkErr;
 use timely::dataflow::Stream;
 
+use super::checkpointing::Control;
 use crate::app::Application;
+use crate::checkpoint::Schedule;
 use crate::shared::{Metrics, Shared};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Concat, Inspect, Probe};
+use timely::dataflow::ProbeHandle;
 
 /// How often sinks are flushed while the job runs (always at the end).
 ///
@@ -74,7 +80,7 @@ fn sink_operator<'s, P>(
         if plan.single_writer() != single_writers || (single_writers && index != 0) {
             continue;
         }
-        match plan.open() {
+        match plan.open(false) {
             Ok(sink) => {
                 sinks.insert(id.clone(), sink);
             }
@@ -137,4 +143,258 @@ fn sink_operator<'s, P>(
             }
         }
     });
+}
+
+/// Sinks of a checkpointed run: egress records are held until their
+/// checkpoint is durable on every worker, then delivered and committed.
+///
+/// The sinks' outputs say which checkpoints were delivered: their frontier
+/// (read through `delivered`; the function operator drops those outboxes),
+/// and one `()` per sink operator that delivered the final checkpoint,
+/// counted into `finals` on every worker (the run then drops the last outbox).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn checkpointed_sinks<'s>(
+    egress: Stream<'s, u64, Vec<EgressMessage>>,
+    control: Stream<'s, u64, Vec<Control>>,
+    app: Arc<Application>,
+    shared: Arc<Shared>,
+    schedule: Schedule,
+    resume: bool,
+    delivered: &ProbeHandle<u64>,
+    finals: std::rc::Rc<std::cell::Cell<usize>>,
+) {
+    let single: Arc<std::collections::BTreeSet<TypeName>> = Arc::new(
+        app.egresses
+            .iter()
+            .filter(|(_, plan)| plan.single_writer())
+            .map(|(id, _)| id.clone())
+            .collect(),
+    );
+    let control = control.broadcast();
+    let (to_one, local) = egress.ok_err(move |m| {
+        if single.contains(&m.egress) {
+            Ok(m)
+        } else {
+            Err(m)
+        }
+    });
+    let settings = SinkSettings {
+        app: &app,
+        shared: &shared,
+        schedule,
+        resume,
+    };
+    let one = checkpointed_sink(
+        to_one,
+        control.clone(),
+        Exchange::new(|_: &EgressMessage| 0u64),
+        true,
+        &settings,
+    )
+    .probe_with(delivered);
+    let each = checkpointed_sink(local, control, Pipeline, false, &settings).probe_with(delivered);
+    one.concat(each)
+        .broadcast()
+        .inspect(move |_| finals.set(finals.get() + 1));
+}
+
+struct SinkSettings<'a> {
+    app: &'a Arc<Application>,
+    shared: &'a Arc<Shared>,
+    schedule: Schedule,
+    resume: bool,
+}
+
+fn checkpointed_sink<'s, P>(
+    stream: Stream<'s, u64, Vec<EgressMessage>>,
+    control: Stream<'s, u64, Vec<Control>>,
+    pact: P,
+    single_writers: bool,
+    settings: &SinkSettings<'_>,
+) -> Stream<'s, u64, Vec<()>>
+where
+    P: ParallelizationContract<u64, Vec<EgressMessage>>,
+{
+    let scope = stream.scope();
+    let index = scope.index();
+    let peers = scope.peers();
+    let shared = settings.shared.clone();
+    let schedule = settings.schedule;
+    let mut sinks: BTreeMap<TypeName, Box<dyn Sink>> = BTreeMap::new();
+    for (id, plan) in &settings.app.egresses {
+        if plan.single_writer() != single_writers || (single_writers && index != 0) {
+            continue;
+        }
+        match plan.open(settings.resume) {
+            Ok(sink) => {
+                sinks.insert(id.clone(), sink);
+            }
+            Err(e) => shared.fail(format!("cannot open egress `{id}`: {e}")),
+        }
+    }
+    let name = if single_writers {
+        "Egress (single writer, checkpointed)"
+    } else {
+        "Egress (checkpointed)"
+    };
+    stream.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+        control,
+        pact,
+        Pipeline,
+        name,
+        move |cap, _info| {
+            let mut cap = Some(cap);
+            let mut pending: BTreeMap<u64, Vec<EgressMessage>> = BTreeMap::new();
+            let mut replay: Vec<(u64, EgressMessage)> = Vec::new();
+            let mut replayed = false;
+            let (mut clean, mut finished) = (0usize, 0usize);
+            move |(input, frontier), (control, control_frontier), output| {
+                input.for_each(|time, data| {
+                    if let Some(&epoch) = time.least() {
+                        pending.entry(epoch).or_default().append(data);
+                    }
+                });
+                control.for_each(|_time, data| {
+                    for c in data.drain(..) {
+                        match c {
+                            Control::Replay {
+                                worker,
+                                checkpoint,
+                                message,
+                            } => {
+                                // Single writers take every worker's records; others their own.
+                                if sinks.contains_key(&message.egress) && (single_writers || worker == index) {
+                                    replay.push((checkpoint, message));
+                                }
+                            }
+                            Control::Finished { clean: c, .. } => {
+                                finished += 1;
+                                clean += usize::from(c);
+                            }
+                        }
+                    }
+                });
+                let Some(held) = cap.as_mut() else {
+                    pending.clear();
+                    return;
+                };
+                // First the records of restored checkpoints that may not have
+                // been delivered; exactly-once sinks skip what they delivered.
+                if !replayed {
+                    if control_frontier.less_equal(&0) {
+                        return;
+                    }
+                    replayed = true;
+                    replay.sort_by_key(|(checkpoint, _)| *checkpoint);
+                    let through = replay.last().map(|(c, _)| *c);
+                    let mut batch: Vec<EgressMessage> = Vec::new();
+                    let mut by_sink: BTreeMap<TypeName, (u64, u64)> = BTreeMap::new();
+                    for (checkpoint, message) in replay.drain(..) {
+                        let Some(sink) = sinks.get(&message.egress) else { continue };
+                        if sink.delivered().is_some_and(|d| checkpoint <= d) {
+                            by_sink.entry(message.egress.clone()).or_default().1 += 1;
+                            continue;
+                        }
+                        by_sink.entry(message.egress.clone()).or_default().0 += 1;
+                        batch.push(message);
+                    }
+                    for (egress, (sent, skipped)) in &by_sink {
+                        tracing::info!(%egress, redelivered = sent, skipped_as_delivered = skipped,
+                            "egress records of restored checkpoints");
+                    }
+                    if let Some(through) = through {
+                        deliver(&mut sinks, batch, Some(through), &shared);
+                    }
+                }
+                match frontier.frontier().first().copied() {
+                    Some(f) => {
+                        let Some(c) = schedule.last_before(f) else { return };
+                        if *held.time() > c {
+                            return;
+                        }
+                        let later = pending.split_off(&(c + 1));
+                        let ready = std::mem::replace(&mut pending, later);
+                        let batch: Vec<EgressMessage> = ready.into_values().flatten().collect();
+                        deliver(&mut sinks, batch, Some(schedule.id(c)), &shared);
+                        held.downgrade(&(c + 1));
+                    }
+                    None => {
+                        if !control_frontier.is_empty() {
+                            return;
+                        }
+                        let batch: Vec<EgressMessage> =
+                            std::mem::take(&mut pending).into_values().flatten().collect();
+                        if clean == peers {
+                            deliver(&mut sinks, batch, Some(schedule.final_id()), &shared);
+                            if !shared.failed() {
+                                output.session(&*held).give(());
+                            }
+                        } else if !batch.is_empty() {
+                            tracing::warn!(
+                                records = batch.len(),
+                                workers_finished = finished,
+                                workers_clean = clean,
+                                "egress records of the unfinished checkpoint are not delivered; a restart recomputes them"
+                            );
+                        }
+                        cap = None;
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Writes `batch` to its sinks and commits every sink that wrote as `checkpoint`.
+fn deliver(
+    sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
+    batch: Vec<EgressMessage>,
+    checkpoint: Option<u64>,
+    shared: &Shared,
+) {
+    let mut touched: std::collections::BTreeSet<TypeName> = std::collections::BTreeSet::new();
+    let mut written = 0u64;
+    let mut rest: &[EgressMessage] = &batch;
+    while let Some(first) = rest.first() {
+        let run = rest.iter().take_while(|m| m.egress == first.egress).count();
+        let (chunk, tail) = rest.split_at(run);
+        rest = tail;
+        match sinks.get_mut(&first.egress) {
+            Some(sink) => match sink.write(chunk) {
+                Ok(()) => {
+                    written += chunk.len() as u64;
+                    touched.insert(first.egress.clone());
+                }
+                Err(e) => shared.fail(format!("egress `{}` failed: {e}", first.egress)),
+            },
+            None => shared.fail(format!(
+                "egress `{}` received records but is not open on this worker",
+                first.egress
+            )),
+        }
+    }
+    if crate::failpoint::enabled() && !touched.is_empty() {
+        // Make the uncommitted records reach the file, as a crash mid-write would.
+        for id in &touched {
+            if let Some(sink) = sinks.get_mut(id) {
+                let _ = sink.flush();
+            }
+        }
+        crate::failpoint::hit("sink-before-commit");
+    }
+    if let Some(checkpoint) = checkpoint {
+        for id in &touched {
+            if let Some(sink) = sinks.get_mut(id) {
+                if let Err(e) = sink.commit(checkpoint) {
+                    shared.fail(format!(
+                        "egress `{id}` failed to commit checkpoint {checkpoint}: {e}"
+                    ));
+                }
+            }
+        }
+    }
+    if !touched.is_empty() {
+        crate::failpoint::hit("sink-after-commit");
+    }
+    Metrics::add(&shared.metrics.records_out, written);
 }

@@ -10,6 +10,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
+use super::checkpointing::SharedCheckpoint;
 use crate::app::{Application, IngressPlan, RoutePlan};
 use crate::clock::Clock;
 use crate::envelope::Envelope;
@@ -106,6 +107,7 @@ pub(crate) fn ingress<'s>(
     app: &Arc<Application>,
     shared: &Arc<Shared>,
     progress: &ProbeHandle<u64>,
+    checkpoint: Option<SharedCheckpoint>,
 ) -> Stream<'s, u64, Vec<Envelope>> {
     let index = scope.index();
     let peers = scope.peers();
@@ -118,6 +120,7 @@ pub(crate) fn ingress<'s>(
     let name = format!("Ingress {}", plan.id);
     source::<_, CapacityContainerBuilder<Vec<Envelope>>, _, _>(scope, &name, move |cap, info| {
         let activator = worker.activator_for(info.address.clone());
+        let ingress_id = plan.id.to_string();
         let mut source = match plan.open(index, peers) {
             Ok(mut source) => {
                 let sync = worker.sync_activator_for(info.address.to_vec());
@@ -131,6 +134,35 @@ pub(crate) fn ingress<'s>(
                 None
             }
         };
+        // With checkpoints, a source must be able to say where it is, and
+        // resumes where the restored checkpoint says.
+        if let (Some(ck), Some(src)) = (checkpoint.as_ref(), source.as_mut()) {
+            let resume = ck.borrow().resume.get(&ingress_id).cloned();
+            let result = match resume {
+                Some(position) => src.seek(&position).map_err(|e| {
+                    format!(
+                        "ingress `{}` cannot resume from the checkpoint: {e}",
+                        plan.id
+                    )
+                }),
+                None => Ok(()),
+            };
+            let result = result.and_then(|()| match src.position() {
+                Some(position) => {
+                    ck.borrow_mut().record(&ingress_id, 0, position);
+                    Ok(())
+                }
+                None => Err(format!(
+                    "ingress `{}` cannot resume from checkpoints (stdin cannot be re-read); \
+                     read from a file, Kafka or Kinesis, or run without --state-dir",
+                    plan.id
+                )),
+            });
+            if let Err(message) = result {
+                shared.fail(message);
+                source = None;
+            }
+        }
         let mut cap = source.as_ref().map(|_| cap);
         let mut router = Router::new(&plan);
         let mut buffer = Vec::with_capacity(settings.source_batch);
@@ -142,12 +174,23 @@ pub(crate) fn ingress<'s>(
                 return;
             };
             if shared.shutting_down() {
+                record_final(&checkpoint, &ingress_id, &**src);
                 cap = None;
                 return;
             }
             let now_ms = Clock::now_ms();
             let epoch = clock.epoch_at(now_ms).max(*c.time());
             if *c.time() < epoch {
+                // Crossing a checkpoint epoch: record where the source is, as
+                // every record so far is stamped with an earlier epoch.
+                if let Some(ck) = checkpoint.as_ref() {
+                    let mut ck = ck.borrow_mut();
+                    if ck.schedule.next_at_or_after(*c.time()) < epoch {
+                        if let Some(position) = src.position() {
+                            ck.record(&ingress_id, epoch, position);
+                        }
+                    }
+                }
                 c.downgrade(&epoch);
             }
             // Backpressure: hold back while too many epochs are incomplete, or
@@ -197,9 +240,21 @@ pub(crate) fn ingress<'s>(
                 SourceStatus::Exhausted => {
                     let stats = src.stats();
                     tracing::debug!(ingress = %plan.id, worker = index, records = stats.records, skipped = stats.skipped, "ingress exhausted");
+                    record_final(&checkpoint, &ingress_id, &**src);
                     cap = None;
                 }
             }
         }
     })
+}
+
+/// Records where a source stopped, for the final checkpoint.
+fn record_final(
+    checkpoint: &Option<SharedCheckpoint>,
+    ingress: &str,
+    source: &dyn statefun_connectors::Source,
+) {
+    if let (Some(ck), Some(position)) = (checkpoint, source.position()) {
+        ck.borrow_mut().record(ingress, u64::MAX, position);
+    }
 }

@@ -1,0 +1,943 @@
+//! The durable state backend: state read through an in-memory window over a
+//! [`Store`], written to it only by checkpoints.
+//!
+//! Layout of a worker's store (all integers big-endian, so keys sort by them):
+//!
+//! | key                                   | value                                  |
+//! |---------------------------------------|----------------------------------------|
+//! | `s` key-group function id spec        | expiry (u64) + value bytes: main state |
+//! | `p` checkpoint + (state key without `s`) | 0 = deleted, 1 + state value: a checkpoint's changes not yet merged |
+//! | `m` checkpoint                        | [`CheckpointMeta`] (bincode)           |
+//! | `r` checkpoint                        | the last checkpoint id it covers (u64) |
+//! | `o` checkpoint                        | the checkpoint's egress outbox         |
+//! | `x`                                   | [`Manifest`] (bincode)                 |
+//!
+//! State keys start with the key group (then length-prefixed function type,
+//! id, and the spec name), so the state of a key group is one key range that
+//! a rescale could move.
+
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use statefun_sdk::EgressMessage;
+
+use super::store::{Batch, Store};
+use super::WorkerReport;
+use crate::envelope::Envelope;
+use crate::keygroup::key_group;
+use crate::state::{StateBackend, StateKey, StoredValue};
+use crate::timers::Timers;
+
+const STATE: u8 = b's';
+const PENDING: u8 = b'p';
+const META: u8 = b'm';
+const RANGE: u8 = b'r';
+const OUTBOX: u8 = b'o';
+const MANIFEST: &[u8] = b"x";
+/// The on-disk format; bumped on incompatible changes.
+const FORMAT: u32 = 1;
+/// Cached (clean) entries kept between checkpoints before the cache is dropped.
+const CACHE_LIMIT: usize = 1 << 20;
+
+/// Whether a raw store entry is main state whose TTL has passed at `now_ms`
+/// (used by the RocksDB compaction filter).
+pub(crate) fn expired_state_entry(key: &[u8], value: &[u8], now_ms: u64) -> bool {
+    key.first() == Some(&STATE)
+        && value.len() >= 8
+        && value[..8]
+            .try_into()
+            .map(u64::from_be_bytes)
+            .is_ok_and(|expires| expires <= now_ms)
+}
+
+/// Facts about a worker's store, written with every checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The on-disk format version.
+    pub format: u32,
+    /// The worker that owns the store.
+    pub worker: usize,
+    /// The job's worker count when it was written.
+    pub peers: usize,
+    /// The newest checkpoint merged into the main state.
+    pub merged_through: Option<u64>,
+}
+
+/// Everything of a checkpoint besides state changes and the outbox.
+///
+/// One written checkpoint can stand for a range of checkpoint ids, `id` to
+/// `last`: when a worker's input frontier jumps past several checkpoint
+/// epochs at once, it received nothing in between, so its state is the same
+/// at all of them (only its sources' positions and in-flight messages
+/// differ, and those are kept per epoch). Other workers may have written
+/// those checkpoints one by one; agreement ([`super::agree`]) works on ranges.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// The first checkpoint id covered.
+    pub id: u64,
+    /// The last checkpoint id covered (`id` for a single one).
+    pub last: u64,
+    /// When it was written (ms since the Unix epoch).
+    pub written_at_ms: u64,
+    /// Each ingress's positions on this worker: (ingress id, [(epoch, position)]),
+    /// where the position at `b` covers every record of epochs before `b`.
+    pub sources: super::SourcePositions,
+    /// Delayed messages pending on this worker, with their tokens.
+    pub timers: Timers,
+    /// Messages this worker sent into later epochs, with their epoch.
+    pub inflight: Vec<(u64, Envelope)>,
+    /// State values changed by the checkpoint.
+    pub state_changes: u64,
+    /// Egress records in the checkpoint's outbox.
+    pub outbox_records: u64,
+}
+
+/// What writing one checkpoint did.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointStats {
+    /// The checkpoint id.
+    pub id: u64,
+    /// State values changed.
+    pub changes: u64,
+    /// Earlier checkpoints merged into the main state.
+    pub merged: usize,
+    /// Bytes in the batch.
+    pub bytes: usize,
+    /// Time to build and write the batch.
+    pub duration: Duration,
+}
+
+/// A checkpoint restored at startup.
+#[derive(Clone, Debug)]
+pub struct Recovered {
+    /// The checkpoint id.
+    pub id: u64,
+    /// Where each ingress resumes (ingress id, position).
+    pub sources: Vec<(String, Vec<u8>)>,
+    /// Delayed messages pending at the checkpoint.
+    pub timers: Timers,
+    /// Messages in flight at the checkpoint, to send again.
+    pub inflight: Vec<Envelope>,
+    /// Egress records of checkpoints up to `id` that may not have been
+    /// delivered, with their checkpoint id, oldest first.
+    pub replay: Vec<(u64, EgressMessage)>,
+}
+
+/// One checkpoint as listed by `statefun checkpoints`.
+#[derive(Clone, Debug)]
+pub struct CheckpointInfo {
+    /// The checkpoint id.
+    pub id: u64,
+    /// Whether it is merged into the main state (the newest globally complete one known).
+    pub merged: bool,
+    /// Its metadata (without the in-flight messages' bodies being meaningful here).
+    pub meta: CheckpointMeta,
+    /// Egress records still in its outbox (not yet known delivered).
+    pub outbox: usize,
+}
+
+/// What a worker's store holds, for listing.
+#[derive(Clone, Debug)]
+pub struct WorkerCheckpoints {
+    /// The manifest, if any checkpoint was ever written.
+    pub manifest: Option<Manifest>,
+    /// Restorable checkpoints, oldest first.
+    pub checkpoints: Vec<CheckpointInfo>,
+    /// Approximate number of keys in the store.
+    pub keys: u64,
+}
+
+struct Slot {
+    value: Option<StoredValue>,
+    dirty: bool,
+}
+
+type Changes = FxHashMap<Box<[u8]>, Option<StoredValue>>;
+
+/// A [`StateBackend`] over a durable [`Store`].
+///
+/// Reads go through the current checkpoint's window (values read or written
+/// since the last checkpoint), then the changes of written checkpoints not
+/// yet merged, then the store's main state; writes stay in the window until
+/// [`DurableBackend::checkpoint`] writes them. The store therefore only ever
+/// holds checkpointed data, and a crash at any moment leaves it at a
+/// checkpoint.
+pub struct DurableBackend<S: Store> {
+    store: S,
+    worker: usize,
+    peers: usize,
+    key: Vec<u8>,
+    read: Vec<u8>,
+    window: FxHashMap<Box<[u8]>, Slot>,
+    dirty: usize,
+    pending: Vec<(u64, Changes)>,
+    merged_through: Option<u64>,
+    error: Option<String>,
+}
+
+fn u64_key(prefix: u8, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(prefix);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn id_of(key: &[u8]) -> Option<u64> {
+    key.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+fn encode_value(v: &StoredValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(&v.expires_at_ms.to_be_bytes());
+    out.extend_from_slice(&v.bytes);
+}
+
+fn decode_value(bytes: &[u8]) -> Option<StoredValue> {
+    let expires = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    Some(StoredValue {
+        bytes: bytes[8..].into(),
+        expires_at_ms: expires,
+    })
+}
+
+fn pending_value(v: &Option<StoredValue>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + v.as_ref().map_or(0, |v| v.bytes.len()));
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            encode_value(v, &mut out);
+        }
+    }
+    out
+}
+
+impl<S: Store> DurableBackend<S> {
+    /// Opens worker `worker`'s (of `peers`) state in `store`, reporting what it can restore.
+    pub fn open(store: S, worker: usize, peers: usize) -> Result<(Self, WorkerReport), String> {
+        let manifest = read_manifest(&store)?;
+        if let Some(m) = &manifest {
+            if m.worker != worker {
+                return Err(format!(
+                    "{} holds the state of worker {}, not worker {worker}; do not rename worker-N directories",
+                    store.location(),
+                    m.worker
+                ));
+            }
+        }
+        let restorable = ranges(&store)?;
+        let report = WorkerReport {
+            worker,
+            peers: manifest.as_ref().map(|m| m.peers),
+            restorable,
+            error: None,
+        };
+        let backend = DurableBackend {
+            store,
+            worker,
+            peers,
+            key: Vec::with_capacity(64),
+            read: Vec::with_capacity(64),
+            window: FxHashMap::default(),
+            dirty: 0,
+            pending: Vec::new(),
+            merged_through: manifest.and_then(|m| m.merged_through),
+            error: None,
+        };
+        Ok((backend, report))
+    }
+
+    /// Rolls the store to checkpoint `id` (the one every worker agreed on):
+    /// merges its unmerged changes and those of earlier checkpoints into the
+    /// main state, discards later ones, and returns what to resume from.
+    /// `None` is a fresh start.
+    pub fn restore(&mut self, id: Option<u64>) -> Result<Option<Recovered>, String> {
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let location = self.store.location();
+        let all = ranges(&self.store)?;
+        let metas: Vec<u64> = all.iter().map(|r| r.0).collect();
+        let Some(&(first, _)) = all.iter().rev().find(|(lo, hi)| *lo <= id && id <= *hi) else {
+            return Err(format!(
+                "{location}: checkpoint {id} is missing (this worker has {all:?}); the state dir is damaged or mixed from several jobs"
+            ));
+        };
+        let mut batch = Batch::default();
+        for &p in &metas {
+            let unmerged = self.merged_through.is_none_or(|m| p > m);
+            let prefix = u64_key(PENDING, p);
+            if unmerged && p <= id {
+                for (k, v) in self.store.scan(&prefix).map_err(|e| e.to_string())? {
+                    let mut main = Vec::with_capacity(k.len() - 8);
+                    main.push(STATE);
+                    main.extend_from_slice(&k[9..]);
+                    match v.first() {
+                        Some(1) => batch.put(main, v[1..].to_vec()),
+                        Some(0) => batch.delete(main),
+                        _ => {
+                            return Err(format!(
+                                "{location}: checkpoint {p} has a corrupt state entry; restore the state dir from a backup or start from an empty one"
+                            ))
+                        }
+                    }
+                }
+            }
+            if unmerged {
+                batch.delete_range(prefix, u64_key(PENDING, p + 1));
+            }
+            if p > id {
+                batch.delete(u64_key(META, p));
+                batch.delete(u64_key(RANGE, p));
+            }
+        }
+        batch.delete_range(u64_key(META, 0), u64_key(META, first));
+        batch.delete_range(u64_key(RANGE, 0), u64_key(RANGE, first));
+        batch.delete_range(u64_key(OUTBOX, id.saturating_add(1)), vec![OUTBOX + 1]);
+        self.merged_through = Some(id);
+        batch.put(MANIFEST.to_vec(), self.manifest_bytes()?);
+        self.store.write(batch).map_err(|e| e.to_string())?;
+        let meta = read_meta(&self.store, first)?;
+        let epoch = id & super::EPOCH_MASK;
+        let sources = meta
+            .sources
+            .iter()
+            .filter_map(|(ingress, entries)| {
+                position_at(entries, epoch).map(|p| (ingress.clone(), p.to_vec()))
+            })
+            .collect();
+        let inflight = meta
+            .inflight
+            .into_iter()
+            .filter(|(e, _)| *e > epoch)
+            .map(|(_, m)| m)
+            .collect();
+        let mut replay = Vec::new();
+        for (k, v) in self.store.scan(&[OUTBOX]).map_err(|e| e.to_string())? {
+            let Some(cid) = id_of(&k) else { continue };
+            let records: Vec<EgressMessage> = bincode::deserialize(&v).map_err(|e| {
+                format!("{location}: the egress outbox of checkpoint {cid} is corrupt ({e}); restore the state dir from a backup")
+            })?;
+            replay.extend(records.into_iter().map(|r| (cid, r)));
+        }
+        Ok(Some(Recovered {
+            id,
+            sources,
+            timers: meta.timers,
+            inflight,
+            replay,
+        }))
+    }
+
+    /// Writes checkpoint `meta.id`: the state changes since the last one,
+    /// `meta`, and `outbox`, as one synced batch.
+    ///
+    /// Also merges the changes of earlier checkpoints up to `complete_through`
+    /// (known complete on every worker) into the main state, and drops the
+    /// outboxes of checkpoints up to `delivered_through`.
+    pub fn checkpoint(
+        &mut self,
+        mut meta: CheckpointMeta,
+        outbox: &[EgressMessage],
+        complete_through: Option<u64>,
+        delivered_through: Option<u64>,
+    ) -> Result<CheckpointStats, String> {
+        let started = Instant::now();
+        let id = meta.id;
+        let mut batch = Batch::default();
+        let mut changes: Changes = FxHashMap::default();
+        changes.reserve(self.dirty);
+        for (k, slot) in self.window.iter_mut() {
+            if slot.dirty {
+                slot.dirty = false;
+                let mut pk = u64_key(PENDING, id);
+                pk.extend_from_slice(&k[1..]);
+                batch.put(pk, pending_value(&slot.value));
+                changes.insert(k.clone(), slot.value.clone());
+            }
+        }
+        self.dirty = 0;
+        if self.window.len() > CACHE_LIMIT {
+            self.window = FxHashMap::default();
+        }
+        meta.state_changes = changes.len() as u64;
+        meta.outbox_records = outbox.len() as u64;
+        // Merge checkpoints every worker has completed.
+        let mut merged = 0;
+        if let Some(done) = complete_through {
+            while self.pending.first().is_some_and(|(p, _)| *p <= done) {
+                let (p, delta) = self.pending.remove(0);
+                for (k, v) in delta {
+                    match v {
+                        Some(v) => {
+                            let mut value = Vec::with_capacity(8 + v.bytes.len());
+                            encode_value(&v, &mut value);
+                            batch.put(k.into_vec(), value);
+                        }
+                        None => batch.delete(k.into_vec()),
+                    }
+                }
+                batch.delete_range(u64_key(PENDING, p), u64_key(PENDING, p + 1));
+                self.merged_through = Some(p);
+                merged += 1;
+            }
+            if let Some(m) = self.merged_through.filter(|_| merged > 0) {
+                batch.delete_range(u64_key(META, 0), u64_key(META, m));
+                batch.delete_range(u64_key(RANGE, 0), u64_key(RANGE, m));
+            }
+        }
+        if let Some(d) = delivered_through {
+            batch.delete_range(u64_key(OUTBOX, 0), u64_key(OUTBOX, d.saturating_add(1)));
+        }
+        meta.written_at_ms = crate::clock::Clock::now_ms();
+        let meta_bytes =
+            bincode::serialize(&meta).map_err(|e| format!("cannot encode checkpoint {id}: {e}"))?;
+        batch.put(u64_key(META, id), meta_bytes);
+        batch.put(u64_key(RANGE, id), meta.last.max(id).to_be_bytes().to_vec());
+        if !outbox.is_empty() {
+            let bytes = bincode::serialize(outbox)
+                .map_err(|e| format!("cannot encode the outbox of checkpoint {id}: {e}"))?;
+            batch.put(u64_key(OUTBOX, id), bytes);
+        }
+        batch.put(MANIFEST.to_vec(), self.manifest_bytes()?);
+        let bytes = batch.bytes();
+        self.store.write(batch).map_err(|e| e.to_string())?;
+        let n = changes.len() as u64;
+        self.pending.push((id, changes));
+        Ok(CheckpointStats {
+            id,
+            changes: n,
+            merged,
+            bytes,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Deletes every outbox: all egress records were delivered (after the
+    /// final checkpoint of a clean run).
+    pub fn forget_outboxes(&mut self) -> Result<(), String> {
+        let mut batch = Batch::default();
+        batch.delete_range(vec![OUTBOX], vec![OUTBOX + 1]);
+        self.store.write(batch).map_err(|e| e.to_string())
+    }
+
+    /// The newest checkpoint merged into the main state.
+    pub fn merged_through(&self) -> Option<u64> {
+        self.merged_through
+    }
+
+    /// The store (for tests and tools).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn manifest_bytes(&self) -> Result<Vec<u8>, String> {
+        bincode::serialize(&Manifest {
+            format: FORMAT,
+            worker: self.worker,
+            peers: self.peers,
+            merged_through: self.merged_through,
+        })
+        .map_err(|e| format!("cannot encode the manifest: {e}"))
+    }
+
+    /// Encodes `key` as a main-state key into `self.key`.
+    fn encode(&mut self, key: &StateKey<'_>) {
+        let k = &mut self.key;
+        k.clear();
+        k.push(STATE);
+        k.extend_from_slice(&(key_group(key.id) as u16).to_be_bytes());
+        let f = key.function.as_str().as_bytes();
+        k.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        k.extend_from_slice(f);
+        k.extend_from_slice(&(key.id.len() as u32).to_be_bytes());
+        k.extend_from_slice(key.id.as_bytes());
+        k.extend_from_slice(key.spec.as_bytes());
+    }
+
+    /// The value of `self.key` below the window: unmerged checkpoints, then the store.
+    fn load(&mut self) -> Option<StoredValue> {
+        for (_, changes) in self.pending.iter().rev() {
+            if let Some(v) = changes.get(&self.key[..]) {
+                return v.clone();
+            }
+        }
+        match self.store.get_into(&self.key, &mut self.read) {
+            Ok(true) => match decode_value(&self.read) {
+                Some(v) => Some(v),
+                None => {
+                    self.error.get_or_insert_with(|| {
+                        format!(
+                            "{}: a state value is corrupt (shorter than its header)",
+                            self.store.location()
+                        )
+                    });
+                    None
+                }
+            },
+            Ok(false) => None,
+            Err(e) => {
+                self.error.get_or_insert(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn set(&mut self, value: Option<StoredValue>) {
+        match self.window.get_mut(&self.key[..]) {
+            Some(slot) => {
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty += 1;
+                }
+                slot.value = value;
+            }
+            None => {
+                self.dirty += 1;
+                self.window.insert(
+                    self.key.clone().into_boxed_slice(),
+                    Slot { value, dirty: true },
+                );
+            }
+        }
+    }
+}
+
+impl<S: Store> StateBackend for DurableBackend<S> {
+    fn get(&mut self, key: &StateKey<'_>) -> Option<&StoredValue> {
+        self.encode(key);
+        if !self.window.contains_key(&self.key[..]) {
+            let value = self.load();
+            self.window.insert(
+                self.key.clone().into_boxed_slice(),
+                Slot {
+                    value,
+                    dirty: false,
+                },
+            );
+        }
+        self.window
+            .get(&self.key[..])
+            .and_then(|slot| slot.value.as_ref())
+    }
+
+    fn put(&mut self, key: &StateKey<'_>, value: StoredValue) {
+        self.encode(key);
+        self.set(Some(value));
+    }
+
+    fn delete(&mut self, key: &StateKey<'_>) {
+        self.encode(key);
+        self.set(None);
+    }
+
+    fn len(&self) -> usize {
+        self.store.approximate_len() as usize
+    }
+
+    fn take_error(&mut self) -> Option<String> {
+        self.error.take()
+    }
+}
+
+fn read_manifest<S: Store>(store: &S) -> Result<Option<Manifest>, String> {
+    let mut buf = Vec::new();
+    match store.get_into(MANIFEST, &mut buf) {
+        Ok(false) => Ok(None),
+        Ok(true) => {
+            let m: Manifest = bincode::deserialize(&buf).map_err(|e| {
+                format!(
+                    "{}: the manifest is corrupt ({e}); restore the state dir from a backup or start from an empty one",
+                    store.location()
+                )
+            })?;
+            if m.format != FORMAT {
+                return Err(format!(
+                    "{}: state format {} is not supported by this version (which reads format {FORMAT})",
+                    store.location(),
+                    m.format
+                ));
+            }
+            Ok(Some(m))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The restorable checkpoints: (first, last) id covered by each written one.
+fn ranges<S: Store>(store: &S) -> Result<Vec<(u64, u64)>, String> {
+    Ok(store
+        .scan(&[RANGE])
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter_map(|(k, v)| {
+            let first = id_of(k)?;
+            let last = u64::from_be_bytes(v.as_slice().try_into().ok()?);
+            Some((first, last))
+        })
+        .collect())
+}
+
+/// The position that goes with checkpoint epoch `c`: the first entry taken
+/// after `c` (all records of epochs `≤ c` read), else the newest.
+pub fn position_at(entries: &[(u64, Vec<u8>)], c: u64) -> Option<&[u8]> {
+    entries
+        .iter()
+        .find(|(b, _)| *b > c)
+        .or_else(|| entries.last())
+        .map(|(_, p)| p.as_slice())
+}
+
+fn read_meta<S: Store>(store: &S, id: u64) -> Result<CheckpointMeta, String> {
+    let mut buf = Vec::new();
+    let present = store
+        .get_into(&u64_key(META, id), &mut buf)
+        .map_err(|e| e.to_string())?;
+    if !present {
+        return Err(format!("{}: checkpoint {id} is missing", store.location()));
+    }
+    bincode::deserialize(&buf).map_err(|e| {
+        format!(
+            "{}: checkpoint {id} is corrupt ({e}); restore the state dir from a backup or start from an empty one",
+            store.location()
+        )
+    })
+}
+
+/// Lists what `store` holds (for `statefun checkpoints`).
+pub fn list<S: Store>(store: &S) -> Result<WorkerCheckpoints, String> {
+    let manifest = read_manifest(store)?;
+    let merged = manifest.as_ref().and_then(|m| m.merged_through);
+    let mut outboxes = FxHashMap::default();
+    for (k, v) in store.scan(&[OUTBOX]).map_err(|e| e.to_string())? {
+        if let Some(id) = id_of(&k) {
+            let n = bincode::deserialize::<Vec<EgressMessage>>(&v).map_or(0, |r| r.len());
+            outboxes.insert(id, n);
+        }
+    }
+    let mut checkpoints = Vec::new();
+    for (id, _) in ranges(store)? {
+        checkpoints.push(CheckpointInfo {
+            id,
+            merged: merged == Some(id),
+            meta: read_meta(store, id)?,
+            outbox: outboxes.get(&id).copied().unwrap_or(0),
+        });
+    }
+    Ok(WorkerCheckpoints {
+        manifest,
+        checkpoints,
+        keys: store.approximate_len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::store::MemoryStore;
+    use statefun_sdk::{TypeName, TypedValue};
+
+    fn f() -> TypeName {
+        TypeName::parse("ns/counter").unwrap()
+    }
+
+    fn key<'a>(f: &'a TypeName, id: &'a str) -> StateKey<'a> {
+        StateKey {
+            function: f,
+            id,
+            spec: "count",
+            slot: 0,
+        }
+    }
+
+    fn open(store: &MemoryStore) -> (DurableBackend<MemoryStore>, WorkerReport) {
+        DurableBackend::open(store.clone(), 0, 1).unwrap()
+    }
+
+    fn get(b: &mut DurableBackend<MemoryStore>, id: &str) -> Option<u8> {
+        let f = f();
+        b.get(&key(&f, id)).map(|v| v.bytes[0])
+    }
+
+    fn put(b: &mut DurableBackend<MemoryStore>, id: &str, n: u8) {
+        let f = f();
+        b.put(&key(&f, id), StoredValue::new(&[n]));
+    }
+
+    fn meta(id: u64) -> CheckpointMeta {
+        CheckpointMeta {
+            id,
+            last: id,
+            sources: vec![("in".into(), vec![(id + 1, id.to_be_bytes().to_vec())])],
+            ..CheckpointMeta::default()
+        }
+    }
+
+    fn egress(n: u8) -> EgressMessage {
+        EgressMessage {
+            egress: TypeName::parse("ns/out").unwrap(),
+            value: TypedValue::new("ns/t", vec![n]),
+        }
+    }
+
+    #[test]
+    fn nothing_reaches_the_store_before_a_checkpoint() {
+        let store = MemoryStore::default();
+        let (mut b, report) = open(&store);
+        assert!(report.restorable.is_empty() && report.peers.is_none());
+        put(&mut b, "a", 1);
+        assert_eq!(get(&mut b, "a"), Some(1));
+        assert!(store.is_empty(), "uncheckpointed writes stay in memory");
+        drop(b);
+        let (mut b, report) = open(&store);
+        assert!(report.restorable.is_empty());
+        assert_eq!(b.restore(None).unwrap().map(|r| r.id), None);
+        assert_eq!(get(&mut b, "a"), None);
+    }
+
+    #[test]
+    fn restore_returns_the_checkpointed_state_and_metadata() {
+        let store = MemoryStore::default();
+        let (mut b, _) = open(&store);
+        put(&mut b, "a", 1);
+        put(&mut b, "b", 2);
+        b.checkpoint(meta(10), &[egress(1)], None, None).unwrap();
+        put(&mut b, "a", 3); // after the checkpoint: lost in a crash
+        let f = f();
+        b.delete(&key(&f, "b"));
+        assert_eq!(get(&mut b, "b"), None);
+        drop(b);
+        let (mut b, report) = open(&store);
+        assert_eq!(report.restorable, vec![(10, 10)]);
+        assert_eq!(report.peers, Some(1));
+        let r = b.restore(Some(10)).unwrap().unwrap();
+        assert_eq!(
+            r.sources,
+            vec![("in".to_string(), 10u64.to_be_bytes().to_vec())]
+        );
+        assert_eq!(r.replay, vec![(10, egress(1))]);
+        assert_eq!(get(&mut b, "a"), Some(1));
+        assert_eq!(get(&mut b, "b"), Some(2));
+    }
+
+    #[test]
+    fn a_worker_that_raced_ahead_rolls_back_to_the_agreed_checkpoint() {
+        let store = MemoryStore::default();
+        let (mut b, _) = open(&store);
+        put(&mut b, "a", 1);
+        b.checkpoint(meta(10), &[egress(1)], None, None).unwrap();
+        put(&mut b, "a", 2);
+        put(&mut b, "c", 9);
+        // Checkpoint 20 is written here, but a peer crashed before writing it.
+        b.checkpoint(meta(20), &[egress(2)], None, None).unwrap();
+        drop(b);
+        let (mut b, report) = open(&store);
+        assert_eq!(report.restorable, vec![(10, 10), (20, 20)]);
+        let r = b.restore(Some(10)).unwrap().unwrap();
+        assert_eq!(r.id, 10);
+        assert_eq!(
+            r.replay,
+            vec![(10, egress(1))],
+            "checkpoint 20's outbox is recomputed, not replayed"
+        );
+        assert_eq!(get(&mut b, "a"), Some(1));
+        assert_eq!(get(&mut b, "c"), None);
+        drop(b);
+        // The roll-back is durable: another restart sees only 10.
+        let (_, report) = open(&store);
+        assert_eq!(report.restorable, vec![(10, 10)]);
+    }
+
+    #[test]
+    fn complete_checkpoints_merge_and_older_ones_are_collected() {
+        let store = MemoryStore::default();
+        let (mut b, _) = open(&store);
+        put(&mut b, "a", 1);
+        b.checkpoint(meta(10), &[], None, None).unwrap();
+        put(&mut b, "a", 2);
+        b.checkpoint(meta(20), &[], Some(10), None).unwrap();
+        assert_eq!(b.merged_through(), Some(10));
+        put(&mut b, "a", 3);
+        b.checkpoint(meta(30), &[], Some(20), None).unwrap();
+        assert_eq!(b.merged_through(), Some(20));
+        // Checkpoint 10 is gone; 20 (merged) and 30 (pending) are restorable.
+        let (_, report) = open(&store);
+        assert_eq!(report.restorable, vec![(20, 20), (30, 30)]);
+        // Reads see the newest value through pending changes and merged state.
+        assert_eq!(get(&mut b, "a"), Some(3));
+        drop(b);
+        let (mut b, _) = open(&store);
+        b.restore(Some(20)).unwrap();
+        assert_eq!(get(&mut b, "a"), Some(2));
+    }
+
+    #[test]
+    fn one_write_can_cover_a_range_of_checkpoints() {
+        let store = MemoryStore::default();
+        let (mut b, _) = open(&store);
+        put(&mut b, "a", 1);
+        let env = |id: &str| crate::envelope::Envelope {
+            target: statefun_sdk::Address::new(f(), id),
+            caller: None,
+            value: TypedValue::new("ns/t", vec![]),
+            metadata: None,
+        };
+        let m = CheckpointMeta {
+            id: 10,
+            last: 40,
+            sources: vec![(
+                "in".into(),
+                vec![
+                    (11, b"p11".to_vec()),
+                    (25, b"p25".to_vec()),
+                    (45, b"p45".to_vec()),
+                ],
+            )],
+            inflight: vec![(11, env("x")), (31, env("y"))],
+            ..CheckpointMeta::default()
+        };
+        b.checkpoint(m, &[], None, None).unwrap();
+        drop(b);
+        let (mut b, report) = open(&store);
+        assert_eq!(report.restorable, vec![(10, 40)]);
+        // Restoring checkpoint 30 of the range: positions as of 30, messages sent past 30.
+        let r = b.restore(Some(30)).unwrap().unwrap();
+        assert_eq!(r.sources, vec![("in".to_string(), b"p45".to_vec())]);
+        assert_eq!(r.inflight, vec![env("y")]);
+        assert_eq!(get(&mut b, "a"), Some(1));
+        drop(b);
+        let (mut b, _) = open(&store);
+        let r = b.restore(Some(10)).unwrap().unwrap();
+        assert_eq!(r.sources, vec![("in".to_string(), b"p11".to_vec())]);
+        assert_eq!(r.inflight.len(), 2);
+    }
+
+    #[test]
+    fn delivered_outboxes_are_dropped() {
+        let store = MemoryStore::default();
+        let (mut b, _) = open(&store);
+        b.checkpoint(meta(10), &[egress(1)], None, None).unwrap();
+        b.checkpoint(meta(20), &[egress(2)], Some(10), None)
+            .unwrap();
+        b.checkpoint(meta(30), &[egress(3)], Some(20), Some(20))
+            .unwrap();
+        drop(b);
+        let (mut b, _) = open(&store);
+        let r = b.restore(Some(30)).unwrap().unwrap();
+        assert_eq!(r.replay, vec![(30, egress(3))]);
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing_on_disk() {
+        let store = MemoryStore::default();
+        let (mut b, _) = open(&store);
+        put(&mut b, "a", 1);
+        b.checkpoint(meta(10), &[egress(1)], None, None).unwrap();
+        let before = store.dump();
+        put(&mut b, "a", 2);
+        store.fail_write(1);
+        assert!(b
+            .checkpoint(meta(20), &[egress(2)], Some(10), None)
+            .is_err());
+        assert_eq!(store.dump(), before, "an atomic batch fails as a whole");
+        drop(b);
+        let (mut b, report) = open(&store);
+        assert_eq!(report.restorable, vec![(10, 10)]);
+        b.restore(Some(10)).unwrap();
+        assert_eq!(get(&mut b, "a"), Some(1));
+    }
+
+    #[test]
+    fn every_crash_point_of_a_checkpoint_sequence_restores_a_consistent_state() {
+        // Fail each write of a sequence in turn ("crash" there), restore the
+        // newest checkpoint, and check state equals what that checkpoint saw.
+        for crash_at in 1..=6u64 {
+            let store = MemoryStore::default();
+            let (mut b, _) = open(&store);
+            store.fail_write(crash_at);
+            let mut written: Vec<(u64, u8)> = Vec::new();
+            for (i, id) in [10u64, 20, 30, 40, 50, 60].into_iter().enumerate() {
+                put(&mut b, "a", i as u8);
+                let complete = written.last().map(|w| w.0);
+                match b.checkpoint(meta(id), &[egress(i as u8)], complete, None) {
+                    Ok(_) => written.push((id, i as u8)),
+                    Err(_) => break,
+                }
+            }
+            drop(b);
+            let (mut b, report) = open(&store);
+            let newest = report.restorable.last().map(|r| r.1);
+            assert_eq!(
+                newest,
+                written.last().map(|w| w.0),
+                "crash at write {crash_at}"
+            );
+            let r = b.restore(newest).unwrap();
+            assert_eq!(
+                get(&mut b, "a"),
+                written.last().map(|w| w.1),
+                "crash at write {crash_at}"
+            );
+            if let Some(r) = r {
+                // Every outbox up to the restored checkpoint is still there (none was delivered).
+                let replayed: Vec<u64> = r.replay.iter().map(|(c, _)| *c).collect();
+                let expected: Vec<u64> = written.iter().map(|w| w.0).collect();
+                assert_eq!(replayed, expected, "crash at write {crash_at}");
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_stores_give_errors_naming_what_is_wrong() {
+        let store = MemoryStore::default();
+        let (mut b, _) = open(&store);
+        b.checkpoint(meta(10), &[], None, None).unwrap();
+        drop(b);
+        // Another worker's directory.
+        let err = DurableBackend::open(store.clone(), 1, 2).err().unwrap();
+        assert!(err.contains("worker 0, not worker 1"), "{err}");
+        // A corrupt checkpoint.
+        let mut s = store.clone();
+        let mut batch = Batch::default();
+        batch.put(u64_key(META, 10), b"garbage".to_vec());
+        s.write(batch).unwrap();
+        let (mut b, _) = open(&store);
+        let err = b.restore(Some(10)).err().unwrap();
+        assert!(err.contains("checkpoint 10 is corrupt"), "{err}");
+        // A checkpoint that is not there.
+        let mut batch = Batch::default();
+        batch.put(u64_key(META, 10), bincode::serialize(&meta(10)).unwrap());
+        s.write(batch).unwrap();
+        let err = b.restore(Some(99)).err().unwrap();
+        assert!(err.contains("checkpoint 99 is missing"), "{err}");
+        // A corrupt manifest.
+        let mut batch = Batch::default();
+        batch.put(MANIFEST.to_vec(), vec![1]);
+        s.write(batch).unwrap();
+        let err = DurableBackend::open(store.clone(), 0, 1).err().unwrap();
+        assert!(err.contains("manifest is corrupt"), "{err}");
+    }
+
+    #[test]
+    fn expired_entries_are_recognised_for_compaction() {
+        let mut value = Vec::new();
+        encode_value(
+            &StoredValue {
+                bytes: [1u8].as_slice().into(),
+                expires_at_ms: 100,
+            },
+            &mut value,
+        );
+        assert!(expired_state_entry(b"sxx", &value, 100));
+        assert!(!expired_state_entry(b"sxx", &value, 99));
+        assert!(
+            !expired_state_entry(b"pxx", &value, 1000),
+            "only main state is filtered"
+        );
+        let mut never = Vec::new();
+        encode_value(&StoredValue::new(&[1]), &mut never);
+        assert!(!expired_state_entry(b"sxx", &never, u64::MAX - 1));
+    }
+}

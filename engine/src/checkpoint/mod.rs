@@ -1,0 +1,367 @@
+//! Checkpoints: durable state, frontier-driven commits and recovery.
+//!
+//! The protocol (DESIGN.md §3), and where each part lives:
+//!
+//! * **Schedule** ([`Schedule`]): every `k`-th epoch is a checkpoint epoch.
+//!   Workers compute it from the epoch number alone, so they agree on which
+//!   epochs are checkpoints without talking.
+//! * **Snapshot** (the function operator): for checkpoint epoch `c`, messages
+//!   of later epochs are stashed until the operator's input frontier passes
+//!   `c`; then the worker's state reflects exactly the epochs `≤ c`, and
+//!   [`DurableBackend::checkpoint`] writes the state changes, the messages it
+//!   sent into later epochs, its pending delayed messages, its sources'
+//!   positions and the egress records of the checkpoint (the outbox) as one
+//!   synced, atomic batch.
+//! * **Completion is a frontier**: the function operator holds a capability
+//!   on its egress output at `c` until that batch is durable, so a sink whose
+//!   input frontier passes `c` knows checkpoint `c` is durable on every
+//!   worker, and only then delivers the checkpoint's records.
+//! * **Delivery is a frontier too**: sinks hold a capability until they have
+//!   delivered (and, for exactly-once sinks, committed) a checkpoint; the
+//!   function operator deletes outbox entries behind that frontier.
+//! * **Recovery** ([`agree`], [`DurableBackend::restore`]): workers exchange
+//!   the checkpoints they can restore and pick the newest one every worker
+//!   has; each worker rolls its store forward or back to it, and re-sends
+//!   its in-flight messages and undelivered outbox.
+//!
+//! A worker writes checkpoint `c`'s state changes beside the main state
+//! (as *pending* deltas) and merges them into the main state only once `c`
+//! is known to be complete on every worker. That keeps every worker able to
+//! return to the newest globally complete checkpoint, which a worker that
+//! raced ahead of a crashed peer must do.
+
+mod durable;
+mod rocks;
+mod store;
+
+use serde::{Deserialize, Serialize};
+use statefun_sdk::EgressMessage;
+
+use crate::state::StateBackend;
+
+pub use durable::{
+    list, position_at, CheckpointInfo, CheckpointMeta, CheckpointStats, DurableBackend, Manifest,
+    Recovered, WorkerCheckpoints,
+};
+pub use rocks::{RocksOptions, RocksStore};
+pub use store::{Batch, Entries, MemoryStore, Store, StoreError};
+
+/// Source positions kept in a checkpoint: per ingress id, `(epoch, position)`
+/// entries (see [`position_at`]).
+pub type SourcePositions = Vec<(String, Vec<(u64, Vec<u8>)>)>;
+
+/// A state backend that can write checkpoints (what the function operator needs).
+pub trait CheckpointBackend: StateBackend {
+    /// Writes checkpoint `meta.id` (see [`DurableBackend::checkpoint`]).
+    fn checkpoint(
+        &mut self,
+        meta: CheckpointMeta,
+        outbox: &[EgressMessage],
+        complete_through: Option<u64>,
+        delivered_through: Option<u64>,
+    ) -> Result<CheckpointStats, String>;
+}
+
+impl<S: Store> CheckpointBackend for DurableBackend<S> {
+    fn checkpoint(
+        &mut self,
+        meta: CheckpointMeta,
+        outbox: &[EgressMessage],
+        complete_through: Option<u64>,
+        delivered_through: Option<u64>,
+    ) -> Result<CheckpointStats, String> {
+        DurableBackend::checkpoint(self, meta, outbox, complete_through, delivered_through)
+    }
+}
+
+/// Bits of a checkpoint id that hold the epoch; the rest hold the run generation.
+const EPOCH_BITS: u32 = 42;
+const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
+
+/// Which epochs are checkpoints, and the id of each checkpoint.
+///
+/// Ids must grow across restarts even if the wall clock (and so the epoch
+/// numbers) goes back, and the final checkpoint of a run (taken when all
+/// input is processed) must get the same id on every worker without
+/// agreement. So an id is `generation << 42 | epoch`, where the generation
+/// is one more than the restored checkpoint's, and the final checkpoint of a
+/// run has the largest epoch value. 42 bits of epoch cover 139 years of 1 ms
+/// epochs since 1970; 22 bits of generation allow four million restarts.
+///
+/// ```
+/// use statefun_engine::checkpoint::Schedule;
+/// let s = Schedule::new(100, None);
+/// assert!(s.is_checkpoint(99) && !s.is_checkpoint(100));
+/// assert_eq!(s.next_at_or_after(100), 199);
+/// assert_eq!(s.last_before(250), Some(199));
+/// assert_eq!(s.last_before(99), None);
+/// assert!(s.id(199) > s.id(99) && s.final_id() > s.id(199));
+/// // After restoring any checkpoint of this run, ids are larger.
+/// assert!(Schedule::new(100, Some(s.final_id())).id(0) > s.final_id());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    every: u64,
+    generation: u64,
+}
+
+impl Schedule {
+    /// Checkpoints every `every` epochs (at least 1), in the run after restoring `restored`.
+    pub fn new(every: u64, restored: Option<u64>) -> Self {
+        Schedule {
+            every: every.max(1),
+            generation: restored.map_or(0, |id| (id >> EPOCH_BITS) + 1),
+        }
+    }
+
+    /// Epochs per checkpoint.
+    pub fn every(&self) -> u64 {
+        self.every
+    }
+
+    /// Whether epoch `e` ends a checkpoint.
+    pub fn is_checkpoint(&self, e: u64) -> bool {
+        (e + 1).is_multiple_of(self.every)
+    }
+
+    /// The first checkpoint epoch at or after `e`.
+    pub fn next_at_or_after(&self, e: u64) -> u64 {
+        (e / self.every) * self.every + (self.every - 1)
+    }
+
+    /// The last checkpoint epoch before `frontier` (the checkpoint a frontier at `frontier` completes).
+    pub fn last_before(&self, frontier: u64) -> Option<u64> {
+        let k = frontier / self.every;
+        (k > 0).then(|| k * self.every - 1)
+    }
+
+    /// The id of the checkpoint at epoch `c`.
+    pub fn id(&self, c: u64) -> u64 {
+        (self.generation << EPOCH_BITS) | (c & EPOCH_MASK).min(EPOCH_MASK - 1)
+    }
+
+    /// The id of this run's final checkpoint, taken when all input is processed.
+    pub fn final_id(&self) -> u64 {
+        (self.generation << EPOCH_BITS) | EPOCH_MASK
+    }
+}
+
+/// Splits a checkpoint id into (generation, epoch) for display; the final
+/// checkpoint of a run shows as epoch `None`.
+pub fn describe_id(id: u64) -> (u64, Option<u64>) {
+    let epoch = id & EPOCH_MASK;
+    (id >> EPOCH_BITS, (epoch != EPOCH_MASK).then_some(epoch))
+}
+
+/// What every worker reported at startup: the checkpoints it can restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// The worker's index.
+    pub worker: usize,
+    /// The number of workers the state was written with (None: empty store).
+    pub peers: Option<usize>,
+    /// The checkpoints it can restore, ascending: (first, last) id each
+    /// written checkpoint covers.
+    pub restorable: Vec<(u64, u64)>,
+    /// Why the worker could not open its state, if it could not.
+    pub error: Option<String>,
+}
+
+/// Picks the checkpoint every worker restores: the newest one that all of
+/// them can restore, or none on a fresh start.
+///
+/// Errors (never a silent loss of state) when the worker count differs from
+/// the one the state was written with, or when some workers have state and
+/// others none or nothing in common.
+///
+/// ```
+/// use statefun_engine::checkpoint::{agree, WorkerReport};
+/// let r = |worker, ids: &[(u64, u64)]| WorkerReport { worker, peers: Some(2), restorable: ids.to_vec(), error: None };
+/// assert_eq!(agree(&[r(0, &[(5, 5), (6, 6)]), r(1, &[(5, 5)])], 2), Ok(Some(5)));
+/// // A worker whose one write covered checkpoints 5..=9 agrees on 8.
+/// assert_eq!(agree(&[r(0, &[(5, 9)]), r(1, &[(5, 5), (8, 8)])], 2), Ok(Some(8)));
+/// let fresh = |worker| WorkerReport { worker, peers: None, restorable: vec![], error: None };
+/// assert_eq!(agree(&[fresh(0), fresh(1)], 2), Ok(None));
+/// assert!(agree(&[r(0, &[(5, 5)]), fresh(1)], 2).is_err());
+/// assert!(agree(&[r(0, &[(5, 5)]), r(1, &[(5, 5)])], 4).unwrap_err().contains("2 workers"));
+/// ```
+pub fn agree(reports: &[WorkerReport], peers: usize) -> Result<Option<u64>, String> {
+    let mut reports = reports.to_vec();
+    reports.sort_by_key(|r| r.worker);
+    if let Some(e) = reports.iter().find_map(|r| r.error.as_ref()) {
+        return Err(e.clone());
+    }
+    if let Some(r) = reports.iter().find(|r| r.peers.is_some_and(|p| p != peers)) {
+        return Err(format!(
+            "the state was written by a job with {} workers, but this job has {peers}: \
+             restart with {} workers in total (-w threads × -n processes), or start from an empty --state-dir \
+             (redistributing key groups to another worker count is not supported yet)",
+            r.peers.unwrap_or(0),
+            r.peers.unwrap_or(0)
+        ));
+    }
+    if reports.len() != peers {
+        return Err(format!(
+            "recovery agreement heard from {} of {peers} workers",
+            reports.len()
+        ));
+    }
+    if reports.iter().all(|r| r.restorable.is_empty()) {
+        return Ok(None);
+    }
+    // The newest id inside a range of every worker is the end of one of the ranges.
+    let covered =
+        |r: &WorkerReport, id: u64| r.restorable.iter().any(|(lo, hi)| *lo <= id && id <= *hi);
+    let common = reports
+        .iter()
+        .flat_map(|r| r.restorable.iter().map(|(_, hi)| *hi))
+        .filter(|&id| reports.iter().all(|r| covered(r, id)))
+        .max();
+    match common {
+        Some(id) => Ok(Some(id)),
+        None => {
+            let listing: Vec<String> = reports
+                .iter()
+                .map(|r| format!("worker {}: {:?}", r.worker, r.restorable))
+                .collect();
+            Err(format!(
+                "no checkpoint is restorable on every worker ({}); a worker's state directory is missing or \
+                 from another job: restore the missing worker-N directories, or start from an empty --state-dir",
+                listing.join("; ")
+            ))
+        }
+    }
+}
+
+/// The listing `statefun checkpoints <state-dir>` prints: per worker, the
+/// restorable checkpoints with their age, contents and outbox.
+pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
+    use std::fmt::Write;
+    let entries = std::fs::read_dir(state_dir).map_err(|e| {
+        format!(
+            "cannot read the state directory {}: {e}; give the --state-dir of a run",
+            state_dir.display()
+        )
+    })?;
+    let mut workers: Vec<(usize, std::path::PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix("worker-")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    workers.sort();
+    if workers.is_empty() {
+        return Err(format!(
+            "{} holds no worker-N state databases; is it the --state-dir of a run?",
+            state_dir.display()
+        ));
+    }
+    let now = crate::clock::Clock::now_ms();
+    let mut out = String::new();
+    let mut common: Option<std::collections::BTreeSet<u64>> = None;
+    for (n, path) in &workers {
+        let store = RocksStore::open_read_only(path).map_err(|e| e.to_string())?;
+        let listing = list(&store)?;
+        let peers = listing.manifest.as_ref().map_or(0, |m| m.peers);
+        let _ = writeln!(
+            out,
+            "worker {n} ({}; job of {peers} workers; ~{} keys)",
+            path.display(),
+            listing.keys
+        );
+        let ids: std::collections::BTreeSet<u64> = listing
+            .checkpoints
+            .iter()
+            .map(|c| c.meta.last.max(c.id))
+            .collect();
+        common = Some(match common {
+            None => ids,
+            Some(c) => c.intersection(&ids).copied().collect(),
+        });
+        for c in &listing.checkpoints {
+            let last = c.meta.last.max(c.id);
+            let (generation, epoch) = describe_id(last);
+            let age_s = now.saturating_sub(c.meta.written_at_ms) as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "  checkpoint {} (run {generation}, {}): {age_s:.1}s old, {} state changes, {} delayed, {} in flight, {} egress records ({} undelivered){}",
+                if last == c.id { c.id.to_string() } else { format!("{}..={last}", c.id) },
+                epoch.map_or("final".to_string(), |e| format!("epoch {e}")),
+                c.meta.state_changes,
+                c.meta.timers.len(),
+                c.meta.inflight.len(),
+                c.meta.outbox_records,
+                c.outbox,
+                if c.merged { ", merged" } else { "" },
+            );
+        }
+    }
+    match common.and_then(|c| c.last().copied()) {
+        Some(id) => {
+            let _ = writeln!(out, "a restart resumes from checkpoint {id}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "no checkpoint is complete on every worker: a restart starts fresh or fails"
+            );
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_covers_every_epoch_once() {
+        let s = Schedule::new(10, None);
+        // Every epoch belongs to exactly the checkpoint next_at_or_after names,
+        // and a frontier past that checkpoint completes it.
+        for e in 0..100u64 {
+            let c = s.next_at_or_after(e);
+            assert!(c >= e && c < e + 10 && s.is_checkpoint(c));
+            assert_eq!(s.last_before(c + 1), Some(c));
+            assert!(s.last_before(c).is_none_or(|p| p < e));
+        }
+    }
+
+    #[test]
+    fn ids_increase_across_generations_even_if_the_clock_goes_back() {
+        let first = Schedule::new(1, None);
+        let late = first.id(1_000_000);
+        let second = Schedule::new(1, Some(late));
+        assert!(
+            second.id(5) > late,
+            "a restart with an earlier clock still gets larger ids"
+        );
+        assert!(second.final_id() > second.id(u64::MAX));
+        assert_eq!(describe_id(second.id(7)), (1, Some(7)));
+        assert_eq!(describe_id(second.final_id()), (1, None));
+    }
+
+    #[test]
+    fn agreement_picks_the_newest_common_checkpoint() {
+        let r = |worker, ids: &[u64]| WorkerReport {
+            worker,
+            peers: Some(3),
+            restorable: ids.iter().map(|&i| (i, i)).collect(),
+            error: None,
+        };
+        assert_eq!(
+            agree(&[r(2, &[7, 8]), r(0, &[7, 8]), r(1, &[7, 8])], 3),
+            Ok(Some(8))
+        );
+        // A worker that crashed before writing 8 pulls everyone back to 7.
+        assert_eq!(
+            agree(&[r(0, &[7, 8]), r(1, &[7]), r(2, &[7, 8])], 3),
+            Ok(Some(7))
+        );
+        let err = agree(&[r(0, &[8]), r(1, &[7]), r(2, &[8])], 3).unwrap_err();
+        assert!(err.contains("worker 1: [(7, 7)]"), "{err}");
+        assert!(agree(&[r(0, &[8]), r(1, &[8])], 3).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! The crash-test app: keyed counters that message each other and use
+//! delayed messages, writing to an exactly-once file egress.
+//!
+//! Every egress line is derived from state, so the output proves the state:
+//! for a key seen `n` times the egress holds `count KEY 1` … `count KEY n`
+//! and `tick KEY 1` … `tick KEY n` (one delayed self-message per record),
+//! and for every audit id `audit ID 1` … `audit ID m` (one message per
+//! record of its keys). After any number of crashes and restarts, each of
+//! those lines must appear exactly once — a lost message leaves a gap, a
+//! duplicated one a repeat, and state that went back in time a repeat too.
+
+use std::time::Duration;
+
+use statefun_engine::FunctionRegistry;
+use statefun_sdk::{
+    Context, EgressMessage, FunctionError, FunctionSpec, IntType, Message, MessageBuilder,
+    TypeName, TypedValue, ValueSpec,
+};
+
+/// The counter function type (ingress records go here; the key is the id).
+pub const COUNTER: &str = "crash/counter";
+/// The audit function type: counts messages from counters.
+pub const AUDIT: &str = "crash/audit";
+/// The egress every line goes to.
+pub const OUT: &str = "crash/out";
+/// How many audit instances the counters spread over.
+pub const AUDITS: u32 = 7;
+/// The delay of a counter's tick message.
+pub const TICK: Duration = Duration::from_millis(30);
+
+fn count() -> ValueSpec<IntType> {
+    ValueSpec::new("count", IntType)
+}
+
+fn ticks() -> ValueSpec<IntType> {
+    ValueSpec::new("ticks", IntType)
+}
+
+/// The audit id of a counter key (a stable hash of the key).
+pub fn audit_of(key: &str) -> String {
+    let h = key
+        .bytes()
+        .fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    format!("audit-{}", h % AUDITS)
+}
+
+fn line(ctx: &mut Context<'_>, text: String) -> Result<(), FunctionError> {
+    ctx.send_egress(EgressMessage {
+        egress: TypeName::parse(OUT)?,
+        value: TypedValue::new("crash/line", text.into_bytes()),
+    });
+    Ok(())
+}
+
+fn counter(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError> {
+    let id = ctx.self_address().id.clone();
+    if message.as_string().ok().as_deref() == Some("tick") && ctx.caller().is_some() {
+        let spec = ticks();
+        let n = ctx.get(&spec)?.unwrap_or(0) + 1;
+        ctx.set(&spec, &n)?;
+        return line(ctx, format!("tick {id} {n}"));
+    }
+    let spec = count();
+    let n = ctx.get(&spec)?.unwrap_or(0) + 1;
+    ctx.set(&spec, &n)?;
+    line(ctx, format!("count {id} {n}"))?;
+    let audit = MessageBuilder::for_address(TypeName::parse(AUDIT)?, audit_of(&id))
+        .with_string(&id)
+        .build()?;
+    ctx.send(audit);
+    let tick = MessageBuilder::for_address(TypeName::parse(COUNTER)?, id)
+        .with_string("tick")
+        .build()?;
+    ctx.send_after(TICK, tick);
+    Ok(())
+}
+
+fn audit(ctx: &mut Context<'_>, _message: Message) -> Result<(), FunctionError> {
+    let id = ctx.self_address().id.clone();
+    let spec = count();
+    let n = ctx.get(&spec)?.unwrap_or(0) + 1;
+    ctx.set(&spec, &n)?;
+    line(ctx, format!("audit {id} {n}"))
+}
+
+/// A registry with the counter and audit functions.
+pub fn registry() -> Result<FunctionRegistry, String> {
+    let mut registry = FunctionRegistry::new();
+    let parse = |s: &str| TypeName::parse(s).map_err(|e| e.to_string());
+    let counter = FunctionSpec::builder(parse(COUNTER)?)
+        .with_value_spec(&count())
+        .with_value_spec(&ticks())
+        .with_function(counter)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let audit = FunctionSpec::builder(parse(AUDIT)?)
+        .with_value_spec(&count())
+        .with_function(audit)
+        .build()
+        .map_err(|e| e.to_string())?;
+    registry.register(counter)?;
+    registry.register(audit)?;
+    Ok(registry)
+}

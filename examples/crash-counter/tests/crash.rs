@@ -1,0 +1,283 @@
+//! Crash harness: the counting app (generator → counters that message each
+//! other and use delayed messages → exactly-once file egress) is killed with
+//! SIGKILL at random moments and at chosen fail points, restarted on the same
+//! state dir each time, and finally run to completion. Then every line the
+//! state implies must be in the egress file exactly once.
+//!
+//! CI runs a reduced number of kills; for a soak run:
+//! `STATEFUN_CRASH_KILLS=200 cargo test --release -p example-crash-counter --test crash -- --nocapture`
+//! (`STATEFUN_CRASH_SEED` replays a run's kill times).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use example_crash_counter::{audit_of, AUDIT, COUNTER, OUT};
+
+const RECORDS: u64 = 3000;
+const KEYS: u64 = 40;
+const RATE: u64 = 3000;
+
+/// A small deterministic random source (the seed is printed to replay a run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("STATEFUN_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+}
+
+fn kills(default: usize) -> usize {
+    std::env::var("STATEFUN_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Job {
+    dir: PathBuf,
+    workers: usize,
+    processes: usize,
+    hostfile: Option<PathBuf>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Job {
+    fn new(dir: &Path, workers: usize, processes: usize) -> Job {
+        std::fs::write(
+            dir.join("module.yaml"),
+            format!(
+                "kind: io.statefun-rs.generator.v1/ingress\nspec:\n  id: crash/in\n  valueType: io.statefun.types/string\n  \
+                 keys: {KEYS}\n  count: {RECORDS}\n  rate: {RATE}\n  valueSize: 8\n  targets:\n    - {COUNTER}\n---\n\
+                 kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {OUT}\n  path: out.jsonl\n  deliverySemantic: exactly-once\n"
+            ),
+        )
+        .expect("write module.yaml");
+        Job {
+            dir: dir.to_path_buf(),
+            workers,
+            processes,
+            hostfile: None,
+        }
+    }
+
+    /// Starts every process of the job (fresh ports each time for 2 processes).
+    fn start(&mut self, failpoint: Option<&str>) -> Vec<Child> {
+        if self.processes > 1 {
+            let hosts: Vec<String> = (0..self.processes)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect();
+            let path = self.dir.join("hosts.txt");
+            std::fs::write(&path, hosts.join("\n")).expect("write hostfile");
+            self.hostfile = Some(path);
+        }
+        (0..self.processes)
+            .map(|p| {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"));
+                cmd.current_dir(&self.dir)
+                    .args([
+                        "run",
+                        "module.yaml",
+                        "--state-dir",
+                        "state",
+                        "--checkpoint-interval",
+                        "50ms",
+                    ])
+                    .args(["-w", &self.workers.to_string()])
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped());
+                if let Some(h) = &self.hostfile {
+                    cmd.args([
+                        "-n",
+                        &self.processes.to_string(),
+                        "-p",
+                        &p.to_string(),
+                        "-h",
+                    ])
+                    .arg(h);
+                }
+                match failpoint {
+                    Some(f) => cmd.env("STATEFUN_FAILPOINT", f),
+                    None => cmd.env_remove("STATEFUN_FAILPOINT"),
+                };
+                cmd.spawn().expect("start the app")
+            })
+            .collect()
+    }
+
+    /// Runs to completion; every process must exit 0 within the limit.
+    fn finish(&mut self) {
+        let mut children = self.start(None);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for child in children.iter_mut() {
+            loop {
+                match child.try_wait().expect("wait") {
+                    Some(status) => {
+                        let mut err = String::new();
+                        if let Some(mut e) = child.stderr.take() {
+                            use std::io::Read;
+                            let _ = e.read_to_string(&mut err);
+                        }
+                        assert!(status.success(), "final run failed: {status}\n{err}");
+                        break;
+                    }
+                    None if Instant::now() > deadline => {
+                        let _ = child.kill();
+                        panic!("the final run did not finish within 120 s");
+                    }
+                    None => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+
+    /// Waits for processes that were told to abort at a fail point (or exit).
+    fn wait_all(children: Vec<Child>, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        for mut child in children {
+            loop {
+                if child.try_wait().expect("wait").is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    fn kill_all(children: Vec<Child>) {
+        for mut child in children {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    /// Checks the egress file: exactly the expected lines, each once.
+    fn check(&self) {
+        let text =
+            std::fs::read_to_string(self.dir.join("out.jsonl")).expect("read the egress file");
+        let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("egress line is not JSON ({e}): {line:?}"));
+            let value = v["value"].as_str().expect("a text value").to_string();
+            *seen.entry(value).or_default() += 1;
+        }
+        let mut expected: BTreeMap<String, u32> = BTreeMap::new();
+        let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
+        for s in 0..RECORDS {
+            *per_key.entry((s % KEYS).to_string()).or_default() += 1;
+        }
+        let mut audits: BTreeMap<String, u64> = BTreeMap::new();
+        for (key, n) in &per_key {
+            for i in 1..=*n {
+                expected.insert(format!("count {key} {i}"), 1);
+                expected.insert(format!("tick {key} {i}"), 1);
+            }
+            *audits.entry(audit_of(key)).or_default() += n;
+        }
+        for (audit, n) in &audits {
+            for i in 1..=*n {
+                expected.insert(format!("audit {audit} {i}"), 1);
+            }
+        }
+        let _ = AUDIT;
+        let missing: Vec<&String> = expected
+            .keys()
+            .filter(|k| !seen.contains_key(*k))
+            .take(10)
+            .collect();
+        let repeated: Vec<(&String, &u32)> =
+            seen.iter().filter(|(_, n)| **n > 1).take(10).collect();
+        let unexpected: Vec<&String> = seen
+            .keys()
+            .filter(|k| !expected.contains_key(*k))
+            .take(10)
+            .collect();
+        assert!(
+            missing.is_empty() && repeated.is_empty() && unexpected.is_empty(),
+            "egress is not exactly-once: {} lines for {} expected; missing {missing:?}; repeated {repeated:?}; unexpected {unexpected:?}",
+            text.lines().count(),
+            expected.len()
+        );
+        assert_eq!(seen.len(), expected.len());
+    }
+}
+
+/// The tests share two cores; running them one at a time keeps kill times meaningful.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn crash_and_recover(workers: usize, processes: usize, default_kills: usize) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let seed = seed();
+    println!("seed {seed} (STATEFUN_CRASH_SEED={seed} replays the kill times)");
+    let mut rng = Lcg(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut job = Job::new(dir.path(), workers, processes);
+    // Fail points first: each aborts the process at a telling moment.
+    for point in [
+        "checkpoint-before-write",
+        "checkpoint-after-write",
+        "sink-before-commit",
+        "sink-after-commit",
+    ] {
+        let at = 2 + rng.below(4);
+        let children = job.start(Some(&format!("{point}:{at}")));
+        Job::wait_all(children, Duration::from_secs(20));
+    }
+    // Then SIGKILL at random moments.
+    let n = kills(default_kills);
+    for _ in 0..n {
+        let children = job.start(None);
+        std::thread::sleep(Duration::from_millis(40 + rng.below(700)));
+        Job::kill_all(children);
+    }
+    job.finish();
+    job.check();
+    println!(
+        "{workers} worker(s) × {processes} process(es): {n} kills + 4 fail points, output exact"
+    );
+}
+
+#[test]
+fn exactly_once_after_kills_one_worker() {
+    crash_and_recover(1, 1, 20);
+}
+
+#[test]
+fn exactly_once_after_kills_two_workers() {
+    crash_and_recover(2, 1, 8);
+}
+
+#[test]
+fn exactly_once_after_kills_two_processes() {
+    crash_and_recover(1, 2, 6);
+}

@@ -858,3 +858,398 @@ fn sink_error_for_an_unknown_topic_names_sink_and_topic() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(sink.acknowledged(), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Sink: exactly-once
+
+/// An exactly-once egress with its own progress topic and `transactional.id` prefix, so
+/// that tests running at the same time neither share progress nor fence each other.
+struct ExactlyOnce {
+    spec: KafkaEgress,
+    progress: String,
+    prefix: String,
+}
+
+fn exactly_once(b: &str) -> ExactlyOnce {
+    let progress = unique("progress");
+    let prefix = unique("txn");
+    let spec = egress(
+        b,
+        KafkaDeliverySemantic::ExactlyOnce {
+            transaction_timeout: Duration::from_secs(60),
+        },
+        &[
+            ("statefun.progress.topic", progress.as_str()),
+            ("transactional.id", prefix.as_str()),
+            ("linger.ms", "5"),
+        ],
+    );
+    ExactlyOnce {
+        spec,
+        progress,
+        prefix,
+    }
+}
+
+impl ExactlyOnce {
+    fn open(&self, worker: usize, resume: bool) -> KafkaSink {
+        KafkaSink::open_exactly_once(&sink_id(), &self.spec, worker, resume)
+            .expect("open exactly-once sink")
+    }
+}
+
+/// (partition, key, value, header `h`) as `read_back` returns them, for `out_record`s.
+fn expected(records: &[(i32, &str, &str)]) -> Vec<(i32, String, String, String)> {
+    let mut out: Vec<(i32, String, String, String)> = records
+        .iter()
+        .map(|(p, k, v)| (*p, k.to_string(), v.to_string(), v.to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn sorted(mut v: Vec<(i32, String, String, String)>) -> Vec<(i32, String, String, String)> {
+    v.sort();
+    v
+}
+
+#[test]
+fn sink_exactly_once_commits_records_with_their_checkpoint() {
+    let b = broker_or_skip!();
+    let t = create_topic(&b, 2);
+    let eo = exactly_once(&b);
+    let mut sink = eo.open(0, false);
+    assert_eq!(
+        sink.delivered(),
+        None,
+        "a new progress topic has no progress"
+    );
+    assert_eq!(
+        sink.effective_property("transactional.id"),
+        Some(format!("{}-test.kafka-out-0", eo.prefix))
+    );
+    assert_eq!(
+        sink.effective_property("enable.idempotence").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        sink.effective_property("transaction.timeout.ms").as_deref(),
+        Some("60000")
+    );
+    assert_eq!(sink.effective_property("linger.ms").as_deref(), Some("5"));
+
+    let msgs: Vec<EgressMessage> = (0..10)
+        .map(|i| out_record(&t, &format!("k{i}"), &format!("v{i}"), Some(i % 2)))
+        .collect();
+    sink.write(&msgs[..4]).expect("write");
+    sink.write(&msgs[4..]).expect("write");
+    sink.flush().expect("flush is a no-op for exactly-once");
+    sink.commit(5).expect("commit");
+    assert_eq!(sink.delivered(), Some(5));
+    assert_eq!(sink.acknowledged(), 10);
+
+    let names: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
+    let want: Vec<(i32, &str, &str)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| ((i % 2) as i32, k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        sorted(read_back(&b, &t, 2, 10)),
+        expected(&want),
+        "every committed record exactly once"
+    );
+
+    // The progress record: key `<egress>/<worker>`, value the checkpoint, committed.
+    assert_eq!(
+        read_back(&b, &eo.progress, 1, 1),
+        [(0, "test/kafka-out/0".into(), "5".into(), String::new())]
+    );
+    // The progress topic was created with one partition and compaction.
+    wait_for_partitions(&b, &eo.progress, 1);
+    assert_eq!(
+        topic_config(&b, &eo.progress, "cleanup.policy").as_deref(),
+        Some("compact")
+    );
+
+    drop(sink);
+    let reopened = eo.open(0, true);
+    assert_eq!(reopened.delivered(), Some(5));
+}
+
+fn topic_config(b: &str, topic: &str, key: &str) -> Option<String> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin = admin(b);
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(20)));
+    let res = futures_executor::block_on(
+        admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts),
+    )
+    .expect("describe configs");
+    let resource = res.into_iter().next()?.ok()?;
+    resource.get(key).and_then(|e| e.value.clone())
+}
+
+#[test]
+fn sink_exactly_once_uncommitted_records_are_never_visible() {
+    let b = broker_or_skip!();
+    let t = create_topic(&b, 1);
+    let eo = exactly_once(&b);
+
+    // Checkpoint 3 commits; the next checkpoint's records are written, then the sink goes
+    // away without committing (dropping aborts the transaction).
+    let mut sink = eo.open(0, false);
+    sink.write(&[out_record(&t, "a", "committed-3", None)])
+        .expect("write");
+    sink.commit(3).expect("commit 3");
+    sink.write(&[
+        out_record(&t, "b", "dropped-1", None),
+        out_record(&t, "b", "dropped-2", None),
+    ])
+    .expect("write");
+    // Let the broker acknowledge them, so they are in the log (only not committed).
+    wait_acknowledged(&mut sink, 3);
+    drop(sink);
+
+    let mut sink = eo.open(0, true);
+    assert_eq!(
+        sink.delivered(),
+        Some(3),
+        "the uncommitted checkpoint is not delivered"
+    );
+
+    // A crash without any abort: the transaction stays open until the restarted producer
+    // (same transactional.id) fences the old one and aborts it.
+    sink.write(&[out_record(&t, "c", "crashed", None)])
+        .expect("write");
+    wait_acknowledged(&mut sink, 1);
+    let mut restarted = eo.open(0, true);
+    assert_eq!(restarted.delivered(), Some(3));
+    drop(sink); // fenced: its drop cannot abort (and must not panic)
+
+    restarted
+        .write(&[out_record(&t, "d", "committed-4", None)])
+        .expect("write");
+    restarted.commit(4).expect("commit 4");
+    assert_eq!(restarted.delivered(), Some(4));
+
+    // The aborted records lie before `committed-4` in the partition: a read_committed
+    // reader that got to it has passed them.
+    assert_eq!(
+        sorted(read_back(&b, &t, 1, 2)),
+        expected(&[(0, "a", "committed-3"), (0, "d", "committed-4")])
+    );
+    // Raw (read_uncommitted) the aborted records are there: they were written, not lost.
+    assert_eq!(read_uncommitted(&b, &t, 5).len(), 5);
+
+    drop(restarted);
+    assert_eq!(eo.open(0, true).delivered(), Some(4));
+}
+
+/// Serves delivery reports (`flush` does only that for exactly-once) until `n` records are
+/// acknowledged by the broker.
+fn wait_acknowledged(sink: &mut KafkaSink, n: u64) {
+    let deadline = Instant::now() + T;
+    while sink.acknowledged() < n && Instant::now() < deadline {
+        sink.flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(sink.acknowledged(), n, "records acknowledged");
+}
+
+/// Values of every record in partition 0 of `topic`, including those of aborted
+/// transactions (control records are never returned).
+fn read_uncommitted(b: &str, topic: &str, n: usize) -> Vec<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("group.id", unique("raw"))
+        .set("isolation.level", "read_uncommitted")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + T;
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push(String::from_utf8_lossy(m.payload().unwrap_or(b"")).into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn sink_exactly_once_a_newer_producer_fences_the_older() {
+    let b = broker_or_skip!();
+    let t = create_topic(&b, 1);
+    let eo = exactly_once(&b);
+    let mut a = eo.open(0, false);
+    a.write(&[out_record(&t, "a", "from-a", None)])
+        .expect("write");
+    // Same egress and worker: same transactional.id.
+    let mut b_sink = eo.open(0, true);
+    let started = Instant::now();
+    let text = a.commit(1).expect_err("A was fenced").to_string();
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(text.contains("test/kafka-out"), "{text}");
+    assert!(
+        text.contains(&format!("{}-test.kafka-out-0", eo.prefix)),
+        "{text}"
+    );
+    assert!(text.contains("checkpoint 1 was not committed"), "{text}");
+    assert_eq!(a.delivered(), None);
+    // A stays unusable, with an error rather than a panic.
+    let text = a
+        .write(&[out_record(&t, "a", "again", None)])
+        .expect_err("fenced producer")
+        .to_string();
+    assert!(text.contains("test/kafka-out"), "{text}");
+    assert!(a.commit(2).is_err());
+    drop(a);
+
+    b_sink
+        .write(&[out_record(&t, "b", "from-b", None)])
+        .expect("write");
+    b_sink.commit(2).expect("commit");
+    assert_eq!(b_sink.delivered(), Some(2));
+    assert_eq!(
+        sorted(read_back(&b, &t, 1, 1)),
+        expected(&[(0, "b", "from-b")])
+    );
+    drop(b_sink);
+    assert_eq!(eo.open(0, true).delivered(), Some(2));
+}
+
+#[test]
+fn sink_exactly_once_workers_keep_separate_progress() {
+    let b = broker_or_skip!();
+    let t = create_topic(&b, 1);
+    let eo = exactly_once(&b);
+    // Both workers open at the same time: both may try to create the progress topic.
+    let (mut w0, mut w1) = std::thread::scope(|s| {
+        let h0 = s.spawn(|| eo.open(0, false));
+        let h1 = s.spawn(|| eo.open(1, false));
+        (
+            h0.join().expect("worker 0 opens"),
+            h1.join().expect("worker 1 opens"),
+        )
+    });
+    assert_eq!(
+        w1.effective_property("transactional.id"),
+        Some(format!("{}-test.kafka-out-1", eo.prefix))
+    );
+    w0.write(&[out_record(&t, "w0", "seven", None)])
+        .expect("write");
+    w0.commit(7).expect("commit 7");
+    // Worker 1 wrote nothing for its checkpoint: the commit still records progress.
+    w1.commit(9).expect("commit 9");
+    w0.write(&[out_record(&t, "w0", "ten", None)])
+        .expect("write");
+    w0.commit(10).expect("commit 10");
+    // Worker 1 has a transaction open while worker 0 reopens.
+    w1.write(&[out_record(&t, "w1", "open", None)])
+        .expect("write");
+    drop(w0);
+    assert_eq!(eo.open(0, true).delivered(), Some(10));
+    // Dropping aborts the open transaction, without waiting for its record's acknowledgement
+    // (librdkafka needs delivery reports served meanwhile) or for the broker's timeout.
+    let started = Instant::now();
+    drop(w1);
+    assert!(started.elapsed() < Duration::from_secs(5), "abort on drop");
+    assert_eq!(eo.open(1, true).delivered(), Some(9));
+    // The abort ended the transaction: the topic's last stable offset reaches its end.
+    let end = |isolation: &str| {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("isolation.level", isolation)
+            .create()
+            .expect("consumer");
+        c.fetch_watermarks(&t, 0, Duration::from_secs(10))
+            .expect("watermarks")
+            .1
+    };
+    assert_eq!(end("read_committed"), end("read_uncommitted"));
+    assert_eq!(eo.open(2, true).delivered(), None);
+    assert_eq!(
+        sorted(read_back(&b, &t, 1, 2)),
+        expected(&[(0, "w0", "seven"), (0, "w0", "ten")])
+    );
+}
+
+#[test]
+fn sink_exactly_once_reads_progress_behind_another_open_transaction() {
+    let b = broker_or_skip!();
+    let eo = exactly_once(&b);
+    let mut w0 = eo.open(0, false); // creates the progress topic
+                                    // Another transactional producer (think: a worker that crashed while committing) has a
+                                    // transaction open on the progress topic, in front of worker 0's next progress record.
+    let other: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("transactional.id", unique("other"))
+        .create()
+        .expect("producer");
+    other.init_transactions(T).expect("init");
+    other.begin_transaction().expect("begin");
+    other
+        .send(
+            BaseRecord::to(&eo.progress)
+                .partition(0)
+                .key("other/0")
+                .payload("1"),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    other.flush(T).expect("flush");
+    w0.commit(7).expect("commit");
+    drop(w0);
+    // Until the other transaction ends, the last stable offset stays in front of worker 0's
+    // committed record; a reader that stopped there would report no progress.
+    let committer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        other
+            .commit_transaction(T)
+            .expect("commit the other transaction");
+    });
+    let started = Instant::now();
+    let reopened = eo.open(0, true);
+    assert_eq!(reopened.delivered(), Some(7));
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "open waited for the other transaction"
+    );
+    committer.join().expect("committer");
+}
+
+#[test]
+fn sink_exactly_once_a_failed_write_aborts_instead_of_committing() {
+    let b = broker_or_skip!();
+    let t = create_topic(&b, 1);
+    let eo = exactly_once(&b);
+    let mut sink = eo.open(0, false);
+    sink.write(&[out_record(&t, "a", "partial", None)])
+        .expect("write");
+    let not_a_record = EgressMessage {
+        egress: sink_id(),
+        value: statefun_sdk::TypedValue::new("io.statefun.types/string", vec![10, 1, b'x']),
+    };
+    sink.write(&[not_a_record])
+        .expect_err("not a producer record");
+    // Committing would deliver half a checkpoint: the transaction is aborted instead.
+    let text = sink.commit(1).expect_err("partial checkpoint").to_string();
+    assert!(text.contains("test/kafka-out"), "{text}");
+    assert!(text.contains("checkpoint 1 was not committed"), "{text}");
+    assert_eq!(sink.delivered(), None);
+    // The sink goes on with the next checkpoint.
+    sink.write(&[out_record(&t, "b", "whole", None)])
+        .expect("write");
+    sink.commit(2).expect("commit 2");
+    assert_eq!(sink.delivered(), Some(2));
+    assert_eq!(
+        sorted(read_back(&b, &t, 1, 1)),
+        expected(&[(0, "b", "whole")])
+    );
+}

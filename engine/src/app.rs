@@ -166,17 +166,22 @@ impl SinkPlan {
         matches!(self, SinkPlan::File(_))
     }
 
-    /// Opens the sink; `resume` when the run restores a checkpoint (an
-    /// exactly-once file then truncates what was written past its last
-    /// delivered checkpoint).
-    pub fn open(&self, resume: bool) -> Result<Box<dyn Sink>, ConnectorError> {
+    /// Opens the sink on worker `worker`; `resume` when the run restores a
+    /// checkpoint (an exactly-once file then truncates what was written past
+    /// its last delivered checkpoint).
+    pub fn open(&self, resume: bool, worker: usize) -> Result<Box<dyn Sink>, ConnectorError> {
         Ok(match self {
             SinkPlan::File(config) => Box::new(FileSink::open(FileEgressConfig {
                 resume,
                 ..config.clone()
             })?),
             SinkPlan::Kinesis(id, spec) => Box::new(KinesisSink::open(id.as_str(), spec)?),
-            SinkPlan::Kafka(id, spec) => Box::new(KafkaSink::open(id, spec)?),
+            SinkPlan::Kafka(id, spec) => match spec.delivery_semantic {
+                KafkaDeliverySemantic::ExactlyOnce { .. } => {
+                    Box::new(KafkaSink::open_exactly_once(id, spec, worker, resume)?)
+                }
+                _ => Box::new(KafkaSink::open(id, spec)?),
+            },
         })
     }
 }
@@ -327,8 +332,20 @@ impl Application {
                 }
                 EgressSpec::Kafka(k) => {
                     if let KafkaDeliverySemantic::ExactlyOnce { .. } = k.delivery_semantic {
-                        errors.push(format!("{file}: egress `{}`: deliverySemantic exactly-once (Kafka transactions) is not implemented yet (issue #6); use `type: at-least-once`, which with --state-dir releases records only after their checkpoint is complete and re-sends at most the unconfirmed ones after a crash", egress.id));
-                        continue;
+                        match &settings.durability {
+                            None => {
+                                errors.push(format!("{file}: egress `{}`: deliverySemantic exactly-once needs durable state and checkpoints: run with --state-dir <dir> (or use `type: at-least-once`)", egress.id));
+                                continue;
+                            }
+                            Some(d) => {
+                                if let Some(timeout) = k.transaction_timeout() {
+                                    if timeout <= d.checkpoint_interval {
+                                        errors.push(format!("{file}: egress `{}`: transaction timeout {} is not longer than the checkpoint interval {}; raise transactionTimeout above the interval (at most 15min)", egress.id, statefun_module::format_duration(timeout), statefun_module::format_duration(d.checkpoint_interval)));
+                                        continue;
+                                    }
+                                }
+                            }
+                        }
                     }
                     SinkPlan::Kafka(egress.id.clone(), Box::new(k.clone()))
                 }

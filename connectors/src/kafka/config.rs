@@ -143,6 +143,11 @@ impl LogContext {
     pub(crate) fn client_error(&self, error: KafkaError, reason: &str) {
         // librdkafka reports transient broker trouble (a broker down, all brokers down) here
         // and retries by itself; fatal errors surface again where they matter (poll, flush).
+        // Reaching the end of a partition is how readers that asked for it know they are
+        // done, not trouble.
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         tracing::warn!(
             "{} `{}`: Kafka client error: {error} ({reason})",
             self.connector,

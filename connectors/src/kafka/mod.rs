@@ -6,17 +6,24 @@
 //!   that [`partition_owner`] maps to it, wakes the engine through per-partition queues, and
 //!   picks up partitions added to a topic later.
 //! * [`KafkaSink`] writes `KafkaProducerRecord`s of an `io.statefun.kafka.v1/egress` with
-//!   `at-least-once` or `none` delivery. `exactly-once` needs the checkpoint outbox and is
-//!   refused with a configuration error until that exists.
+//!   `at-least-once` or `none` delivery ([`KafkaSink::open`]), or `exactly-once`
+//!   ([`KafkaSink::open_exactly_once`]): one transaction per checkpoint and worker, committed
+//!   together with a record on a progress topic that tells a restarted job which checkpoints
+//!   were delivered (see [`sink`]).
 //!
 //! `properties` from module.yaml pass through to librdkafka unchanged, except the few keys
-//! the runtime must own; those are named in a warning when set (see [`KafkaSource::open`]
-//! and [`KafkaSink::open`]).
+//! the runtime must own; those are named in a warning when set (see [`KafkaSource::open`],
+//! [`KafkaSink::open`] and [`KafkaSink::open_exactly_once`]), and `statefun.progress.topic`,
+//! which only the exactly-once sink reads.
 
 mod config;
+mod progress;
 pub mod sink;
 pub mod source;
 
 pub use config::{effective_property, partition_owner};
-pub use sink::KafkaSink;
+pub use sink::{
+    progress_key, transactional_id, KafkaSink, DEFAULT_PROGRESS_TOPIC,
+    DEFAULT_TRANSACTIONAL_ID_PREFIX, PROGRESS_TOPIC_PROPERTY,
+};
 pub use source::{KafkaSource, PARTITION_DISCOVERY_INTERVAL};

@@ -1,27 +1,45 @@
-//! [`KafkaSink`]: an `io.statefun.kafka.v1/egress` with `at-least-once` or `none` delivery.
+//! [`KafkaSink`]: an `io.statefun.kafka.v1/egress`, with `at-least-once`, `none` or
+//! `exactly-once` delivery.
 //!
-//! Records are produced as they are written; librdkafka batches them and retries what the
-//! broker calls retriable (within `message.timeout.ms`). With `at-least-once`,
-//! [`Sink::flush`] waits for every delivery report and fails, naming the sink, topic and
-//! error, if any record was not acknowledged — so the engine never marks a checkpoint
-//! delivered that was not. With `none`, nothing waits and failures are only logged.
+//! **`at-least-once` and `none`** ([`KafkaSink::open`]). Records are produced as they are
+//! written; librdkafka batches them and retries what the broker calls retriable (within
+//! `message.timeout.ms`). With `at-least-once`, [`Sink::flush`] waits for every delivery
+//! report and fails, naming the sink, topic and error, if any record was not acknowledged —
+//! so the engine never marks a checkpoint delivered that was not. With `none`, nothing waits
+//! and failures are only logged.
 //!
-//! `exactly-once` needs the checkpoint outbox (issue #4): records must wait for a globally
-//! complete checkpoint and go out in one transaction with a progress record. Until then the
-//! sink refuses it rather than pretend.
+//! **`exactly-once`** ([`KafkaSink::open_exactly_once`]). The engine hands the sink a
+//! checkpoint's records only once the checkpoint is complete on all workers, then calls
+//! [`Sink::commit`]. Each worker's sink writes them in one Kafka transaction together with a
+//! *progress record* (key `<egress id>/<worker>`, value the checkpoint id) on a compacted
+//! progress topic, and commits. So:
+//!
+//! * **The progress topic is the source of truth.** A checkpoint's output and its progress
+//!   record become visible to read_committed readers atomically. On open the sink reads the
+//!   last committed progress value for its key back ([`Sink::delivered`]), and the engine
+//!   skips replaying checkpoints up to it; checkpoints after it are written again, and their
+//!   earlier attempts were never committed, so read_committed readers see every record once.
+//! * **Transactions are short: one per checkpoint per worker**, begun by the first write of
+//!   a checkpoint and ended by its commit. A crash therefore never leaves a transaction
+//!   that *should* be committed later (a "prepared" transaction, which Flink resumes after a
+//!   restart but librdkafka cannot): whatever was open at a crash is aborted — by the
+//!   restarted producer's `init_transactions`, which fences the old one by its stable
+//!   `transactional.id`, or by the broker after `transaction.timeout.ms` — and the engine
+//!   replays those records from the checkpoint.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders, ToBytes};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use statefun_module::{KafkaDeliverySemantic, KafkaEgress};
 use statefun_sdk::{EgressMessage, TypeName};
 
 use super::config::{client_config, effective_property, LogContext, Owned};
+use super::progress::ProgressTopic;
 use crate::codec::KafkaProducerRecord;
 use crate::{ConnectorError, Sink};
 
@@ -29,6 +47,59 @@ const CONNECTOR: &str = "kafka egress";
 
 /// librdkafka's default `message.timeout.ms`: how long it keeps retrying one record.
 const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_millis(300_000);
+
+/// The `properties` key naming the progress topic of an exactly-once egress. The runtime
+/// removes it before the other properties reach librdkafka (which does not know it).
+pub const PROGRESS_TOPIC_PROPERTY: &str = "statefun.progress.topic";
+
+/// The progress topic when [`PROGRESS_TOPIC_PROPERTY`] is not set.
+pub const DEFAULT_PROGRESS_TOPIC: &str = "statefun-progress";
+
+/// The `transactional.id` prefix when the `transactional.id` property is not set.
+pub const DEFAULT_TRANSACTIONAL_ID_PREFIX: &str = "statefun";
+
+/// How long `init_transactions` may take at open (it waits for the broker to abort a
+/// transaction the previous producer with the same id left open).
+const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One call of `abort_transaction` before delivery reports are served again.
+const ABORT_SLICE: Duration = Duration::from_millis(200);
+
+/// How long dropping a sink waits for its open transaction to be aborted.
+const DROP_ABORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What is added to `transaction.timeout.ms` to bound a commit or abort (after that the
+/// broker has aborted the transaction anyway) and the wait for other workers' open
+/// transactions when reading the progress topic.
+const TRANSACTION_SLACK: Duration = Duration::from_secs(30);
+
+/// The hint of errors after a fatal producer error.
+const FATAL_HINT: &str = "a producer that fails fatally cannot go on; if it was fenced, another \
+     producer with the same transactional.id took over (a newer run of this job, or another \
+     job with the same egress id and `transactional.id` prefix, which must differ); restart \
+     from the last checkpoint";
+
+/// The `transactional.id` of the exactly-once producer of `worker` for egress `egress`:
+/// `<prefix>-<egress id with / replaced by .>-<worker>`.
+///
+/// It depends only on the configuration and the worker, never on the run, so a restarted
+/// job's producer has the same id as the one it replaces: its `init_transactions` fences the
+/// old producer (a zombie of a crashed run can no longer commit) and aborts whatever
+/// transaction the old one left open. Two jobs writing to the same cluster with the same
+/// egress id need different prefixes (the `transactional.id` property), or they fence each
+/// other.
+pub fn transactional_id(prefix: &str, egress: &TypeName, worker: usize) -> String {
+    format!("{prefix}-{}-{worker}", egress.as_str().replace('/', "."))
+}
+
+/// The key of the progress records of `worker` for egress `egress`: `<egress id>/<worker>`.
+///
+/// The same for the same sink and worker across restarts, so the last committed value under
+/// it is what the sink delivered last. Jobs that share a progress topic must not share
+/// egress ids (give each job its own `statefun.progress.topic`).
+pub fn progress_key(egress: &TypeName, worker: usize) -> String {
+    format!("{}/{worker}", egress.as_str())
+}
 
 /// What the delivery callbacks report back to the sink.
 #[derive(Default)]
@@ -45,6 +116,8 @@ pub struct SinkContext {
     deliveries: Arc<Mutex<Deliveries>>,
     /// `none`: failures are logged here, because nobody waits for them.
     log_failures: bool,
+    /// `exactly-once`: the progress topic, whose records are not counted as acknowledged.
+    progress_topic: Option<String>,
 }
 
 impl ClientContext for SinkContext {
@@ -65,7 +138,11 @@ impl ProducerContext for SinkContext {
             return;
         };
         match result {
-            Ok(_) => d.acked += 1,
+            Ok(m) => {
+                if self.progress_topic.as_deref() != Some(m.topic()) {
+                    d.acked += 1;
+                }
+            }
             Err((e, msg)) => {
                 d.failed_count += 1;
                 if self.log_failures {
@@ -83,15 +160,64 @@ impl ProducerContext for SinkContext {
     }
 }
 
+/// The transaction state of an exactly-once sink.
+struct Transactional {
+    transactional_id: String,
+    progress_topic: String,
+    progress_key: String,
+    /// Bounds a commit (including flushing the transaction's records) and an abort.
+    timeout: Duration,
+    /// A transaction is open: begun by the first write (or commit) after open or a commit.
+    open: bool,
+    /// The last checkpoint whose transaction committed (read back at open, then ours).
+    delivered: Option<u64>,
+    /// Set after a fatal error (for example: fenced by a newer producer with the same
+    /// `transactional.id`); the producer cannot be used again and every call fails with it.
+    fatal: Option<String>,
+    /// A write into the open transaction failed (a record could not be converted or
+    /// produced, or was not acknowledged): the transaction holds part of a checkpoint, so
+    /// the next commit aborts it instead of committing, whatever the caller does next.
+    poisoned: Option<String>,
+}
+
+/// How a failed transactional call may go on (librdkafka's classification).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// The producer is unusable.
+    Fatal,
+    /// The transaction must be aborted; the producer can go on after that.
+    Abortable,
+    /// The same call may be made again.
+    Retriable,
+    /// Anything else (a local timeout, a bad argument): the transaction stays as it was.
+    Other,
+}
+
+fn classify(e: &KafkaError) -> Failure {
+    match e {
+        KafkaError::Transaction(r) if r.is_fatal() => Failure::Fatal,
+        KafkaError::Transaction(r) if r.txn_requires_abort() => Failure::Abortable,
+        KafkaError::Transaction(r) if r.is_retriable() => Failure::Retriable,
+        _ if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) => Failure::Fatal,
+        _ => Failure::Other,
+    }
+}
+
 /// The Kafka egress sink of one worker.
+///
+/// Opened with [`KafkaSink::open`] for `at-least-once` and `none`, and with
+/// [`KafkaSink::open_exactly_once`] for `exactly-once` (see the [module](self) for how the
+/// transactions and the progress topic work).
 pub struct KafkaSink {
     id: String,
     address: String,
     producer: BaseProducer<SinkContext>,
     deliveries: Arc<Mutex<Deliveries>>,
-    /// `at-least-once`: `flush` waits for and checks every delivery.
+    /// `at-least-once` and `exactly-once`: delivery failures are errors.
     wait: bool,
     flush_timeout: Duration,
+    /// `exactly-once` only.
+    txn: Option<Transactional>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -100,17 +226,22 @@ impl std::fmt::Debug for KafkaSink {
             .field("id", &self.id)
             .field("address", &self.address)
             .field("wait", &self.wait)
+            .field(
+                "transactional_id",
+                &self.txn.as_ref().map(|t| t.transactional_id.as_str()),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl KafkaSink {
-    /// Opens the producer of egress `id`.
+    /// Opens the producer of egress `id` with `at-least-once` or `none` delivery.
     ///
     /// Properties pass through to librdkafka unchanged, except `bootstrap.servers` (from
-    /// `address`) and `transactional.id` (owned by the exactly-once outbox; removed here),
-    /// each named in a warning if set. `exactly-once` is a [`ConnectorError::Config`]:
-    /// it needs the checkpoint outbox of issue #4; use `at-least-once` for now.
+    /// `address`) and `transactional.id` (only the exactly-once path uses it; removed here),
+    /// each named in a warning if set. `exactly-once` is a [`ConnectorError::Config`]: it
+    /// needs the checkpointed path, [`KafkaSink::open_exactly_once`], which knows the worker
+    /// and whether the job resumes.
     pub fn open(id: &TypeName, spec: &KafkaEgress) -> Result<Self, ConnectorError> {
         let id_text = id.to_string();
         let config_error = |message: String| ConnectorError::Config {
@@ -121,8 +252,10 @@ impl KafkaSink {
         let wait = match spec.delivery_semantic {
             KafkaDeliverySemantic::ExactlyOnce { .. } => {
                 return Err(config_error(
-                    "`deliverySemantic: exactly-once` needs the checkpoint outbox (issue #4), \
-                     which is not built yet; use `type: at-least-once` for now"
+                    "`deliverySemantic: exactly-once` needs the checkpointed path \
+                     (`KafkaSink::open_exactly_once`, which the engine uses when checkpoints \
+                     are enabled): records go out in one transaction per checkpoint; use \
+                     `type: at-least-once` to write without checkpoints"
                         .into(),
                 ))
             }
@@ -132,8 +265,9 @@ impl KafkaSink {
         let mut properties = spec.properties.clone();
         if properties.get("transactional.id").is_some() {
             tracing::warn!(
-                "{CONNECTOR} `{id_text}`: property `transactional.id` is ignored: transactions \
-                 belong to the exactly-once outbox, not to `properties`"
+                "{CONNECTOR} `{id_text}`: property `transactional.id` is ignored: only \
+                 `exactly-once` uses transactions (it takes the property as the prefix of its \
+                 transactional ids)"
             );
             properties.0.retain(|(k, _)| k != "transactional.id");
         }
@@ -163,6 +297,7 @@ impl KafkaSink {
             },
             deliveries: deliveries.clone(),
             log_failures: !wait,
+            progress_topic: None,
         };
         let producer: BaseProducer<SinkContext> = config
             .create_with_context(context)
@@ -174,6 +309,197 @@ impl KafkaSink {
             deliveries,
             wait,
             flush_timeout,
+            txn: None,
+        })
+    }
+
+    /// Opens the transactional producer of egress `id` on worker `worker`, for
+    /// `deliverySemantic: exactly-once` (any other semantic is a [`ConnectorError::Config`]).
+    ///
+    /// * `transactional.id` is [`transactional_id`]`(prefix, id, worker)`, the prefix being
+    ///   the `transactional.id` property if set, else [`DEFAULT_TRANSACTIONAL_ID_PREFIX`].
+    ///   `init_transactions` runs here: it fences any earlier producer with that id (a
+    ///   crashed run's) and aborts the transaction it left open.
+    /// * `transaction.timeout.ms` comes from `transactionTimeout`, `enable.idempotence` is
+    ///   `true` and `bootstrap.servers` comes from `address`; a property setting one of them
+    ///   differently is named in a warning. Other properties pass through to librdkafka.
+    /// * The progress topic is the property [`PROGRESS_TOPIC_PROPERTY`] (removed from the
+    ///   properties) or [`DEFAULT_PROGRESS_TOPIC`]. It is created if missing (1 partition,
+    ///   `cleanup.policy=compact`, replication 1 on a one-broker cluster, else the broker
+    ///   default); "already exists" from a concurrent creator is fine. The admin client and
+    ///   the progress readers take only the connection settings from `properties`
+    ///   (`security.protocol`, `sasl.*`, `ssl.*`, `client.id`, `socket.*`, …).
+    /// * Then, whether `resume` or not, the progress topic is read back with a
+    ///   read_committed consumer, and the last value under [`progress_key`]`(id, worker)`
+    ///   becomes [`Sink::delivered`] (`None` if there is none). That includes waiting,
+    ///   at most `transactionTimeout` + 30 s, for transactions of other workers that are still
+    ///   open on the topic (a crashed worker's, until it restarts or the broker aborts it).
+    ///   `resume` only changes what is logged: a fresh run replays nothing, so the value
+    ///   does not matter to it.
+    ///
+    /// Errors name the egress, the broker address, the topic and the broker's error.
+    pub fn open_exactly_once(
+        id: &TypeName,
+        spec: &KafkaEgress,
+        worker: usize,
+        resume: bool,
+    ) -> Result<Self, ConnectorError> {
+        let id_text = id.to_string();
+        let config_error = |message: String| ConnectorError::Config {
+            connector: CONNECTOR,
+            id: id_text.clone(),
+            message,
+        };
+        let KafkaDeliverySemantic::ExactlyOnce {
+            transaction_timeout,
+        } = spec.delivery_semantic
+        else {
+            return Err(config_error(
+                "opened as exactly-once, but `deliverySemantic` is not `exactly-once`".into(),
+            ));
+        };
+        let timeout_ms = transaction_timeout.as_millis();
+        if timeout_ms == 0 || timeout_ms > i32::MAX as u128 {
+            return Err(config_error(format!(
+                "the transaction timeout {transaction_timeout:?} is out of range \
+                 (1 ms to {} ms); fix `deliverySemantic.transactionTimeout`",
+                i32::MAX
+            )));
+        }
+
+        let mut properties = spec.properties.clone();
+        let mut take = |key: &str| {
+            let value = properties.get(key).map(|v| v.trim().to_string());
+            properties.0.retain(|(k, _)| k != key);
+            value.filter(|v| !v.is_empty())
+        };
+        let progress_topic =
+            take(PROGRESS_TOPIC_PROPERTY).unwrap_or_else(|| DEFAULT_PROGRESS_TOPIC.to_string());
+        let prefix =
+            take("transactional.id").unwrap_or_else(|| DEFAULT_TRANSACTIONAL_ID_PREFIX.to_string());
+        let txn_id = transactional_id(&prefix, id, worker);
+        let key = progress_key(id, worker);
+
+        let config = client_config(
+            CONNECTOR,
+            &id_text,
+            &[],
+            &properties,
+            &[
+                Owned {
+                    key: "bootstrap.servers",
+                    value: spec.address.clone(),
+                    why: "from `address`",
+                },
+                Owned {
+                    key: "transactional.id",
+                    value: txn_id.clone(),
+                    why: "`<transactional.id prefix>-<egress>-<worker>`, stable across restarts",
+                },
+                Owned {
+                    key: "enable.idempotence",
+                    value: "true".into(),
+                    why: "transactions need the idempotent producer",
+                },
+                Owned {
+                    key: "transaction.timeout.ms",
+                    value: timeout_ms.to_string(),
+                    why: "from `transactionTimeout`",
+                },
+            ],
+        );
+        let timeout = transaction_timeout + TRANSACTION_SLACK;
+        let deliveries = Arc::new(Mutex::new(Deliveries::default()));
+        let context = SinkContext {
+            log: LogContext {
+                connector: CONNECTOR,
+                id: id_text.clone(),
+            },
+            deliveries: deliveries.clone(),
+            log_failures: false,
+            progress_topic: Some(progress_topic.clone()),
+        };
+        let producer: BaseProducer<SinkContext> = config
+            .create_with_context(context)
+            .map_err(|e| config_error(format!("librdkafka refused the configuration: {e}")))?;
+
+        let progress_error = |e: String| ConnectorError::Io {
+            connector: CONNECTOR,
+            id: id_text.clone(),
+            path: spec.address.clone(),
+            source: std::io::Error::other(format!("progress topic `{progress_topic}`: {e}")),
+            hint: format!(
+                "check that the brokers are reachable and that this client may create, read \
+                 and write the topic (property `{PROGRESS_TOPIC_PROPERTY}` names another)"
+            ),
+        };
+        let progress = ProgressTopic {
+            connector: CONNECTOR,
+            id: &id_text,
+            address: &spec.address,
+            properties: &properties,
+            topic: &progress_topic,
+        };
+        progress.ensure().map_err(progress_error)?;
+
+        producer.init_transactions(INIT_TIMEOUT).map_err(|e| {
+            let detail = match producer.client().fatal_error() {
+                Some((code, reason)) => format!("{e} ({code}: {reason})"),
+                None => e.to_string(),
+            };
+            ConnectorError::Io {
+                connector: CONNECTOR,
+                id: id_text.clone(),
+                path: spec.address.clone(),
+                source: std::io::Error::other(format!(
+                    "cannot initialise transactions for transactional.id `{txn_id}`: {detail}"
+                )),
+                hint: "check that the brokers are reachable, support transactions (a cluster \
+                       needs at least `transaction.state.log.min.isr` brokers) and allow this \
+                       client to use the transactional id"
+                    .into(),
+            }
+        })?;
+
+        let delivered = progress
+            .last_committed(&key, &format!("{txn_id}.progress"), timeout)
+            .map_err(progress_error)?;
+        match (resume, delivered) {
+            (true, Some(d)) => tracing::info!(
+                "{CONNECTOR} `{id_text}`: worker {worker} (transactional.id `{txn_id}`) \
+                 delivered checkpoints through {d}; replayed records up to it are skipped"
+            ),
+            (true, None) => tracing::info!(
+                "{CONNECTOR} `{id_text}`: worker {worker} (transactional.id `{txn_id}`) \
+                 has no committed checkpoint in `{progress_topic}`; every replayed record is \
+                 written"
+            ),
+            (false, Some(d)) => tracing::info!(
+                "{CONNECTOR} `{id_text}`: worker {worker}: an earlier run delivered through \
+                 checkpoint {d} (`{progress_topic}`); this run starts fresh"
+            ),
+            (false, None) => tracing::debug!(
+                "{CONNECTOR} `{id_text}`: worker {worker} opened with transactional.id \
+                 `{txn_id}`"
+            ),
+        }
+        Ok(KafkaSink {
+            id: id_text,
+            address: spec.address.clone(),
+            producer,
+            deliveries,
+            wait: true,
+            flush_timeout: timeout,
+            txn: Some(Transactional {
+                transactional_id: txn_id,
+                progress_topic,
+                progress_key: key,
+                timeout,
+                open: false,
+                delivered,
+                fatal: None,
+                poisoned: None,
+            }),
         })
     }
 
@@ -183,21 +509,20 @@ impl KafkaSink {
         effective_property(self.producer.client(), key)
     }
 
-    /// Records acknowledged by the brokers so far.
+    /// Records acknowledged by the brokers so far (progress records not counted). With
+    /// `exactly-once`, acknowledged records become visible to read_committed readers only
+    /// when their transaction commits.
     pub fn acknowledged(&self) -> u64 {
         self.deliveries.lock().map(|d| d.acked).unwrap_or(0)
     }
 
-    /// With `at-least-once`, an error for the records that failed since the last check.
-    fn take_failures(&self) -> Result<(), ConnectorError> {
-        if !self.wait {
-            return Ok(());
-        }
+    /// Failed deliveries since the last check: (count, description).
+    fn take_failed(&self) -> Option<(u64, String)> {
         let Ok(mut d) = self.deliveries.lock() else {
-            return Ok(());
+            return None;
         };
         if d.failed_count == 0 {
-            return Ok(());
+            return None;
         }
         let count = std::mem::take(&mut d.failed_count);
         let failed = std::mem::take(&mut d.failed);
@@ -205,14 +530,22 @@ impl KafkaSink {
             .iter()
             .map(|(topic, e)| format!("topic `{topic}`: {e}"))
             .collect();
+        Some((count, detail.join("; ")))
+    }
+
+    /// With `at-least-once`, an error for the records that failed since the last check.
+    fn take_failures(&self) -> Result<(), ConnectorError> {
+        if !self.wait {
+            return Ok(());
+        }
+        let Some((count, detail)) = self.take_failed() else {
+            return Ok(());
+        };
         Err(ConnectorError::Io {
             connector: CONNECTOR,
             id: self.id.clone(),
             path: self.address.clone(),
-            source: std::io::Error::other(format!(
-                "{count} record(s) not acknowledged ({})",
-                detail.join("; ")
-            )),
+            source: std::io::Error::other(format!("{count} record(s) not acknowledged ({detail})")),
             hint: "check that the topics exist (the broker may not create topics \
                    automatically) and that this client may write to them"
                 .to_string(),
@@ -229,6 +562,38 @@ impl KafkaSink {
                 message.value.typename,
                 crate::codec::KAFKA_PRODUCER_RECORD_TYPENAME
             ),
+        }
+    }
+
+    /// `e`, with the producer's fatal error if it has one (librdkafka reports only
+    /// "Fatal error" where the reason, such as being fenced, matters).
+    fn describe(&self, e: &KafkaError) -> String {
+        match self.producer.client().fatal_error() {
+            Some((code, reason)) => format!("{e} (fatal: {code}: {reason})"),
+            None => e.to_string(),
+        }
+    }
+
+    /// Hands one record to librdkafka; a full local queue is waited out by serving
+    /// delivery reports, for at most `flush_timeout`.
+    fn produce<K, P>(&self, mut base: BaseRecord<'_, K, P>) -> Result<(), KafkaError>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        let started = Instant::now();
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if started.elapsed() < self.flush_timeout =>
+                {
+                    // The local queue is full: serve delivery reports, which frees room.
+                    base = back;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(e),
+            }
         }
     }
 
@@ -255,36 +620,251 @@ impl KafkaSink {
         if let Some(p) = record.partition {
             base = base.partition(p);
         }
-        let started = Instant::now();
-        loop {
-            match self.producer.send(base) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if started.elapsed() < self.flush_timeout =>
-                {
-                    // The local queue is full: serve delivery reports, which frees room.
-                    base = back;
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => {
-                    return Err(ConnectorError::Io {
-                        connector: CONNECTOR,
-                        id: self.id.clone(),
-                        path: self.address.clone(),
-                        source: std::io::Error::other(format!(
-                            "producing to topic `{}` failed: {e}",
-                            record.topic
-                        )),
-                        hint: "check the topic, partition and producer properties".into(),
-                    })
+        self.produce(base).map_err(|e| ConnectorError::Io {
+            connector: CONNECTOR,
+            id: self.id.clone(),
+            path: self.address.clone(),
+            source: std::io::Error::other(format!(
+                "producing to topic `{}` failed: {}",
+                record.topic,
+                self.describe(&e)
+            )),
+            hint: "check the topic, partition and producer properties".into(),
+        })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // exactly-once
+
+    /// An error of the exactly-once path: names the egress, the broker address, the
+    /// `transactional.id` and (in `what`) the topic involved.
+    fn txn_error(&self, what: String, hint: &str) -> ConnectorError {
+        let txn_id = self
+            .txn
+            .as_ref()
+            .map(|t| t.transactional_id.as_str())
+            .unwrap_or_default();
+        ConnectorError::Io {
+            connector: CONNECTOR,
+            id: self.id.clone(),
+            path: self.address.clone(),
+            source: std::io::Error::other(format!("transactional.id `{txn_id}`: {what}")),
+            hint: hint.to_string(),
+        }
+    }
+
+    /// Fails if an earlier fatal error made the producer unusable (also if librdkafka
+    /// raised one in the background, for example because a newer producer fenced this one).
+    fn check_usable(&mut self) -> Result<(), ConnectorError> {
+        if let Some(t) = self.txn.as_mut() {
+            if t.fatal.is_none() {
+                if let Some((code, reason)) = self.producer.client().fatal_error() {
+                    t.fatal = Some(format!("{code}: {reason}"));
                 }
             }
         }
+        match self.txn.as_ref().and_then(|t| t.fatal.clone()) {
+            Some(fatal) => Err(self.txn_error(
+                format!("the producer failed fatally and cannot be used again: {fatal}"),
+                FATAL_HINT,
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Aborts the open transaction, serving delivery reports while librdkafka purges and
+    /// flushes its records (it waits for their reports, which only polling delivers to this
+    /// event-based producer): `abort_transaction` is called in short slices, resuming after
+    /// each retriable timeout as librdkafka documents, until `timeout` has passed.
+    fn abort(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.producer.poll(Duration::ZERO);
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.producer.abort_transaction(left.min(ABORT_SLICE)) {
+                Ok(()) => return Ok(()),
+                Err(e) if classify(&e) == Failure::Retriable && left > ABORT_SLICE => {
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Begins a transaction unless one is open.
+    fn begin(&mut self) -> Result<(), ConnectorError> {
+        if self.txn.as_ref().is_none_or(|t| t.open) {
+            return Ok(());
+        }
+        if let Err(e) = self.producer.begin_transaction() {
+            return Err(self.failed(None, "cannot begin a transaction: ".into(), e));
+        }
+        if let Some(t) = self.txn.as_mut() {
+            t.open = true;
+        }
+        Ok(())
+    }
+
+    /// The error for a failed transactional call, after doing what librdkafka asks for:
+    /// a fatal error marks the producer unusable; an abortable one aborts the transaction
+    /// (its records are discarded; the engine's replay writes them again after a restart).
+    fn failed(&mut self, checkpoint: Option<u64>, what: String, e: KafkaError) -> ConnectorError {
+        let detail = self.describe(&e);
+        let lost = match checkpoint {
+            Some(c) => format!("checkpoint {c} was not committed; "),
+            None => String::new(),
+        };
+        let deliveries = match self.take_failed() {
+            Some((count, d)) => format!("; {count} record(s) not acknowledged ({d})"),
+            None => String::new(),
+        };
+        match classify(&e) {
+            Failure::Fatal => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.fatal = Some(detail.clone());
+                }
+                self.txn_error(format!("{lost}{what}{detail}{deliveries}"), FATAL_HINT)
+            }
+            Failure::Abortable => {
+                let timeout = self.txn.as_ref().map_or(DROP_ABORT_TIMEOUT, |t| t.timeout);
+                let aborted = match self.abort(timeout) {
+                    Ok(()) => {
+                        if let Some(t) = self.txn.as_mut() {
+                            t.open = false;
+                            t.poisoned = None;
+                        }
+                        "the transaction was aborted".to_string()
+                    }
+                    Err(abort) => format!("aborting the transaction failed too: {abort}"),
+                };
+                self.txn_error(
+                    format!("{lost}{what}{detail}{deliveries}; {aborted}"),
+                    "check that the topics exist and that this client may write to them \
+                     transactionally; restart from the last checkpoint",
+                )
+            }
+            Failure::Retriable | Failure::Other => self.txn_error(
+                format!("{lost}{what}{detail}{deliveries}"),
+                "check that the brokers are reachable; the transaction stays open and is \
+                 aborted when the sink is dropped",
+            ),
+        }
+    }
+
+    fn write_transactional(&mut self, records: &[EgressMessage]) -> Result<(), ConnectorError> {
+        self.check_usable()?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.begin()?;
+        let result = records
+            .iter()
+            .try_for_each(|m| self.send(m))
+            .and_then(|()| {
+                // Serve delivery reports so that failures surface early and memory stays
+                // bounded.
+                self.producer.poll(Duration::ZERO);
+                self.take_failures()
+            });
+        if let Err(e) = &result {
+            // A fatal producer error (fenced) makes every later call fail fast.
+            let _ = self.check_usable();
+            if let Some(t) = self.txn.as_mut() {
+                t.poisoned.get_or_insert_with(|| e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Aborts the open transaction because a write into it failed.
+    fn abort_poisoned(&mut self, checkpoint: u64, reason: String) -> ConnectorError {
+        let timeout = self.txn.as_ref().map_or(DROP_ABORT_TIMEOUT, |t| t.timeout);
+        let aborted = match self.abort(timeout) {
+            Ok(()) => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.open = false;
+                    t.poisoned = None;
+                }
+                "the transaction was aborted".to_string()
+            }
+            Err(e) => format!("aborting the transaction failed too: {}", self.describe(&e)),
+        };
+        let _ = self.take_failed();
+        self.txn_error(
+            format!(
+                "checkpoint {checkpoint} was not committed because a write into its \
+                 transaction failed ({reason}); {aborted}"
+            ),
+            "fix the cause of the failed write; a restart from the last checkpoint writes \
+             the checkpoint again",
+        )
+    }
+
+    fn commit_transactional(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        self.check_usable()?;
+        if let Some(reason) = self.txn.as_ref().and_then(|t| t.poisoned.clone()) {
+            return Err(self.abort_poisoned(checkpoint, reason));
+        }
+        self.begin()?;
+        let Some((topic, key, timeout)) = self
+            .txn
+            .as_ref()
+            .map(|t| (t.progress_topic.clone(), t.progress_key.clone(), t.timeout))
+        else {
+            return Ok(());
+        };
+        let value = checkpoint.to_string();
+        let progress = BaseRecord::to(&topic)
+            .partition(0)
+            .key(key.as_str())
+            .payload(value.as_str());
+        if let Err(e) = self.produce(progress) {
+            return Err(self.failed(
+                Some(checkpoint),
+                format!("producing the progress record to topic `{topic}` failed: "),
+                e,
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.producer.commit_transaction(left) {
+                Ok(()) => break,
+                Err(e) if classify(&e) == Failure::Retriable && Instant::now() < deadline => {
+                    tracing::debug!(
+                        "{CONNECTOR} `{}`: committing checkpoint {checkpoint} is retried: {e}",
+                        self.id
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(self.failed(
+                        Some(checkpoint),
+                        format!("committing the transaction (progress topic `{topic}`) failed: "),
+                        e,
+                    ))
+                }
+            }
+        }
+        if let Some(t) = self.txn.as_mut() {
+            t.open = false;
+            t.delivered = Some(checkpoint);
+        }
+        // A transaction with a failed record cannot commit, so nothing is left to report;
+        // start the next transaction with clean counters anyway.
+        let _ = self.take_failed();
+        Ok(())
     }
 }
 
 impl Sink for KafkaSink {
+    /// Produces `records`. With `exactly-once` the first write after open or a commit
+    /// begins a transaction; the records are visible to read_committed readers only when
+    /// [`Sink::commit`] commits it.
     fn write(&mut self, records: &[EgressMessage]) -> Result<(), ConnectorError> {
+        if self.txn.is_some() {
+            return self.write_transactional(records);
+        }
         for m in records {
             self.send(m)?;
         }
@@ -293,8 +873,12 @@ impl Sink for KafkaSink {
         self.take_failures()
     }
 
+    /// `at-least-once`: waits for every delivery report. `none`: returns at once.
+    /// `exactly-once`: returns at once, because the engine calls [`Sink::commit`], which
+    /// flushes the transaction as part of committing it; flushing alone would not make the
+    /// records visible.
     fn flush(&mut self) -> Result<(), ConnectorError> {
-        if !self.wait {
+        if !self.wait || self.txn.is_some() {
             self.producer.poll(Duration::ZERO);
             return Ok(());
         }
@@ -312,6 +896,56 @@ impl Sink for KafkaSink {
             });
         }
         self.take_failures()
+    }
+
+    /// `exactly-once`: writes the progress record (`checkpoint` under this worker's key) into
+    /// the open transaction (beginning one if this worker wrote nothing for the checkpoint)
+    /// and commits it. Only when the commit succeeded is `checkpoint` [`Sink::delivered`].
+    /// A failed commit is an error: an abortable failure aborts the transaction first, a
+    /// fatal one (fenced) makes every later call fail. If a write into the transaction
+    /// failed, the transaction holds only part of the checkpoint: it is aborted, not
+    /// committed, and this is an error too. Other semantics: [`Sink::flush`].
+    fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        if self.txn.is_some() {
+            return self.commit_transactional(checkpoint);
+        }
+        self.flush()
+    }
+
+    /// `exactly-once`: the last checkpoint committed, as read back from the progress topic
+    /// at open and updated by every successful [`Sink::commit`]. `None` otherwise.
+    fn delivered(&self) -> Option<u64> {
+        self.txn.as_ref().and_then(|t| t.delivered)
+    }
+}
+
+impl Drop for KafkaSink {
+    /// Aborts an open transaction, best effort: its records would be discarded anyway
+    /// (by the next producer with the same `transactional.id`, or by the broker after
+    /// `transaction.timeout.ms`), but aborting now lets read_committed readers (and the
+    /// last stable offset) move on at once.
+    fn drop(&mut self) {
+        let Some(t) = self.txn.as_ref() else {
+            return;
+        };
+        if !t.open || t.fatal.is_some() || self.producer.client().fatal_error().is_some() {
+            return;
+        }
+        match self.abort(DROP_ABORT_TIMEOUT) {
+            Ok(()) => tracing::info!(
+                "{CONNECTOR} `{}`: aborted the open transaction of `{}`; its records are \
+                 discarded (a restart replays them)",
+                self.id,
+                t.transactional_id
+            ),
+            Err(e) => tracing::warn!(
+                "{CONNECTOR} `{}`: could not abort the open transaction of `{}`: {e}; the \
+                 next producer with this id or the broker (after transaction.timeout.ms) \
+                 aborts it",
+                self.id,
+                t.transactional_id
+            ),
+        }
     }
 }
 
@@ -334,7 +968,7 @@ mod tests {
     }
 
     #[test]
-    fn exactly_once_is_refused_until_the_outbox_exists() {
+    fn exactly_once_needs_the_checkpointed_path() {
         let semantic = KafkaDeliverySemantic::ExactlyOnce {
             transaction_timeout: Duration::from_secs(60),
         };
@@ -342,9 +976,50 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("test/out"), "{text}");
         assert!(
-            text.contains("issue #4") && text.contains("at-least-once"),
+            text.contains("checkpointed path") && text.contains("open_exactly_once"),
             "{text}"
         );
+        // And the other way round.
+        let err = KafkaSink::open_exactly_once(
+            &id(),
+            &spec("127.0.0.1:9", KafkaDeliverySemantic::AtLeastOnce),
+            0,
+            false,
+        )
+        .expect_err("not exactly-once");
+        assert!(err.to_string().contains("test/out"), "{err}");
+    }
+
+    #[test]
+    fn transactional_ids_and_progress_keys_are_stable() {
+        let egress = TypeName::parse("com.example/orders-out").expect("typename");
+        assert_eq!(
+            transactional_id("statefun", &egress, 3),
+            "statefun-com.example.orders-out-3"
+        );
+        assert_eq!(progress_key(&egress, 3), "com.example/orders-out/3");
+    }
+
+    #[test]
+    fn exactly_once_open_fails_naming_egress_and_topic_without_a_broker() {
+        let mut s = spec(
+            "127.0.0.1:9",
+            KafkaDeliverySemantic::ExactlyOnce {
+                transaction_timeout: Duration::from_secs(60),
+            },
+        );
+        s.properties = Properties(vec![
+            ("statefun.progress.topic".into(), "my-progress".into()),
+            ("socket.connection.setup.timeout.ms".into(), "1000".into()),
+        ]);
+        let started = std::time::Instant::now();
+        let text = KafkaSink::open_exactly_once(&id(), &s, 0, true)
+            .expect_err("no broker")
+            .to_string();
+        assert!(text.contains("test/out"), "{text}");
+        assert!(text.contains("my-progress"), "{text}");
+        assert!(text.contains("127.0.0.1:9"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn sink_operator<'s, P>(
         if plan.single_writer() != single_writers || (single_writers && index != 0) {
             continue;
         }
-        match plan.open(false) {
+        match plan.open(false, index) {
             Ok(sink) => {
                 sinks.insert(id.clone(), sink);
             }
@@ -98,25 +98,9 @@ fn sink_operator<'s, P>(
     stream.sink(pact, name, move |(input, frontier)| {
         let mut written = 0u64;
         input.for_each(|_cap, data| {
-            let mut rest: &[EgressMessage] = data;
-            while let Some(first) = rest.first() {
-                let run = rest.iter().take_while(|m| m.egress == first.egress).count();
-                let (batch, tail) = rest.split_at(run);
-                rest = tail;
-                match sinks.get_mut(&first.egress) {
-                    Some(sink) => match sink.write(batch) {
-                        Ok(()) => {
-                            written += batch.len() as u64;
-                            dirty = true;
-                        }
-                        Err(e) => shared.fail(format!("egress `{}` failed: {e}", first.egress)),
-                    },
-                    None => shared.fail(format!(
-                        "egress `{}` received records but is not open on this worker",
-                        first.egress
-                    )),
-                }
-            }
+            let touched = write_runs(&mut sinks, data, &shared);
+            dirty |= !touched.is_empty();
+            written += touched.values().sum::<u64>();
             data.clear();
         });
         Metrics::add(&shared.metrics.records_out, written);
@@ -225,7 +209,7 @@ where
         if plan.single_writer() != single_writers || (single_writers && index != 0) {
             continue;
         }
-        match plan.open(settings.resume) {
+        match plan.open(settings.resume, index) {
             Ok(sink) => {
                 sinks.insert(id.clone(), sink);
             }
@@ -352,30 +336,11 @@ fn deliver(
     checkpoint: Option<u64>,
     shared: &Shared,
 ) {
-    let mut touched: std::collections::BTreeSet<TypeName> = std::collections::BTreeSet::new();
-    let mut written = 0u64;
-    let mut rest: &[EgressMessage] = &batch;
-    while let Some(first) = rest.first() {
-        let run = rest.iter().take_while(|m| m.egress == first.egress).count();
-        let (chunk, tail) = rest.split_at(run);
-        rest = tail;
-        match sinks.get_mut(&first.egress) {
-            Some(sink) => match sink.write(chunk) {
-                Ok(()) => {
-                    written += chunk.len() as u64;
-                    touched.insert(first.egress.clone());
-                }
-                Err(e) => shared.fail(format!("egress `{}` failed: {e}", first.egress)),
-            },
-            None => shared.fail(format!(
-                "egress `{}` received records but is not open on this worker",
-                first.egress
-            )),
-        }
-    }
+    let touched = write_runs(sinks, &batch, shared);
+    let written: u64 = touched.values().sum();
     if crate::failpoint::enabled() && !touched.is_empty() {
         // Make the uncommitted records reach the file, as a crash mid-write would.
-        for id in &touched {
+        for id in touched.keys() {
             if let Some(sink) = sinks.get_mut(id) {
                 let _ = sink.flush();
             }
@@ -383,7 +348,7 @@ fn deliver(
         crate::failpoint::hit("sink-before-commit");
     }
     if let Some(checkpoint) = checkpoint {
-        for id in &touched {
+        for id in touched.keys() {
             if let Some(sink) = sinks.get_mut(id) {
                 if let Err(e) = sink.commit(checkpoint) {
                     shared.fail(format!(
@@ -397,4 +362,31 @@ fn deliver(
         crate::failpoint::hit("sink-after-commit");
     }
     Metrics::add(&shared.metrics.records_out, written);
+}
+
+/// Writes `records` to their sinks, one call per run of records for the same
+/// egress; returns how many records each egress took. Failures fail the job.
+fn write_runs(
+    sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
+    records: &[EgressMessage],
+    shared: &Shared,
+) -> BTreeMap<TypeName, u64> {
+    let mut written: BTreeMap<TypeName, u64> = BTreeMap::new();
+    let mut rest = records;
+    while let Some(first) = rest.first() {
+        let run = rest.iter().take_while(|m| m.egress == first.egress).count();
+        let (chunk, tail) = rest.split_at(run);
+        rest = tail;
+        match sinks.get_mut(&first.egress) {
+            Some(sink) => match sink.write(chunk) {
+                Ok(()) => *written.entry(first.egress.clone()).or_default() += chunk.len() as u64,
+                Err(e) => shared.fail(format!("egress `{}` failed: {e}", first.egress)),
+            },
+            None => shared.fail(format!(
+                "egress `{}` received records but is not open on this worker",
+                first.egress
+            )),
+        }
+    }
+    written
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use statefun_engine::FunctionRegistry;
 use statefun_sdk::{
-    Context, EgressMessage, FunctionError, FunctionSpec, IntType, Message, MessageBuilder,
-    TypeName, TypedValue, ValueSpec,
+    Context, FunctionError, FunctionSpec, IntType, KafkaEgressMessage, Message, MessageBuilder,
+    TypeName, ValueSpec,
 };
 
 /// The counter function type (ingress records go here; the key is the id).
@@ -44,11 +44,21 @@ pub fn audit_of(key: &str) -> String {
     format!("audit-{}", h % AUDITS)
 }
 
+/// The Kafka topic of egress records (`CRASH_OUT_TOPIC`, default `crash-out`).
+fn topic() -> String {
+    std::env::var("CRASH_OUT_TOPIC").unwrap_or_else(|_| "crash-out".to_string())
+}
+
+/// Every line goes out as a Kafka producer record keyed by the instance id,
+/// so the same app writes to a file egress (which prints the value) or to Kafka.
 fn line(ctx: &mut Context<'_>, text: String) -> Result<(), FunctionError> {
-    ctx.send_egress(EgressMessage {
-        egress: TypeName::parse(OUT)?,
-        value: TypedValue::new("crash/line", text.into_bytes()),
-    });
+    let id = ctx.self_address().id.clone();
+    let record = KafkaEgressMessage::for_egress(TypeName::parse(OUT)?)
+        .with_topic(&topic())
+        .with_key(&id)
+        .with_utf8_value(&text)
+        .build()?;
+    ctx.send_egress(record);
     Ok(())
 }
 

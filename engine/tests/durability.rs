@@ -1,0 +1,222 @@
+//! Durable state across restarts, in one process: file ingress → a counter
+//! with RocksDB state → exactly-once file egress. (Crashes with SIGKILL and
+//! fail points are in `examples/crash-counter/tests/crash.rs`.)
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use statefun_engine::app::Durability;
+use statefun_engine::dataflow::{ClusterConfig, RunReport};
+use statefun_engine::{run_module, FunctionRegistry, RunError, RunOptions, Settings, Shared};
+use statefun_sdk::{
+    Context, EgressMessage, FunctionError, FunctionSpec, IntType, Message, StringType, TypeName,
+    ValueSpec,
+};
+
+fn t(name: &str) -> TypeName {
+    TypeName::parse(name).unwrap()
+}
+
+/// Counts per id; `ttl` makes the count expire that long after it is written.
+fn registry(ttl: Option<Duration>) -> FunctionRegistry {
+    let spec = match ttl {
+        Some(d) => ValueSpec::new("n", IntType).expire_after_write(d),
+        None => ValueSpec::new("n", IntType),
+    };
+    let descriptor = spec.descriptor();
+    let f = move |ctx: &mut Context<'_>, _m: Message| -> Result<(), FunctionError> {
+        let n = ctx.get(&spec)?.unwrap_or(0) + 1;
+        ctx.set(&spec, &n)?;
+        let text = format!("{} {n}", ctx.self_address().id);
+        ctx.send_egress(EgressMessage::of(t("test/out"), &StringType, &text));
+        Ok(())
+    };
+    let mut registry = FunctionRegistry::new();
+    registry
+        .register(
+            FunctionSpec::builder(t("test/counter"))
+                .with_value_spec_descriptor(descriptor)
+                .with_function(f)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    registry
+}
+
+struct App {
+    dir: tempfile::TempDir,
+}
+
+impl App {
+    fn new(input: &str) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in.txt"), input).unwrap();
+        let yaml = "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: test/in\n  path: in.txt\n  valueType: io.statefun.types/string\n  targets:\n    - test/counter\n---\nkind: io.statefun-rs.file.v1/egress\nspec:\n  id: test/out\n  path: out.jsonl\n  deliverySemantic: exactly-once\n";
+        std::fs::write(dir.path().join("module.yaml"), yaml).unwrap();
+        App { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn append(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path("in.txt"))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn run(&self, registry: &FunctionRegistry, workers: usize) -> Result<RunReport, RunError> {
+        self.run_in(registry, workers, &self.path("state"))
+    }
+
+    fn run_in(
+        &self,
+        registry: &FunctionRegistry,
+        workers: usize,
+        state: &Path,
+    ) -> Result<RunReport, RunError> {
+        let options = RunOptions {
+            settings: Settings {
+                durability: Some(Durability {
+                    checkpoint_interval: Duration::from_millis(50),
+                    ..Durability::new(state)
+                }),
+                ..Settings::default()
+            },
+            cluster: ClusterConfig {
+                workers,
+                ..ClusterConfig::default()
+            },
+            ..RunOptions::default()
+        };
+        run_module(
+            &self.path("module.yaml"),
+            registry,
+            &options,
+            Arc::new(Shared::default()),
+        )
+    }
+
+    /// The egress values, sorted.
+    fn output(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.path("out.jsonl")).unwrap_or_default();
+        let mut values: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["value"].as_str().unwrap().to_string()
+            })
+            .collect();
+        values.sort();
+        values
+    }
+}
+
+fn lines(keys: &[&str]) -> String {
+    keys.iter().map(|k| format!("{k}\tx\n")).collect()
+}
+
+#[test]
+fn state_and_positions_survive_a_clean_restart() {
+    for workers in [1, 2] {
+        let app = App::new(&lines(&["a", "a", "b"]));
+        let registry = registry(None);
+        let report = app.run(&registry, workers).unwrap();
+        assert_eq!(report.records_in, 3);
+        assert_eq!(app.output(), ["a 1", "a 2", "b 1"]);
+        // The second run reads only the new lines and counts on from the state.
+        app.append(&lines(&["a", "b", "c"]));
+        let report = app.run(&registry, workers).unwrap();
+        assert_eq!(
+            report.records_in, 3,
+            "the file source resumed after the first run's lines"
+        );
+        assert_eq!(app.output(), ["a 1", "a 2", "a 3", "b 1", "b 2", "c 1"]);
+        // A run with nothing new changes nothing.
+        let report = app.run(&registry, workers).unwrap();
+        assert_eq!((report.records_in, report.records_out), (0, 0));
+        assert_eq!(app.output().len(), 6);
+    }
+}
+
+#[test]
+fn expired_state_is_gone_after_a_restart() {
+    let app = App::new(&lines(&["a", "a"]));
+    let registry = registry(Some(Duration::from_millis(300)));
+    app.run(&registry, 1).unwrap();
+    assert_eq!(app.output(), ["a 1", "a 2"]);
+    std::thread::sleep(Duration::from_millis(500));
+    app.append(&lines(&["a"]));
+    app.run(&registry, 1).unwrap();
+    assert_eq!(
+        app.output(),
+        ["a 1", "a 1", "a 2"],
+        "the expired count starts over"
+    );
+}
+
+#[test]
+fn another_worker_count_is_refused_with_what_to_do() {
+    let app = App::new(&lines(&["a", "b", "c"]));
+    let registry = registry(None);
+    app.run(&registry, 1).unwrap();
+    let err = app.run(&registry, 2).unwrap_err().to_string();
+    assert!(
+        err.contains("1 workers") && err.contains("this job has 2"),
+        "{err}"
+    );
+    // Nothing was lost: the original worker count still resumes.
+    app.append(&lines(&["a"]));
+    app.run(&registry, 1).unwrap();
+    assert!(app.output().contains(&"a 2".to_string()));
+}
+
+#[test]
+fn damaged_state_dirs_give_errors_naming_them() {
+    let app = App::new(&lines(&["a", "b", "c", "d"]));
+    let registry = registry(None);
+    app.run(&registry, 2).unwrap();
+    // A missing worker directory: the others have checkpoints it lacks.
+    let moved = app.path("worker-1-moved");
+    std::fs::rename(app.path("state/worker-1"), &moved).unwrap();
+    let err = app.run(&registry, 2).unwrap_err().to_string();
+    assert!(
+        err.contains("no checkpoint is restorable on every worker"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(app.path("state/worker-1")).unwrap();
+    std::fs::rename(&moved, app.path("state/worker-1")).unwrap();
+    // A corrupt database file names the database.
+    std::fs::write(app.path("state/worker-0/CURRENT"), b"garbage").unwrap();
+    let err = app.run(&registry, 2).unwrap_err().to_string();
+    assert!(err.contains("worker-0"), "{err}");
+    // A database without its CURRENT file is not silently re-created empty.
+    std::fs::remove_file(app.path("state/worker-0/CURRENT")).unwrap();
+    let err = app.run(&registry, 2).unwrap_err().to_string();
+    assert!(err.contains("worker-0") && err.contains("CURRENT"), "{err}");
+}
+
+#[test]
+fn a_missing_delivery_marker_is_an_error_not_a_guess() {
+    let app = App::new(&lines(&["a"]));
+    let registry = registry(None);
+    app.run(&registry, 1).unwrap();
+    std::fs::remove_file(app.path("out.jsonl.delivered")).unwrap();
+    let err = app.run(&registry, 1).unwrap_err().to_string();
+    assert!(err.contains("out.jsonl.delivered"), "{err}");
+}
+
+#[test]
+fn stdin_cannot_be_checkpointed() {
+    let app = App::new("");
+    let yaml = "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: test/in\n  path: \"-\"\n  valueType: io.statefun.types/string\n  targets:\n    - test/counter\n";
+    std::fs::write(app.path("module.yaml"), yaml).unwrap();
+    let err = app.run(&registry(None), 1).unwrap_err().to_string();
+    assert!(err.contains("stdin cannot be re-read"), "{err}");
+}

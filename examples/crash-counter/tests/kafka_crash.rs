@@ -1,0 +1,284 @@
+//! Exactly-once through a real Kafka broker under SIGKILL: records in a
+//! 2-partition topic → counters (state, function→function messages, delayed
+//! messages) → exactly-once (transactional) Kafka egress. The app is killed
+//! at random moments and restarted on the same state dir; then it runs until
+//! the output is complete and is stopped with SIGTERM. A read_committed
+//! consumer must see every expected line exactly once. The same with
+//! `at-least-once` must show no loss.
+//!
+//! Needs the broker of `ci/install-kafka.sh` (skipped without it, unless `CI`
+//! is set). Soak: `STATEFUN_CRASH_KILLS=100 cargo test --release -p
+//! example-crash-counter --test kafka_crash -- --nocapture`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use example_crash_counter::{audit_of, COUNTER, OUT};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::Message as _;
+
+const RECORDS: u64 = 4000;
+const KEYS: u64 = 40;
+
+fn bootstrap() -> Option<String> {
+    let from_file = || {
+        let home = std::env::var_os("HOME")?;
+        let path = Path::new(&home).join(".cache/statefun-rs/kafka/bootstrap");
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    match std::env::var("KAFKA_BOOTSTRAP").ok().or_else(from_file) {
+        Some(b) if !b.is_empty() => Some(b),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no Kafka broker: run ci/install-kafka.sh"
+            );
+            eprintln!("SKIPPED: no Kafka broker; run ci/install-kafka.sh");
+            None
+        }
+    }
+}
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn expected() -> BTreeMap<String, u32> {
+    let mut expected = BTreeMap::new();
+    let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
+    for s in 0..RECORDS {
+        *per_key.entry(format!("k{}", s % KEYS)).or_default() += 1;
+    }
+    let mut audits: BTreeMap<String, u64> = BTreeMap::new();
+    for (key, n) in &per_key {
+        for i in 1..=*n {
+            expected.insert(format!("count {key} {i}"), 1);
+            expected.insert(format!("tick {key} {i}"), 1);
+        }
+        *audits.entry(audit_of(key)).or_default() += n;
+    }
+    for (audit, n) in &audits {
+        for i in 1..=*n {
+            expected.insert(format!("audit {audit} {i}"), 1);
+        }
+    }
+    expected
+}
+
+fn start(dir: &Path, output: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(dir)
+        .args([
+            "run",
+            "module.yaml",
+            "--state-dir",
+            "state",
+            "--checkpoint-interval",
+            "100ms",
+            "-w",
+            "2",
+        ])
+        .env("CRASH_OUT_TOPIC", output)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the app")
+}
+
+fn crash_through_kafka(semantic: &str, default_kills: u64) {
+    let Some(bootstrap) = bootstrap() else { return };
+    let seed = std::env::var("STATEFUN_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    println!("seed {seed}");
+    let mut rng = Lcg(seed);
+    let run = format!(
+        "crash-{}-{}-{}",
+        semantic,
+        std::process::id(),
+        seed % 100_000
+    );
+    let (input, output) = (format!("{run}-in"), format!("{run}-out"));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin client");
+    let topics = [
+        NewTopic::new(&input, 2, TopicReplication::Fixed(1)),
+        NewTopic::new(&output, 2, TopicReplication::Fixed(1)),
+    ];
+    for r in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new()))
+        .expect("create topics")
+    {
+        r.expect("topic created");
+    }
+    // Input arrives over about ten seconds, while the app is being killed.
+    let producer_bootstrap = bootstrap.clone();
+    let producer_topic = input.clone();
+    let producing = std::thread::spawn(move || {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &producer_bootstrap)
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        for s in 0..RECORDS {
+            let key = format!("k{}", s % KEYS);
+            let value = format!("v{s}");
+            while producer
+                .send(BaseRecord::to(&producer_topic).key(&key).payload(&value))
+                .is_err()
+            {
+                producer.poll(Duration::from_millis(10));
+            }
+            if s % 40 == 39 {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        producer
+            .flush(Duration::from_secs(30))
+            .expect("flush input");
+    });
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (eos, properties) = if semantic == "exactly-once" {
+        (
+            "{ type: exactly-once, transactionTimeout: 60s }".to_string(),
+            format!("\n  properties:\n    - transactional.id: {run}\n    - statefun.progress.topic: {run}-progress"),
+        )
+    } else {
+        (format!("{{ type: {semantic} }}"), String::new())
+    };
+    std::fs::write(
+        dir.path().join("module.yaml"),
+        format!(
+            "kind: io.statefun.kafka.v1/ingress\nspec:\n  id: crash/in\n  address: {bootstrap}\n  consumerGroupId: {run}\n  \
+             startupPosition: {{ type: earliest }}\n  topics:\n    - topic: {input}\n      \
+             valueType: io.statefun.types/string\n      targets: [{COUNTER}]\n---\n\
+             kind: io.statefun.kafka.v1/egress\nspec:\n  id: {OUT}\n  address: {bootstrap}\n  deliverySemantic: {eos}{properties}\n"
+        ),
+    )
+    .expect("write module.yaml");
+
+    let kills = std::env::var("STATEFUN_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_kills);
+    for _ in 0..kills {
+        let mut child = start(dir.path(), &output);
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+
+    producing.join().expect("the producer thread");
+    let expected = expected();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", format!("{run}-check"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&output]).expect("subscribe");
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    let read = |seen: &mut BTreeMap<String, u32>, until: Instant, stop_when_complete: bool| {
+        while Instant::now() < until {
+            if stop_when_complete && expected.keys().all(|k| seen.contains_key(k)) {
+                return;
+            }
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                *seen.entry(value).or_default() += 1;
+            }
+        }
+    };
+    // What the killed runs committed between them (shows the kills hit mid-stream).
+    read(&mut seen, Instant::now() + Duration::from_secs(3), false);
+    println!(
+        "{semantic}: {} of {} lines committed before the last run",
+        seen.len(),
+        expected.len()
+    );
+    // The last run goes until every expected line is there, then stops cleanly.
+    let mut child = start(dir.path(), &output);
+    read(&mut seen, Instant::now() + Duration::from_secs(180), true);
+    // SIGTERM: drain, final checkpoint, commit; then read what is left.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    read(&mut seen, Instant::now() + Duration::from_secs(5), false);
+
+    let missing: Vec<&String> = expected
+        .keys()
+        .filter(|k| !seen.contains_key(*k))
+        .take(10)
+        .collect();
+    let repeated: Vec<(&String, &u32)> = seen.iter().filter(|(_, n)| **n > 1).take(10).collect();
+    let unexpected: Vec<&String> = seen
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "{semantic}: lost lines: {missing:?}");
+    assert!(
+        unexpected.is_empty(),
+        "{semantic}: unexpected lines: {unexpected:?}"
+    );
+    if semantic == "exactly-once" {
+        assert!(
+            repeated.is_empty(),
+            "exactly-once repeated lines: {repeated:?}"
+        );
+    }
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    println!(
+        "{semantic}: {kills} kills, {} distinct lines, {duplicates} duplicates",
+        seen.len()
+    );
+}
+
+/// The tests share two cores and a broker: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn kafka_exactly_once_survives_kills() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crash_through_kafka("exactly-once", 10);
+}
+
+#[test]
+fn kafka_at_least_once_loses_nothing_under_kills() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crash_through_kafka("at-least-once", 5);
+}

@@ -132,6 +132,16 @@ pub trait Source: Send {
                 .to_string(),
         })
     }
+
+    /// Told that a checkpoint covering everything up to `position` is
+    /// complete on every worker, so the source may acknowledge it upstream
+    /// (Kafka commits the offsets to its consumer group, for lag tools and
+    /// `group-offsets` startup). The checkpoint, not this, is the source of
+    /// truth; the default does nothing.
+    fn checkpoint_complete(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
+        let _ = position;
+        Ok(())
+    }
 }
 
 /// The version of the position documents this build writes and reads.

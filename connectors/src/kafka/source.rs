@@ -638,6 +638,13 @@ impl Source for KafkaSource {
         encode_position(KAFKA_POSITION, &positions)
     }
 
+    /// Commits the checkpoint's offsets to `consumerGroupId` (asynchronously).
+    fn checkpoint_complete(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
+        let positions: Vec<(String, i32, i64)> =
+            decode_position(position, KAFKA_POSITION, CONNECTOR, &self.id)?;
+        self.commit_offsets(&positions)
+    }
+
     /// [`KafkaSource::seek_to`] with the positions of [`Source::position`].
     fn seek(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
         let positions: Vec<(String, i32, i64)> =

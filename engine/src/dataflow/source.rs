@@ -164,6 +164,9 @@ pub(crate) fn ingress<'s>(
             }
         }
         let mut cap = source.as_ref().map(|_| cap);
+        // Positions taken at checkpoint epochs, until their checkpoint is acknowledged.
+        let mut taken: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut acknowledged: Option<u64> = None;
         let mut router = Router::new(&plan);
         let mut buffer = Vec::with_capacity(settings.source_batch);
         let (mut read, mut skipped) = (0u64, 0u64);
@@ -187,7 +190,22 @@ pub(crate) fn ingress<'s>(
                     let mut ck = ck.borrow_mut();
                     if ck.schedule.next_at_or_after(*c.time()) < epoch {
                         if let Some(position) = src.position() {
-                            ck.record(&ingress_id, epoch, position);
+                            ck.record(&ingress_id, epoch, position.clone());
+                            taken.push((epoch, position));
+                        }
+                    }
+                    // Acknowledge the newest checkpoint complete everywhere
+                    // (Kafka: commit its offsets to the consumer group).
+                    let done = progress.with_frontier(|f| f.first().copied());
+                    if let Some(c) = done.and_then(|f| ck.schedule.last_before(f)) {
+                        if acknowledged.is_none_or(|a| a < c) && !taken.is_empty() {
+                            if let Some(p) = crate::checkpoint::position_at(&taken, c) {
+                                if let Err(e) = src.checkpoint_complete(p) {
+                                    tracing::warn!(ingress = %plan.id, "cannot acknowledge checkpoint positions: {e}");
+                                }
+                            }
+                            acknowledged = Some(c);
+                            taken.retain(|(b, _)| *b > c);
                         }
                     }
                 }

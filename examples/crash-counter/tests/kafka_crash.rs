@@ -261,6 +261,30 @@ fn crash_through_kafka(semantic: &str, default_kills: u64) {
             "exactly-once repeated lines: {repeated:?}"
         );
     }
+    // Offsets of complete checkpoints were committed to the consumer group (for lag tools).
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &run)
+        .create()
+        .expect("group consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&input, 0);
+    tpl.add_partition(&input, 1);
+    let committed: i64 = group
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .sum();
+    assert!(
+        committed > 0 && committed <= RECORDS as i64,
+        "{semantic}: the consumer group holds {committed} committed offsets for {RECORDS} records"
+    );
+    println!("{semantic}: consumer group `{run}` committed {committed} of {RECORDS} offsets");
     let duplicates: u32 = seen.values().map(|n| n - 1).sum();
     println!(
         "{semantic}: {kills} kills, {} distinct lines, {duplicates} duplicates",

@@ -104,12 +104,16 @@ struct RunArgs {
     /// `rocksdb` (durable, checkpointed; in ./statefun-state unless --state-dir).
     #[arg(long, value_parser = ["memory", "rocksdb"])]
     state_backend: Option<String>,
-    /// Time between checkpoints with durable state, e.g. `1s`, `200ms`.
-    #[arg(long, default_value = "1s", value_parser = statefun_module::parse_duration)]
-    checkpoint_interval: Duration,
-    /// RocksDB block cache per worker, in MiB (state beyond it is read from disk).
-    #[arg(long, default_value_t = 64)]
-    block_cache_mb: usize,
+    /// Time between checkpoints with durable state, e.g. `1s` (default), `200ms`.
+    #[arg(long, value_parser = statefun_module::parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// RocksDB block cache per worker, in MiB (default 64; state beyond it is read from disk).
+    #[arg(long)]
+    block_cache_mb: Option<usize>,
+    /// A YAML file with run settings (`state-dir`, `state-backend`,
+    /// `checkpoint-interval`, `block-cache-mb`); flags win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Epoch length in milliseconds: the unit of progress.
     #[arg(long, default_value_t = 10)]
     epoch_ms: u64,
@@ -236,7 +240,24 @@ fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) 
 }
 
 fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
-    let durability = match (args.state_backend.as_deref(), &args.state_dir) {
+    let file = match &args.config {
+        Some(path) => match crate::config::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => crate::config::RunConfig::default(),
+    };
+    let state_dir = args.state_dir.clone().or(file.state_dir);
+    let state_backend = args.state_backend.clone().or(file.state_backend);
+    let checkpoint_interval = args
+        .checkpoint_interval
+        .or(file.checkpoint_interval)
+        .unwrap_or(Duration::from_secs(1));
+    let block_cache_mb = args.block_cache_mb.or(file.block_cache_mb).unwrap_or(64);
+    let durability = match (state_backend.as_deref(), &state_dir) {
         (Some("memory"), Some(dir)) => {
             eprintln!(
                 "error: --state-backend memory contradicts --state-dir {}: drop one of them",
@@ -249,8 +270,8 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
             state_dir: dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("./statefun-state")),
-            checkpoint_interval: args.checkpoint_interval,
-            block_cache_bytes: args.block_cache_mb.max(1) << 20,
+            checkpoint_interval,
+            block_cache_bytes: block_cache_mb.max(1) << 20,
         }),
     };
     let options = RunOptions {

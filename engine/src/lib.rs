@@ -17,6 +17,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod dataflow;
 pub mod envelope;
 pub mod failpoint;

@@ -281,3 +281,58 @@ fn exactly_once_after_kills_two_workers() {
 fn exactly_once_after_kills_two_processes() {
     crash_and_recover(1, 2, 6);
 }
+
+/// `--config` supplies the state dir and interval; `statefun checkpoints`
+/// lists what a restart resumes from; a bad config file is an error naming it.
+#[test]
+fn config_file_and_checkpoint_listing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = Job::new(dir.path(), 1, 1);
+    std::fs::write(
+        dir.path().join("statefun.yaml"),
+        "state-dir: state-from-config\ncheckpoint-interval: 100ms\nblock-cache-mb: 8\n",
+    )
+    .expect("write config");
+    let bin = env!("CARGO_BIN_EXE_example-crash-counter");
+    let status = Command::new(bin)
+        .current_dir(dir.path())
+        .args(["run", "module.yaml", "--config", "statefun.yaml"])
+        .env("RUST_LOG", "warn")
+        .status()
+        .expect("run");
+    assert!(status.success());
+    job.check();
+    let listing = Command::new(bin)
+        .current_dir(dir.path())
+        .args(["checkpoints", "state-from-config"])
+        .output()
+        .expect("checkpoints");
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.status.success(), "{text}");
+    assert!(
+        text.contains("worker 0")
+            && text.contains("final")
+            && text.contains("a restart resumes from checkpoint"),
+        "{text}"
+    );
+    // Errors name the file and the field.
+    std::fs::write(dir.path().join("bad.yaml"), "checkpoint-interval: soon\n").expect("write");
+    let out = Command::new(bin)
+        .current_dir(dir.path())
+        .args(["run", "module.yaml", "--config", "bad.yaml"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("bad.yaml") && err.contains("checkpoint-interval"),
+        "{err}"
+    );
+    let out = Command::new(bin)
+        .args(["checkpoints", "/nonexistent/state"])
+        .output()
+        .expect("checkpoints");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/state"));
+}

@@ -1,0 +1,122 @@
+//! `statefun run --config FILE`: run settings kept in a YAML file beside the
+//! module, so a deployment does not depend on a long command line.
+//!
+//! ```yaml
+//! state-dir: ./state           # relative to this file's directory
+//! checkpoint-interval: 500ms   # Flink-style durations: 500ms, 1s, 2min
+//! block-cache-mb: 256
+//! state-backend: rocksdb       # or memory
+//! ```
+//!
+//! Flags given on the command line win over the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// The settings a config file can hold; `None` where it is silent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunConfig {
+    /// `state-dir`, resolved against the file's directory.
+    pub state_dir: Option<PathBuf>,
+    /// `state-backend`: `memory` or `rocksdb`.
+    pub state_backend: Option<String>,
+    /// `checkpoint-interval`.
+    pub checkpoint_interval: Option<Duration>,
+    /// `block-cache-mb`.
+    pub block_cache_mb: Option<usize>,
+}
+
+const KEYS: &[&str] = &[
+    "state-dir",
+    "state-backend",
+    "checkpoint-interval",
+    "block-cache-mb",
+];
+
+/// Reads a config file; errors name the file and the field.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("statefun.yaml");
+/// std::fs::write(&path, "checkpoint-interval: 250ms\nstate-dir: st\n").unwrap();
+/// let c = statefun_engine::config::load(&path).unwrap();
+/// assert_eq!(c.checkpoint_interval, Some(std::time::Duration::from_millis(250)));
+/// assert_eq!(c.state_dir, Some(dir.path().join("st")));
+/// std::fs::write(&path, "checkpoint-intervall: 1s\n").unwrap();
+/// assert!(statefun_engine::config::load(&path).unwrap_err().contains("checkpoint-intervall"));
+/// ```
+pub fn load(path: &Path) -> Result<RunConfig, String> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {file}: {e}"))?;
+    let docs =
+        YamlLoader::load_from_str(&text).map_err(|e| format!("{file}: not valid YAML: {e}"))?;
+    let mut config = RunConfig::default();
+    let Some(doc) = docs.into_iter().next() else {
+        return Ok(config);
+    };
+    let map = match doc {
+        Yaml::Hash(map) => map,
+        Yaml::Null => return Ok(config),
+        _ => {
+            return Err(format!(
+                "{file}: expected a mapping of settings ({})",
+                KEYS.join(", ")
+            ))
+        }
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    for (key, value) in map {
+        let Some(key) = key.as_str() else {
+            return Err(format!(
+                "{file}: setting names are strings ({})",
+                KEYS.join(", ")
+            ));
+        };
+        let text = match &value {
+            Yaml::String(s) => s.clone(),
+            Yaml::Integer(i) => i.to_string(),
+            Yaml::Real(r) => r.clone(),
+            _ => return Err(format!("{file}: `{key}` needs a value, e.g. `{key}: …`")),
+        };
+        match key {
+            "state-dir" => {
+                let p = PathBuf::from(&text);
+                config.state_dir = Some(if p.is_absolute() { p } else { base.join(p) });
+            }
+            "state-backend" => match text.as_str() {
+                "memory" | "rocksdb" => config.state_backend = Some(text),
+                other => {
+                    return Err(format!(
+                        "{file}: `state-backend: {other}`: use `memory` or `rocksdb`"
+                    ))
+                }
+            },
+            "checkpoint-interval" => {
+                let d = statefun_module::parse_duration(&text)
+                    .map_err(|e| format!("{file}: `checkpoint-interval`: {e}"))?;
+                if d.is_zero() {
+                    return Err(format!(
+                        "{file}: `checkpoint-interval` must be longer than 0"
+                    ));
+                }
+                config.checkpoint_interval = Some(d);
+            }
+            "block-cache-mb" => {
+                let mb = text.parse().map_err(|_| {
+                    format!("{file}: `block-cache-mb: {text}` is not a whole number of MiB")
+                })?;
+                config.block_cache_mb = Some(mb);
+            }
+            other => {
+                return Err(format!(
+                    "{file}: unknown setting `{other}`; known settings: {}",
+                    KEYS.join(", ")
+                ))
+            }
+        }
+    }
+    Ok(config)
+}

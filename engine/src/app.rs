@@ -48,6 +48,10 @@ pub struct Settings {
     pub max_remote_queued: u64,
     /// Durable state and checkpoints; `None` keeps state in memory only.
     pub durability: Option<Durability>,
+    /// Whether an ingress record without a (UTF-8) key or without a value
+    /// (a Kafka tombstone) fails the job instead of being skipped, counted
+    /// and logged (`--on-bad-record fail|skip`, default skip).
+    pub fail_on_bad_records: bool,
 }
 
 /// Where and how often state is checkpointed.
@@ -83,6 +87,7 @@ impl Default for Settings {
             remote_failure: crate::remote::RemoteFailurePolicy::FailJob,
             max_remote_queued: 100_000,
             durability: None,
+            fail_on_bad_records: false,
         }
     }
 }

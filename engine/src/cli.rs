@@ -128,6 +128,11 @@ struct RunArgs {
     /// batch's messages to that egress and goes on.
     #[arg(long, default_value = "fail", value_parser = parse_remote_failure)]
     on_remote_failure: RemoteFailurePolicy,
+    /// What an ingress record without a UTF-8 key (the function id) or
+    /// without a value (a Kafka tombstone) does: `skip` (counted, logged) or
+    /// `fail` (the job stops, naming the record).
+    #[arg(long, default_value = "skip", value_parser = ["skip", "fail"])]
+    on_bad_record: String,
     #[command(flatten)]
     timely: TimelyArgs,
 }
@@ -280,6 +285,7 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
             hop_cap: args.hop_cap.max(1),
             remote_failure: args.on_remote_failure.clone(),
             durability,
+            fail_on_bad_records: args.on_bad_record == "fail",
             ..Settings::default()
         },
         cluster: args.timely.cluster(),

@@ -157,3 +157,106 @@ spec:
     assert_eq!(report.records_in, 15);
     assert_eq!(got, expected, "every record once, counted in order per key");
 }
+
+/// A keyless record and a tombstone: skipped and counted by default; with
+/// `--on-bad-record fail` the job stops with an error naming the ingress and the record.
+#[test]
+fn bad_records_are_skipped_or_fail_the_job_by_policy() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let run_id = format!("bad-{}", std::process::id());
+    let input = format!("{run_id}-in");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin client");
+    for r in futures_executor::block_on(admin.create_topics(
+        &[
+            NewTopic::new(&input, 1, TopicReplication::Fixed(1)),
+            // The counter replies to `<value prefix>-out`.
+            NewTopic::new(&format!("{run_id}-out"), 1, TopicReplication::Fixed(1)),
+        ],
+        &AdminOptions::new(),
+    ))
+    .expect("create topic")
+    {
+        r.expect("topic created");
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    producer
+        .send(BaseRecord::<str, str>::to(&input).payload("no key"))
+        .expect("produce");
+    producer
+        .send(BaseRecord::<str, str>::to(&input).key("alice"))
+        .expect("produce tombstone");
+    producer
+        .send(
+            BaseRecord::to(&input)
+                .key("bob")
+                .payload(&format!("{run_id}:ok")),
+        )
+        .expect("produce");
+    producer.flush(Duration::from_secs(10)).expect("flush");
+
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("module.yaml");
+    std::fs::write(
+        &module,
+        format!(
+            "kind: io.statefun.kafka.v1/ingress\nspec:\n  id: test/in\n  address: {bootstrap}\n  consumerGroupId: {run_id}\n  \
+             startupPosition: {{ type: earliest }}\n  topics:\n    - topic: {input}\n      valueType: test/raw\n      targets: [test/counter]\n---\n\
+             kind: io.statefun.kafka.v1/egress\nspec:\n  id: test/out\n  address: {bootstrap}\n"
+        ),
+    )
+    .unwrap();
+    let mut registry = FunctionRegistry::new();
+    registry
+        .register(
+            FunctionSpec::builder(TypeName::parse("test/counter").unwrap())
+                .with_value_spec(&ValueSpec::new("count", IntType))
+                .with_function(counter)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let registry = Arc::new(registry);
+
+    // skip (default): both bad records are counted, the good one is processed.
+    let shared = Arc::new(Shared::default());
+    let (s, m, r) = (shared.clone(), module.clone(), registry.clone());
+    let runner = std::thread::spawn(move || run_module(&m, &r, &RunOptions::default(), s));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shared
+        .metrics
+        .invocations
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 1
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    shared.request_shutdown();
+    let report = runner.join().unwrap().expect("a skipping run succeeds");
+    assert_eq!(
+        (
+            report.records_in,
+            report.records_skipped,
+            report.invocations
+        ),
+        (3, 2, 1)
+    );
+
+    // fail: the first bad record stops the job, naming it.
+    let mut options = RunOptions::default();
+    options.settings.fail_on_bad_records = true;
+    let err = run_module(&module, &registry, &options, Arc::new(Shared::default()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ingress `test/in`") && err.contains("no key") && err.contains(&input),
+        "{err}"
+    );
+}

@@ -20,13 +20,17 @@ use crate::shared::{Metrics, RateLimit, Shared};
 /// with the record key as the function id.
 ///
 /// Records that cannot be routed (no key, a key that is not UTF-8, no value,
-/// an unknown route) are skipped, counted and logged — never a crash loop.
+/// an unknown route) follow `Settings::bad_records`: skipped, counted and
+/// logged (the default), or they fail the job naming the record — never a
+/// crash loop.
 pub(crate) struct Router {
     ingress: String,
     routes: Vec<RoutePlan>,
     bad_key: RateLimit,
     no_value: RateLimit,
     bad_route: RateLimit,
+    fail_on_bad: bool,
+    failure: Option<String>,
 }
 
 impl Router {
@@ -37,7 +41,42 @@ impl Router {
             bad_key: RateLimit::default(),
             no_value: RateLimit::default(),
             bad_route: RateLimit::default(),
+            fail_on_bad: false,
+            failure: None,
         }
+    }
+
+    /// A router that fails (see [`Router::take_failure`]) on the first bad record instead of skipping it.
+    pub(crate) fn failing_on_bad_records(mut self, fail: bool) -> Self {
+        self.fail_on_bad = fail;
+        self
+    }
+
+    /// Why the job must stop, if a bad record met the `fail` policy.
+    pub(crate) fn take_failure(&mut self) -> Option<String> {
+        self.failure.take()
+    }
+
+    /// Skips (logged, rate-limited) or, under the `fail` policy, records a failure.
+    fn bad(&mut self, kind: BadKind, metadata: &statefun_sdk::IngressMetadata, why: &str) -> bool {
+        if self.fail_on_bad {
+            self.failure.get_or_insert_with(|| {
+                format!(
+                    "ingress `{}`: {why} ({metadata:?}); the job stops because of --on-bad-record fail \
+                     (use --on-bad-record skip to count and skip such records)",
+                    self.ingress
+                )
+            });
+            return false;
+        }
+        let limit = match kind {
+            BadKind::Key => &mut self.bad_key,
+            BadKind::Value => &mut self.no_value,
+        };
+        if let Some(n) = limit.hit() {
+            tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n, "record skipped: {why}");
+        }
+        false
     }
 
     /// Routes `record`, pushing envelopes into `out`; returns false if it was skipped.
@@ -57,26 +96,22 @@ impl Router {
         let id = match key.map(String::from_utf8) {
             Some(Ok(id)) => id,
             Some(Err(e)) => {
-                if let Some(n) = self.bad_key.hit() {
-                    tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n,
-                        "record skipped: its key is not UTF-8 ({}), and keys are function ids", e.utf8_error());
-                }
-                return false;
+                let why = format!(
+                    "its key is not UTF-8 ({}), and keys are function ids",
+                    e.utf8_error()
+                );
+                return self.bad(BadKind::Key, &metadata, &why);
             }
             None => {
-                if let Some(n) = self.bad_key.hit() {
-                    tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n,
-                        "record skipped: it has no key, and the key is the function id");
-                }
-                return false;
+                return self.bad(
+                    BadKind::Key,
+                    &metadata,
+                    "it has no key, and the key is the function id",
+                );
             }
         };
         let Some(value) = value else {
-            if let Some(n) = self.no_value.hit() {
-                tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n,
-                    "record skipped: it has no value (tombstone)");
-            }
-            return false;
+            return self.bad(BadKind::Value, &metadata, "it has no value (a tombstone)");
         };
         let value = TypedValue::new(plan.value_type.clone(), value);
         let metadata = Box::new(metadata);
@@ -98,6 +133,12 @@ impl Router {
         }
         true
     }
+}
+
+#[derive(Clone, Copy)]
+enum BadKind {
+    Key,
+    Value,
 }
 
 /// The source operator of one ingress on this worker.
@@ -167,7 +208,7 @@ pub(crate) fn ingress<'s>(
         // Positions taken at checkpoint epochs, until their checkpoint is acknowledged.
         let mut taken: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut acknowledged: Option<u64> = None;
-        let mut router = Router::new(&plan);
+        let mut router = Router::new(&plan).failing_on_bad_records(settings.fail_on_bad_records);
         let mut buffer = Vec::with_capacity(settings.source_batch);
         let (mut read, mut skipped) = (0u64, 0u64);
         // Lines the source itself rejected (malformed, bad values).
@@ -238,6 +279,11 @@ pub(crate) fn ingress<'s>(
                         skipped += 1;
                     }
                 }
+            }
+            if let Some(failure) = router.take_failure() {
+                shared.fail(failure);
+                cap = None;
+                return;
             }
             let stats = src.stats();
             skipped += stats.skipped.saturating_sub(source_skipped);

@@ -93,6 +93,41 @@ fn audit(ctx: &mut Context<'_>, _message: Message) -> Result<(), FunctionError> 
     line(ctx, format!("audit {id} {n}"))
 }
 
+/// The egress lines the state implies after the counters received the
+/// records with `keys` (one key per record, in any order): for each key seen
+/// `n` times `count KEY 1..n` and `tick KEY 1..n`, for each audit id `audit
+/// ID 1..m`. Crash tests compare the egress with this, line by line.
+///
+/// ```
+/// let lines = example_crash_counter::expected_lines(["a", "a"].into_iter().map(String::from));
+/// assert!(lines.contains_key("count a 2") && lines.contains_key("tick a 1"));
+/// assert_eq!(lines.len(), 6);
+/// ```
+pub fn expected_lines(
+    keys: impl Iterator<Item = String>,
+) -> std::collections::BTreeMap<String, u32> {
+    use std::collections::BTreeMap;
+    let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
+    for key in keys {
+        *per_key.entry(key).or_default() += 1;
+    }
+    let mut expected = BTreeMap::new();
+    let mut audits: BTreeMap<String, u64> = BTreeMap::new();
+    for (key, n) in &per_key {
+        for i in 1..=*n {
+            expected.insert(format!("count {key} {i}"), 1);
+            expected.insert(format!("tick {key} {i}"), 1);
+        }
+        *audits.entry(audit_of(key)).or_default() += n;
+    }
+    for (audit, n) in &audits {
+        for i in 1..=*n {
+            expected.insert(format!("audit {audit} {i}"), 1);
+        }
+    }
+    expected
+}
+
 /// A registry with the counter and audit functions.
 pub fn registry() -> Result<FunctionRegistry, String> {
     let mut registry = FunctionRegistry::new();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use example_crash_counter::{audit_of, AUDIT, COUNTER, OUT};
+use example_crash_counter::{expected_lines, COUNTER, OUT};
 
 const RECORDS: u64 = 3000;
 const KEYS: u64 = 40;
@@ -191,25 +191,7 @@ impl Job {
             let value = v["value"].as_str().expect("a text value").to_string();
             *seen.entry(value).or_default() += 1;
         }
-        let mut expected: BTreeMap<String, u32> = BTreeMap::new();
-        let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
-        for s in 0..RECORDS {
-            *per_key.entry((s % KEYS).to_string()).or_default() += 1;
-        }
-        let mut audits: BTreeMap<String, u64> = BTreeMap::new();
-        for (key, n) in &per_key {
-            for i in 1..=*n {
-                expected.insert(format!("count {key} {i}"), 1);
-                expected.insert(format!("tick {key} {i}"), 1);
-            }
-            *audits.entry(audit_of(key)).or_default() += n;
-        }
-        for (audit, n) in &audits {
-            for i in 1..=*n {
-                expected.insert(format!("audit {audit} {i}"), 1);
-            }
-        }
-        let _ = AUDIT;
+        let expected = expected_lines((0..RECORDS).map(|s| (s % KEYS).to_string()));
         let missing: Vec<&String> = expected
             .keys()
             .filter(|k| !seen.contains_key(*k))

@@ -182,6 +182,9 @@ fn damaged_state_dirs_give_errors_naming_them() {
     let app = App::new(&lines(&["a", "b", "c", "d"]));
     let registry = registry(None);
     app.run(&registry, 2).unwrap();
+    // A second run, so every worker has merged a checkpoint it knows complete.
+    app.append(&lines(&["e"]));
+    app.run(&registry, 2).unwrap();
     // A missing worker directory: the others have checkpoints it lacks.
     let moved = app.path("worker-1-moved");
     std::fs::rename(app.path("state/worker-1"), &moved).unwrap();

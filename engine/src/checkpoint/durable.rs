@@ -233,6 +233,9 @@ impl<S: Store> DurableBackend<S> {
             peers: manifest.as_ref().map(|m| m.peers),
             restorable,
             error: None,
+            merged: manifest
+                .as_ref()
+                .is_some_and(|m| m.merged_through.is_some()),
         };
         let backend = DurableBackend {
             store,
@@ -255,6 +258,15 @@ impl<S: Store> DurableBackend<S> {
     /// `None` is a fresh start.
     pub fn restore(&mut self, id: Option<u64>) -> Result<Option<Recovered>, String> {
         let Some(id) = id else {
+            // A fresh start: anything here is from checkpoints that never
+            // completed everywhere (see `agree`), so it goes.
+            if !ranges(&self.store)?.is_empty() {
+                let mut batch = Batch::default();
+                batch.delete_range(vec![0], vec![0xff]);
+                self.store.write(batch).map_err(|e| e.to_string())?;
+                self.pending.clear();
+                self.merged_through = None;
+            }
             return Ok(None);
         };
         let location = self.store.location();
@@ -867,6 +879,22 @@ mod tests {
         let r = b.restore(Some(10)).unwrap().unwrap();
         assert_eq!(r.sources, vec![("in".to_string(), b"p11".to_vec())]);
         assert_eq!(r.inflight.len(), 2);
+    }
+
+    #[test]
+    fn a_fresh_start_discards_checkpoints_that_never_completed() {
+        let store = MemoryStore::default();
+        let (mut b, _) = open(&store);
+        put(&mut b, "a", 1);
+        b.checkpoint(meta(10), &[egress(1)], None, None).unwrap();
+        drop(b);
+        let (mut b, report) = open(&store);
+        assert!(!report.merged, "nothing was known complete");
+        assert!(b.restore(None).unwrap().is_none());
+        assert_eq!(get(&mut b, "a"), None);
+        drop(b);
+        let (_, report) = open(&store);
+        assert!(report.restorable.is_empty());
     }
 
     #[test]

@@ -165,6 +165,10 @@ pub struct WorkerReport {
     pub restorable: Vec<(u64, u64)>,
     /// Why the worker could not open its state, if it could not.
     pub error: Option<String>,
+    /// Whether the worker ever learned that a checkpoint was complete on
+    /// every worker (and merged it). If none did, no checkpoint was ever
+    /// complete, nothing of one was delivered, and starting fresh is safe.
+    pub merged: bool,
 }
 
 /// Picks the checkpoint every worker restores: the newest one that all of
@@ -176,13 +180,16 @@ pub struct WorkerReport {
 ///
 /// ```
 /// use statefun_engine::checkpoint::{agree, WorkerReport};
-/// let r = |worker, ids: &[(u64, u64)]| WorkerReport { worker, peers: Some(2), restorable: ids.to_vec(), error: None };
+/// let r = |worker, ids: &[(u64, u64)]| WorkerReport { worker, peers: Some(2), restorable: ids.to_vec(), error: None, merged: true };
 /// assert_eq!(agree(&[r(0, &[(5, 5), (6, 6)]), r(1, &[(5, 5)])], 2), Ok(Some(5)));
 /// // A worker whose one write covered checkpoints 5..=9 agrees on 8.
 /// assert_eq!(agree(&[r(0, &[(5, 9)]), r(1, &[(5, 5), (8, 8)])], 2), Ok(Some(8)));
-/// let fresh = |worker| WorkerReport { worker, peers: None, restorable: vec![], error: None };
+/// let fresh = |worker| WorkerReport { worker, peers: None, restorable: vec![], error: None, merged: false };
 /// assert_eq!(agree(&[fresh(0), fresh(1)], 2), Ok(None));
 /// assert!(agree(&[r(0, &[(5, 5)]), fresh(1)], 2).is_err());
+/// // A first checkpoint that only some workers wrote was never complete: start fresh.
+/// let unmerged = WorkerReport { merged: false, ..r(0, &[(5, 9)]) };
+/// assert_eq!(agree(&[unmerged, fresh(1)], 2), Ok(None));
 /// assert!(agree(&[r(0, &[(5, 5)]), r(1, &[(5, 5)])], 4).unwrap_err().contains("2 workers"));
 /// ```
 pub fn agree(reports: &[WorkerReport], peers: usize) -> Result<Option<u64>, String> {
@@ -219,6 +226,9 @@ pub fn agree(reports: &[WorkerReport], peers: usize) -> Result<Option<u64>, Stri
         .max();
     match common {
         Some(id) => Ok(Some(id)),
+        // Workers crashed before their first checkpoint was complete
+        // everywhere: the ones that wrote it discard it.
+        None if reports.iter().all(|r| !r.merged) => Ok(None),
         None => {
             let listing: Vec<String> = reports
                 .iter()
@@ -350,6 +360,7 @@ mod tests {
             peers: Some(3),
             restorable: ids.iter().map(|&i| (i, i)).collect(),
             error: None,
+            merged: true,
         };
         assert_eq!(
             agree(&[r(2, &[7, 8]), r(0, &[7, 8]), r(1, &[7, 8])], 3),

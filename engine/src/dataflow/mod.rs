@@ -404,6 +404,7 @@ fn recover(
         peers: None,
         restorable: Vec::new(),
         error: Some(error),
+        merged: false,
     };
     let opened = RocksStore::open(&path, &options)
         .map_err(|e| e.to_string())
@@ -434,6 +435,7 @@ fn recover(
             peers: Some(peers),
             restorable: Vec::new(),
             error: None,
+            merged: false,
         },
         Err(e) => failed(e.clone()),
     };

@@ -224,7 +224,12 @@ fn crash_and_recover(workers: usize, processes: usize, default_kills: usize) {
     let mut rng = Lcg(seed);
     let dir = tempfile::tempdir().expect("temp dir");
     let mut job = Job::new(dir.path(), workers, processes);
-    // Fail points first: each aborts the process at a telling moment.
+    // Fail points first: each aborts the process at a telling moment. The
+    // first: right after the job's very first checkpoint write, when with
+    // several workers the others usually have not written theirs (the
+    // restart must start fresh, discarding it).
+    let children = job.start(Some("checkpoint-after-write:1"));
+    Job::wait_all(children, Duration::from_secs(20));
     for point in [
         "checkpoint-before-write",
         "checkpoint-after-write",
@@ -245,7 +250,7 @@ fn crash_and_recover(workers: usize, processes: usize, default_kills: usize) {
     job.finish();
     job.check();
     println!(
-        "{workers} worker(s) × {processes} process(es): {n} kills + 4 fail points, output exact"
+        "{workers} worker(s) × {processes} process(es): {n} kills + 5 fail points, output exact"
     );
 }
 

@@ -94,6 +94,28 @@ struct Snapshotter {
 
 type Stashed = (Capability<LoopTime>, Capability<LoopTime>, Vec<Envelope>);
 
+impl Snapshotter {
+    /// Logs `messages` sent into `epoch` if that is after the pending
+    /// checkpoint: they are in flight when it is written.
+    fn log_sent(&mut self, epoch: u64, messages: &[Envelope]) {
+        if epoch > self.next {
+            self.inflight
+                .extend(messages.iter().map(|m| (epoch, m.clone())));
+        }
+    }
+}
+
+/// When messages sent by an invocation at `time` are sent: at `time`
+/// (arriving at hop + 1), or past the hop cap at the next epoch, so that
+/// this one can complete.
+fn send_time((epoch, hop): LoopTime, hop_cap: u32) -> LoopTime {
+    if hop + 1 < hop_cap {
+        (epoch, hop)
+    } else {
+        (epoch + 1, 0)
+    }
+}
+
 /// The state backend the operator invokes functions against.
 enum Backend {
     Plain(Box<dyn StateBackend>),
@@ -205,7 +227,8 @@ pub(crate) fn functions<'s>(
         let mut failed = RateLimit::default();
         let mut unknown_egress = RateLimit::default();
         let mut drain_deadline: Option<Instant> = None;
-        let mut dropped_at_shutdown = 0u64;
+        // Whether shutdown dropped work (then no final checkpoint is written).
+        let mut dropped_work = false;
         // Remote functions: the driver, and the capabilities held for the
         // times of messages queued or in flight (count per time).
         let mut remote: Option<RemoteDriver<LoopTime>> = None;
@@ -282,7 +305,7 @@ pub(crate) fn functions<'s>(
                         }
                     }
                     if dropped > 0 || !held.is_empty() || timer_cap.is_some() {
-                        dropped_at_shutdown += dropped.max(1);
+                        dropped_work = true;
                         tracing::warn!(
                             dropped,
                             remote_in_flight = held.len(),
@@ -315,16 +338,8 @@ pub(crate) fn functions<'s>(
             });
 
             for (loop_cap, egress_cap, mut data) in work.drain(..) {
-                let time @ (epoch, hop) = *loop_cap.time();
-                // Messages sent now arrive at hop + 1; past the cap they move to
-                // the next epoch so that this one can complete.
-                let send_time = if hop + 1 < hop_cap {
-                    (epoch, hop)
-                } else {
-                    (epoch + 1, 0)
-                };
-                // Messages into an epoch after the pending checkpoint are part of it.
-                let log_sent = snap.as_ref().is_some_and(|s| send_time.0 > s.next);
+                let time @ (epoch, _) = *loop_cap.time();
+                let send_time = send_time(time, hop_cap);
                 let send_cap = loop_cap.delayed(&send_time);
                 let mut sent = loop_handle.session(&send_cap);
                 let mut egress = egress_handle.session(&egress_cap);
@@ -349,9 +364,7 @@ pub(crate) fn functions<'s>(
                     match invoke(entry, envelope, backend.state(), &mut timers, now_ms, &mut scratch) {
                         Ok(effects) => {
                             if let Some(s) = snap.as_mut() {
-                                if log_sent {
-                                    s.inflight.extend(effects.messages.iter().map(|m| (send_time.0, m.clone())));
-                                }
+                                s.log_sent(send_time.0, &effects.messages);
                             }
                             sent.give_iterator(effects.messages.drain(..));
                             for message in effects.egress.drain(..) {
@@ -385,12 +398,9 @@ pub(crate) fn functions<'s>(
                     // Effects go out at the batch's least time, whose capabilities we hold.
                     if let Some(least) = times.iter().min() {
                         if let Some((loop_cap, egress_cap, _)) = held.get(least) {
-                            let (epoch, hop) = *least;
-                            let send_time = if hop + 1 < hop_cap { (epoch, hop) } else { (epoch + 1, 0) };
+                            let send_time = send_time(*least, hop_cap);
                             if let Some(s) = snap.as_mut() {
-                                if send_time.0 > s.next {
-                                    s.inflight.extend(messages.iter().map(|m| (send_time.0, m.clone())));
-                                }
+                                s.log_sent(send_time.0, &messages);
                             }
                             loop_handle
                                 .session(&loop_cap.delayed(&send_time))
@@ -439,10 +449,7 @@ pub(crate) fn functions<'s>(
                     let due = timers.pop_due(now_ms);
                     if !due.is_empty() {
                         if let Some(s) = snap.as_mut() {
-                            let epoch = tc.time().0;
-                            if epoch > s.next {
-                                s.inflight.extend(due.iter().map(|m| (epoch, m.clone())));
-                            }
+                            s.log_sent(tc.time().0, &due);
                         }
                         loop_handle.session(&*tc).give_iterator(due.into_iter());
                     }
@@ -478,7 +485,7 @@ pub(crate) fn functions<'s>(
                         None => (FINISH_EPOCH, schedule.final_id()),
                     };
                     // The final checkpoint is written only if nothing was dropped.
-                    let clean = first_epoch.is_some() || (dropped_at_shutdown == 0 && !shared.failed());
+                    let clean = first_epoch.is_some() || (!dropped_work && !shared.failed());
                     let mut ok = true;
                     if clean {
                         // This worker received nothing after `next`, so one

@@ -40,20 +40,7 @@ pub(crate) fn sinks<'s>(
     app: Arc<Application>,
     shared: Arc<Shared>,
 ) {
-    let single: Arc<std::collections::BTreeSet<TypeName>> = Arc::new(
-        app.egresses
-            .iter()
-            .filter(|(_, plan)| plan.single_writer())
-            .map(|(id, _)| id.clone())
-            .collect(),
-    );
-    let (to_one, local) = egress.ok_err(move |m| {
-        if single.contains(&m.egress) {
-            Ok(m)
-        } else {
-            Err(m)
-        }
-    });
+    let (to_one, local) = split_single_writers(egress, &app);
     sink_operator(
         to_one,
         Exchange::new(|_: &EgressMessage| 0u64),
@@ -62,6 +49,54 @@ pub(crate) fn sinks<'s>(
         &shared,
     );
     sink_operator(local, Pipeline, false, &app, &shared);
+}
+
+/// Splits the egress stream into records for single-writer sinks (files,
+/// written by worker 0) and records every worker writes itself.
+fn split_single_writers<'s>(
+    egress: Stream<'s, u64, Vec<EgressMessage>>,
+    app: &Application,
+) -> (
+    Stream<'s, u64, Vec<EgressMessage>>,
+    Stream<'s, u64, Vec<EgressMessage>>,
+) {
+    let single: std::collections::BTreeSet<TypeName> = app
+        .egresses
+        .iter()
+        .filter(|(_, plan)| plan.single_writer())
+        .map(|(id, _)| id.clone())
+        .collect();
+    egress.ok_err(move |m| {
+        if single.contains(&m.egress) {
+            Ok(m)
+        } else {
+            Err(m)
+        }
+    })
+}
+
+/// Opens the sinks this operator writes on worker `index`: the
+/// single-writer ones on worker 0, or every other one on each worker.
+fn open_sinks(
+    app: &Application,
+    single_writers: bool,
+    index: usize,
+    resume: bool,
+    shared: &Shared,
+) -> BTreeMap<TypeName, Box<dyn Sink>> {
+    let mut sinks: BTreeMap<TypeName, Box<dyn Sink>> = BTreeMap::new();
+    for (id, plan) in &app.egresses {
+        if plan.single_writer() != single_writers || (single_writers && index != 0) {
+            continue;
+        }
+        match plan.open(resume, index) {
+            Ok(sink) => {
+                sinks.insert(id.clone(), sink);
+            }
+            Err(e) => shared.fail(format!("cannot open egress `{id}`: {e}")),
+        }
+    }
+    sinks
 }
 
 fn sink_operator<'s, P>(
@@ -75,18 +110,7 @@ fn sink_operator<'s, P>(
 {
     let index = stream.scope().index();
     let shared = shared.clone();
-    let mut sinks: BTreeMap<TypeName, Box<dyn Sink>> = BTreeMap::new();
-    for (id, plan) in &app.egresses {
-        if plan.single_writer() != single_writers || (single_writers && index != 0) {
-            continue;
-        }
-        match plan.open(false, index) {
-            Ok(sink) => {
-                sinks.insert(id.clone(), sink);
-            }
-            Err(e) => shared.fail(format!("cannot open egress `{id}`: {e}")),
-        }
-    }
+    let mut sinks = open_sinks(app, single_writers, index, false, &shared);
     let mut frontier_seen: Option<u64> = Some(0);
     let mut dirty = false;
     let mut last_flush = Instant::now();
@@ -147,21 +171,8 @@ pub(crate) fn checkpointed_sinks<'s>(
     delivered: &ProbeHandle<u64>,
     finals: std::rc::Rc<std::cell::Cell<usize>>,
 ) {
-    let single: Arc<std::collections::BTreeSet<TypeName>> = Arc::new(
-        app.egresses
-            .iter()
-            .filter(|(_, plan)| plan.single_writer())
-            .map(|(id, _)| id.clone())
-            .collect(),
-    );
     let control = control.broadcast();
-    let (to_one, local) = egress.ok_err(move |m| {
-        if single.contains(&m.egress) {
-            Ok(m)
-        } else {
-            Err(m)
-        }
-    });
+    let (to_one, local) = split_single_writers(egress, &app);
     let settings = SinkSettings {
         app: &app,
         shared: &shared,
@@ -204,18 +215,13 @@ where
     let peers = scope.peers();
     let shared = settings.shared.clone();
     let schedule = settings.schedule;
-    let mut sinks: BTreeMap<TypeName, Box<dyn Sink>> = BTreeMap::new();
-    for (id, plan) in &settings.app.egresses {
-        if plan.single_writer() != single_writers || (single_writers && index != 0) {
-            continue;
-        }
-        match plan.open(settings.resume, index) {
-            Ok(sink) => {
-                sinks.insert(id.clone(), sink);
-            }
-            Err(e) => shared.fail(format!("cannot open egress `{id}`: {e}")),
-        }
-    }
+    let mut sinks = open_sinks(
+        settings.app,
+        single_writers,
+        index,
+        settings.resume,
+        &shared,
+    );
     let name = if single_writers {
         "Egress (single writer, checkpointed)"
     } else {

@@ -15,41 +15,12 @@ use std::time::{Duration, Instant};
 
 use example_crash_counter::{expected_lines, COUNTER, OUT};
 
+mod common;
+use common::{kills, seed, Lcg};
+
 const RECORDS: u64 = 3000;
 const KEYS: u64 = 40;
 const RATE: u64 = 3000;
-
-/// A small deterministic random source (the seed is printed to replay a run).
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("STATEFUN_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
-}
-
-fn kills(default: usize) -> usize {
-    std::env::var("STATEFUN_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Job {
     dir: PathBuf,

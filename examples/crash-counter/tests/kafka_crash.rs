@@ -16,6 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use example_crash_counter::{expected_lines, COUNTER, OUT};
+
+mod common;
+use common::{kills, seed, Lcg};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -47,18 +50,6 @@ fn bootstrap() -> Option<String> {
     }
 }
 
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 fn start(dir: &Path, output: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
         .current_dir(dir)
@@ -82,15 +73,7 @@ fn start(dir: &Path, output: &str) -> Child {
 
 fn crash_through_kafka(semantic: &str, default_kills: u64) {
     let Some(bootstrap) = bootstrap() else { return };
-    let seed = std::env::var("STATEFUN_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = seed();
     println!("seed {seed}");
     let mut rng = Lcg(seed);
     let run = format!(
@@ -161,10 +144,7 @@ fn crash_through_kafka(semantic: &str, default_kills: u64) {
     )
     .expect("write module.yaml");
 
-    let kills = std::env::var("STATEFUN_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default_kills);
+    let kills = kills(default_kills);
     for _ in 0..kills {
         let mut child = start(dir.path(), &output);
         std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));

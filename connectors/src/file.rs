@@ -606,7 +606,8 @@ pub struct FileEgressConfig {
 ///
 /// The format is meant for people and for `jq`:
 /// `{"egress":"ns/name","typename":"…","topic":…,"key":…,"value":…}`.
-/// Kafka and Kinesis records are unpacked (`topic`/`key`, and
+/// Kafka and Kinesis records are unpacked (`topic`/`key`, `headers` as
+/// `[key, value]` pairs when a Kafka record has any, and
 /// `explicit_hash_key` when set) so the same module can run with a file egress
 /// in place of a broker. `value` is the decoded text of an `io.statefun.types`
 /// primitive, otherwise the UTF-8 text of the bytes, otherwise
@@ -715,6 +716,9 @@ struct JsonLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     explicit_hash_key: Option<&'a str>,
     value: JsonValue<'a>,
+    /// Kafka record headers, in order, as `[key, value]` pairs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<(&'a str, JsonValue<'a>)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -938,6 +942,7 @@ fn render(message: &EgressMessage, buf: &mut Vec<u8>) -> Result<(), serde_json::
         key: None,
         explicit_hash_key: None,
         value: JsonValue::Null,
+        headers: Vec::new(),
         error: None,
     };
     // Decoded egress records must outlive `line`, which borrows from them.
@@ -952,6 +957,11 @@ fn render(message: &EgressMessage, buf: &mut Vec<u8>) -> Result<(), serde_json::
                 line.topic = Some(&kafka.topic);
                 line.key = Some(&kafka.key);
                 line.value = JsonValue::raw(&kafka.value_bytes);
+                line.headers = kafka
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.as_str(), JsonValue::raw(&h.value)))
+                    .collect();
             }
             Err(e) => {
                 line.value = JsonValue::raw(&value.value);
@@ -1061,6 +1071,7 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use statefun_sdk::proto::egress::kafka_producer_record::Header;
 
     fn id() -> TypeName {
         TypeName::parse("example/lines").unwrap()
@@ -1395,6 +1406,16 @@ mod tests {
             key: "k1".into(),
             value_bytes: b"hello".to_vec(),
             topic: "greetings".into(),
+            headers: vec![
+                Header {
+                    key: "trace".into(),
+                    value: b"t-1".to_vec(),
+                },
+                Header {
+                    key: "raw".into(),
+                    value: vec![0xff],
+                },
+            ],
             ..Default::default()
         };
         let kinesis = KinesisEgressRecord {
@@ -1431,7 +1452,7 @@ mod tests {
         let expected = [
             r#"{"egress":"example/out","typename":"io.statefun.types/string","value":"hi \"you\""}"#.to_string(),
             r#"{"egress":"example/out","typename":"io.statefun.types/int","value":"-7"}"#.to_string(),
-            format!(r#"{{"egress":"example/out","typename":"{k}","topic":"greetings","key":"k1","value":"hello"}}"#),
+            format!(r#"{{"egress":"example/out","typename":"{k}","topic":"greetings","key":"k1","value":"hello","headers":[["trace","t-1"],["raw",{{"base64":"/w=="}}]]}}"#),
             format!(r#"{{"egress":"example/out","typename":"{n}","topic":"s1","key":"pk","explicit_hash_key":"123","value":{{"base64":"/wA="}}}}"#),
             format!(r#"{{"egress":"example/out","typename":"{n}","topic":"s2","key":"pk","value":"x"}}"#),
             r#"{"egress":"example/out","typename":"com.example/Blob","value":{"base64":"3q2+7w=="}}"#.to_string(),

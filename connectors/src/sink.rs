@@ -32,6 +32,23 @@ pub trait Sink: Send {
         self.flush()
     }
 
+    /// Says that the records passed to `write` from now on, until the next
+    /// call, belong to checkpoint `checkpoint` of worker `worker` (its
+    /// outbox holds them).
+    ///
+    /// Only checkpointed runs call it, and only for sinks that every worker
+    /// runs for its own records (not for single-writer file sinks). After a
+    /// crash the engine replays an undelivered checkpoint's records after the
+    /// same call: the same records, though not necessarily in the same order
+    /// (the first delivery sees them ordered by epoch and arrival, the replay
+    /// in the order the worker logged them). A sink can thus give each record
+    /// an identity that is the same on every attempt, derived from (worker,
+    /// checkpoint, the record's content and how many equal records came
+    /// before it) — the Kinesis egress's record ids. The default ignores it.
+    fn begin_checkpoint(&mut self, worker: usize, checkpoint: u64) {
+        let _ = (worker, checkpoint);
+    }
+
     /// The last checkpoint this sink durably delivered, for exactly-once sinks (the engine skips
     /// replayed records of checkpoints up to it); `None` for sinks that do not track it.
     ///

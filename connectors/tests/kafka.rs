@@ -6,8 +6,6 @@
 //! Every test uses its own topics and consumer groups, and is bounded in time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,42 +29,9 @@ use statefun_sdk::{EgressMessage, IngressMetadata, TypeName};
 // ---------------------------------------------------------------------------------------
 // Broker and helpers
 
-fn broker() -> Option<String> {
-    let from_env = std::env::var("KAFKA_BOOTSTRAP")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let from_file = || {
-        let home = std::env::var_os("KAFKA_HOME")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/statefun-rs/kafka"))
-            })?;
-        let text = std::fs::read_to_string(home.join("bootstrap")).ok()?;
-        Some(text.trim().to_string())
-    };
-    let candidate = from_env.or_else(from_file);
-    let reachable = candidate.as_ref().is_some_and(|b| {
-        b.to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
-    });
-    if reachable {
-        return candidate;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "no Kafka broker answers (KAFKA_BOOTSTRAP={candidate:?}); start one with \
-             `bash ci/install-kafka.sh` and export the KAFKA_BOOTSTRAP it prints"
-        );
-    }
-    eprintln!("SKIPPED: no Kafka broker; run `bash ci/install-kafka.sh` first");
-    None
-}
-
 macro_rules! broker_or_skip {
     () => {
-        match broker() {
+        match statefun_testkit::kafka_bootstrap() {
             Some(b) => b,
             None => return,
         }
@@ -962,10 +927,15 @@ fn sink_exactly_once_commits_records_with_their_checkpoint() {
         "every committed record exactly once"
     );
 
-    // The progress record: key `<egress>/<worker>`, value the checkpoint, committed.
+    // The progress record: key the transactional id, value the checkpoint, committed.
     assert_eq!(
         read_back(&b, &eo.progress, 1, 1),
-        [(0, "test/kafka-out/0".into(), "5".into(), String::new())]
+        [(
+            0,
+            format!("{}-test.kafka-out-0", eo.prefix),
+            "5".into(),
+            String::new()
+        )]
     );
     // The progress topic was created with one partition and compaction.
     wait_for_partitions(&b, &eo.progress, 1);

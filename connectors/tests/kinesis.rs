@@ -4,7 +4,9 @@
 //! `$KINESIS_HOME/endpoint` (default `~/.cache/statefun-rs/kinesis/endpoint`).
 //! Without an emulator each test prints SKIPPED and passes, except under CI
 //! (`CI` set), where a missing emulator fails. Every test creates its own
-//! uniquely named streams.
+//! uniquely named streams. Throttling, partial `PutRecords` failures, an
+//! expired iterator and refused credentials are tested against a tiny fake
+//! endpoint in this file (module `fake`), which needs no emulator.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,8 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use aws_sdk_kinesis::Client;
 use statefun_connectors::kinesis::{
-    KinesisSink, KinesisSinkOptions, KinesisSource, KinesisSourceOptions, SHARD_END,
+    content_digest, split_record_id, KinesisSink, KinesisSinkOptions, KinesisSource,
+    KinesisSourceOptions, RecordId, SHARD_END,
 };
 use statefun_connectors::{Sink, Source, SourceRecord, SourceStatus};
 use statefun_module::{
@@ -26,37 +29,6 @@ use tokio::runtime::Runtime;
 
 const REGION: &str = "us-east-1";
 const ACCOUNT: &str = "000000000000";
-
-fn endpoint() -> Option<String> {
-    let from_file = || {
-        let home = std::env::var("KINESIS_HOME").ok().or_else(|| {
-            std::env::var("HOME")
-                .ok()
-                .map(|h| format!("{h}/.cache/statefun-rs/kinesis"))
-        })?;
-        std::fs::read_to_string(format!("{home}/endpoint"))
-            .ok()
-            .map(|s| s.trim().to_string())
-    };
-    let url = std::env::var("KINESIS_ENDPOINT")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(from_file);
-    let reachable = url.as_ref().is_some_and(|u| {
-        let addr = u
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
-        std::net::TcpStream::connect(addr).is_ok()
-    });
-    if reachable {
-        return url;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("no Kinesis emulator answers (KINESIS_ENDPOINT / endpoint file: {url:?}); run ci/install-kinesis.sh");
-    }
-    eprintln!("SKIPPED: no Kinesis emulator; run ci/install-kinesis.sh");
-    None
-}
 
 /// A raw client on the emulator, to create streams and put/get records.
 struct Emu {
@@ -82,7 +54,7 @@ fn unique(prefix: &str) -> String {
 
 impl Emu {
     fn new() -> Option<Emu> {
-        let endpoint = endpoint()?;
+        let endpoint = statefun_testkit::kinesis_endpoint()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -242,6 +214,7 @@ impl Emu {
             stream_name: stream.to_string(),
             max_outstanding_records: max_outstanding,
             client_config_properties: Properties::default(),
+            record_ids: false,
         }
     }
 }
@@ -782,4 +755,637 @@ fn bad_configurations_fail_at_open_with_clear_errors() {
     let mut spec = emu.ingress(&[(&s, false, "example/v")], KinesisStartupPosition::Latest);
     spec.client_config_properties = Properties(vec![("SocketTimeout".into(), "soon".into())]);
     assert!(open(&spec).contains("`SocketTimeout: soon`"));
+}
+
+// ----- record ids, throttling and refused credentials ------------------------
+
+#[test]
+fn record_ids_option_is_validated_in_module_yaml() {
+    let doc = |extra: &str| {
+        format!(
+            "kind: io.statefun.kinesis.v1/egress\nspec:\n  id: t/out\n  awsRegion: {{ type: specific, id: us-east-1 }}\n  streamName: s\n{extra}"
+        )
+    };
+    let kinesis = |m: statefun_module::Module| match &m.egresses[0].spec {
+        statefun_module::EgressSpec::Kinesis(k) => k.clone(),
+        other => panic!("not a Kinesis egress: {other:?}"),
+    };
+    let off = statefun_module::load_str(&doc(""), "module.yaml").expect("loads");
+    assert!(!kinesis(off).record_ids, "off by default: upstream's bytes");
+    let on = statefun_module::load_str(&doc("  recordIds: true\n"), "module.yaml").expect("loads");
+    assert!(kinesis(on).record_ids);
+    let err = statefun_module::load_str(&doc("  recordIds: sometimes\n"), "module.yaml")
+        .expect_err("not a boolean")
+        .to_string();
+    assert!(
+        err.contains("recordIds") && err.contains("`true` or `false`"),
+        "{err}"
+    );
+    let err = statefun_module::load_str(&doc("  recordId: true\n"), "module.yaml")
+        .expect_err("a typo")
+        .to_string();
+    assert!(
+        err.contains("recordId") && err.contains("recordIds"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sink_frames_records_with_ids_only_when_asked() {
+    let Some(emu) = Emu::new() else { return };
+    let plain_stream = unique("ids-plain");
+    let framed_stream = unique("ids-framed");
+    emu.create(&plain_stream, 1);
+    emu.create(&framed_stream, 1);
+    let id = TypeName::parse("t/out").expect("id");
+    let values = ["a", "b", "a"];
+    let records: Vec<EgressMessage> = values
+        .iter()
+        .map(|v| egress_record(&id, None, "k", v, None))
+        .collect();
+
+    let mut plain = KinesisSink::open("t/out", &emu.egress(&plain_stream, 100)).expect("open sink");
+    plain.begin_checkpoint(0, 7);
+    plain.write(&records).expect("write");
+    plain.commit(7).expect("commit");
+    let got: Vec<Vec<u8>> = emu
+        .read_all(&plain_stream)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(
+        got,
+        values.map(|v| v.as_bytes().to_vec()).to_vec(),
+        "without recordIds the data is the function's bytes"
+    );
+
+    let mut spec = emu.egress(&framed_stream, 100);
+    spec.record_ids = true;
+    let mut framed = KinesisSink::open("t/out", &spec).expect("open sink");
+    framed.begin_checkpoint(1, 7);
+    framed.write(&records).expect("write");
+    framed.commit(7).expect("commit");
+    // A restarted job replays the checkpoint: the same ids again.
+    let mut again = KinesisSink::open("t/out", &spec).expect("open sink");
+    again.begin_checkpoint(1, 7);
+    again.write(&records).expect("write");
+    again.commit(7).expect("commit");
+    let got: Vec<(RecordId, Vec<u8>)> = emu
+        .read_all(&framed_stream)
+        .into_iter()
+        .map(|(_, d)| {
+            let (id, payload) = split_record_id(&d).expect("framed");
+            (id, payload.to_vec())
+        })
+        .collect();
+    // Ids derive from (egress, worker, checkpoint, content, occurrence).
+    let id = |value: &str, occurrence: u64| {
+        let digest = content_digest(&framed_stream, "k", "", value.as_bytes());
+        RecordId::new("t/out", 1, 7, digest, occurrence)
+    };
+    let expected: Vec<(RecordId, Vec<u8>)> = vec![
+        (id("a", 0), b"a".to_vec()),
+        (id("b", 0), b"b".to_vec()),
+        (id("a", 1), b"a".to_vec()),
+    ];
+    assert_eq!(got.len(), 6);
+    assert_eq!(got[..3], expected[..], "first attempt");
+    assert_eq!(
+        got[3..],
+        expected[..],
+        "the re-sent copies carry the same ids"
+    );
+}
+
+#[test]
+fn egress_bad_configurations_fail_with_clear_errors() {
+    let Some(emu) = Emu::new() else { return };
+    let s = unique("egress-errors");
+    emu.create(&s, 1);
+    let id = TypeName::parse("t/out").expect("id");
+    let flush_error = |spec: &KinesisEgress, record: EgressMessage| {
+        let mut sink = match KinesisSink::open("t/out", spec) {
+            Ok(sink) => sink,
+            Err(e) => return e.to_string(),
+        };
+        sink.write(&[record]).expect("write buffers");
+        sink.flush()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+
+    // The right stream in the wrong region: not found there, with a hint naming the region.
+    let mut spec = emu.egress(&s, 10);
+    spec.aws_region = AwsRegion::CustomEndpoint {
+        endpoint: emu.endpoint.clone(),
+        id: "eu-west-1".into(),
+    };
+    let err = flush_error(&spec, egress_record(&id, None, "k", "v", None));
+    eprintln!("egress wrong region: {err}");
+    assert!(
+        err.contains("kinesis egress `t/out`")
+            && err.contains(&s)
+            && err.contains("ResourceNotFound")
+            && err.contains("region"),
+        "{err}"
+    );
+
+    // A record naming a stream by an ARN of an unknown stream.
+    let arn = Emu::arn(&unique("nope"));
+    let err = flush_error(
+        &emu.egress(&s, 10),
+        egress_record(&id, Some(&arn), "k", "v", None),
+    );
+    eprintln!("egress unknown ARN: {err}");
+    assert!(
+        err.contains(&arn) && err.contains("ResourceNotFound"),
+        "{err}"
+    );
+
+    // Credentials that cannot be resolved.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("credentials");
+    std::fs::write(
+        &file,
+        "[other]\naws_access_key_id = a\naws_secret_access_key = b\n",
+    )
+    .expect("write");
+    let mut spec = emu.egress(&s, 10);
+    spec.aws_credentials = AwsCredentials::Profile {
+        name: "missing-profile".into(),
+        path: Some(file.display().to_string()),
+    };
+    let err = flush_error(&spec, egress_record(&id, None, "k", "v", None));
+    eprintln!("egress unresolvable credentials: {err}");
+    assert!(
+        err.contains("kinesis egress `t/out`") && err.contains("credentials"),
+        "{err}"
+    );
+
+    // A record without a partition key names the stream.
+    let mut rec = statefun_sdk::proto::egress::KinesisEgressRecord::from_typed_value(
+        &egress_record(&id, None, "k", "v", None).value,
+    )
+    .expect("decode");
+    rec.partition_key.clear();
+    let message = EgressMessage {
+        egress: id.clone(),
+        value: rec.to_typed_value(),
+    };
+    let mut sink = KinesisSink::open("t/out", &emu.egress(&s, 10)).expect("open");
+    let err = sink.write(&[message]).expect_err("no key").to_string();
+    assert!(
+        err.contains("empty partition key") && err.contains(&s),
+        "{err}"
+    );
+}
+
+/// A tiny Kinesis endpoint (the x-amz-json-1.1 protocol over HTTP/1.1) for
+/// what the emulator cannot do on demand: throttle reads and writes, fail
+/// some entries of a `PutRecords`, expire an iterator, refuse credentials.
+/// One stream with one shard, whose records are `records`.
+mod fake {
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    use base64::Engine as _;
+    use serde_json::{json, Value};
+
+    pub const SHARD: &str = "shardId-000000000000";
+
+    #[derive(Default)]
+    pub struct State {
+        /// The shard's records: (partition key, data).
+        pub records: Vec<(String, Vec<u8>)>,
+        /// Calls per operation (`GetRecords`, …), throttled ones included.
+        pub calls: BTreeMap<String, u64>,
+        /// Calls answered with `ProvisionedThroughputExceededException`, per operation.
+        pub throttled: BTreeMap<String, u64>,
+        /// How many more `GetRecords` calls to throttle (every other call until used up).
+        pub throttle_get_records: u64,
+        /// Answer `ExpiredIteratorException` once, after this many records were served.
+        pub expire_after: Option<usize>,
+        /// How many more `PutRecords` calls to throttle as a whole.
+        pub throttle_put_records: u64,
+        /// How many more `PutRecords` calls fail every other entry.
+        pub partial_put_records: u64,
+        /// Entries failed inside otherwise successful `PutRecords` calls.
+        pub failed_entries: u64,
+        /// Shard iterator types asked for, in order.
+        pub iterator_types: Vec<String>,
+        /// Requests signed with this access key are refused.
+        pub refuse_access_key: Option<String>,
+    }
+
+    pub struct Fake {
+        pub endpoint: String,
+        pub state: Arc<Mutex<State>>,
+    }
+
+    impl Fake {
+        pub fn start(state: State) -> Fake {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+            let state = Arc::new(Mutex::new(state));
+            let shared = state.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(conn) = conn else { continue };
+                    let state = shared.clone();
+                    std::thread::spawn(move || serve(conn, &state));
+                }
+            });
+            Fake { endpoint, state }
+        }
+
+        pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(|p| p.into_inner())
+        }
+    }
+
+    fn serve(conn: TcpStream, state: &Mutex<State>) {
+        let mut writer = match conn.try_clone() {
+            Ok(w) => w,
+            Err(_) => return,
+        };
+        let mut reader = BufReader::new(conn);
+        loop {
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut headers: BTreeMap<String, String> = BTreeMap::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
+            }
+            let length: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let target = headers.get("x-amz-target").cloned().unwrap_or_default();
+            let operation = target.rsplit('.').next().unwrap_or_default().to_string();
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let (status, response) = {
+                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                let refused = s.refuse_access_key.as_ref().is_some_and(|key| {
+                    headers
+                        .get("authorization")
+                        .is_some_and(|a| a.contains(&format!("Credential={key}/")))
+                });
+                if refused {
+                    *s.calls.entry(operation.clone()).or_default() += 1;
+                    (
+                        400,
+                        json!({"__type": "UnrecognizedClientException",
+                               "message": "The security token included in the request is invalid."}),
+                    )
+                } else {
+                    answer(&mut s, &operation, &request)
+                }
+            };
+            let text = response.to_string();
+            let reason = if status == 200 { "OK" } else { "Bad Request" };
+            let head = format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                 x-amzn-RequestId: fake\r\nContent-Length: {}\r\n\r\n",
+                text.len()
+            );
+            if writer.write_all(head.as_bytes()).is_err()
+                || writer.write_all(text.as_bytes()).is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    fn throttle(s: &mut State, operation: &str) -> (u16, Value) {
+        *s.throttled.entry(operation.to_string()).or_default() += 1;
+        (
+            400,
+            json!({"__type": "ProvisionedThroughputExceededException",
+                   "message": "Rate exceeded for shard shardId-000000000000"}),
+        )
+    }
+
+    fn sequence(i: usize) -> String {
+        format!("4960{i:020}")
+    }
+
+    fn position_after(seq: &str) -> usize {
+        seq.strip_prefix("4960")
+            .and_then(|n| n.parse::<usize>().ok())
+            .map_or(0, |i| i + 1)
+    }
+
+    fn answer(s: &mut State, operation: &str, request: &Value) -> (u16, Value) {
+        let calls = {
+            let n = s.calls.entry(operation.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        match operation {
+            "ListShards" => (
+                200,
+                json!({"Shards": [{
+                    "ShardId": SHARD,
+                    "HashKeyRange": {"StartingHashKey": "0",
+                        "EndingHashKey": "340282366920938463463374607431768211455"},
+                    "SequenceNumberRange": {"StartingSequenceNumber": sequence(0)}
+                }]}),
+            ),
+            "GetShardIterator" => {
+                let kind = request["ShardIteratorType"].as_str().unwrap_or_default();
+                s.iterator_types.push(kind.to_string());
+                let position = match kind {
+                    "AFTER_SEQUENCE_NUMBER" => {
+                        position_after(request["StartingSequenceNumber"].as_str().unwrap_or(""))
+                    }
+                    "LATEST" => s.records.len(),
+                    _ => 0,
+                };
+                (200, json!({"ShardIterator": format!("it-{position}")}))
+            }
+            "GetRecords" => {
+                if s.throttle_get_records > 0 && calls % 2 == 1 {
+                    s.throttle_get_records -= 1;
+                    return throttle(s, operation);
+                }
+                let position: usize = request["ShardIterator"]
+                    .as_str()
+                    .and_then(|i| i.strip_prefix("it-"))
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                if s.expire_after.is_some_and(|n| position >= n) {
+                    s.expire_after = None;
+                    return (
+                        400,
+                        json!({"__type": "ExpiredIteratorException", "message": "Iterator expired"}),
+                    );
+                }
+                let end = (position + 7).min(s.records.len());
+                let records: Vec<Value> = s.records[position.min(end)..end]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (key, data))| {
+                        json!({
+                            "Data": base64::engine::general_purpose::STANDARD.encode(data),
+                            "PartitionKey": key,
+                            "SequenceNumber": sequence(position + i),
+                            "ApproximateArrivalTimestamp": 1.7e9,
+                        })
+                    })
+                    .collect();
+                (
+                    200,
+                    json!({"Records": records, "NextShardIterator": format!("it-{end}"),
+                           "MillisBehindLatest": 0}),
+                )
+            }
+            "PutRecords" => {
+                if s.throttle_put_records > 0 {
+                    s.throttle_put_records -= 1;
+                    return throttle(s, operation);
+                }
+                let partial = s.partial_put_records > 0;
+                if partial {
+                    s.partial_put_records -= 1;
+                }
+                let entries = request["Records"].as_array().cloned().unwrap_or_default();
+                let mut results = Vec::new();
+                let mut failed = 0;
+                for (i, entry) in entries.iter().enumerate() {
+                    if partial && i % 2 == 1 {
+                        failed += 1;
+                        results.push(
+                            json!({"ErrorCode": "ProvisionedThroughputExceededException",
+                                            "ErrorMessage": "Rate exceeded for shard"}),
+                        );
+                        continue;
+                    }
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(entry["Data"].as_str().unwrap_or_default())
+                        .unwrap_or_default();
+                    let key = entry["PartitionKey"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    s.records.push((key, data));
+                    results.push(json!({"SequenceNumber": sequence(s.records.len() - 1),
+                                        "ShardId": SHARD}));
+                }
+                s.failed_entries += failed;
+                (
+                    200,
+                    json!({"FailedRecordCount": failed, "Records": results}),
+                )
+            }
+            other => (
+                400,
+                json!({"__type": "UnknownOperationException", "message": other}),
+            ),
+        }
+    }
+}
+
+/// An ingress spec on the fake endpoint; `MaxErrorRetry: 0` turns the SDK's
+/// own retries off, so every throttled call reaches the connector's backoff.
+fn fake_ingress(endpoint: &str, access_key: &str) -> KinesisIngress {
+    KinesisIngress {
+        aws_region: AwsRegion::CustomEndpoint {
+            endpoint: endpoint.to_string(),
+            id: REGION.to_string(),
+        },
+        aws_credentials: AwsCredentials::Basic {
+            access_key_id: access_key.into(),
+            secret_access_key: Secret::new("test"),
+        },
+        startup_position: KinesisStartupPosition::TrimHorizon,
+        streams: vec![KinesisStream {
+            stream: "s".into(),
+            arn: None,
+            value_type: TypeName::parse("example/v").expect("type"),
+            targets: vec![],
+        }],
+        client_config_properties: Properties(vec![("MaxErrorRetry".into(), "0".into())]),
+    }
+}
+
+fn fake_egress(endpoint: &str, access_key: &str) -> KinesisEgress {
+    KinesisEgress {
+        aws_region: AwsRegion::CustomEndpoint {
+            endpoint: endpoint.to_string(),
+            id: REGION.to_string(),
+        },
+        aws_credentials: AwsCredentials::Basic {
+            access_key_id: access_key.into(),
+            secret_access_key: Secret::new("test"),
+        },
+        stream_name: "s".into(),
+        max_outstanding_records: 1000,
+        client_config_properties: Properties(vec![("MaxErrorRetry".into(), "0".into())]),
+        record_ids: true,
+    }
+}
+
+#[test]
+fn reader_backs_off_when_throttled_and_loses_nothing() {
+    let records: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("k{}", i % 3), format!("r{i}").into_bytes()))
+        .collect();
+    let fake = fake::Fake::start(fake::State {
+        records,
+        throttle_get_records: 6,
+        expire_after: Some(14),
+        ..fake::State::default()
+    });
+    let spec = fake_ingress(&fake.endpoint, "test");
+    let mut source = KinesisSource::open_with("t/throttled", &spec, 0, 1, fast()).expect("open");
+    let got = read_n(&mut source, 40, Duration::from_secs(60));
+    let extra = read_for(&mut source, Duration::from_millis(1000));
+    assert!(extra.is_empty(), "records read twice: {extra:?}");
+    let values: Vec<String> = got.iter().map(value).collect();
+    assert_eq!(
+        values,
+        (0..40).map(|i| format!("r{i}")).collect::<Vec<_>>(),
+        "every record once, in shard order"
+    );
+    let state = fake.state();
+    assert_eq!(
+        state.throttled.get("GetRecords"),
+        Some(&6),
+        "every throttled call was answered by a retry"
+    );
+    assert!(
+        state.calls.get("GetRecords").copied().unwrap_or(0) >= 6 + 6,
+        "{:?}",
+        state.calls
+    );
+    // The expired iterator was renewed after the last record read, not from the start.
+    assert_eq!(
+        state.iterator_types.first().map(String::as_str),
+        Some("TRIM_HORIZON")
+    );
+    assert!(
+        state
+            .iterator_types
+            .iter()
+            .skip(1)
+            .any(|t| t == "AFTER_SEQUENCE_NUMBER"),
+        "{:?}",
+        state.iterator_types
+    );
+    assert!(source.positions()[0].2.ends_with("39"));
+}
+
+#[test]
+fn writer_retries_throttled_calls_and_failed_entries_without_duplicates() {
+    let fake = fake::Fake::start(fake::State {
+        throttle_put_records: 2,
+        partial_put_records: 3,
+        ..fake::State::default()
+    });
+    let id = TypeName::parse("t/out").expect("id");
+    let mut sink = KinesisSink::open_with(
+        "t/out",
+        &fake_egress(&fake.endpoint, "test"),
+        KinesisSinkOptions {
+            retry_timeout: Duration::from_secs(60),
+        },
+    )
+    .expect("open");
+    sink.begin_checkpoint(0, 3);
+    let values: Vec<String> = (0..50).map(|i| format!("w{}", i % 45)).collect();
+    let batch: Vec<EgressMessage> = values
+        .iter()
+        .map(|v| egress_record(&id, None, "k", v, None))
+        .collect();
+    sink.write(&batch).expect("write");
+    sink.commit(3).expect("every entry acknowledged in the end");
+    assert_eq!(sink.records_written(), 50);
+
+    let state = fake.state();
+    assert_eq!(state.throttled.get("PutRecords"), Some(&2));
+    // 50 entries: 25 fail, then 12 of those, then 6.
+    assert_eq!(state.failed_entries, 25 + 12 + 6);
+    assert_eq!(state.calls.get("PutRecords"), Some(&(2 + 3 + 1)));
+    // Every record exactly once, with its own id (equal payloads included).
+    let mut stored: Vec<(RecordId, String)> = state
+        .records
+        .iter()
+        .map(|(_, data)| {
+            let (rid, payload) = split_record_id(data).expect("framed");
+            (rid, String::from_utf8_lossy(payload).into_owned())
+        })
+        .collect();
+    stored.sort();
+    let mut occurrences: BTreeMap<&String, u64> = BTreeMap::new();
+    let mut expected: Vec<(RecordId, String)> = values
+        .iter()
+        .map(|v| {
+            let n = occurrences.entry(v).or_default();
+            let digest = content_digest("s", "k", "", v.as_bytes());
+            let id = RecordId::new("t/out", 0, 3, digest, *n);
+            *n += 1;
+            (id, v.clone())
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(stored, expected);
+}
+
+#[test]
+fn refused_credentials_fail_clearly() {
+    let fake = fake::Fake::start(fake::State {
+        refuse_access_key: Some("refused".into()),
+        ..fake::State::default()
+    });
+    let err = KinesisSource::open_with(
+        "t/in",
+        &fake_ingress(&fake.endpoint, "refused"),
+        0,
+        1,
+        fast(),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    eprintln!("refused credentials (ingress): {err}");
+    assert!(
+        err.contains("kinesis ingress `t/in`")
+            && err.contains("UnrecognizedClientException")
+            && err.contains("check awsCredentials"),
+        "{err}"
+    );
+    let id = TypeName::parse("t/out").expect("id");
+    let mut sink =
+        KinesisSink::open("t/out", &fake_egress(&fake.endpoint, "refused")).expect("open");
+    sink.write(&[egress_record(&id, None, "k", "v", None)])
+        .expect("buffers");
+    let err = sink.flush().expect_err("refused").to_string();
+    eprintln!("refused credentials (egress): {err}");
+    assert!(
+        err.contains("kinesis egress `t/out`")
+            && err.contains("UnrecognizedClientException")
+            && err.contains("check awsCredentials"),
+        "{err}"
+    );
+    // Nothing was retried: a refusal is not transient.
+    assert_eq!(fake.state().calls.get("PutRecords"), Some(&1));
 }

@@ -15,11 +15,12 @@ use statefun_connectors::{
     GeneratorSource, KafkaSink, KafkaSource, KinesisSink, KinesisSource, Sink, Source,
 };
 use statefun_module::{
-    EgressSpec, FunctionPattern, HttpEndpoint, IngressSpec, KafkaDeliverySemantic, KafkaEgress,
-    KafkaIngress, KinesisEgress, KinesisIngress, Module,
+    BadRecordPolicy, EgressSpec, FunctionPattern, HttpEndpoint, IngressSpec, KafkaDeliverySemantic,
+    KafkaEgress, KafkaIngress, KinesisEgress, KinesisIngress, Module,
 };
 use statefun_sdk::{StatefulFunction, TypeName, ValueSpecDescriptor};
 
+use crate::dead_letter::{BadRecords, DeadLetterPlan, Destination, DEAD_LETTER_FUNCTION};
 use crate::registry::FunctionRegistry;
 
 /// Runtime settings that are not part of module.yaml.
@@ -48,9 +49,10 @@ pub struct Settings {
     pub max_remote_queued: u64,
     /// Durable state and checkpoints; `None` keeps state in memory only.
     pub durability: Option<Durability>,
-    /// Whether an ingress record without a (UTF-8) key or without a value
-    /// (a Kafka tombstone) fails the job instead of being skipped, counted
-    /// and logged (`--on-bad-record fail|skip`, default skip).
+    /// Whether an ingress record without a non-empty UTF-8 key or without a
+    /// value (a Kafka tombstone) fails the job instead of being skipped,
+    /// counted and logged (`--on-bad-record fail|skip`, default skip). An
+    /// ingress's own `badRecords` in module.yaml wins over this.
     pub fail_on_bad_records: bool,
 }
 
@@ -135,6 +137,8 @@ pub struct IngressPlan {
     pub routes: Vec<RoutePlan>,
     /// The source to open on each worker.
     pub source: SourcePlan,
+    /// What happens to records that cannot become messages.
+    pub bad_records: BadRecords,
 }
 
 impl IngressPlan {
@@ -308,10 +312,52 @@ impl Application {
                     SourcePlan::Kinesis(Box::new(k.clone()))
                 }
             };
+            let bad_records = match &ingress.bad_records {
+                None if settings.fail_on_bad_records => BadRecords::Fail,
+                None | Some(BadRecordPolicy::Skip) => BadRecords::Skip,
+                Some(BadRecordPolicy::Fail) => BadRecords::Fail,
+                Some(BadRecordPolicy::DeadLetter(d)) => {
+                    let destination =
+                        module
+                            .egresses
+                            .iter()
+                            .find(|e| e.id == d.egress)
+                            .map(|e| match &e.spec {
+                                EgressSpec::Kafka(_) => Destination::Kafka {
+                                    topic: d.topic.clone().unwrap_or_default(),
+                                },
+                                EgressSpec::Kinesis(_) => Destination::Kinesis {
+                                    stream: d.stream.clone().unwrap_or_default(),
+                                },
+                                EgressSpec::File(_) => Destination::File {
+                                    label: d
+                                        .topic
+                                        .clone()
+                                        .or_else(|| d.stream.clone())
+                                        .unwrap_or_else(|| ingress.id.to_string()),
+                                },
+                            });
+                    match destination {
+                        Some(destination) => BadRecords::DeadLetter(DeadLetterPlan {
+                            egress: d.egress.clone(),
+                            destination,
+                        }),
+                        None => {
+                            // The module loader checks this; a hand-built Module may not.
+                            errors.push(format!(
+                                "{file}: ingress `{}`: dead-letter egress `{}` is not declared in the module",
+                                ingress.id, d.egress
+                            ));
+                            BadRecords::Skip
+                        }
+                    }
+                }
+            };
             ingresses.push(IngressPlan {
                 id: ingress.id.clone(),
                 routes,
                 source,
+                bad_records,
             });
         }
         let mut egresses = BTreeMap::new();
@@ -366,6 +412,24 @@ impl Application {
                 errors.push(format!(
                     "{file}: the dead-letter egress `{egress}` (--on-remote-failure) is not declared in the module; declare it, e.g. as an io.statefun-rs.file.v1/egress"
                 ));
+            }
+        }
+        if ingresses
+            .iter()
+            .any(|i| matches!(i.bad_records, BadRecords::DeadLetter(_)))
+        {
+            match crate::dead_letter::function_entry() {
+                Ok(entry) => {
+                    if functions
+                        .insert(entry.function_type.clone(), entry)
+                        .is_some()
+                    {
+                        errors.push(format!(
+                            "function type `{DEAD_LETTER_FUNCTION}` is reserved for dead letters; register your function under another type"
+                        ));
+                    }
+                }
+                Err(e) => errors.push(format!("cannot set up dead letters: {e}")),
             }
         }
         if errors.is_empty() {

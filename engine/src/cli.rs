@@ -128,9 +128,10 @@ struct RunArgs {
     /// batch's messages to that egress and goes on.
     #[arg(long, default_value = "fail", value_parser = parse_remote_failure)]
     on_remote_failure: RemoteFailurePolicy,
-    /// What an ingress record without a UTF-8 key (the function id) or
-    /// without a value (a Kafka tombstone) does: `skip` (counted, logged) or
-    /// `fail` (the job stops, naming the record).
+    /// What an ingress record without a non-empty UTF-8 key (the function
+    /// id) or without a value (a Kafka tombstone) does: `skip` (counted,
+    /// logged) or `fail` (the job stops, naming the record). An ingress's
+    /// `badRecords` in module.yaml wins (it can also dead-letter them).
     #[arg(long, default_value = "skip", value_parser = ["skip", "fail"])]
     on_bad_record: String,
     #[command(flatten)]

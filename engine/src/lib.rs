@@ -19,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dataflow;
+pub mod dead_letter;
 pub mod envelope;
 pub mod failpoint;
 pub mod invoke;

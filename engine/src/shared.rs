@@ -55,6 +55,8 @@ pub struct Metrics {
     pub records_in: AtomicU64,
     /// Ingress records skipped (bad key or value), each logged.
     pub records_skipped: AtomicU64,
+    /// Bad ingress records written to a dead-letter egress instead.
+    pub records_dead_lettered: AtomicU64,
     /// Function invocations.
     pub invocations: AtomicU64,
     /// Invocations that failed (function error or unknown function type), each logged.

@@ -1,15 +1,13 @@
 //! Kafka end to end against a real broker (ci/install-kafka.sh): records
-//! produced to a 2-partition topic reach the counter function for their key,
-//! and its replies come out through an at-least-once Kafka egress, read back
-//! with a plain read_committed consumer.
+//! produced to a 2-partition topic reach the three functions their topic fans
+//! out to, for their key, and their replies come out through an at-least-once
+//! Kafka egress, read back with a plain read_committed consumer; bad records
+//! follow each policy.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message as _;
 use statefun_engine::dataflow::ClusterConfig;
@@ -18,39 +16,23 @@ use statefun_sdk::{
     Context, FunctionError, FunctionSpec, IntType, KafkaEgressMessage, Message, TypeName, ValueSpec,
 };
 
-fn bootstrap() -> Option<String> {
-    let from_file = || {
-        let home = std::env::var_os("HOME")?;
-        let path = std::path::Path::new(&home).join(".cache/statefun-rs/kafka/bootstrap");
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|s| s.trim().to_owned())
-    };
-    match std::env::var("KAFKA_BOOTSTRAP").ok().or_else(from_file) {
-        Some(b) if !b.is_empty() => Some(b),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "no Kafka broker: run ci/install-kafka.sh"
-            );
-            eprintln!("SKIPPED: no Kafka broker; run ci/install-kafka.sh");
-            None
-        }
-    }
-}
-
 fn counter(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError> {
     let count = ValueSpec::new("count", IntType);
     let n = ctx.get(&count)?.unwrap_or(0) + 1;
     ctx.set(&count, &n)?;
     let text = String::from_utf8(message.value.value.clone())?;
-    let id = ctx.self_address().id.clone();
+    let me = ctx.self_address().clone();
     let topic = format!("{}-out", text.split(':').next().unwrap_or("x"));
+    // `test/counter` answers as before; other function types say who they are.
+    let who = match me.function_type.name() {
+        "counter" => String::new(),
+        other => format!("{other} "),
+    };
     ctx.send_egress(
         KafkaEgressMessage::for_egress(TypeName::parse("test/out")?)
             .with_topic(&topic)
-            .with_key(&id)
-            .with_utf8_value(&format!("{id} #{n}: {text}"))
+            .with_key(&me.id)
+            .with_utf8_value(&format!("{who}{} #{n}: {text}", me.id))
             .build()?,
     );
     Ok(())
@@ -58,22 +40,12 @@ fn counter(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError>
 
 #[test]
 fn records_flow_from_a_topic_through_functions_to_a_topic() {
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
+        return;
+    };
     let run_id = format!("e2e-{}", std::process::id());
     let (input, output) = (format!("{run_id}-in"), format!("{run_id}-out"));
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("admin client");
-    let topics = [
-        NewTopic::new(&input, 2, TopicReplication::Fixed(1)),
-        NewTopic::new(&output, 1, TopicReplication::Fixed(1)),
-    ];
-    for result in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new()))
-        .expect("create topics")
-    {
-        result.expect("topic created");
-    }
+    statefun_testkit::kafka::create_topics(&bootstrap, &[(&input, 2), (&output, 1)]);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
@@ -86,6 +58,9 @@ fn records_flow_from_a_topic_through_functions_to_a_topic() {
                 .send(BaseRecord::to(&input).key(key).payload(&value))
                 .expect("produce");
             expected.push((key.to_owned(), format!("{key} #{round}: {value}")));
+            for other in ["audit", "mirror"] {
+                expected.push((key.to_owned(), format!("{other} {key} #{round}: {value}")));
+            }
         }
     }
     producer.flush(Duration::from_secs(10)).expect("flush");
@@ -102,7 +77,7 @@ spec:
   topics:
     - topic: {input}
       valueType: test/raw
-      targets: [test/counter]
+      targets: [test/counter, test/audit, test/mirror]
 ---
 kind: io.statefun.kafka.v1/egress
 spec:
@@ -114,15 +89,17 @@ spec:
     let module = dir.path().join("module.yaml");
     std::fs::write(&module, yaml).unwrap();
     let mut registry = FunctionRegistry::new();
-    registry
-        .register(
-            FunctionSpec::builder(TypeName::parse("test/counter").unwrap())
-                .with_value_spec(&ValueSpec::new("count", IntType))
-                .with_function(counter)
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
+    for function in ["test/counter", "test/audit", "test/mirror"] {
+        registry
+            .register(
+                FunctionSpec::builder(TypeName::parse(function).unwrap())
+                    .with_value_spec(&ValueSpec::new("count", IntType))
+                    .with_function(counter)
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+    }
     let shared = Arc::new(Shared::default());
     let options = RunOptions {
         cluster: ClusterConfig {
@@ -134,53 +111,42 @@ spec:
     let s = shared.clone();
     let runner = std::thread::spawn(move || run_module(&module, &registry, &options, s));
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", format!("{run_id}-check"))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[&output]).expect("subscribe");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut got = Vec::new();
-    while got.len() < expected.len() && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-            got.push((key, value));
-        }
-    }
+    let mut got: Vec<(String, String)> = statefun_testkit::kafka::read_committed(
+        &bootstrap,
+        &output,
+        expected.len(),
+        Duration::ZERO,
+    )
+    .iter()
+    .map(|m| {
+        let (key, value, _) = statefun_testkit::kafka::text(m);
+        (key, value)
+    })
+    .collect();
     shared.request_shutdown();
     let report = runner.join().unwrap().expect("run succeeds");
     got.sort();
     assert_eq!(report.records_in, 15);
-    assert_eq!(got, expected, "every record once, counted in order per key");
+    assert_eq!(
+        got, expected,
+        "every record once to each of the three targets, counted per key and function"
+    );
 }
 
-/// A keyless record and a tombstone: skipped and counted by default; with
-/// `--on-bad-record fail` the job stops with an error naming the ingress and the record.
+/// A keyless record, a tombstone and a key that is not UTF-8: skipped and
+/// counted by default; with `--on-bad-record fail` the job stops with an
+/// error naming the ingress and the record; with `badRecords: dead-letter`
+/// they are committed, exactly once, to a dead-letter topic with why and where.
 #[test]
 fn bad_records_are_skipped_or_fail_the_job_by_policy() {
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
+        return;
+    };
     let run_id = format!("bad-{}", std::process::id());
     let input = format!("{run_id}-in");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("admin client");
-    for r in futures_executor::block_on(admin.create_topics(
-        &[
-            NewTopic::new(&input, 1, TopicReplication::Fixed(1)),
-            // The counter replies to `<value prefix>-out`.
-            NewTopic::new(&format!("{run_id}-out"), 1, TopicReplication::Fixed(1)),
-        ],
-        &AdminOptions::new(),
-    ))
-    .expect("create topic")
-    {
-        r.expect("topic created");
-    }
+    // The counter replies to `<value prefix>-out`.
+    let (output, dlq) = (format!("{run_id}-out"), format!("{run_id}-dlq"));
+    statefun_testkit::kafka::create_topics(&bootstrap, &[(&input, 1), (&output, 1), (&dlq, 1)]);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
@@ -191,6 +157,13 @@ fn bad_records_are_skipped_or_fail_the_job_by_policy() {
     producer
         .send(BaseRecord::<str, str>::to(&input).key("alice"))
         .expect("produce tombstone");
+    producer
+        .send(
+            BaseRecord::<[u8], str>::to(&input)
+                .key(&[0xff, 0xfe][..])
+                .payload("bad key"),
+        )
+        .expect("produce");
     producer
         .send(
             BaseRecord::to(&input)
@@ -246,7 +219,7 @@ fn bad_records_are_skipped_or_fail_the_job_by_policy() {
             report.records_skipped,
             report.invocations
         ),
-        (3, 2, 1)
+        (4, 3, 1)
     );
 
     // fail: the first bad record stops the job, naming it.
@@ -259,4 +232,92 @@ fn bad_records_are_skipped_or_fail_the_job_by_policy() {
         err.contains("ingress `test/in`") && err.contains("no key") && err.contains(&input),
         "{err}"
     );
+
+    // dead-letter, through an exactly-once egress: the three bad records are
+    // committed to the dead-letter topic with why and where, the good one is counted.
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        &module,
+        format!(
+            "kind: io.statefun.kafka.v1/ingress\nspec:\n  id: test/in\n  address: {bootstrap}\n  consumerGroupId: {run_id}\n  \
+             startupPosition: {{ type: earliest }}\n  topics:\n    - topic: {input}\n      valueType: test/raw\n      targets: [test/counter]\n  \
+             badRecords:\n    policy: dead-letter\n    egress: test/out\n    topic: {run_id}-dlq\n---\n\
+             kind: io.statefun.kafka.v1/egress\nspec:\n  id: test/out\n  address: {bootstrap}\n  deliverySemantic:\n    type: exactly-once\n    transactionTimeout: 1min\n"
+        ),
+    )
+    .unwrap();
+    let mut options = RunOptions::default();
+    options.settings.durability = Some(statefun_engine::app::Durability {
+        checkpoint_interval: Duration::from_millis(200),
+        ..statefun_engine::app::Durability::new(state.path())
+    });
+    let shared = Arc::new(Shared::default());
+    let (s, m, r) = (shared.clone(), module.clone(), registry.clone());
+    let runner = std::thread::spawn(move || run_module(&m, &r, &options, s));
+    let letters = statefun_testkit::kafka::read_committed(&bootstrap, &dlq, 3, Duration::ZERO);
+    shared.request_shutdown();
+    let report = runner
+        .join()
+        .unwrap()
+        .expect("a dead-lettering run succeeds");
+    assert_eq!(
+        (
+            report.records_in,
+            report.records_skipped,
+            report.records_dead_lettered
+        ),
+        (4, 0, 3)
+    );
+    let header = |m: &rdkafka::message::OwnedMessage, name: &str| -> Option<Vec<u8>> {
+        use rdkafka::message::Headers as _;
+        m.headers()?
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value.map(<[u8]>::to_vec))
+    };
+    // (key, value, reason, source, raw key header)
+    type Letter = (Option<Vec<u8>>, Vec<u8>, String, String, Option<Vec<u8>>);
+    let summary: Vec<Letter> = letters
+        .iter()
+        .map(|m| {
+            let text = |h| String::from_utf8_lossy(&header(m, h).unwrap_or_default()).into_owned();
+            (
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or_default().to_vec(),
+                text("statefun.dead-letter.reason"),
+                text("statefun.dead-letter.source"),
+                header(m, "statefun.dead-letter.key"),
+            )
+        })
+        .collect();
+    let reason = |s: &str| s.to_owned();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                None,
+                b"no key".to_vec(),
+                reason("it has no key, and the key is the function id"),
+                format!("kafka:{input}/0@0"),
+                None
+            ),
+            (
+                Some(b"alice".to_vec()),
+                Vec::new(),
+                reason("it has no value (a tombstone)"),
+                format!("kafka:{input}/0@1"),
+                None
+            ),
+            (
+                None,
+                b"bad key".to_vec(),
+                reason("its key is not UTF-8 (invalid utf-8 sequence of 1 bytes from index 0), and keys are function ids"),
+                format!("kafka:{input}/0@2"),
+                Some(vec![0xff, 0xfe])
+            ),
+        ]
+    );
+    assert!(letters
+        .iter()
+        .all(|m| header(m, "statefun.dead-letter.ingress").as_deref() == Some(&b"test/in"[..])));
 }

@@ -15,27 +15,6 @@ use statefun_sdk::{
     ValueSpec,
 };
 
-fn endpoint() -> Option<String> {
-    let from_file = || {
-        let home = std::env::var_os("HOME")?;
-        let path = std::path::Path::new(&home).join(".cache/statefun-rs/kinesis/endpoint");
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|s| s.trim().to_owned())
-    };
-    match std::env::var("KINESIS_ENDPOINT").ok().or_else(from_file) {
-        Some(e) if !e.is_empty() => Some(e),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "no Kinesis emulator: run ci/install-kinesis.sh"
-            );
-            eprintln!("SKIPPED: no Kinesis emulator; run ci/install-kinesis.sh");
-            None
-        }
-    }
-}
-
 async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
@@ -138,7 +117,9 @@ fn counter(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError>
 
 #[test]
 fn records_flow_from_a_stream_through_functions_to_a_stream() {
-    let Some(endpoint) = endpoint() else { return };
+    let Some(endpoint) = statefun_testkit::kinesis_endpoint() else {
+        return;
+    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let suffix = std::process::id();
     let input = format!("e2e-in-{suffix}");

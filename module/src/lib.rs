@@ -56,12 +56,12 @@ use std::path::Path;
 
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
 pub use model::{
-    is_secret_key, AutoOffsetReset, AwsCredentials, AwsRegion, Egress, EgressLocation, EgressSpec,
-    EndpointVersion, FileDeliverySemantic, FileEgress, FileIngress, FunctionPattern,
-    GeneratorIngress, HttpEndpoint, HttpTransport, Ingress, IngressLocation, IngressSpec,
-    KafkaDeliverySemantic, KafkaEgress, KafkaIngress, KafkaStartupPosition, KafkaTopic,
-    KinesisEgress, KinesisIngress, KinesisStartupPosition, KinesisStream, Module, PartitionOffset,
-    Properties, Route, Secret, SourceMap, TlsFiles, TransportType,
+    is_secret_key, AutoOffsetReset, AwsCredentials, AwsRegion, BadRecordPolicy, DeadLetter, Egress,
+    EgressLocation, EgressSpec, EndpointVersion, FileDeliverySemantic, FileEgress, FileIngress,
+    FunctionPattern, GeneratorIngress, HttpEndpoint, HttpTransport, Ingress, IngressLocation,
+    IngressSpec, KafkaDeliverySemantic, KafkaEgress, KafkaIngress, KafkaStartupPosition,
+    KafkaTopic, KinesisEgress, KinesisIngress, KinesisStartupPosition, KinesisStream, Module,
+    PartitionOffset, Properties, Route, Secret, SourceMap, TlsFiles, TransportType,
 };
 pub use statefun_sdk::TypeName;
 pub use time::{format_duration, parse_duration, parse_timestamp, Timestamp};

@@ -261,6 +261,7 @@ pub(crate) fn load(text: &str, file: &str) -> Result<Module, Diagnostics> {
         });
     }
     l.check_endpoint_overlap();
+    l.check_dead_letters();
     let mut diags = l.diags;
     diags.sort_by_key(|d| (d.document, d.line.unwrap_or(0), d.column.unwrap_or(0)));
     if diags.iter().any(Diagnostic::is_error) {
@@ -1174,14 +1175,131 @@ impl<'f> Loader<'f> {
         id: TypeName,
         decl: Declared,
         spec: IngressSpec,
+        bad_records: Option<BadRecordPolicy>,
         location: IngressLocation,
     ) {
         let here = self.location(decl.id_mark, &decl.id_field);
         if !claim_id(&mut self.diags, &mut self.ingress_ids, "ingress", &id, here) {
             return;
         }
-        self.module.ingresses.push(Ingress { id, spec });
+        self.module.ingresses.push(Ingress {
+            id,
+            spec,
+            bad_records,
+        });
         self.module.locations.ingresses.push(location);
+    }
+
+    /// `badRecords` (statefun-rs extension): `skip`, `fail`, or
+    /// `{policy: dead-letter, egress, topic | stream}`. Returns the policy (if
+    /// given), where it was given, and whether it was valid.
+    fn bad_records(&mut self, o: &Obj<'_>) -> (Option<BadRecordPolicy>, Option<Location>, bool) {
+        let Some(node) = o.get("badRecords") else {
+            return (None, None, true);
+        };
+        let path = o.field("badRecords");
+        let loc = Some(self.location(node.mark, &path));
+        let policies = ["skip", "fail", "dead-letter"];
+        let (policy, fields) = if node.scalar().is_some() {
+            (
+                self.choice(node, &path, "bad-record policy", &policies),
+                None,
+            )
+        } else {
+            let Some(b) = self.obj(node, &path, &["policy", "egress", "topic", "stream"]) else {
+                return (None, loc, false);
+            };
+            let policy = self
+                .req(&b, "policy")
+                .and_then(|n| self.choice(n, &b.field("policy"), "bad-record policy", &policies));
+            (policy, Some(b))
+        };
+        let policy = match (policy.as_deref(), fields) {
+            (Some("dead-letter"), None) => {
+                self.error(
+                    node.mark,
+                    &path,
+                    "the dead-letter policy needs an egress: write `badRecords: {policy: dead-letter, egress: <egress id>, topic: <topic>}`",
+                );
+                None
+            }
+            (Some("dead-letter"), Some(b)) => {
+                let egress = self.req_typename(&b, "egress");
+                let topic = self.opt_str(&b, "topic");
+                let stream = self.opt_str(&b, "stream");
+                if topic.is_some() && stream.is_some() {
+                    self.error(
+                        b.mark,
+                        &b.path,
+                        "give `topic` (for a Kafka egress) or `stream` (for a Kinesis egress), not both",
+                    );
+                    None
+                } else {
+                    egress.map(|egress| {
+                        BadRecordPolicy::DeadLetter(DeadLetter {
+                            egress,
+                            topic,
+                            stream,
+                        })
+                    })
+                }
+            }
+            (Some(p), fields) => {
+                if let Some(b) = fields {
+                    self.only(&b, &["policy"], &format!("the `{p}` policy"));
+                }
+                Some(if p == "fail" {
+                    BadRecordPolicy::Fail
+                } else {
+                    BadRecordPolicy::Skip
+                })
+            }
+            (None, _) => None,
+        };
+        let ok = policy.is_some();
+        (policy, loc, ok)
+    }
+
+    /// Dead-letter egresses must be declared in the module and able to take
+    /// the record: a Kafka egress needs `topic`, a Kinesis egress `stream`.
+    fn check_dead_letters(&mut self) {
+        let mut found = Vec::new();
+        for (i, ingress) in self.module.ingresses.iter().enumerate() {
+            let Some(BadRecordPolicy::DeadLetter(d)) = &ingress.bad_records else {
+                continue;
+            };
+            let egress = self.module.egresses.iter().find(|e| e.id == d.egress);
+            let problem = match egress.map(|e| &e.spec) {
+                None => Some(format!(
+                    "dead-letter egress `{}` is not declared in this module; declare it (kind io.statefun.kafka.v1/egress, io.statefun.kinesis.v1/egress or io.statefun-rs.file.v1/egress)",
+                    d.egress
+                )),
+                Some(EgressSpec::Kafka(_)) if d.topic.is_none() => Some(format!(
+                    "dead-letter egress `{}` is a Kafka egress: add `topic: <topic for dead letters>`",
+                    d.egress
+                )),
+                Some(EgressSpec::Kinesis(_)) if d.stream.is_none() => Some(format!(
+                    "dead-letter egress `{}` is a Kinesis egress: add `stream: <stream for dead letters>`",
+                    d.egress
+                )),
+                _ => None,
+            };
+            if let Some(p) = problem {
+                found.push((i, p));
+            }
+        }
+        for (i, message) in found {
+            if let Some(loc) = self
+                .module
+                .locations
+                .ingresses
+                .get(i)
+                .and_then(|l| l.bad_records.clone())
+            {
+                self.diags
+                    .push(Diagnostic::at(Severity::Error, &loc, message));
+            }
+        }
     }
 
     fn add_egress(
@@ -1266,11 +1384,13 @@ impl<'f> Loader<'f> {
                 "startupPosition",
                 "autoOffsetResetPosition",
                 "properties",
+                "badRecords",
             ],
         ) else {
             return;
         };
         let id = self.id(&o, meta_id);
+        let (bad_records, bad_loc, bad_ok) = self.bad_records(&o);
         let address = self.req_str(&o, "address");
         let properties = self.properties(&o, "properties");
         let group = if o.has("consumerGroupId") || properties.get("group.id").is_none() {
@@ -1341,8 +1461,8 @@ impl<'f> Loader<'f> {
                     }
                 }),
         };
-        let (Some((id, decl)), Some(address), Some(group), Some(startup), Some(reset), true) =
-            (id, address, group, startup, reset, topics_ok)
+        let (Some((id, decl)), Some(address), Some(group), Some(startup), Some(reset), true, true) =
+            (id, address, group, startup, reset, topics_ok, bad_ok)
         else {
             return;
         };
@@ -1358,9 +1478,11 @@ impl<'f> Loader<'f> {
                 auto_offset_reset: reset,
                 properties,
             }),
+            bad_records,
             IngressLocation {
                 spec: spec_loc,
                 targets: target_locs,
+                bad_records: bad_loc,
             },
         );
     }
@@ -1817,11 +1939,13 @@ impl<'f> Loader<'f> {
                 "startupPosition",
                 "streams",
                 "clientConfigProperties",
+                "badRecords",
             ],
         ) else {
             return;
         };
         let id = self.id(&o, meta_id);
+        let (bad_records, bad_loc, bad_ok) = self.bad_records(&o);
         let region = self.aws_region(&o);
         let credentials = self.aws_credentials(&o);
         let startup = match o.get("startupPosition") {
@@ -1907,8 +2031,8 @@ impl<'f> Loader<'f> {
         } else {
             ok = false;
         }
-        let (Some((id, decl)), Some(region), Some(credentials), Some(startup), true) =
-            (id, region, credentials, startup, ok)
+        let (Some((id, decl)), Some(region), Some(credentials), Some(startup), true, true) =
+            (id, region, credentials, startup, ok, bad_ok)
         else {
             return;
         };
@@ -1923,9 +2047,11 @@ impl<'f> Loader<'f> {
                 streams,
                 client_config_properties: properties,
             }),
+            bad_records,
             IngressLocation {
                 spec: spec_loc,
                 targets: target_locs,
+                bad_records: bad_loc,
             },
         );
     }
@@ -1971,6 +2097,7 @@ impl<'f> Loader<'f> {
                 "streamName",
                 "maxOutstandingRecords",
                 "clientConfigProperties",
+                "recordIds",
             ],
         ) else {
             return;
@@ -1990,8 +2117,13 @@ impl<'f> Loader<'f> {
         }
         let max = self.opt_uint(&o, "maxOutstandingRecords", 1000, 1);
         let properties = self.properties(&o, "clientConfigProperties");
-        let (Some((id, decl)), Some(region), Some(credentials), Some(stream)) =
-            (id, region, credentials, stream)
+        // statefun-rs extension: frame records with a deterministic id.
+        let record_ids = match o.get("recordIds") {
+            None => Some(false),
+            Some(n) => self.boolean(n, &o.field("recordIds")),
+        };
+        let (Some((id, decl)), Some(region), Some(credentials), Some(stream), Some(record_ids)) =
+            (id, region, credentials, stream, record_ids)
         else {
             return;
         };
@@ -2005,6 +2137,7 @@ impl<'f> Loader<'f> {
                 stream_name: stream,
                 max_outstanding_records: usize::try_from(max).unwrap_or(usize::MAX),
                 client_config_properties: properties,
+                record_ids,
             }),
             EgressLocation {
                 spec: spec_loc,
@@ -2046,9 +2179,11 @@ impl<'f> Loader<'f> {
                 targets,
                 follow,
             }),
+            None,
             IngressLocation {
                 spec: spec_loc,
                 targets: vec![locs],
+                bad_records: None,
             },
         );
     }
@@ -2165,9 +2300,11 @@ impl<'f> Loader<'f> {
                 count,
                 value_size: usize::try_from(value_size).unwrap_or(usize::MAX),
             }),
+            None,
             IngressLocation {
                 spec: spec_loc,
                 targets: vec![locs],
+                bad_records: None,
             },
         );
     }

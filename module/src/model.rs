@@ -43,6 +43,8 @@ pub struct IngressLocation {
     pub spec: Location,
     /// Per route (topic/stream), per target: the target's entry.
     pub targets: Vec<Vec<Location>>,
+    /// Its `badRecords`, when given.
+    pub bad_records: Option<Location>,
 }
 
 /// Where an egress was declared.
@@ -333,6 +335,42 @@ pub struct Ingress {
     pub id: TypeName,
     /// What it reads and where it routes.
     pub spec: IngressSpec,
+    /// `badRecords` (statefun-rs extension, Kafka and Kinesis ingresses):
+    /// what happens to a record that cannot become a message. `None` leaves
+    /// it to the runtime's default (`--on-bad-record`).
+    pub bad_records: Option<BadRecordPolicy>,
+}
+
+/// What happens to an ingress record that cannot become a message: no key,
+/// an empty key or one that is not UTF-8 (keys are function ids), or no value
+/// (a Kafka tombstone).
+///
+/// ```yaml
+/// badRecords: skip            # or: fail
+/// badRecords:
+///   policy: dead-letter
+///   egress: example/dead-letters
+///   topic: names.dead-letters # for a Kafka egress; `stream:` for a Kinesis egress
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub enum BadRecordPolicy {
+    /// Counted, logged (rate-limited) and skipped.
+    Skip,
+    /// The job stops with an error naming the ingress and the record.
+    Fail,
+    /// Written to an egress, with why and where it came from.
+    DeadLetter(DeadLetter),
+}
+
+/// Where dead letters go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    /// The egress (declared in the same module).
+    pub egress: TypeName,
+    /// `topic`: required for a Kafka egress.
+    pub topic: Option<String>,
+    /// `stream`: required for a Kinesis egress.
+    pub stream: Option<String>,
 }
 
 /// The ingress kinds.
@@ -634,6 +672,12 @@ pub struct KinesisEgress {
     pub max_outstanding_records: usize,
     /// `clientConfigProperties`.
     pub client_config_properties: Properties,
+    /// `recordIds` (statefun-rs extension, default `false`): frame each
+    /// record's data with a versioned prefix carrying a deterministic 16-byte
+    /// record id, so that consumers can drop the duplicates at-least-once
+    /// delivery may write (see `statefun_connectors::kinesis::split_record_id`).
+    /// Off, records carry exactly the bytes functions wrote, as upstream.
+    pub record_ids: bool,
 }
 
 /// `io.statefun-rs.file.v1/ingress`: lines of a file (or stdin) as messages.

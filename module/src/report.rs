@@ -408,11 +408,12 @@ fn describe_egress(spec: &EgressSpec) -> String {
             format!("kafka {}, {ds}", k.address)
         }
         EgressSpec::Kinesis(k) => format!(
-            "kinesis stream {}, {}, {}, max outstanding {}",
+            "kinesis stream {}, {}, {}, max outstanding {}{}",
             k.stream_name,
             describe_region(&k.aws_region),
             describe_credentials(&k.aws_credentials),
-            k.max_outstanding_records
+            k.max_outstanding_records,
+            if k.record_ids { ", record ids" } else { "" }
         ),
         EgressSpec::File(f) => format!(
             "file {}, {}",

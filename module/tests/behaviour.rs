@@ -575,3 +575,104 @@ fn byte_order_mark_and_crlf_line_endings() {
         .to_string()
         .contains("invalid YAML"));
 }
+
+const DEAD_LETTERS: &str = r#"
+kind: io.statefun.kafka.v1/ingress
+spec:
+  id: example/names
+  address: kafka:9092
+  consumerGroupId: g
+  topics:
+    - topic: names
+      valueType: io.statefun.types/string
+      targets: [example/greeter]
+  badRecords:
+    policy: dead-letter
+    egress: example/dlq
+    topic: names.dead-letters
+---
+kind: io.statefun.kinesis.v1/ingress
+spec:
+  id: example/clicks
+  streams:
+    - stream: clicks
+      valueType: io.statefun.types/string
+      targets: [example/greeter]
+  badRecords: fail
+---
+kind: io.statefun.kafka.v1/egress
+spec:
+  id: example/dlq
+  address: kafka:9092
+"#;
+
+#[test]
+fn bad_record_policies_load() {
+    let m = load(DEAD_LETTERS);
+    assert_eq!(
+        m.ingresses[0].bad_records,
+        Some(BadRecordPolicy::DeadLetter(DeadLetter {
+            egress: tn("example/dlq"),
+            topic: Some("names.dead-letters".into()),
+            stream: None,
+        }))
+    );
+    assert_eq!(m.ingresses[1].bad_records, Some(BadRecordPolicy::Fail));
+    let plain = DEAD_LETTERS.replace("  badRecords: fail\n", "");
+    assert_eq!(load(&plain).ingresses[1].bad_records, None);
+    let skip = DEAD_LETTERS.replace("badRecords: fail", "badRecords: {policy: skip}");
+    assert_eq!(
+        load(&skip).ingresses[1].bad_records,
+        Some(BadRecordPolicy::Skip)
+    );
+}
+
+#[test]
+fn bad_record_policy_errors_name_the_field() {
+    let cases = [
+        (
+            DEAD_LETTERS.replace("badRecords: fail", "badRecords: drop"),
+            "spec.badRecords",
+            "unknown bad-record policy `drop`",
+        ),
+        (
+            DEAD_LETTERS.replace(
+                "egress: example/dlq\n    topic",
+                "egress: example/nope\n    topic",
+            ),
+            "spec.badRecords",
+            "dead-letter egress `example/nope` is not declared",
+        ),
+        (
+            DEAD_LETTERS.replace("    topic: names.dead-letters\n", ""),
+            "spec.badRecords",
+            "is a Kafka egress: add `topic",
+        ),
+        (
+            DEAD_LETTERS.replace("topic: names.dead-letters", "stream: x\n    topic: y"),
+            "spec.badRecords",
+            "not both",
+        ),
+        (
+            DEAD_LETTERS.replace(
+                "badRecords: fail",
+                "badRecords: {policy: fail, egress: example/dlq}",
+            ),
+            "spec.badRecords.egress",
+            "does not apply to the `fail` policy",
+        ),
+        (
+            DEAD_LETTERS.replace("badRecords: fail", "badRecords: dead-letter"),
+            "spec.badRecords",
+            "needs an egress",
+        ),
+    ];
+    for (text, field, message) in cases {
+        let err = load_str(&text, "module.yaml").expect_err(message);
+        let found = err
+            .0
+            .iter()
+            .any(|d| d.field == field && d.message.contains(message));
+        assert!(found, "want `{field}`: {message}; got:\n{err}");
+    }
+}

@@ -11,7 +11,7 @@
 //! **`exactly-once`** ([`KafkaSink::open_exactly_once`]). The engine hands the sink a
 //! checkpoint's records only once the checkpoint is complete on all workers, then calls
 //! [`Sink::commit`]. Each worker's sink writes them in one Kafka transaction together with a
-//! *progress record* (key `<egress id>/<worker>`, value the checkpoint id) on a compacted
+//! *progress record* (key: the producer's `transactional.id`, value the checkpoint id) on a compacted
 //! progress topic, and commits. So:
 //!
 //! * **The progress topic is the source of truth.** A checkpoint's output and its progress
@@ -92,13 +92,15 @@ pub fn transactional_id(prefix: &str, egress: &TypeName, worker: usize) -> Strin
     format!("{prefix}-{}-{worker}", egress.as_str().replace('/', "."))
 }
 
-/// The key of the progress records of `worker` for egress `egress`: `<egress id>/<worker>`.
+/// The key of the progress records of `worker` for egress `egress`: its
+/// [`transactional_id`].
 ///
 /// The same for the same sink and worker across restarts, so the last committed value under
-/// it is what the sink delivered last. Jobs that share a progress topic must not share
-/// egress ids (give each job its own `statefun.progress.topic`).
-pub fn progress_key(egress: &TypeName, worker: usize) -> String {
-    format!("{}/{worker}", egress.as_str())
+/// it is what the sink delivered last. Being the transactional id, it is unique wherever the
+/// producers must be: jobs that share a cluster, a progress topic and an egress id are kept
+/// apart by their `transactional.id` prefix alone.
+pub fn progress_key(prefix: &str, egress: &TypeName, worker: usize) -> String {
+    transactional_id(prefix, egress, worker)
 }
 
 /// What the delivery callbacks report back to the sink.
@@ -330,7 +332,7 @@ impl KafkaSink {
     ///   the progress readers take only the connection settings from `properties`
     ///   (`security.protocol`, `sasl.*`, `ssl.*`, `client.id`, `socket.*`, …).
     /// * Then, whether `resume` or not, the progress topic is read back with a
-    ///   read_committed consumer, and the last value under [`progress_key`]`(id, worker)`
+    ///   read_committed consumer, and the last value under [`progress_key`]`(prefix, id, worker)`
     ///   becomes [`Sink::delivered`] (`None` if there is none). That includes waiting,
     ///   at most `transactionTimeout` + 30 s, for transactions of other workers that are still
     ///   open on the topic (a crashed worker's, until it restarts or the broker aborts it).
@@ -378,7 +380,7 @@ impl KafkaSink {
         let prefix =
             take("transactional.id").unwrap_or_else(|| DEFAULT_TRANSACTIONAL_ID_PREFIX.to_string());
         let txn_id = transactional_id(&prefix, id, worker);
-        let key = progress_key(id, worker);
+        let key = progress_key(&prefix, id, worker);
 
         let config = client_config(
             CONNECTOR,
@@ -691,6 +693,27 @@ impl KafkaSink {
         }
     }
 
+    /// Serves delivery reports until nothing is in flight or `deadline` passes; whether
+    /// nothing is in flight.
+    ///
+    /// Not `BaseProducer::flush`: rdkafka 0.39 polls there in slices of up to 100 ms and
+    /// its `poll` serves events until the slice ends, so every flush with a record in
+    /// flight takes at least 100 ms — on the worker thread, once per flush or commit.
+    /// Polls of 1 ms return within a millisecond of the last acknowledgement. "Nothing in
+    /// flight" is librdkafka's own test (`rd_kafka_flush` with a zero timeout, which for
+    /// this event-based producer counts undelivered messages only).
+    fn drain(&self, deadline: Instant) -> bool {
+        loop {
+            if self.producer.flush(Duration::ZERO).is_ok() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
+    }
+
     /// Begins a transaction unless one is open.
     fn begin(&mut self) -> Result<(), ConnectorError> {
         if self.txn.as_ref().is_none_or(|t| t.open) {
@@ -826,6 +849,11 @@ impl KafkaSink {
             ));
         }
         let deadline = Instant::now() + timeout;
+        // Delivery reports first, in short polls: `commit_transaction` flushes, and
+        // rdkafka's flush polls in 100 ms slices, which would stall every commit that
+        // has records in flight for at least that long. With nothing in flight the
+        // flush inside returns at once (a timeout here is the commit's error to report).
+        self.drain(deadline);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.producer.commit_transaction(left) {
@@ -882,13 +910,13 @@ impl Sink for KafkaSink {
             self.producer.poll(Duration::ZERO);
             return Ok(());
         }
-        if let Err(e) = self.producer.flush(self.flush_timeout) {
+        if !self.drain(Instant::now() + self.flush_timeout) {
             return Err(ConnectorError::Io {
                 connector: CONNECTOR,
                 id: self.id.clone(),
                 path: self.address.clone(),
                 source: std::io::Error::other(format!(
-                    "{} record(s) still unacknowledged after {:?}: {e}",
+                    "{} record(s) still unacknowledged after {:?}",
                     self.producer.in_flight_count(),
                     self.flush_timeout
                 )),
@@ -997,7 +1025,10 @@ mod tests {
             transactional_id("statefun", &egress, 3),
             "statefun-com.example.orders-out-3"
         );
-        assert_eq!(progress_key(&egress, 3), "com.example/orders-out/3");
+        assert_eq!(
+            progress_key("statefun", &egress, 3),
+            "statefun-com.example.orders-out-3"
+        );
     }
 
     #[test]

@@ -11,15 +11,21 @@
 //!   and reports per-shard sequence numbers for checkpoints.
 //! * [`KinesisSink`] writes `KinesisEgressRecord`s with `PutRecords`,
 //!   at-least-once (see its module docs for exactly what may be duplicated).
+//!   With `recordIds: true` it frames each record's data with a deterministic
+//!   [`RecordId`]; consumers use [`split_record_id`] to drop duplicates.
 //!
 //! Records with an empty partition key (which Kinesis itself never delivers)
 //! reach the engine with `key: None`; the engine's skip policy counts and logs
 //! them.
 
 mod client;
+mod record_id;
 mod sink;
 mod source;
 
 pub use client::{unsupported_client_properties, SUPPORTED_CLIENT_PROPERTIES};
+pub use record_id::{
+    content_digest, frame_record, split_record_id, RecordId, RECORD_ID_PREFIX_LEN,
+};
 pub use sink::{KinesisSink, KinesisSinkOptions};
 pub use source::{KinesisSource, KinesisSourceOptions, SHARD_END};

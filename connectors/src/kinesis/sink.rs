@@ -13,13 +13,27 @@
 //! that were written later, so per-partition-key order is not guaranteed
 //! across a partial failure.
 //!
+//! # Record ids (`recordIds: true`)
+//!
+//! With the statefun-rs extension `recordIds: true` each record's data is
+//! framed with a versioned prefix carrying a 16-byte [`RecordId`] derived
+//! from (egress id, worker, checkpoint id, the record's content, how many
+//! equal records this egress received before it in that checkpoint); the
+//! engine announces worker and checkpoint with [`Sink::begin_checkpoint`]
+//! and replays an undelivered checkpoint's records (possibly in another
+//! order) after a crash, so a record re-sent after a crash carries the id of
+//! its first attempt (see [`super::split_record_id`]).
+//! By default the data is exactly what the function wrote.
+//!
 //! # Memory bound
 //!
 //! At most `maxOutstandingRecords` records are buffered: a `write` that
 //! reaches the bound flushes before it returns, so a slow stream slows the
 //! engine down instead of growing memory.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
@@ -30,6 +44,7 @@ use statefun_sdk::EgressMessage;
 use tokio::runtime::Runtime;
 
 use super::client::{backoff, build_client, classify, hint_for, Failure, Who};
+use super::record_id::{content_digest, frame_record, RecordId, RECORD_ID_PREFIX_LEN};
 use crate::{ConnectorError, Sink};
 
 const CONNECTOR: &str = "kinesis egress";
@@ -56,6 +71,33 @@ impl Default for KinesisSinkOptions {
     }
 }
 
+/// What the ids of the records being written derive from: the worker and
+/// checkpoint, and per content digest how many such records came before.
+#[derive(Debug)]
+struct Label {
+    worker: u64,
+    checkpoint: u64,
+    occurrences: HashMap<[u8; 16], u64>,
+}
+
+/// The worker value of ids outside checkpoints (runs without `--state-dir`).
+const NO_WORKER: u64 = u64::MAX;
+
+/// A value unique to one sink of one run, standing in for the checkpoint id
+/// of records written outside checkpoints (nothing replays them).
+fn run_nonce() -> u64 {
+    static OPENED: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos
+        ^ (u64::from(std::process::id()) << 40)
+        ^ OPENED
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 struct Pending {
     stream: String,
     entry: PutRecordsRequestEntry,
@@ -72,6 +114,9 @@ pub struct KinesisSink {
     runtime: Runtime,
     buffer: Vec<Pending>,
     written: u64,
+    /// `recordIds`: frame records with their id.
+    record_ids: bool,
+    label: Label,
 }
 
 impl KinesisSink {
@@ -110,6 +155,12 @@ impl KinesisSink {
             runtime,
             buffer: Vec::new(),
             written: 0,
+            record_ids: spec.record_ids,
+            label: Label {
+                worker: NO_WORKER,
+                checkpoint: run_nonce(),
+                occurrences: HashMap::new(),
+            },
         })
     }
 
@@ -136,7 +187,24 @@ impl KinesisSink {
         }
     }
 
-    fn decode(&self, message: &EgressMessage) -> Result<Pending, ConnectorError> {
+    /// The id of a record with content `digest` (and counts it).
+    fn next_id(&mut self, digest: [u8; 16]) -> RecordId {
+        let label = &mut self.label;
+        let occurrence = if label.worker == NO_WORKER {
+            // Outside checkpoints nothing is replayed: a running count keeps
+            // ids unique without remembering every content of the run.
+            let n = label.occurrences.entry([0; 16]).or_insert(0);
+            *n = n.saturating_add(1);
+            *n - 1
+        } else {
+            let seen = label.occurrences.entry(digest).or_insert(0);
+            *seen = seen.saturating_add(1);
+            *seen - 1
+        };
+        RecordId::new(&self.id, label.worker, label.checkpoint, digest, occurrence)
+    }
+
+    fn decode(&mut self, message: &EgressMessage) -> Result<Pending, ConnectorError> {
         let record = KinesisEgressRecord::from_typed_value(&message.value).map_err(|e| {
             self.error(format!(
                 "a record of type `{}` is not a KinesisEgressRecord ({e}); \
@@ -154,15 +222,38 @@ impl KinesisSink {
                 "a record for stream `{stream}` has an empty partition key; Kinesis requires one"
             )));
         }
-        let size = record.value_bytes.len() + record.partition_key.len();
+        let id = self.record_ids.then(|| {
+            let digest = content_digest(
+                &stream,
+                &record.partition_key,
+                &record.explicit_hash_key,
+                &record.value_bytes,
+            );
+            self.next_id(digest)
+        });
+        let prefix = if self.record_ids {
+            RECORD_ID_PREFIX_LEN
+        } else {
+            0
+        };
+        let size = prefix + record.value_bytes.len() + record.partition_key.len();
         if size > MAX_RECORD_BYTES {
             return Err(self.error(format!(
-                "a record for stream `{stream}` is {size} bytes; Kinesis takes at most 1 MiB \
-                 (data plus partition key)"
+                "a record for stream `{stream}` is {size} bytes{}; Kinesis takes at most 1 MiB \
+                 (data plus partition key)",
+                if self.record_ids {
+                    " with its 20-byte record id (recordIds: true)"
+                } else {
+                    ""
+                }
             )));
         }
+        let data = match id {
+            Some(id) => frame_record(id, &record.value_bytes),
+            None => record.value_bytes,
+        };
         let mut entry = PutRecordsRequestEntry::builder()
-            .data(Blob::new(record.value_bytes))
+            .data(Blob::new(data))
             .partition_key(record.partition_key);
         if !record.explicit_hash_key.is_empty() {
             entry = entry.explicit_hash_key(record.explicit_hash_key);
@@ -270,6 +361,18 @@ impl Sink for KinesisSink {
         Ok(())
     }
 
+    fn begin_checkpoint(&mut self, worker: usize, checkpoint: u64) {
+        let worker = worker as u64;
+        // The same checkpoint again goes on counting: ids never repeat.
+        if (self.label.worker, self.label.checkpoint) != (worker, checkpoint) {
+            self.label = Label {
+                worker,
+                checkpoint,
+                occurrences: HashMap::new(),
+            };
+        }
+    }
+
     fn flush(&mut self) -> Result<(), ConnectorError> {
         if self.buffer.is_empty() {
             return Ok(());
@@ -322,5 +425,137 @@ impl KinesisSink {
             .into_iter()
             .chain(remaining.into_iter().flatten())
             .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinesis::split_record_id;
+    use statefun_module::{AwsCredentials, AwsRegion, Properties, Secret, TypeName};
+    use statefun_sdk::KinesisEgressMessage;
+
+    /// A sink that is never flushed (no call is made): records stay buffered.
+    fn sink(record_ids: bool) -> KinesisSink {
+        let spec = KinesisEgress {
+            aws_region: AwsRegion::CustomEndpoint {
+                endpoint: "http://127.0.0.1:9".into(),
+                id: "us-east-1".into(),
+            },
+            aws_credentials: AwsCredentials::Basic {
+                access_key_id: "test".into(),
+                secret_access_key: Secret::new("test"),
+            },
+            stream_name: "s".into(),
+            max_outstanding_records: 1000,
+            client_config_properties: Properties::default(),
+            record_ids,
+        };
+        KinesisSink::open("t/out", &spec).expect("open")
+    }
+
+    fn record(value: &str) -> EgressMessage {
+        KinesisEgressMessage::for_egress(TypeName::parse("t/out").expect("id"))
+            .with_stream("s")
+            .with_partition_key("k")
+            .with_utf8_value(value)
+            .build()
+            .expect("record")
+    }
+
+    /// (id, payload) of every buffered record.
+    fn buffered(sink: &KinesisSink) -> Vec<(RecordId, Vec<u8>)> {
+        sink.buffer
+            .iter()
+            .map(|p| {
+                let data = p.entry.data().as_ref();
+                let (id, payload) = split_record_id(data).expect("framed");
+                (id, payload.to_vec())
+            })
+            .collect()
+    }
+
+    fn id_of(worker: u64, checkpoint: u64, value: &str, occurrence: u64) -> RecordId {
+        let digest = content_digest("s", "k", "", value.as_bytes());
+        RecordId::new("t/out", worker, checkpoint, digest, occurrence)
+    }
+
+    #[test]
+    fn ids_are_the_same_when_a_checkpoint_is_replayed() {
+        // First attempt: checkpoints 5 and 6 of worker 1, written in runs.
+        let mut first = sink(true);
+        first.begin_checkpoint(1, 5);
+        first.write(&[record("a"), record("b")]).expect("write");
+        first.write(&[record("a")]).expect("write");
+        first.begin_checkpoint(1, 6);
+        first.write(&[record("c")]).expect("write");
+        let sent = buffered(&first);
+        // Payloads are the function's bytes; equal payloads still get distinct ids.
+        let payloads: Vec<&[u8]> = sent.iter().map(|(_, p)| p.as_slice()).collect();
+        assert_eq!(payloads, vec![&b"a"[..], b"b", b"a", b"c"]);
+        let expected = [
+            id_of(1, 5, "a", 0),
+            id_of(1, 5, "b", 0),
+            id_of(1, 5, "a", 1),
+            id_of(1, 6, "c", 0),
+        ];
+        assert_eq!(sent.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected);
+        assert_ne!(sent[0].0, sent[2].0);
+
+        // After a restart: the same checkpoints replayed, in another order
+        // and other runs. Every record carries the id of its first attempt.
+        let mut again = sink(true);
+        again.begin_checkpoint(1, 5);
+        again.write(&[record("b")]).expect("write");
+        again.write(&[record("a"), record("a")]).expect("write");
+        again.begin_checkpoint(1, 6);
+        again.write(&[record("c")]).expect("write");
+        let mut replayed: Vec<RecordId> = buffered(&again).iter().map(|(id, _)| *id).collect();
+        let mut first_ids: Vec<RecordId> = expected.to_vec();
+        replayed.sort();
+        first_ids.sort();
+        assert_eq!(replayed, first_ids);
+
+        // Another worker's records of the same checkpoint have other ids.
+        let mut other = sink(true);
+        other.begin_checkpoint(0, 5);
+        other.write(&[record("a")]).expect("write");
+        assert_ne!(buffered(&other)[0].0, sent[0].0);
+        // Announcing the same checkpoint again goes on counting.
+        first.begin_checkpoint(1, 6);
+        first.write(&[record("c")]).expect("write");
+        assert_eq!(buffered(&first)[4].0, id_of(1, 6, "c", 1));
+    }
+
+    #[test]
+    fn records_outside_checkpoints_get_ids_unique_to_the_run() {
+        let mut a = sink(true);
+        let mut b = sink(true);
+        a.write(&[record("x"), record("x")]).expect("write");
+        b.write(&[record("x")]).expect("write");
+        let (a, b) = (buffered(&a), buffered(&b));
+        assert_ne!(a[0].0, a[1].0);
+        assert_ne!(a[0].0, b[0].0, "two runs never share ids");
+    }
+
+    #[test]
+    fn without_record_ids_data_is_the_functions_bytes() {
+        let mut s = sink(false);
+        s.begin_checkpoint(0, 1);
+        s.write(&[record("plain")]).expect("write");
+        assert_eq!(s.buffer[0].entry.data().as_ref(), b"plain");
+        assert_eq!(s.buffer[0].size, "plain".len() + 1);
+        // With ids, the size limit counts the prefix.
+        let mut framed = sink(true);
+        let big = "x".repeat(MAX_RECORD_BYTES - 1 - RECORD_ID_PREFIX_LEN + 1);
+        let err = framed
+            .write(&[record(&big)])
+            .expect_err("too big")
+            .to_string();
+        assert!(err.contains("recordIds") && err.contains("1 MiB"), "{err}");
+        let mut plain = sink(false);
+        plain
+            .write(&[record(&big)])
+            .expect("fits without the prefix");
     }
 }

@@ -211,6 +211,8 @@ pub struct RunReport {
     pub records_in: u64,
     /// Ingress records skipped as bad input.
     pub records_skipped: u64,
+    /// Bad ingress records sent to a dead-letter egress.
+    pub records_dead_lettered: u64,
     /// Function invocations.
     pub invocations: u64,
     /// Failed invocations.
@@ -226,6 +228,7 @@ impl RunReport {
         RunReport {
             records_in: Metrics::get(&m.records_in),
             records_skipped: Metrics::get(&m.records_skipped),
+            records_dead_lettered: Metrics::get(&m.records_dead_lettered),
             invocations: Metrics::get(&m.invocations),
             failed_invocations: Metrics::get(&m.failed_invocations),
             records_out: Metrics::get(&m.records_out),
@@ -358,6 +361,7 @@ pub fn run(
         elapsed_s = started.elapsed().as_secs_f64(),
         records_in = report.records_in,
         records_skipped = report.records_skipped,
+        records_dead_lettered = report.records_dead_lettered,
         invocations = report.invocations,
         failed_invocations = report.failed_invocations,
         records_out = report.records_out,
@@ -515,6 +519,7 @@ impl ProgressLog {
             records_in,
             records_out,
             skipped = Metrics::get(&m.records_skipped),
+            dead_lettered = Metrics::get(&m.records_dead_lettered),
             failed = Metrics::get(&m.failed_invocations),
             epoch_frontier = epoch,
             checkpoints = Metrics::get(&m.checkpoints),

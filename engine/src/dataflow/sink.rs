@@ -222,6 +222,8 @@ where
         settings.resume,
         &shared,
     );
+    // Sinks of this worker's own records learn which checkpoint they write.
+    let labels = (!single_writers).then_some(index);
     let name = if single_writers {
         "Egress (single writer, checkpointed)"
     } else {
@@ -277,7 +279,7 @@ where
                     replayed = true;
                     replay.sort_by_key(|(checkpoint, _)| *checkpoint);
                     let through = replay.last().map(|(c, _)| *c);
-                    let mut batch: Vec<EgressMessage> = Vec::new();
+                    let mut batch: Vec<(u64, Vec<EgressMessage>)> = Vec::new();
                     let mut by_sink: BTreeMap<TypeName, (u64, u64)> = BTreeMap::new();
                     for (checkpoint, message) in replay.drain(..) {
                         let Some(sink) = sinks.get(&message.egress) else { continue };
@@ -286,14 +288,17 @@ where
                             continue;
                         }
                         by_sink.entry(message.egress.clone()).or_default().0 += 1;
-                        batch.push(message);
+                        match batch.last_mut() {
+                            Some((c, records)) if *c == checkpoint => records.push(message),
+                            _ => batch.push((checkpoint, vec![message])),
+                        }
                     }
                     for (egress, (sent, skipped)) in &by_sink {
                         tracing::info!(%egress, redelivered = sent, skipped_as_delivered = skipped,
                             "egress records of restored checkpoints");
                     }
                     if let Some(through) = through {
-                        deliver(&mut sinks, batch, Some(through), &shared);
+                        deliver(&mut sinks, batch, labels, Some(through), &shared);
                     }
                 }
                 match frontier.frontier().first().copied() {
@@ -304,24 +309,23 @@ where
                         }
                         let later = pending.split_off(&(c + 1));
                         let ready = std::mem::replace(&mut pending, later);
-                        let batch: Vec<EgressMessage> = ready.into_values().flatten().collect();
-                        deliver(&mut sinks, batch, Some(schedule.id(c)), &shared);
+                        deliver(&mut sinks, by_checkpoint(ready, &schedule), labels, Some(schedule.id(c)), &shared);
                         held.downgrade(&(c + 1));
                     }
                     None => {
                         if !control_frontier.is_empty() {
                             return;
                         }
-                        let batch: Vec<EgressMessage> =
-                            std::mem::take(&mut pending).into_values().flatten().collect();
+                        let batch = by_checkpoint(std::mem::take(&mut pending), &schedule);
+                        let records: usize = batch.iter().map(|(_, r)| r.len()).sum();
                         if clean == peers {
-                            deliver(&mut sinks, batch, Some(schedule.final_id()), &shared);
+                            deliver(&mut sinks, batch, labels, Some(schedule.final_id()), &shared);
                             if !shared.failed() {
                                 output.session(&*held).give(());
                             }
-                        } else if !batch.is_empty() {
+                        } else if records > 0 {
                             tracing::warn!(
-                                records = batch.len(),
+                                records,
                                 workers_finished = finished,
                                 workers_clean = clean,
                                 "egress records of the unfinished checkpoint are not delivered; a restart recomputes them"
@@ -335,14 +339,48 @@ where
     )
 }
 
-/// Writes `batch` to its sinks and commits every sink that wrote as `checkpoint`.
+/// Groups records by epoch into the checkpoints they belong to (whose outbox
+/// holds them), keeping their order: `(checkpoint id, records)`.
+fn by_checkpoint(
+    by_epoch: BTreeMap<u64, Vec<EgressMessage>>,
+    schedule: &Schedule,
+) -> Vec<(u64, Vec<EgressMessage>)> {
+    let mut groups: Vec<(u64, Vec<EgressMessage>)> = Vec::new();
+    for (epoch, mut records) in by_epoch {
+        let id = schedule.id(schedule.next_at_or_after(epoch));
+        match groups.last_mut() {
+            Some((last, all)) if *last == id => all.append(&mut records),
+            _ => groups.push((id, records)),
+        }
+    }
+    groups
+}
+
+/// Writes `batch` (records grouped by the checkpoint they belong to) to its
+/// sinks and commits every sink that wrote as `checkpoint`. With `labels`
+/// (this worker's index), each sink is told the checkpoint of the records
+/// that follow ([`Sink::begin_checkpoint`]).
 fn deliver(
     sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
-    batch: Vec<EgressMessage>,
+    batch: Vec<(u64, Vec<EgressMessage>)>,
+    labels: Option<usize>,
     checkpoint: Option<u64>,
     shared: &Shared,
 ) {
-    let touched = write_runs(sinks, &batch, shared);
+    let mut touched: BTreeMap<TypeName, u64> = BTreeMap::new();
+    for (belongs_to, records) in &batch {
+        if records.is_empty() {
+            continue;
+        }
+        if let Some(worker) = labels {
+            for sink in sinks.values_mut() {
+                sink.begin_checkpoint(worker, *belongs_to);
+            }
+        }
+        for (id, n) in write_runs(sinks, records, shared) {
+            *touched.entry(id).or_default() += n;
+        }
+    }
     let written: u64 = touched.values().sum();
     if crate::failpoint::enabled() && !touched.is_empty() {
         // Make the uncommitted records reach the file, as a crash mid-write would.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use statefun_connectors::{SourceRecord, SourceStatus};
-use statefun_sdk::{Address, TypedValue};
+use statefun_sdk::{Address, IngressMetadata, TypeName, TypedValue};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
@@ -13,43 +13,58 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 use super::checkpointing::SharedCheckpoint;
 use crate::app::{Application, IngressPlan, RoutePlan};
 use crate::clock::Clock;
+use crate::dead_letter::{BadRecord, BadRecords, DEAD_LETTER_FUNCTION};
 use crate::envelope::Envelope;
 use crate::shared::{Metrics, RateLimit, Shared};
 
 /// Turns source records into envelopes: one per target of the record's route,
 /// with the record key as the function id.
 ///
-/// Records that cannot be routed (no key, a key that is not UTF-8, no value,
-/// an unknown route) follow `Settings::bad_records`: skipped, counted and
-/// logged (the default), or they fail the job naming the record — never a
-/// crash loop.
+/// Records that cannot become messages (no key, an empty key or one that is
+/// not UTF-8, no value) follow the ingress's [`BadRecords`] policy: skipped,
+/// counted and logged; the job fails naming the record; or the record goes
+/// to a dead-letter egress — never a crash loop.
 pub(crate) struct Router {
     ingress: String,
     routes: Vec<RoutePlan>,
+    policy: BadRecords,
+    /// The built-in forwarding instance dead letters are addressed to.
+    dead_letter: Option<Address>,
     bad_key: RateLimit,
     no_value: RateLimit,
     bad_route: RateLimit,
-    fail_on_bad: bool,
     failure: Option<String>,
+}
+
+/// What became of one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Routed {
+    /// Messages for its targets.
+    Delivered,
+    /// Skipped as bad.
+    Skipped,
+    /// Bad, and sent to the dead-letter egress.
+    DeadLettered,
 }
 
 impl Router {
     pub(crate) fn new(plan: &IngressPlan) -> Self {
+        let dead_letter = match &plan.bad_records {
+            BadRecords::DeadLetter(d) => TypeName::parse(DEAD_LETTER_FUNCTION)
+                .ok()
+                .map(|t| Address::new(t, d.egress.to_string())),
+            _ => None,
+        };
         Router {
             ingress: plan.id.to_string(),
             routes: plan.routes.clone(),
+            policy: plan.bad_records.clone(),
+            dead_letter,
             bad_key: RateLimit::default(),
             no_value: RateLimit::default(),
             bad_route: RateLimit::default(),
-            fail_on_bad: false,
             failure: None,
         }
-    }
-
-    /// A router that fails (see [`Router::take_failure`]) on the first bad record instead of skipping it.
-    pub(crate) fn failing_on_bad_records(mut self, fail: bool) -> Self {
-        self.fail_on_bad = fail;
-        self
     }
 
     /// Why the job must stop, if a bad record met the `fail` policy.
@@ -57,30 +72,62 @@ impl Router {
         self.failure.take()
     }
 
-    /// Skips (logged, rate-limited) or, under the `fail` policy, records a failure.
-    fn bad(&mut self, kind: BadKind, metadata: &statefun_sdk::IngressMetadata, why: &str) -> bool {
-        if self.fail_on_bad {
-            self.failure.get_or_insert_with(|| {
-                format!(
-                    "ingress `{}`: {why} ({metadata:?}); the job stops because of --on-bad-record fail \
-                     (use --on-bad-record skip to count and skip such records)",
-                    self.ingress
-                )
-            });
-            return false;
-        }
+    /// Applies the bad-record policy to a record that cannot become a message.
+    fn bad(&mut self, record: Bad, out: &mut impl FnMut(Envelope)) -> Routed {
+        let Bad {
+            kind,
+            why,
+            key,
+            value,
+            metadata,
+        } = record;
         let limit = match kind {
             BadKind::Key => &mut self.bad_key,
             BadKind::Value => &mut self.no_value,
         };
-        if let Some(n) = limit.hit() {
-            tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n, "record skipped: {why}");
+        match (&self.policy, &self.dead_letter) {
+            (BadRecords::DeadLetter(plan), Some(target)) => {
+                let value = plan.record(&BadRecord {
+                    ingress: &self.ingress,
+                    why: &why,
+                    key: key.as_deref(),
+                    value: value.as_deref(),
+                    metadata: &metadata,
+                });
+                if let Some(n) = limit.hit() {
+                    tracing::warn!(ingress = %self.ingress, metadata = ?metadata, dead_letter = %plan.egress, dead_lettered = n,
+                        "record sent to the dead-letter egress: {why}");
+                }
+                out(Envelope {
+                    target: target.clone(),
+                    caller: None,
+                    value,
+                    metadata: Some(Box::new(metadata)),
+                });
+                Routed::DeadLettered
+            }
+            (BadRecords::Fail, _) => {
+                self.failure.get_or_insert_with(|| {
+                    format!(
+                        "ingress `{}`: {why} ({metadata:?}); the job stops because its bad-record policy is `fail` \
+                         (use `badRecords: skip` on the ingress or --on-bad-record skip to count and skip such records, \
+                         or `badRecords: {{policy: dead-letter, egress: <id>, topic: <topic>}}` to keep them)",
+                        self.ingress
+                    )
+                });
+                Routed::Skipped
+            }
+            _ => {
+                if let Some(n) = limit.hit() {
+                    tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n, "record skipped: {why}");
+                }
+                Routed::Skipped
+            }
         }
-        false
     }
 
-    /// Routes `record`, pushing envelopes into `out`; returns false if it was skipped.
-    pub(crate) fn route(&mut self, record: SourceRecord, mut out: impl FnMut(Envelope)) -> bool {
+    /// Routes `record`, pushing envelopes into `out`.
+    pub(crate) fn route(&mut self, record: SourceRecord, mut out: impl FnMut(Envelope)) -> Routed {
         let SourceRecord {
             key,
             value,
@@ -91,27 +138,48 @@ impl Router {
             if let Some(n) = self.bad_route.hit() {
                 tracing::error!(ingress = %self.ingress, route, skipped = n, "record for an unknown route skipped");
             }
-            return false;
+            return Routed::Skipped;
+        };
+        let bad_key = |why: String, key: Option<Vec<u8>>, value, metadata| Bad {
+            kind: BadKind::Key,
+            why,
+            key,
+            value,
+            metadata,
         };
         let id = match key.map(String::from_utf8) {
-            Some(Ok(id)) => id,
+            Some(Ok(id)) if !id.is_empty() => id,
+            Some(Ok(id)) => {
+                let why = "its key is empty, and the key is the function id".to_owned();
+                return self.bad(
+                    bad_key(why, Some(id.into_bytes()), value, metadata),
+                    &mut out,
+                );
+            }
             Some(Err(e)) => {
                 let why = format!(
                     "its key is not UTF-8 ({}), and keys are function ids",
                     e.utf8_error()
                 );
-                return self.bad(BadKind::Key, &metadata, &why);
+                return self.bad(
+                    bad_key(why, Some(e.into_bytes()), value, metadata),
+                    &mut out,
+                );
             }
             None => {
-                return self.bad(
-                    BadKind::Key,
-                    &metadata,
-                    "it has no key, and the key is the function id",
-                );
+                let why = "it has no key, and the key is the function id".to_owned();
+                return self.bad(bad_key(why, None, value, metadata), &mut out);
             }
         };
         let Some(value) = value else {
-            return self.bad(BadKind::Value, &metadata, "it has no value (a tombstone)");
+            let bad = Bad {
+                kind: BadKind::Value,
+                why: "it has no value (a tombstone)".to_owned(),
+                key: Some(id.into_bytes()),
+                value: None,
+                metadata,
+            };
+            return self.bad(bad, &mut out);
         };
         let value = TypedValue::new(plan.value_type.clone(), value);
         let metadata = Box::new(metadata);
@@ -131,8 +199,17 @@ impl Router {
                 metadata: Some(metadata),
             });
         }
-        true
+        Routed::Delivered
     }
+}
+
+/// A record that cannot become a message, and why.
+struct Bad {
+    kind: BadKind,
+    why: String,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    metadata: IngressMetadata,
 }
 
 #[derive(Clone, Copy)]
@@ -208,9 +285,9 @@ pub(crate) fn ingress<'s>(
         // Positions taken at checkpoint epochs, until their checkpoint is acknowledged.
         let mut taken: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut acknowledged: Option<u64> = None;
-        let mut router = Router::new(&plan).failing_on_bad_records(settings.fail_on_bad_records);
+        let mut router = Router::new(&plan);
         let mut buffer = Vec::with_capacity(settings.source_batch);
-        let (mut read, mut skipped) = (0u64, 0u64);
+        let (mut read, mut skipped, mut dead_lettered) = (0u64, 0u64, 0u64);
         // Lines the source itself rejected (malformed, bad values).
         let mut source_skipped = 0u64;
         move |output| {
@@ -275,8 +352,10 @@ pub(crate) fn ingress<'s>(
                 let mut session = output.session(&*c);
                 for record in buffer.drain(..) {
                     read += 1;
-                    if !router.route(record, |e| session.give(e)) {
-                        skipped += 1;
+                    match router.route(record, |e| session.give(e)) {
+                        Routed::Delivered => {}
+                        Routed::Skipped => skipped += 1,
+                        Routed::DeadLettered => dead_lettered += 1,
                     }
                 }
             }
@@ -292,6 +371,10 @@ pub(crate) fn ingress<'s>(
             Metrics::add(
                 &shared.metrics.records_skipped,
                 std::mem::take(&mut skipped),
+            );
+            Metrics::add(
+                &shared.metrics.records_dead_lettered,
+                std::mem::take(&mut dead_lettered),
             );
             match status {
                 SourceStatus::Ready => activator.activate(),
@@ -320,5 +403,129 @@ fn record_final(
 ) {
     if let (Some(ck), Some(position)) = (checkpoint, source.position()) {
         ck.borrow_mut().record(ingress, u64::MAX, position);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use statefun_connectors::GeneratorConfig;
+    use statefun_sdk::proto::egress::KafkaProducerRecord;
+
+    use super::*;
+    use crate::app::SourcePlan;
+    use crate::dead_letter::{DeadLetterPlan, Destination, REASON_HEADER};
+
+    fn plan(bad_records: BadRecords) -> IngressPlan {
+        let id = TypeName::parse("example/names").unwrap();
+        let targets = ["a", "b", "c"].map(|t| TypeName::parse(&format!("example/{t}")).unwrap());
+        IngressPlan {
+            id: id.clone(),
+            routes: vec![RoutePlan {
+                value_type: "io.statefun.types/string".into(),
+                targets: targets.to_vec(),
+            }],
+            source: SourcePlan::Generator(GeneratorConfig {
+                id,
+                value_type: "io.statefun.types/string".into(),
+                keys: 1,
+                rate: 0.0,
+                count: 0,
+                value_size: 1,
+            }),
+            bad_records,
+        }
+    }
+
+    fn record(key: Option<&[u8]>, value: Option<&[u8]>) -> SourceRecord {
+        SourceRecord {
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+            route: 0,
+            metadata: IngressMetadata::Kafka {
+                topic: "names".into(),
+                partition: 0,
+                offset: 3,
+                timestamp_ms: None,
+                headers: Vec::new(),
+            },
+        }
+    }
+
+    fn route(router: &mut Router, r: SourceRecord) -> (Routed, Vec<Envelope>) {
+        let mut out = Vec::new();
+        let routed = router.route(r, |e| out.push(e));
+        (routed, out)
+    }
+
+    fn bad_records() -> Vec<SourceRecord> {
+        vec![
+            record(None, Some(b"v")),
+            record(Some(b""), Some(b"v")),
+            record(Some(&[0xff]), Some(b"v")),
+            record(Some(b"alice"), None),
+        ]
+    }
+
+    #[test]
+    fn a_record_fans_out_to_every_target_with_its_key_as_id() {
+        let mut router = Router::new(&plan(BadRecords::Skip));
+        let (routed, out) = route(&mut router, record(Some(b"alice"), Some(b"v")));
+        assert_eq!(routed, Routed::Delivered);
+        let targets: Vec<String> = out.iter().map(|e| e.target.to_string()).collect();
+        assert_eq!(
+            targets,
+            ["example/a/alice", "example/b/alice", "example/c/alice"]
+        );
+        assert!(out
+            .iter()
+            .all(|e| e.value.value == b"v" && e.metadata.is_some()));
+    }
+
+    #[test]
+    fn skip_drops_bad_records_and_keeps_going() {
+        let mut router = Router::new(&plan(BadRecords::Skip));
+        for r in bad_records() {
+            assert_eq!(route(&mut router, r), (Routed::Skipped, Vec::new()));
+        }
+        assert!(router.take_failure().is_none());
+    }
+
+    #[test]
+    fn fail_names_the_ingress_and_the_record() {
+        for (r, why) in
+            bad_records()
+                .into_iter()
+                .zip(["no key", "key is empty", "not UTF-8", "tombstone"])
+        {
+            let mut router = Router::new(&plan(BadRecords::Fail));
+            assert_eq!(route(&mut router, r).1, Vec::new());
+            let failure = router.take_failure().expect("a failure");
+            assert!(failure.contains("example/names"), "{failure}");
+            assert!(failure.contains(why), "{failure}");
+            assert!(failure.contains("offset: 3"), "{failure}");
+        }
+    }
+
+    #[test]
+    fn dead_letters_go_to_the_forwarding_function_for_the_egress() {
+        let mut router = Router::new(&plan(BadRecords::DeadLetter(DeadLetterPlan {
+            egress: TypeName::parse("example/dlq").unwrap(),
+            destination: Destination::Kafka {
+                topic: "names.dlq".into(),
+            },
+        })));
+        for r in bad_records() {
+            let (routed, out) = route(&mut router, r);
+            assert_eq!(routed, Routed::DeadLettered);
+            assert_eq!(out.len(), 1);
+            assert_eq!(
+                out[0].target.to_string(),
+                format!("{DEAD_LETTER_FUNCTION}/example/dlq")
+            );
+            let record = KafkaProducerRecord::from_typed_value(&out[0].value).unwrap();
+            assert_eq!(record.topic, "names.dlq");
+            assert!(record.headers.iter().any(|h| h.key == REASON_HEADER));
+        }
+        assert!(router.take_failure().is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! The crash-test app: keyed counters that message each other and use
-//! delayed messages, writing to an exactly-once file egress.
+//! delayed messages, writing to an exactly-once file egress (or Kafka, or
+//! Kinesis when `CRASH_OUT_STREAM` names a stream).
 //!
 //! Every egress line is derived from state, so the output proves the state:
 //! for a key seen `n` times the egress holds `count KEY 1` … `count KEY n`
@@ -13,8 +14,8 @@ use std::time::Duration;
 
 use statefun_engine::FunctionRegistry;
 use statefun_sdk::{
-    Context, FunctionError, FunctionSpec, IntType, KafkaEgressMessage, Message, MessageBuilder,
-    TypeName, ValueSpec,
+    Context, FunctionError, FunctionSpec, IntType, KafkaEgressMessage, KinesisEgressMessage,
+    Message, MessageBuilder, TypeName, ValueSpec,
 };
 
 /// The counter function type (ingress records go here; the key is the id).
@@ -49,15 +50,32 @@ fn topic() -> String {
     std::env::var("CRASH_OUT_TOPIC").unwrap_or_else(|_| "crash-out".to_string())
 }
 
+/// The Kinesis stream of egress records (`CRASH_OUT_STREAM`); when set,
+/// lines go out as Kinesis records instead of Kafka records.
+fn stream() -> Option<String> {
+    std::env::var("CRASH_OUT_STREAM")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 /// Every line goes out as a Kafka producer record keyed by the instance id,
-/// so the same app writes to a file egress (which prints the value) or to Kafka.
+/// so the same app writes to a file egress (which prints the value) or to
+/// Kafka; with `CRASH_OUT_STREAM` as a Kinesis record partitioned by it.
 fn line(ctx: &mut Context<'_>, text: String) -> Result<(), FunctionError> {
     let id = ctx.self_address().id.clone();
-    let record = KafkaEgressMessage::for_egress(TypeName::parse(OUT)?)
-        .with_topic(&topic())
-        .with_key(&id)
-        .with_utf8_value(&text)
-        .build()?;
+    let egress = TypeName::parse(OUT)?;
+    let record = match stream() {
+        Some(stream) => KinesisEgressMessage::for_egress(egress)
+            .with_stream(&stream)
+            .with_partition_key(&id)
+            .with_utf8_value(&text)
+            .build()?,
+        None => KafkaEgressMessage::for_egress(egress)
+            .with_topic(&topic())
+            .with_key(&id)
+            .with_utf8_value(&text)
+            .build()?,
+    };
     ctx.send_egress(record);
     Ok(())
 }

@@ -29,13 +29,6 @@ struct Job {
     hostfile: Option<PathBuf>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Job {
     fn new(dir: &Path, workers: usize, processes: usize) -> Job {
         std::fs::write(
@@ -59,7 +52,7 @@ impl Job {
     fn start(&mut self, failpoint: Option<&str>) -> Vec<Child> {
         if self.processes > 1 {
             let hosts: Vec<String> = (0..self.processes)
-                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .map(|_| format!("127.0.0.1:{}", statefun_testkit::free_port()))
                 .collect();
             let path = self.dir.join("hosts.txt");
             std::fs::write(&path, hosts.join("\n")).expect("write hostfile");

@@ -19,8 +19,6 @@ use example_crash_counter::{expected_lines, COUNTER, OUT};
 
 mod common;
 use common::{kills, seed, Lcg};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -28,27 +26,6 @@ use rdkafka::Message as _;
 
 const RECORDS: u64 = 4000;
 const KEYS: u64 = 40;
-
-fn bootstrap() -> Option<String> {
-    let from_file = || {
-        let home = std::env::var_os("HOME")?;
-        let path = Path::new(&home).join(".cache/statefun-rs/kafka/bootstrap");
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|s| s.trim().to_owned())
-    };
-    match std::env::var("KAFKA_BOOTSTRAP").ok().or_else(from_file) {
-        Some(b) if !b.is_empty() => Some(b),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "no Kafka broker: run ci/install-kafka.sh"
-            );
-            eprintln!("SKIPPED: no Kafka broker; run ci/install-kafka.sh");
-            None
-        }
-    }
-}
 
 fn start(dir: &Path, output: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
@@ -72,7 +49,9 @@ fn start(dir: &Path, output: &str) -> Child {
 }
 
 fn crash_through_kafka(semantic: &str, default_kills: u64) {
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
+        return;
+    };
     let seed = seed();
     println!("seed {seed}");
     let mut rng = Lcg(seed);
@@ -83,19 +62,7 @@ fn crash_through_kafka(semantic: &str, default_kills: u64) {
         seed % 100_000
     );
     let (input, output) = (format!("{run}-in"), format!("{run}-out"));
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("admin client");
-    let topics = [
-        NewTopic::new(&input, 2, TopicReplication::Fixed(1)),
-        NewTopic::new(&output, 2, TopicReplication::Fixed(1)),
-    ];
-    for r in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new()))
-        .expect("create topics")
-    {
-        r.expect("topic created");
-    }
+    statefun_testkit::kafka::create_topics(&bootstrap, &[(&input, 2), (&output, 2)]);
     // Input arrives over about ten seconds, while the app is being killed.
     let producer_bootstrap = bootstrap.clone();
     let producer_topic = input.clone();

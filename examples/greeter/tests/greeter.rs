@@ -40,14 +40,6 @@ fn run(dir: &Path, out: &str, extra: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn same_egress_for_any_worker_and_process_count() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,7 +57,11 @@ fn same_egress_for_any_worker_and_process_count() {
     let hostfile = dir.path().join("hosts.txt");
     std::fs::write(
         &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+        format!(
+            "127.0.0.1:{}\n127.0.0.1:{}\n",
+            statefun_testkit::free_port(),
+            statefun_testkit::free_port()
+        ),
     )
     .unwrap();
     let hosts = hostfile.to_str().unwrap();

@@ -1,0 +1,89 @@
+//! Test support shared by the workspace's integration tests and benchmarks.
+//!
+//! The tests run against real services that `ci/` scripts install and start
+//! on 127.0.0.1 (a Kafka broker, the kinesis-local emulator) and record in
+//! `~/.cache/statefun-rs/`. Finding them is the same everywhere, and so is
+//! the rule when one is missing: under `CI` a test must fail (a skipped test
+//! would hide a broken install), elsewhere it says it is skipped and returns.
+//!
+//! ```no_run
+//! let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else { return };
+//! statefun_testkit::kafka::create_topics(&bootstrap, &[("my-test-in", 2)]);
+//! ```
+
+#![warn(missing_docs)]
+
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod kafka;
+
+/// `$<home_var>` or `~/.cache/statefun-rs/<service>`: where a ci/ script keeps its files.
+fn service_home(home_var: &str, service: &str) -> Option<PathBuf> {
+    std::env::var_os(home_var).map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/statefun-rs").join(service))
+    })
+}
+
+/// The address `$<env>` names, else the one in `<home>/<file>`, if something answers there.
+fn find(env: &str, home_var: &str, service: &str, file: &str) -> (Option<String>, bool) {
+    let candidate = std::env::var(env)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            let text = std::fs::read_to_string(service_home(home_var, service)?.join(file)).ok()?;
+            Some(text.trim().to_owned())
+        });
+    let reachable = candidate.as_deref().is_some_and(|c| {
+        let addr = c
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        addr.split(',').next().is_some_and(|first| {
+            first
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+        })
+    });
+    (candidate, reachable)
+}
+
+/// Fails under `CI`, otherwise prints that the test is skipped.
+fn missing(what: &str, candidate: Option<String>, script: &str) -> Option<String> {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no {what} answers (found: {candidate:?}); start it with `bash {script}`"
+    );
+    eprintln!("SKIPPED: no {what}; run `bash {script}` first");
+    None
+}
+
+/// The bootstrap servers of the test Kafka broker (`$KAFKA_BOOTSTRAP`, else
+/// the file `ci/install-kafka.sh` writes), if it answers. `None` means skip;
+/// under `CI` a missing broker panics instead.
+pub fn kafka_bootstrap() -> Option<String> {
+    match find("KAFKA_BOOTSTRAP", "KAFKA_HOME", "kafka", "bootstrap") {
+        (Some(b), true) => Some(b),
+        (candidate, _) => missing("Kafka broker", candidate, "ci/install-kafka.sh"),
+    }
+}
+
+/// The endpoint URL of the Kinesis emulator (`$KINESIS_ENDPOINT`, else the
+/// file `ci/install-kinesis.sh` writes), if it answers. `None` means skip;
+/// under `CI` a missing emulator panics instead.
+pub fn kinesis_endpoint() -> Option<String> {
+    match find("KINESIS_ENDPOINT", "KINESIS_HOME", "kinesis", "endpoint") {
+        (Some(e), true) => Some(e),
+        (candidate, _) => missing("Kinesis emulator", candidate, "ci/install-kinesis.sh"),
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for timely process addresses).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}

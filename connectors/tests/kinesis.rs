@@ -12,9 +12,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
-use aws_sdk_kinesis::Client;
 use statefun_connectors::kinesis::{
     content_digest, split_record_id, KinesisSink, KinesisSinkOptions, KinesisSource,
     KinesisSourceOptions, RecordId, SHARD_END,
@@ -25,16 +22,17 @@ use statefun_module::{
     KinesisStartupPosition, KinesisStream, Properties, Secret, TypeName,
 };
 use statefun_sdk::{EgressMessage, IngressMetadata, KinesisEgressMessage, TypedValue};
-use tokio::runtime::Runtime;
 
-const REGION: &str = "us-east-1";
-const ACCOUNT: &str = "000000000000";
+use statefun_testkit::kinesis::{Emulator, REGION};
 
-/// A raw client on the emulator, to create streams and put/get records.
-struct Emu {
-    endpoint: String,
-    rt: Runtime,
-    client: Client,
+/// The emulator's client plus the connector specs the tests open on it.
+struct Emu(Emulator);
+
+impl std::ops::Deref for Emu {
+    type Target = Emulator;
+    fn deref(&self) -> &Emulator {
+        &self.0
+    }
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -54,128 +52,15 @@ fn unique(prefix: &str) -> String {
 
 impl Emu {
     fn new() -> Option<Emu> {
-        let endpoint = statefun_testkit::kinesis_endpoint()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let config = rt.block_on(
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(REGION))
-                .endpoint_url(&endpoint)
-                .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-                    "test", "test", None, None, "test",
-                ))
-                .load(),
-        );
-        let client = Client::new(&config);
-        Some(Emu {
-            endpoint,
-            rt,
-            client,
-        })
+        Emulator::connect().map(Emu)
     }
 
     fn arn(name: &str) -> String {
-        format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}")
-    }
-
-    fn wait_active(&self, name: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = self
-                .rt
-                .block_on(
-                    self.client
-                        .describe_stream_summary()
-                        .stream_name(name)
-                        .send(),
-                )
-                .expect("describe stream");
-            let status = out
-                .stream_description_summary()
-                .map(|s| s.stream_status().clone());
-            if status == Some(StreamStatus::Active) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "stream {name} not active");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        statefun_testkit::kinesis::arn(name)
     }
 
     fn create(&self, name: &str, shards: i32) {
-        self.rt
-            .block_on(
-                self.client
-                    .create_stream()
-                    .stream_name(name)
-                    .shard_count(shards)
-                    .send(),
-            )
-            .expect("create stream");
-        self.wait_active(name);
-    }
-
-    /// Puts one record; returns (shard id, sequence number).
-    fn put(&self, stream: &str, key: &str, data: &[u8]) -> (String, String) {
-        let out = self
-            .rt
-            .block_on(
-                self.client
-                    .put_record()
-                    .stream_name(stream)
-                    .partition_key(key)
-                    .data(Blob::new(data.to_vec()))
-                    .send(),
-            )
-            .expect("put record");
-        (out.shard_id, out.sequence_number)
-    }
-
-    fn shard_ids(&self, stream: &str) -> Vec<String> {
-        let out = self
-            .rt
-            .block_on(self.client.list_shards().stream_name(stream).send())
-            .expect("list shards");
-        out.shards()
-            .iter()
-            .map(|s| s.shard_id().to_string())
-            .collect()
-    }
-
-    /// Every record of every shard, from the trim horizon: (key, data).
-    fn read_all(&self, stream: &str) -> Vec<(String, Vec<u8>)> {
-        let mut all = Vec::new();
-        for shard in self.shard_ids(stream) {
-            let mut it = self
-                .rt
-                .block_on(
-                    self.client
-                        .get_shard_iterator()
-                        .stream_name(stream)
-                        .shard_id(&shard)
-                        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                        .send(),
-                )
-                .expect("iterator")
-                .shard_iterator;
-            while let Some(i) = it {
-                let out = self
-                    .rt
-                    .block_on(self.client.get_records().shard_iterator(i).send())
-                    .expect("get records");
-                let n = out.records.len();
-                for r in out.records {
-                    all.push((r.partition_key.unwrap_or_default(), r.data.into_inner()));
-                }
-                if n == 0 {
-                    break;
-                }
-                it = out.next_shard_iterator;
-            }
-        }
-        all
+        self.create_stream(name, shards);
     }
 
     fn region(&self) -> AwsRegion {

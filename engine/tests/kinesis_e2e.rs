@@ -6,95 +6,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::ShardIteratorType;
 use statefun_engine::dataflow::ClusterConfig;
 use statefun_engine::{run_module, FunctionRegistry, RunOptions, Shared};
 use statefun_sdk::{
     Context, FunctionError, FunctionSpec, IntType, KinesisEgressMessage, Message, TypeName,
     ValueSpec,
 };
+use statefun_testkit::kinesis::Emulator;
 
-async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await;
-    aws_sdk_kinesis::Client::new(&config)
-}
-
-async fn create(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
-    client
-        .create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("create stream");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .expect("describe");
-        let status = d
-            .stream_description_summary()
-            .map(|s| s.stream_status().as_str().to_owned());
-        if status.as_deref() == Some("ACTIVE") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stream {name} did not become active"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn read_all(client: &aws_sdk_kinesis::Client, name: &str) -> Vec<(String, String)> {
-    let shards = client
-        .list_shards()
-        .stream_name(name)
-        .send()
-        .await
-        .expect("list shards");
-    let mut out = Vec::new();
-    for shard in shards.shards() {
-        let it = client
-            .get_shard_iterator()
-            .stream_name(name)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("iterator");
-        let mut iterator = it.shard_iterator().map(str::to_owned);
-        for _ in 0..5 {
-            let Some(i) = iterator.take() else { break };
-            let r = client
-                .get_records()
-                .shard_iterator(i)
-                .send()
-                .await
-                .expect("get records");
-            for record in r.records() {
-                out.push((
-                    record.partition_key().unwrap_or_default().to_owned(),
-                    String::from_utf8_lossy(record.data().as_ref()).into_owned(),
-                ));
-            }
-            if r.records().is_empty() {
-                break;
-            }
-            iterator = r.next_shard_iterator().map(str::to_owned);
-        }
-    }
+/// Every record of `name`, as sorted (partition key, text) pairs.
+fn read_all(kinesis: &Emulator, name: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = kinesis
+        .read_all(name)
+        .into_iter()
+        .map(|(key, data)| (key, String::from_utf8_lossy(&data).into_owned()))
+        .collect();
     out.sort();
     out
 }
@@ -117,30 +43,20 @@ fn counter(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError>
 
 #[test]
 fn records_flow_from_a_stream_through_functions_to_a_stream() {
-    let Some(endpoint) = statefun_testkit::kinesis_endpoint() else {
+    let Some(kinesis) = Emulator::connect() else {
         return;
     };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let endpoint = kinesis.endpoint.clone();
     let suffix = std::process::id();
     let input = format!("e2e-in-{suffix}");
     let output = format!("e2e-{suffix}-out");
-    let kinesis = runtime.block_on(client(&endpoint));
-    runtime.block_on(create(&kinesis, &input, 2));
-    runtime.block_on(create(&kinesis, &output, 1));
+    kinesis.create_stream(&input, 2);
+    kinesis.create_stream(&output, 1);
     let mut expected = Vec::new();
     for round in 1..=3 {
         for key in ["alice", "bob", "carol", "dave", "erin"] {
             let data = format!("e2e-{suffix}:{key}-{round}");
-            runtime
-                .block_on(
-                    kinesis
-                        .put_record()
-                        .stream_name(&input)
-                        .partition_key(key)
-                        .data(Blob::new(data.clone()))
-                        .send(),
-                )
-                .expect("put record");
+            kinesis.put(&input, key, data.as_bytes());
             expected.push((key.to_owned(), format!("{key} #{round}: {data}")));
         }
     }
@@ -193,7 +109,7 @@ spec:
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut got = Vec::new();
     while Instant::now() < deadline {
-        got = runtime.block_on(read_all(&kinesis, &output));
+        got = read_all(&kinesis, &output);
         if got.len() >= expected.len() {
             break;
         }

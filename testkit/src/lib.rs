@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod kafka;
+pub mod kinesis;
 
 /// `$<home_var>` or `~/.cache/statefun-rs/<service>`: where a ci/ script keeps its files.
 fn service_home(home_var: &str, service: &str) -> Option<PathBuf> {

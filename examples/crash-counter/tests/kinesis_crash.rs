@@ -23,117 +23,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
-use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::ShardIteratorType;
 use example_crash_counter::{expected_lines, COUNTER, OUT};
 use statefun_connectors::kinesis::{split_record_id, RecordId};
-use tokio::runtime::Runtime;
+use statefun_testkit::kinesis::{Emulator, REGION};
 
 mod common;
 use common::{kills, seed, Lcg};
 
 const RECORDS: u64 = 2000;
 const KEYS: u64 = 40;
-const REGION: &str = "us-east-1";
-
-/// A client on the emulator, to create streams, put input and read output.
-struct Kinesis {
-    rt: Runtime,
-    client: Client,
-}
-
-impl Kinesis {
-    fn new(endpoint: &str) -> Kinesis {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let config = rt.block_on(
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(REGION))
-                .endpoint_url(endpoint)
-                .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-                    "test", "test", None, None, "test",
-                ))
-                .load(),
-        );
-        Kinesis {
-            rt,
-            client: Client::new(&config),
-        }
-    }
-
-    fn create(&self, name: &str, shards: i32) {
-        self.rt
-            .block_on(
-                self.client
-                    .create_stream()
-                    .stream_name(name)
-                    .shard_count(shards)
-                    .send(),
-            )
-            .expect("create stream");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = self
-                .rt
-                .block_on(
-                    self.client
-                        .describe_stream_summary()
-                        .stream_name(name)
-                        .send(),
-                )
-                .expect("describe stream");
-            let status = out
-                .stream_description_summary()
-                .map(|s| s.stream_status().clone());
-            if status == Some(StreamStatus::Active) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "stream {name} not active");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Puts `(key, value)` records, re-sending failed entries until all are in.
-    fn put(&self, stream: &str, records: &[(String, String)]) {
-        let mut entries: Vec<PutRecordsRequestEntry> = records
-            .iter()
-            .map(|(k, v)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(k)
-                    .data(Blob::new(v.as_bytes()))
-                    .build()
-                    .expect("entry")
-            })
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !entries.is_empty() {
-            assert!(Instant::now() < deadline, "input not accepted");
-            let call = self
-                .client
-                .put_records()
-                .stream_name(stream)
-                .set_records(Some(entries.clone()));
-            match self.rt.block_on(call.send()) {
-                Ok(out) => {
-                    entries = entries
-                        .into_iter()
-                        .zip(out.records())
-                        .filter(|(_, r)| r.error_code().is_some())
-                        .map(|(e, _)| e)
-                        .collect();
-                }
-                Err(e) => eprintln!("put input: {:?}; retrying", e.code()),
-            }
-            if !entries.is_empty() {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-}
 
 /// Reads a stream's shards from their trim horizon, continuing where the
 /// previous `poll` stopped.
@@ -143,7 +42,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(k: &Kinesis, stream: &str) -> Reader {
+    fn new(k: &Emulator, stream: &str) -> Reader {
         let shards =
             k.rt.block_on(k.client.list_shards().stream_name(stream).send())
                 .expect("list shards");
@@ -159,7 +58,7 @@ impl Reader {
     }
 
     /// Appends every record written since the last poll to `out`.
-    fn poll(&mut self, k: &Kinesis, out: &mut Vec<Vec<u8>>) {
+    fn poll(&mut self, k: &Emulator, out: &mut Vec<Vec<u8>>) {
         for (shard, iterator) in &mut self.iterators {
             if iterator.is_none() {
                 let it =
@@ -237,9 +136,10 @@ fn tally(records: &[Vec<u8>], seen: &mut BTreeMap<String, Vec<RecordId>>) {
 
 #[test]
 fn kinesis_at_least_once_with_record_ids_survives_kills() {
-    let Some(endpoint) = statefun_testkit::kinesis_endpoint() else {
+    let Some(k) = Emulator::connect() else {
         return;
     };
+    let endpoint = k.endpoint.clone();
     let seed = seed();
     println!("seed {seed}");
     let mut rng = Lcg(seed);
@@ -249,25 +149,25 @@ fn kinesis_at_least_once_with_record_ids_survives_kills() {
         .unwrap_or(0);
     let run = format!("crash-{}-{}", std::process::id(), nanos % 1_000_000);
     let (input, output) = (format!("{run}-in"), format!("{run}-out"));
-    let k = Kinesis::new(&endpoint);
-    k.create(&input, 2);
-    k.create(&output, 2);
+    k.create_stream(&input, 2);
+    k.create_stream(&output, 2);
 
     // Input arrives over about ten seconds, while the app is being killed.
-    let producer_endpoint = endpoint.clone();
     let producer_stream = input.clone();
     let producing = std::thread::spawn(move || {
-        let k = Kinesis::new(&producer_endpoint);
+        let Some(k) = Emulator::connect() else {
+            return;
+        };
         let mut batch = Vec::new();
         for s in 0..RECORDS {
-            batch.push((format!("k{}", s % KEYS), format!("v{s}")));
+            batch.push((format!("k{}", s % KEYS), format!("v{s}").into_bytes()));
             if batch.len() == 20 {
-                k.put(&producer_stream, &batch);
+                k.put_all(&producer_stream, &batch);
                 batch.clear();
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        k.put(&producer_stream, &batch);
+        k.put_all(&producer_stream, &batch);
     });
 
     let dir = tempfile::tempdir().expect("temp dir");

@@ -203,6 +203,9 @@ pub struct Application {
     pub ingresses: Vec<IngressPlan>,
     /// Egresses by id.
     pub egresses: BTreeMap<TypeName, SinkPlan>,
+    /// Where messages of remote invocations that failed for good go
+    /// (`--on-remote-failure dead-letter=…`); `None` fails the job.
+    pub remote_dead_letter: Option<DeadLetterPlan>,
     /// HTTP endpoints serving remote functions (Rust functions win where both serve a type).
     pub endpoints: Vec<HttpEndpoint>,
     /// Runtime settings.
@@ -317,37 +320,18 @@ impl Application {
                 None | Some(BadRecordPolicy::Skip) => BadRecords::Skip,
                 Some(BadRecordPolicy::Fail) => BadRecords::Fail,
                 Some(BadRecordPolicy::DeadLetter(d)) => {
-                    let destination =
-                        module
-                            .egresses
-                            .iter()
-                            .find(|e| e.id == d.egress)
-                            .map(|e| match &e.spec {
-                                EgressSpec::Kafka(_) => Destination::Kafka {
-                                    topic: d.topic.clone().unwrap_or_default(),
-                                },
-                                EgressSpec::Kinesis(_) => Destination::Kinesis {
-                                    stream: d.stream.clone().unwrap_or_default(),
-                                },
-                                EgressSpec::File(_) => Destination::File {
-                                    label: d
-                                        .topic
-                                        .clone()
-                                        .or_else(|| d.stream.clone())
-                                        .unwrap_or_else(|| ingress.id.to_string()),
-                                },
-                            });
-                    match destination {
-                        Some(destination) => BadRecords::DeadLetter(DeadLetterPlan {
-                            egress: d.egress.clone(),
-                            destination,
-                        }),
-                        None => {
+                    match dead_letter_plan(
+                        module,
+                        &d.egress,
+                        d.topic.as_deref(),
+                        d.stream.as_deref(),
+                        ingress.id.as_str(),
+                    ) {
+                        Ok(plan) => BadRecords::DeadLetter(plan),
+                        Err(e) => {
                             // The module loader checks this; a hand-built Module may not.
-                            errors.push(format!(
-                                "{file}: ingress `{}`: dead-letter egress `{}` is not declared in the module",
-                                ingress.id, d.egress
-                            ));
+                            errors
+                                .push(format!("{file}: ingress `{}`: badRecords: {e}", ingress.id));
                             BadRecords::Skip
                         }
                     }
@@ -407,13 +391,22 @@ impl Application {
             };
             egresses.insert(egress.id.clone(), plan);
         }
-        if let crate::remote::RemoteFailurePolicy::DeadLetter(egress) = &settings.remote_failure {
-            if !egresses.contains_key(egress) {
-                errors.push(format!(
-                    "{file}: the dead-letter egress `{egress}` (--on-remote-failure) is not declared in the module; declare it, e.g. as an io.statefun-rs.file.v1/egress"
-                ));
+        let remote_dead_letter = match &settings.remote_failure {
+            crate::remote::RemoteFailurePolicy::FailJob => None,
+            crate::remote::RemoteFailurePolicy::DeadLetter {
+                egress,
+                destination,
+            } => {
+                let d = destination.as_deref();
+                match dead_letter_plan(module, egress, d, d, "remote-failures") {
+                    Ok(plan) => Some(plan),
+                    Err(e) => {
+                        errors.push(format!("{file}: --on-remote-failure: {e}"));
+                        None
+                    }
+                }
             }
-        }
+        };
         if ingresses
             .iter()
             .any(|i| matches!(i.bad_records, BadRecords::DeadLetter(_)))
@@ -437,6 +430,7 @@ impl Application {
                 functions,
                 ingresses,
                 egresses,
+                remote_dead_letter,
                 endpoints: module.endpoints.clone(),
                 settings,
             })
@@ -444,6 +438,47 @@ impl Application {
             Err(errors)
         }
     }
+}
+
+/// Where dead letters for `egress` go: the record kind its egress takes.
+/// A Kafka egress needs `topic`, a Kinesis egress `stream`; a file egress
+/// takes either as a label, else `label`.
+fn dead_letter_plan(
+    module: &Module,
+    egress: &TypeName,
+    topic: Option<&str>,
+    stream: Option<&str>,
+    label: &str,
+) -> Result<DeadLetterPlan, String> {
+    let spec = module
+        .egresses
+        .iter()
+        .find(|e| &e.id == egress)
+        .map(|e| &e.spec)
+        .ok_or_else(|| {
+            format!(
+                "the dead-letter egress `{egress}` is not declared in the module; declare it, e.g. as an io.statefun-rs.file.v1/egress"
+            )
+        })?;
+    let destination = match spec {
+        EgressSpec::Kafka(_) => Destination::Kafka {
+            topic: topic
+                .ok_or_else(|| format!("the dead-letter egress `{egress}` is a Kafka egress: name the topic for dead letters"))?
+                .to_owned(),
+        },
+        EgressSpec::Kinesis(_) => Destination::Kinesis {
+            stream: stream
+                .ok_or_else(|| format!("the dead-letter egress `{egress}` is a Kinesis egress: name the stream for dead letters"))?
+                .to_owned(),
+        },
+        EgressSpec::File(_) => Destination::File {
+            label: topic.or(stream).unwrap_or(label).to_owned(),
+        },
+    };
+    Ok(DeadLetterPlan {
+        egress: egress.clone(),
+        destination,
+    })
 }
 
 /// `clientConfigProperties` without an AWS SDK setting are ignored, with a

@@ -124,8 +124,9 @@ struct RunArgs {
     #[arg(long, default_value_t = 5.0)]
     log_interval: f64,
     /// When a remote function fails for good (after retries within its call
-    /// timeout): `fail` stops the job; `dead-letter=<egress id>` sends the
-    /// batch's messages to that egress and goes on.
+    /// timeout): `fail` stops the job; `dead-letter=<egress id>[:<topic or
+    /// stream>]` sends the batch's messages to that egress (a Kafka or Kinesis
+    /// egress needs the topic or stream) and goes on.
     #[arg(long, default_value = "fail", value_parser = parse_remote_failure)]
     on_remote_failure: RemoteFailurePolicy,
     /// What an ingress record without a non-empty UTF-8 key (the function
@@ -310,11 +311,21 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
 fn parse_remote_failure(text: &str) -> Result<RemoteFailurePolicy, String> {
     match text.split_once('=') {
         None if text == "fail" => Ok(RemoteFailurePolicy::FailJob),
-        Some(("dead-letter", egress)) => TypeName::parse(egress)
-            .map(RemoteFailurePolicy::DeadLetter)
-            .map_err(|e| format!("dead-letter egress: {e}")),
+        Some(("dead-letter", target)) => {
+            let (egress, destination) = match target.split_once(':') {
+                Some((egress, d)) if !d.is_empty() => (egress, Some(d.to_owned())),
+                Some((egress, _)) => (egress, None),
+                None => (target, None),
+            };
+            TypeName::parse(egress)
+                .map(|egress| RemoteFailurePolicy::DeadLetter {
+                    egress,
+                    destination,
+                })
+                .map_err(|e| format!("dead-letter egress: {e}"))
+        }
         _ => Err(format!(
-            "`{text}` is not a policy: use `fail` or `dead-letter=<egress id>`"
+            "`{text}` is not a policy: use `fail` or `dead-letter=<egress id>[:<topic or stream>]`"
         )),
     }
 }

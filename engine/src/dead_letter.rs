@@ -18,8 +18,8 @@ use std::sync::Arc;
 use statefun_sdk::proto::egress::kafka_producer_record::Header;
 use statefun_sdk::proto::egress::{KafkaProducerRecord, KinesisEgressRecord};
 use statefun_sdk::{
-    Context, EgressMessage, FunctionError, FunctionSpec, IngressMetadata, Message, TypeName,
-    TypedValue,
+    Address, Context, EgressMessage, FunctionError, FunctionSpec, IngressMetadata, Message,
+    TypeName, TypedValue,
 };
 
 use crate::app::FunctionEntry;
@@ -38,6 +38,10 @@ pub const SOURCE_HEADER: &str = "statefun.dead-letter.source";
 /// Header holding the original key's bytes when they are not UTF-8 (a Kafka
 /// record key in a `KafkaProducerRecord` is text).
 pub const KEY_HEADER: &str = "statefun.dead-letter.key";
+/// Header naming the function instance a remote invocation failed for.
+pub const FUNCTION_HEADER: &str = "statefun.dead-letter.function";
+/// Header holding the type name of a failed remote invocation's argument.
+pub const TYPENAME_HEADER: &str = "statefun.dead-letter.typename";
 
 /// An ingress's policy for bad records.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,6 +120,50 @@ impl DeadLetterPlan {
             }
             .to_typed_value(),
         }
+    }
+}
+
+impl DeadLetterPlan {
+    /// The dead letter of a message a remote function failed on for good
+    /// (`--on-remote-failure dead-letter=…`): a file egress gets the typed
+    /// value as it is (it writes the type name and decoded value); a Kafka
+    /// egress a record keyed by the instance id with the argument's bytes and
+    /// headers naming why, the function and the argument's type name; a
+    /// Kinesis egress a record with the id as partition key and the bytes.
+    pub fn remote(&self, address: &Address, why: &str, argument: TypedValue) -> EgressMessage {
+        let value = match &self.destination {
+            Destination::File { .. } => argument,
+            Destination::Kafka { topic } => {
+                let header = |key: &str, value: &[u8]| Header {
+                    key: key.to_owned(),
+                    value: value.to_vec(),
+                };
+                KafkaProducerRecord {
+                    key: address.id.clone(),
+                    topic: topic.clone(),
+                    headers: vec![
+                        header(REASON_HEADER, why.as_bytes()),
+                        header(FUNCTION_HEADER, address.to_string().as_bytes()),
+                        header(TYPENAME_HEADER, argument.typename.as_bytes()),
+                    ],
+                    value_bytes: argument.value,
+                    partition: None,
+                }
+                .to_typed_value()
+            }
+            Destination::Kinesis { stream } => KinesisEgressRecord {
+                partition_key: if address.id.is_empty() {
+                    address.function_type.to_string()
+                } else {
+                    address.id.clone()
+                },
+                value_bytes: argument.value,
+                stream: stream.clone(),
+                explicit_hash_key: String::new(),
+            }
+            .to_typed_value(),
+        };
+        EgressMessage::new(self.egress.clone(), value)
     }
 }
 
@@ -300,6 +348,35 @@ mod tests {
         );
         assert_eq!(r.value_bytes, b"data");
         assert_eq!(bad(Some(b"k")).partition_key, "k");
+    }
+
+    #[test]
+    fn remote_dead_letters_fit_their_egress() {
+        let address = Address::new(TypeName::parse("remote/fn").unwrap(), "a");
+        let argument = TypedValue::new("io.statefun.types/string", b"\n\x05hello".to_vec());
+        let to = |destination| plan(destination).remote(&address, "timed out", argument.clone());
+        let file = to(Destination::File { label: "x".into() });
+        assert_eq!(file.value, argument);
+        let kafka = to(Destination::Kafka {
+            topic: "dead".into(),
+        });
+        assert_eq!(kafka.egress.as_str(), "example/dlq");
+        let r = KafkaProducerRecord::from_typed_value(&kafka.value).unwrap();
+        assert_eq!(
+            (r.topic.as_str(), r.key.as_str(), r.value_bytes.as_slice()),
+            ("dead", "a", &argument.value[..])
+        );
+        assert_eq!(header(&r, REASON_HEADER), Some(&b"timed out"[..]));
+        assert_eq!(header(&r, FUNCTION_HEADER), Some(&b"remote/fn/a"[..]));
+        assert_eq!(
+            header(&r, TYPENAME_HEADER),
+            Some(&b"io.statefun.types/string"[..])
+        );
+        let kinesis = to(Destination::Kinesis {
+            stream: "dead".into(),
+        });
+        let r = KinesisEgressRecord::from_typed_value(&kinesis.value).unwrap();
+        assert_eq!((r.stream.as_str(), r.partition_key.as_str()), ("dead", "a"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use statefun_remote::{
 };
 use statefun_sdk::{Address, EgressMessage, TypeName, TypedValue, ValueSpecDescriptor};
 
+use crate::dead_letter::DeadLetterPlan;
 use crate::envelope::Envelope;
 use crate::invoke::{expiry, renew_after_call};
 use crate::state::{StateBackend, StateKey, StoredValue, ValueBytes};
@@ -33,9 +34,17 @@ pub enum RemoteFailurePolicy {
     /// Stop the job with an error naming the function, address and cause (default).
     #[default]
     FailJob,
-    /// Send each message of the failed batch to this egress (as its original
-    /// typed value) with an error log line, and go on.
-    DeadLetter(TypeName),
+    /// Send each message of the failed batch to a dead-letter egress with an
+    /// error log line, and go on (`--on-remote-failure
+    /// dead-letter=<egress>[:<topic or stream>]`). A file egress gets the
+    /// message's typed value as it is; a Kafka egress a record on the topic,
+    /// a Kinesis egress one on the stream (see [`DeadLetterPlan::remote`]).
+    DeadLetter {
+        /// The egress id.
+        egress: TypeName,
+        /// The topic (Kafka egress) or stream (Kinesis egress).
+        destination: Option<String>,
+    },
 }
 
 struct Queued<T> {
@@ -76,15 +85,17 @@ pub struct RemoteDriver<T> {
     specs: FxHashMap<TypeName, Vec<ValueSpecDescriptor>>,
     next_ticket: u64,
     completed: Vec<Completion>,
-    policy: RemoteFailurePolicy,
+    /// Where messages of failed invocations go; `None` fails the job.
+    dead_letter: Option<DeadLetterPlan>,
 }
 
 impl<T: Copy + Ord> RemoteDriver<T> {
-    /// A driver for `endpoints`; `waker` is called from the HTTP runtime when a response arrives.
+    /// A driver for `endpoints`; `waker` is called from the HTTP runtime when a response
+    /// arrives. Invocations that fail for good go to `dead_letter`, or fail the job without one.
     pub fn new(
         endpoints: &[HttpEndpoint],
         waker: Arc<dyn Fn() + Send + Sync>,
-        policy: RemoteFailurePolicy,
+        dead_letter: Option<DeadLetterPlan>,
     ) -> Result<Self, String> {
         let invoker = RemoteInvoker::new(endpoints, waker).map_err(|e| e.to_string())?;
         Ok(RemoteDriver {
@@ -95,7 +106,7 @@ impl<T: Copy + Ord> RemoteDriver<T> {
             specs: FxHashMap::default(),
             next_ticket: 0,
             completed: Vec::new(),
-            policy,
+            dead_letter,
         })
     }
 
@@ -266,34 +277,30 @@ impl<T: Copy + Ord> RemoteDriver<T> {
         finished: &mut Vec<Finished<T>>,
     ) -> Option<RemoteFailure> {
         let times = batch.iter().map(|q| q.time).collect();
-        match &self.policy {
-            RemoteFailurePolicy::FailJob => {
-                finished.push(Finished {
-                    times,
-                    messages: Vec::new(),
-                    egress: Vec::new(),
-                });
-                Some(RemoteFailure {
-                    message: format!(
-                        "remote invocation of {address} failed for good ({} message(s)): {cause}",
-                        batch.len()
-                    ),
-                })
-            }
-            RemoteFailurePolicy::DeadLetter(egress) => {
-                tracing::error!(%address, messages = batch.len(), dead_letter = %egress,
-                    "remote invocation failed for good; messages sent to the dead-letter egress: {cause}");
-                finished.push(Finished {
-                    times,
-                    messages: Vec::new(),
-                    egress: batch
-                        .into_iter()
-                        .map(|q| EgressMessage::new(egress.clone(), q.input.argument))
-                        .collect(),
-                });
-                None
-            }
-        }
+        let Some(plan) = &self.dead_letter else {
+            finished.push(Finished {
+                times,
+                messages: Vec::new(),
+                egress: Vec::new(),
+            });
+            return Some(RemoteFailure {
+                message: format!(
+                    "remote invocation of {address} failed for good ({} message(s)): {cause}",
+                    batch.len()
+                ),
+            });
+        };
+        tracing::error!(%address, messages = batch.len(), dead_letter = %plan.egress,
+            "remote invocation failed for good; messages sent to the dead-letter egress: {cause}");
+        finished.push(Finished {
+            times,
+            messages: Vec::new(),
+            egress: batch
+                .into_iter()
+                .map(|q| plan.remote(address, &cause, q.input.argument))
+                .collect(),
+        });
+        None
     }
 
     /// The endpoints this driver invokes.

@@ -9,16 +9,17 @@ use statefun_engine::remote::RemoteFailurePolicy;
 use statefun_engine::{run_module, FunctionRegistry, RunError, RunOptions, Settings, Shared};
 use statefun_sdk::TypeName;
 
+/// A port nothing listens on: bound and released.
 fn closed_port() -> u16 {
-    // Bind and release: nothing listens there afterwards.
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    statefun_testkit::free_port()
 }
 
 fn module(dir: &Path) -> std::path::PathBuf {
+    module_with(dir, "")
+}
+
+/// The module, with `extra` documents appended.
+fn module_with(dir: &Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("in.txt"), "a\thello\nb\tworld\n").unwrap();
     let yaml = format!(
         "kind: io.statefun.endpoints.v2/http
@@ -40,7 +41,7 @@ kind: io.statefun-rs.file.v1/egress
 spec:
   id: test/dead
   path: dead.jsonl
-",
+{extra}",
         closed_port()
     );
     let path = dir.join("module.yaml");
@@ -88,7 +89,14 @@ fn unreachable_function_dead_letters_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = module(dir.path());
     let dead = TypeName::parse("test/dead").unwrap();
-    let report = run(&path, RemoteFailurePolicy::DeadLetter(dead)).expect("the run goes on");
+    let report = run(
+        &path,
+        RemoteFailurePolicy::DeadLetter {
+            egress: dead,
+            destination: None,
+        },
+    )
+    .expect("the run goes on");
     assert_eq!(report.records_out, 2);
     let text = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
     let mut values: Vec<String> = text
@@ -109,8 +117,86 @@ fn dead_letter_egress_must_be_declared() {
     let dir = tempfile::tempdir().unwrap();
     let path = module(dir.path());
     let missing = TypeName::parse("test/nowhere").unwrap();
-    match run(&path, RemoteFailurePolicy::DeadLetter(missing)) {
+    match run(
+        &path,
+        RemoteFailurePolicy::DeadLetter {
+            egress: missing,
+            destination: None,
+        },
+    ) {
         Err(RunError::Startup(errors)) => assert!(errors[0].contains("test/nowhere"), "{errors:?}"),
         other => panic!("expected a startup error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_kafka_dead_letter_egress_needs_a_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra =
+        "---\nkind: io.statefun.kafka.v1/egress\nspec:\n  id: test/kdead\n  address: 127.0.0.1:9\n";
+    let path = module_with(dir.path(), extra);
+    let policy = RemoteFailurePolicy::DeadLetter {
+        egress: TypeName::parse("test/kdead").unwrap(),
+        destination: None,
+    };
+    match run(&path, policy) {
+        Err(RunError::Startup(errors)) => assert!(
+            errors[0].contains("--on-remote-failure") && errors[0].contains("name the topic"),
+            "{errors:?}"
+        ),
+        other => panic!("expected a startup error, got {other:?}"),
+    }
+}
+
+/// Dead letters to a Kafka egress (real broker): a record per failed
+/// message, keyed by the instance id, with the argument's bytes and headers
+/// naming why, the function and the argument's type.
+#[test]
+fn unreachable_function_dead_letters_to_kafka() {
+    let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
+        return;
+    };
+    let topic = format!("remote-dead-{}", std::process::id());
+    statefun_testkit::kafka::create_topics(&bootstrap, &[(&topic, 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "---\nkind: io.statefun.kafka.v1/egress\nspec:\n  id: test/kdead\n  address: {bootstrap}\n"
+    );
+    let path = module_with(dir.path(), &extra);
+    let policy = RemoteFailurePolicy::DeadLetter {
+        egress: TypeName::parse("test/kdead").unwrap(),
+        destination: Some(topic.clone()),
+    };
+    let report = run(&path, policy).expect("the run goes on");
+    assert_eq!(report.records_out, 2);
+    let mut letters: Vec<_> =
+        statefun_testkit::kafka::read_committed(&bootstrap, &topic, 2, std::time::Duration::ZERO)
+            .iter()
+            .map(statefun_testkit::kafka::text)
+            .collect();
+    letters.sort();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for ((key, value, headers), (id, word)) in letters.iter().zip([("a", "hello"), ("b", "world")])
+    {
+        assert_eq!(key, id);
+        assert!(
+            value.ends_with(word),
+            "the StringWrapper bytes of {word}: {value:?}"
+        );
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            header("statefun.dead-letter.function"),
+            Some(format!("remote/fn/{id}").as_str())
+        );
+        assert_eq!(
+            header("statefun.dead-letter.typename"),
+            Some("io.statefun.types/string")
+        );
+        assert!(header("statefun.dead-letter.reason").is_some_and(|r| !r.is_empty()));
     }
 }

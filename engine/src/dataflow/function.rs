@@ -236,7 +236,7 @@ pub(crate) fn functions<'s>(
             let waker = Arc::new(move || {
                 let _ = sync_activator.activate();
             });
-            match RemoteDriver::new(&app.endpoints, waker, app.settings.remote_failure.clone()) {
+            match RemoteDriver::new(&app.endpoints, waker, app.remote_dead_letter.clone()) {
                 Ok(driver) => remote = Some(driver),
                 Err(e) => shared.fail(format!("cannot set up remote function endpoints: {e}")),
             }

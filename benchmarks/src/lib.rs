@@ -4,7 +4,6 @@
 //! Each binary runs the engine next to a baseline written directly against the
 //! same client library, on the same broker or emulator, and prints the ratio.
 
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch (the clock latency records carry).
@@ -81,14 +80,24 @@ pub fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Reads the first line of `~/.cache/statefun-rs/<rel>` (where the CI install
-/// scripts leave the broker and emulator addresses).
-pub fn cached_address(rel: &str) -> Option<String> {
-    let home = std::env::var_os("HOME")?;
-    let text =
-        std::fs::read_to_string(Path::new(&home).join(".cache/statefun-rs").join(rel)).ok()?;
-    let line = text.lines().next()?.trim().to_owned();
-    (!line.is_empty()).then_some(line)
+/// Runs a benchmark's `run` with logging to stderr (`RUST_LOG`, default
+/// `warn`, so the engine's progress lines do not drown the benchmark's);
+/// an error is printed and fails the process.
+pub fn main_with(run: impl FnOnce() -> Result<(), String>) -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Parses `100ms`, `1s`, `1 min`: the same syntax as module.yaml durations.

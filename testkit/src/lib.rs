@@ -27,28 +27,42 @@ fn service_home(home_var: &str, service: &str) -> Option<PathBuf> {
     })
 }
 
-/// The address `$<env>` names, else the one in `<home>/<file>`, if something answers there.
-fn find(env: &str, home_var: &str, service: &str, file: &str) -> (Option<String>, bool) {
-    let candidate = std::env::var(env)
+/// The address `$<env>` names, else the first line of `<home>/<file>`.
+fn configured(env: &str, home_var: &str, service: &str, file: &str) -> Option<String> {
+    std::env::var(env)
         .ok()
         .filter(|s| !s.trim().is_empty())
         .or_else(|| {
             let text = std::fs::read_to_string(service_home(home_var, service)?.join(file)).ok()?;
-            Some(text.trim().to_owned())
-        });
-    let reachable = candidate.as_deref().is_some_and(|c| {
-        let addr = c
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
-        addr.split(',').next().is_some_and(|first| {
-            first
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+            let line = text.lines().next()?.trim().to_owned();
+            (!line.is_empty()).then_some(line)
         })
-    });
-    (candidate, reachable)
+}
+
+/// Whether something answers at `address` (`host:port[,…]`, or a URL).
+fn answers(address: &str) -> bool {
+    let addr = address
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    addr.split(',').next().is_some_and(|first| {
+        first
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+    })
+}
+
+/// Where the Kafka broker should be: `$KAFKA_BOOTSTRAP`, else the file
+/// `ci/install-kafka.sh` writes. Not checked; see [`kafka_bootstrap`].
+pub fn kafka_address() -> Option<String> {
+    configured("KAFKA_BOOTSTRAP", "KAFKA_HOME", "kafka", "bootstrap")
+}
+
+/// Where the Kinesis emulator should be: `$KINESIS_ENDPOINT`, else the file
+/// `ci/install-kinesis.sh` writes. Not checked; see [`kinesis_endpoint`].
+pub fn kinesis_address() -> Option<String> {
+    configured("KINESIS_ENDPOINT", "KINESIS_HOME", "kinesis", "endpoint")
 }
 
 /// Fails under `CI`, otherwise prints that the test is skipped.
@@ -65,9 +79,9 @@ fn missing(what: &str, candidate: Option<String>, script: &str) -> Option<String
 /// the file `ci/install-kafka.sh` writes), if it answers. `None` means skip;
 /// under `CI` a missing broker panics instead.
 pub fn kafka_bootstrap() -> Option<String> {
-    match find("KAFKA_BOOTSTRAP", "KAFKA_HOME", "kafka", "bootstrap") {
-        (Some(b), true) => Some(b),
-        (candidate, _) => missing("Kafka broker", candidate, "ci/install-kafka.sh"),
+    match kafka_address() {
+        Some(b) if answers(&b) => Some(b),
+        candidate => missing("Kafka broker", candidate, "ci/install-kafka.sh"),
     }
 }
 
@@ -75,9 +89,9 @@ pub fn kafka_bootstrap() -> Option<String> {
 /// file `ci/install-kinesis.sh` writes), if it answers. `None` means skip;
 /// under `CI` a missing emulator panics instead.
 pub fn kinesis_endpoint() -> Option<String> {
-    match find("KINESIS_ENDPOINT", "KINESIS_HOME", "kinesis", "endpoint") {
-        (Some(e), true) => Some(e),
-        (candidate, _) => missing("Kinesis emulator", candidate, "ci/install-kinesis.sh"),
+    match kinesis_address() {
+        Some(e) if answers(&e) => Some(e),
+        candidate => missing("Kinesis emulator", candidate, "ci/install-kinesis.sh"),
     }
 }
 

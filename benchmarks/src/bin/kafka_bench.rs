@@ -182,20 +182,7 @@ fn parse_config(text: &str) -> Result<Config> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    statefun_benchmarks::main_with(|| run(args))
 }
 
 struct Bench {
@@ -233,8 +220,7 @@ fn run(args: Args) -> Result<()> {
     let bootstrap = args
         .bootstrap
         .clone()
-        .or_else(|| std::env::var("KAFKA_BOOTSTRAP").ok())
-        .or_else(|| statefun_benchmarks::cached_address("kafka/bootstrap"))
+        .or_else(statefun_testkit::kafka_address)
         .ok_or(
             "no Kafka broker: pass --bootstrap, set KAFKA_BOOTSTRAP or run ci/install-kafka.sh",
         )?;
@@ -737,6 +723,23 @@ struct OutputWatch {
     handle: JoinHandle<Result<Watched>>,
 }
 
+/// Assigns `partitions` partitions of `topic` to `consumer`, each read from its beginning.
+fn assign_from_beginning(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+    who: &str,
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| format!("{who}: {e}"))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| format!("assign {topic} to {who}: {e}"))
+}
+
 impl OutputWatch {
     fn start(
         bootstrap: &str,
@@ -753,14 +756,7 @@ impl OutputWatch {
             .set("fetch.wait.max.ms", "50")
             .create()
             .map_err(|e| format!("output consumer: {e}"))?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(|e| format!("output consumer: {e}"))?;
-        }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| format!("assign {topic} to the output consumer: {e}"))?;
+        assign_from_beginning(&consumer, topic, partitions, "the output consumer")?;
         let count = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s, topic) = (count.clone(), stop.clone(), topic.to_owned());
@@ -923,14 +919,7 @@ impl PlainLoop {
             .set("enable.partition.eof", "false")
             .create()
             .map_err(|e| format!("plain loop consumer: {e}"))?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(input, p, Offset::Beginning)
-                .map_err(|e| format!("plain loop consumer: {e}"))?;
-        }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| format!("assign {input} to the plain loop: {e}"))?;
+        assign_from_beginning(&consumer, input, partitions, "the plain loop")?;
         let acks = Arc::new(Acks::default());
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", bootstrap);

@@ -89,20 +89,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    statefun_benchmarks::main_with(|| run(args))
 }
 
 /// An AWS SDK error with its whole chain of causes.
@@ -140,8 +127,7 @@ fn run(args: Args) -> Result<()> {
     let endpoint = args
         .endpoint
         .clone()
-        .or_else(|| std::env::var("KINESIS_ENDPOINT").ok())
-        .or_else(|| statefun_benchmarks::cached_address("kinesis/endpoint"))
+        .or_else(statefun_testkit::kinesis_address)
         .ok_or("no Kinesis emulator: pass --endpoint, set KINESIS_ENDPOINT or run ci/install-kinesis.sh")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

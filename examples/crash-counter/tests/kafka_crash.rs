@@ -12,13 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use example_crash_counter::{expected_lines, COUNTER, OUT};
 
 mod common;
-use common::{kills, seed, Lcg};
+use common::{kill_repeatedly, kills, seed, start_app, terminate, Lcg};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -28,24 +28,7 @@ const RECORDS: u64 = 4000;
 const KEYS: u64 = 40;
 
 fn start(dir: &Path, output: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
-        .current_dir(dir)
-        .args([
-            "run",
-            "module.yaml",
-            "--state-dir",
-            "state",
-            "--checkpoint-interval",
-            "100ms",
-            "-w",
-            "2",
-        ])
-        .env("CRASH_OUT_TOPIC", output)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the app")
+    start_app(dir, ("CRASH_OUT_TOPIC", output))
 }
 
 fn crash_through_kafka(semantic: &str, default_kills: u64) {
@@ -112,12 +95,7 @@ fn crash_through_kafka(semantic: &str, default_kills: u64) {
     .expect("write module.yaml");
 
     let kills = kills(default_kills);
-    for _ in 0..kills {
-        let mut child = start(dir.path(), &output);
-        std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-    }
+    kill_repeatedly(kills, 1200, &mut rng, || start(dir.path(), &output));
 
     producing.join().expect("the producer thread");
     let expected = expected_lines((0..RECORDS).map(|s| format!("k{}", s % KEYS)));
@@ -150,18 +128,10 @@ fn crash_through_kafka(semantic: &str, default_kills: u64) {
         expected.len()
     );
     // The last run goes until every expected line is there, then stops cleanly.
-    let mut child = start(dir.path(), &output);
+    let child = start(dir.path(), &output);
     read(&mut seen, Instant::now() + Duration::from_secs(180), true);
     // SIGTERM: drain, final checkpoint, commit; then read what is left.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    terminate(child);
     read(&mut seen, Instant::now() + Duration::from_secs(5), false);
 
     let missing: Vec<&String> = expected

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
@@ -29,7 +29,7 @@ use statefun_connectors::kinesis::{split_record_id, RecordId};
 use statefun_testkit::kinesis::{Emulator, REGION};
 
 mod common;
-use common::{kills, seed, Lcg};
+use common::{kill_repeatedly, kills, seed, start_app, terminate, Lcg};
 
 const RECORDS: u64 = 2000;
 const KEYS: u64 = 40;
@@ -100,24 +100,7 @@ impl Reader {
 }
 
 fn start(dir: &Path, output: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
-        .current_dir(dir)
-        .args([
-            "run",
-            "module.yaml",
-            "--state-dir",
-            "state",
-            "--checkpoint-interval",
-            "100ms",
-            "-w",
-            "2",
-        ])
-        .env("CRASH_OUT_STREAM", output)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the app")
+    start_app(dir, ("CRASH_OUT_STREAM", output))
 }
 
 /// What was read: per line, the id of every copy.
@@ -188,12 +171,7 @@ fn kinesis_at_least_once_with_record_ids_survives_kills() {
     .expect("write module.yaml");
 
     let kills = kills(6u64);
-    for _ in 0..kills {
-        let mut child = start(dir.path(), &output);
-        std::thread::sleep(Duration::from_millis(300 + rng.below(1700)));
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-    }
+    kill_repeatedly(kills, 1700, &mut rng, || start(dir.path(), &output));
     producing.join().expect("the producer thread");
 
     let expected = expected_lines((0..RECORDS).map(|s| format!("k{}", s % KEYS)));
@@ -210,7 +188,7 @@ fn kinesis_at_least_once_with_record_ids_survives_kills() {
     );
 
     // The last run goes until every expected line is there, then stops cleanly.
-    let mut child = start(dir.path(), &output);
+    let child = start(dir.path(), &output);
     let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline && !expected.keys().all(|l| seen.contains_key(l)) {
         let mut records = Vec::new();
@@ -219,15 +197,7 @@ fn kinesis_at_least_once_with_record_ids_survives_kills() {
         std::thread::sleep(Duration::from_millis(300));
     }
     // SIGTERM: drain, final checkpoint, deliver; then read what is left.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let stop = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() && Instant::now() < stop {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let status = child.wait().expect("wait");
+    let status = terminate(child);
     let mut records = Vec::new();
     reader.poll(&k, &mut records);
     tally(&records, &mut seen);

@@ -1,36 +1,41 @@
 #!/usr/bin/env bash
-# Installs the system packages the build needs, from Debian's packages:
-# libclang-dev for bindgen (the `rocksdb` crate generates its bindings with
-# it; RocksDB's C++ itself is built from the crate's sources, because
-# Debian's librocksdb is too old to link). Idempotent and quick when present.
+# Installs what `cargo build` needs before it starts, so a missing prerequisite fails in
+# seconds with the fix instead of minutes into compiling C++:
+#   - libclang-dev: bindgen (librocksdb-sys) loads libclang.so to generate RocksDB's bindings;
+#   - g++: RocksDB's C++ is compiled from the crate's sources (Debian's librocksdb is too old);
+#   - gcc, make: librdkafka is configured and built from rdkafka-sys's sources;
+#   - pkg-config, zlib1g-dev: librdkafka links the system zlib (found with pkg-config).
+# Detection is by dpkg package status (ci/lib/prereq.sh says why). After installing, it checks
+# libclang the way bindgen will use it: a libclang.so that loads.
+# Idempotent, and quick when everything is present. Ends with one line per prerequisite.
 set -euo pipefail
+source "$(dirname "$0")/lib/prereq.sh"
 
-need=()
-if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
-  need+=(libclang-dev)
-fi
-command -v g++ >/dev/null 2>&1 || need+=(g++)
-command -v make >/dev/null 2>&1 || need+=(make)
+prereq_pkg libclang-dev "bindgen for RocksDB's bindings"
+prereq_pkg g++ "RocksDB's C++"
+prereq_pkg gcc "librdkafka's C"
+prereq_pkg make "librdkafka's build"
+prereq_pkg pkg-config "finding zlib for librdkafka"
+prereq_pkg zlib1g-dev "librdkafka's gzip codec"
+prereq_tool cargo - "the Rust toolchain (rustup)" cargo --version
+prereq_install
 
-if [ ${#need[@]} -eq 0 ]; then
-  echo "build dependencies present"
-  exit 0
-fi
-
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    sudo="sudo -n"
-  else
-    echo "error: need ${need[*]} from apt but am not root and have no sudo; install them: apt-get install ${need[*]}" >&2
-    exit 1
-  fi
-fi
-echo "installing ${need[*]} (apt)"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq >/dev/null || echo "warning: apt-get update failed; trying the install anyway" >&2
-if ! $sudo apt-get install -y -qq "${need[@]}" >/dev/null; then
-  echo "error: apt-get install ${need[*]} failed; install them by hand and re-run" >&2
+# bindgen (clang-sys) looks in `llvm-config --libdir`, then /usr/lib/llvm-*/lib, for a
+# libclang.so it can dlopen. Check exactly that, not a glob that other packages also match.
+libclang=""
+for dir in $(llvm-config --libdir 2>/dev/null || true) /usr/lib/llvm-*/lib; do
+  if [ -e "$dir/libclang.so" ]; then libclang="$dir/libclang.so"; break; fi
+done
+if [ -z "$libclang" ]; then
+  prereq_report
+  echo "install-build-deps: error: libclang-dev is installed but no libclang.so was found in /usr/lib/llvm-*/lib; set LIBCLANG_PATH to the directory holding libclang.so" >&2
   exit 1
 fi
-echo "installed ${need[*]}"
+if ! python3 -c 'import ctypes, sys; ctypes.CDLL(sys.argv[1])' "$libclang" 2>/dev/null; then
+  prereq_report
+  echo "install-build-deps: error: $libclang does not load (dlopen failed); reinstall it: apt-get install --reinstall libclang-dev \$(dpkg -S $libclang | cut -d: -f1)" >&2
+  exit 1
+fi
+prereq_report
+echo "install-build-deps: libclang for bindgen: $libclang (loads)" >&2
+echo "build dependencies present"

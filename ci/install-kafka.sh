@@ -23,6 +23,13 @@ PIDFILE="$KAFKA_HOME/broker.pid"
 BOOTFILE="$KAFKA_HOME/bootstrap"
 mkdir -p "$KAFKA_HOME"
 
+source "$(dirname "$0")/lib/prereq.sh"
+prereq_tool java openjdk-17-jre-headless "running the broker" java -version
+prereq_pkg maven "resolving the Kafka jars from Maven Central"
+prereq_tool python3 - "picking free ports" python3 --version
+prereq_install
+prereq_report
+
 log() { echo "install-kafka: $*" >&2; }
 
 port_open() { # host port

@@ -17,6 +17,14 @@ set -euo pipefail
 KINESIS_HOME="${KINESIS_HOME:-$HOME/.cache/statefun-rs/kinesis}"
 VERSION="0.6"
 mkdir -p "$KINESIS_HOME"
+
+source "$(dirname "$0")/lib/prereq.sh"
+prereq_tool node - "running kinesis-local (Node.js >= 18)" node --version
+prereq_tool npm - "installing kinesis-local from npm" npm --version
+prereq_pkg curl "asking the emulator whether it answers"
+prereq_install
+prereq_report
+
 cd "$KINESIS_HOME"
 
 # Answers a ListStreams call (any signature is accepted by the emulator, but a date is required).
@@ -35,9 +43,6 @@ if [[ -f endpoint ]] && answers "$(cat endpoint)"; then
     exit 0
 fi
 
-command -v node >/dev/null || { echo "install-kinesis: node (Node.js >= 18) is required" >&2; exit 1; }
-command -v npm >/dev/null || { echo "install-kinesis: npm is required" >&2; exit 1; }
-command -v curl >/dev/null || { echo "install-kinesis: curl is required" >&2; exit 1; }
 
 if [[ ! -f node_modules/kinesis-local/main.js ]]; then
     npm install --no-audit --no-fund --no-save "kinesis-local@$VERSION" >&2

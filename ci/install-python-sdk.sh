@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the official StateFun Python SDK (apache-flink-statefun 3.3.0) and aiohttp
-# into a venv, for the remote-function interop tests (remote/tests/python_sdk.rs).
+# Installs the official StateFun Python SDK (apache-flink-statefun 3.3.0) with the HTTP
+# servers users serve it from (aiohttp, Flask on Werkzeug, gunicorn) into a venv, for the
+# remote-function interop tests (remote/tests/python_sdk.rs, remote/tests/server_shapes.rs).
 #
 # Idempotent: when the venv already imports the right SDK version it does nothing.
 # Prints the venv's python path as its last line.
@@ -13,11 +14,16 @@ VENV="${STATEFUN_VENV:-$HOME/.cache/statefun-rs/venv}"
 PYTHON="${PYTHON:-python3}"
 SDK_VERSION="3.3.0"
 
+source "$(dirname "$0")/lib/prereq.sh"
+prereq_tool "$PYTHON" - "the interpreter that creates the venv" "$PYTHON" --version
+prereq_tool "$PYTHON -m venv" python3-venv "creating the venv" "$PYTHON" -c 'import ensurepip, venv; print("venv and ensurepip import")'
+prereq_install
+
 check() {
   "$VENV/bin/python" - "$SDK_VERSION" <<'PY' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
-import aiohttp, statefun, google.protobuf  # noqa: F401
+import aiohttp, flask, gunicorn, statefun, google.protobuf  # noqa: F401
 assert version("apache-flink-statefun") == sys.argv[1]
 assert google.protobuf.__version__.startswith("3.20."), google.protobuf.__version__
 PY
@@ -33,10 +39,13 @@ else
   # The SDK requires protobuf >=3.11.3,<4; its generated *_pb2 modules are tested with
   # 3.20.x (the last 3.x line, and the one the byte vectors in sdk/ were made with), so pin it.
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "apache-flink-statefun==$SDK_VERSION" "protobuf>=3.20.3,<3.21" "aiohttp>=3.8,<4" >&2
+    "apache-flink-statefun==$SDK_VERSION" "protobuf>=3.20.3,<3.21" "aiohttp>=3.8,<4" \
+    "flask>=3,<4" "gunicorn>=22,<24" >&2
   if ! check; then
-    echo "error: the venv at $VENV does not import statefun $SDK_VERSION with protobuf 3.20.x and aiohttp" >&2
+    echo "error: the venv at $VENV does not import statefun $SDK_VERSION with protobuf 3.20.x, aiohttp, flask and gunicorn" >&2
     exit 1
   fi
 fi
+prereq_report
+echo "install-python-sdk: python SDK venv: $("$VENV/bin/python" -c 'from importlib.metadata import version as v; print("apache-flink-statefun", v("apache-flink-statefun"), "aiohttp", v("aiohttp"), "flask", v("flask"), "gunicorn", v("gunicorn"))')" >&2
 echo "$VENV/bin/python"

@@ -246,6 +246,38 @@ fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) 
     ExitCode::SUCCESS
 }
 
+/// Turns a lost peer process into one error line and exit code 1.
+///
+/// When another process of the job dies (SIGKILL, a crash, its machine going
+/// away), timely's communication threads panic ("timely communication error:
+/// reading data: socket closed") and every worker thread after them
+/// ("MergeQueue poisoned"): pages of stack traces, and no word of what to do.
+/// The job cannot go on without that process, so this process stops at once,
+/// as a crash would: durable state and sinks are built for exactly that
+/// (docs/DURABILITY.md), and a restart of every process resumes from the last
+/// checkpoint every worker wrote.
+fn install_lost_peer_hook(process: usize) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if message.contains("timely communication error") || message.contains("MergeQueue poisoned")
+        {
+            eprintln!(
+                "error: process {process} lost its connection to another process of the job ({message}); \
+                 every process of the job stops: restart all of them, and they resume from the last \
+                 checkpoint every worker wrote"
+            );
+            std::process::exit(1);
+        }
+        default(info);
+    }));
+}
+
 fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
     let file = match &args.config {
         Some(path) => match crate::config::load(path) {
@@ -294,6 +326,9 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
         backends: dataflow::memory_backend(),
         log_interval: Duration::from_secs_f64(args.log_interval.max(0.1)),
     };
+    if options.cluster.processes > 1 {
+        install_lost_peer_hook(options.cluster.process);
+    }
     let shared = Arc::new(Shared::default());
     if let Err(e) = install_signal_handlers(&shared) {
         eprintln!("error: cannot install signal handlers: {e}");

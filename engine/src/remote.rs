@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use statefun_module::HttpEndpoint;
 use statefun_remote::{
     build_request, parse_response, Batcher, Completion, InvocationInput, RemoteInvoker,
-    RemoteOutcome,
+    RemoteOutcome, RemotePool,
 };
 use statefun_sdk::{Address, EgressMessage, TypeName, TypedValue, ValueSpecDescriptor};
 
@@ -90,14 +90,17 @@ pub struct RemoteDriver<T> {
 }
 
 impl<T: Copy + Ord> RemoteDriver<T> {
-    /// A driver for `endpoints`; `waker` is called from the HTTP runtime when a response
-    /// arrives. Invocations that fail for good go to `dead_letter`, or fail the job without one.
+    /// A driver for `endpoints`, sending through `pool` (one per process, see
+    /// [`statefun_remote::RemotePool`]); `waker` is called from the HTTP runtime when a
+    /// response arrives. Invocations that fail for good go to `dead_letter`, or fail the
+    /// job without one.
     pub fn new(
         endpoints: &[HttpEndpoint],
+        pool: Arc<RemotePool>,
         waker: Arc<dyn Fn() + Send + Sync>,
         dead_letter: Option<DeadLetterPlan>,
     ) -> Result<Self, String> {
-        let invoker = RemoteInvoker::new(endpoints, waker).map_err(|e| e.to_string())?;
+        let invoker = RemoteInvoker::on(pool, waker);
         Ok(RemoteDriver {
             invoker,
             endpoints: endpoints.to_vec(),

@@ -2,13 +2,21 @@
 //! fatal failure, and metrics counters.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use statefun_module::HttpEndpoint;
+use statefun_remote::RemotePool;
+
+/// A process's remote-function pool, or why it could not be made.
+type PoolOrError = Result<Arc<RemotePool>, String>;
 
 /// Process-wide run state shared by all workers of this process.
 #[derive(Default)]
 pub struct Shared {
     shutdown: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// The remote-function HTTP pool of this process, made by the first worker that needs it.
+    remote: OnceLock<(Vec<HttpEndpoint>, PoolOrError)>,
     /// Counters, summed over the workers of this process.
     pub metrics: Metrics,
 }
@@ -40,6 +48,21 @@ impl Shared {
     /// Whether a fatal failure was recorded (the job is failing).
     pub fn failed(&self) -> bool {
         self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
+
+    /// The process's remote-function pool for `endpoints` (one runtime, and one
+    /// connection pool and concurrency limit per endpoint, for all workers), made
+    /// on first use; an error if an endpoint's URL or TLS files are unusable. Other
+    /// endpoints than the first call's (a `Shared` reused for another app) get a pool
+    /// of their own.
+    pub fn remote_pool(&self, endpoints: &[HttpEndpoint]) -> Result<Arc<RemotePool>, String> {
+        let make = || RemotePool::new(endpoints).map_err(|e| e.to_string());
+        let (for_endpoints, pool) = self.remote.get_or_init(|| (endpoints.to_vec(), make()));
+        if for_endpoints.as_slice() == endpoints {
+            pool.clone()
+        } else {
+            make()
+        }
     }
 
     /// The first fatal failure, if any.

@@ -1,9 +1,11 @@
 // The greeter with the official StateFun Go SDK, served for statefun-rs.
 //
-//	go run . [-port 8000]
+//	go run . [-port 8000] [-close]
 //
 // Serves every function at http://127.0.0.1:<port>/statefun/<name>. Prints
-// `PORT <n>` and `READY` once it listens (port 0 picks a free one).
+// `PORT <n>` and `READY` once it listens (port 0 picks a free one). With
+// -close the server disables keep-alive: every response carries
+// `Connection: close` and the connection is closed after it.
 package main
 
 import (
@@ -42,6 +44,7 @@ func Greeter(ctx statefun.Context, message statefun.Message) error {
 
 func main() {
 	port := flag.Int("port", 8000, "port to listen on (0 = any free port)")
+	closeEach := flag.Bool("close", false, "close the connection after every response (no keep-alive)")
 	flag.Parse()
 
 	builder := statefun.StatefulFunctionsBuilder()
@@ -61,5 +64,7 @@ func main() {
 	}
 	fmt.Printf("PORT %d\n", listener.Addr().(*net.TCPAddr).Port)
 	fmt.Println("READY")
-	log.Fatal(http.Serve(listener, nil))
+	server := &http.Server{}
+	server.SetKeepAlivesEnabled(!*closeEach)
+	log.Fatal(server.Serve(listener))
 }

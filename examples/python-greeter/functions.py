@@ -1,14 +1,28 @@
 """The greeter with the official StateFun Python SDK, served for statefun-rs.
 
-    python functions.py [--port 8000]
+    python functions.py [--port 8000] [--server aiohttp|http10|http11|flask|gunicorn|idle-close]
 
 Serves every function at http://127.0.0.1:<port>/statefun/<name>. Prints
 `PORT <n>` and `READY` once it listens (port 0 picks a free one). Runs until
 stdin closes or it is killed.
+
+`--server` picks the HTTP server the SDK's `RequestReplyHandler` sits behind, as users
+deploy it (the runtime must work with each; see remote/tests and docs/REMOTE.md):
+
+- `aiohttp` (default): aiohttp, keep-alive, as the SDK's docs show.
+- `http10`: the standard library's `http.server` with HTTP/1.0: one request per connection,
+  the response delimited by closing the connection; single-threaded, listen backlog 5.
+- `http11`: the same server with `protocol_version = "HTTP/1.1"` (keep-alive).
+- `flask`: a Flask app on Werkzeug's server (threaded, HTTP/1.1).
+- `gunicorn`: Flask on gunicorn with sync workers (2): `Connection: close` on every response.
+- `idle-close`: aiohttp closing connections idle for 1 s, as load balancers do.
 """
 
+import argparse
 import asyncio
+import socket
 import sys
+import threading
 from datetime import timedelta
 
 from aiohttp import web
@@ -100,24 +114,128 @@ async def handle(request: web.Request) -> web.Response:
     return web.Response(body=result, content_type="application/octet-stream")
 
 
-async def main(port: int) -> None:
+def serve_until_stdin_closes() -> None:
+    """Blocks until stdin closes (the test closes it), or forever when run by hand."""
+    if sys.stdin.isatty():
+        threading.Event().wait()
+    else:
+        sys.stdin.read()
+
+
+def announce(port: int) -> None:
+    print(f"PORT {port}", flush=True)
+    print("READY", flush=True)
+
+
+async def serve_aiohttp(port: int, keepalive_timeout: float) -> None:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.add_routes([web.post("/statefun/{name}", handle)])
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, keepalive_timeout=keepalive_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    print(f"PORT {runner.addresses[0][1]}", flush=True)
-    print("READY", flush=True)
-    loop = asyncio.get_running_loop()
-    # Serve until stdin closes (the test closes it) — or forever when run by hand.
-    if sys.stdin.isatty():
-        await asyncio.Event().wait()
-    else:
-        await loop.run_in_executor(None, sys.stdin.read)
+    announce(runner.addresses[0][1])
+    await asyncio.get_running_loop().run_in_executor(None, serve_until_stdin_closes)
     await runner.cleanup()
 
 
+def serve_http_server(port: int, protocol_version: str) -> None:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", "0"))
+            result = handler.handle_sync(self.rfile.read(length))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            if self.protocol_version == "HTTP/1.1":
+                self.send_header("Content-Length", str(len(result)))
+            self.end_headers()
+            self.wfile.write(result)
+
+        def log_message(self, format, *args):
+            pass
+
+    Handler.protocol_version = protocol_version
+    server = HTTPServer(("127.0.0.1", port), Handler)
+    announce(server.server_address[1])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_until_stdin_closes()
+
+
+def flask_app():
+    from flask import Flask, request
+
+    app = Flask(__name__)
+
+    @app.post("/statefun/<name>")
+    def statefun(name):
+        result = handler.handle_sync(request.get_data())
+        return result, 200, {"Content-Type": "application/octet-stream"}
+
+    return app
+
+
+def serve_flask(port: int) -> None:
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", port, flask_app(), threaded=True)
+    announce(server.server_port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_until_stdin_closes()
+
+
+def serve_gunicorn(port: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    if port == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+
+    class App(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"127.0.0.1:{port}")
+            self.cfg.set("workers", 2)
+            self.cfg.set("worker_class", "sync")
+            self.cfg.set("loglevel", "warning")
+            self.cfg.set("when_ready", lambda _server: announce(port))
+
+        def load(self):
+            return flask_app()
+
+    # The arbiter owns the main thread (signals); a watcher ends it when stdin closes.
+    if not sys.stdin.isatty():
+        def watch():
+            sys.stdin.read()
+            import os, signal
+            os.kill(os.getpid(), signal.SIGTERM)
+        threading.Thread(target=watch, daemon=True).start()
+    App().run()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--server",
+        default="aiohttp",
+        choices=["aiohttp", "http10", "http11", "flask", "gunicorn", "idle-close"],
+    )
+    args = parser.parse_args()
+    if args.server == "aiohttp":
+        asyncio.run(serve_aiohttp(args.port, keepalive_timeout=75.0))
+    elif args.server == "idle-close":
+        asyncio.run(serve_aiohttp(args.port, keepalive_timeout=1.0))
+    elif args.server == "http10":
+        serve_http_server(args.port, "HTTP/1.0")
+    elif args.server == "http11":
+        serve_http_server(args.port, "HTTP/1.1")
+    elif args.server == "flask":
+        serve_flask(args.port)
+    else:
+        serve_gunicorn(args.port)
+
+
 if __name__ == "__main__":
-    port = int(sys.argv[2]) if len(sys.argv) == 3 and sys.argv[1] == "--port" else 8000
-    asyncio.run(main(port))
+    main()

@@ -12,6 +12,10 @@
 //! - [`client`]: [`RemoteInvoker`], a pooled, retrying HTTP client on its own
 //!   tokio runtime; the engine submits requests from its worker thread and is
 //!   woken when answers arrive.
+//! - [`concurrency`] (pure limits + slots): how many requests and connections
+//!   one endpoint gets at once, adapted so that every server shape (one
+//!   connection per request, single-threaded, pre-forked, asynchronous) works
+//!   at its own speed.
 //!
 //! There is no timely dependency here: the engine's function operator owns a
 //! [`Batcher`] and a [`RemoteInvoker`] and applies the effects.
@@ -20,10 +24,13 @@
 
 pub mod batcher;
 pub mod client;
+pub mod concurrency;
 pub mod protocol;
 
 pub use batcher::Batcher;
-pub use client::{Completion, RemoteError, RemoteErrorDetails, RemoteErrorKind, RemoteInvoker};
+pub use client::{
+    Completion, RemoteError, RemoteErrorDetails, RemoteErrorKind, RemoteInvoker, RemotePool,
+};
 pub use protocol::{
     build_request, parse_response, request_target, DelayedEffect, InvocationInput, ProtocolError,
     RemoteEffects, RemoteOutcome, StateMutation,

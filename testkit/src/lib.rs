@@ -1,10 +1,13 @@
 //! Test support shared by the workspace's integration tests and benchmarks.
 //!
-//! The tests run against real services that `ci/` scripts install and start
-//! on 127.0.0.1 (a Kafka broker, the kinesis-local emulator) and record in
+//! The tests run against real services and SDKs that `ci/` scripts install
+//! and start on 127.0.0.1 (a Kafka broker, the kinesis-local emulator, the
+//! official Python SDK's venv, the Go SDK) and record in
 //! `~/.cache/statefun-rs/`. Finding them is the same everywhere, and so is
-//! the rule when one is missing: under `CI` a test must fail (a skipped test
-//! would hide a broken install), elsewhere it says it is skipped and returns.
+//! the rule when one is missing ([`unavailable`]): under `CI` a test must fail
+//! (a skipped test would hide a broken install), elsewhere it says it is
+//! skipped and returns. `ci/test.sh` sets `CI=true` itself, so the README's
+//! test command behaves the same on a developer's machine.
 //!
 //! ```no_run
 //! let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else { return };
@@ -65,14 +68,53 @@ pub fn kinesis_address() -> Option<String> {
     configured("KINESIS_ENDPOINT", "KINESIS_HOME", "kinesis", "endpoint")
 }
 
-/// Fails under `CI`, otherwise prints that the test is skipped.
-fn missing(what: &str, candidate: Option<String>, script: &str) -> Option<String> {
+/// The one rule for a test whose service or SDK is missing: under `CI` it
+/// panics (the install step is broken, and a skipped test would hide that);
+/// elsewhere it prints `SKIPPED: <why>; run <fix>` and returns `None`, so a
+/// test can write `let Some(x) = found.or_else(|| unavailable(..)) else { return };`.
+///
+/// ```no_run
+/// let venv = std::path::Path::new("/nonexistent/venv/bin/python");
+/// let Some(python) = venv
+///     .exists()
+///     .then(|| venv.to_path_buf())
+///     .or_else(|| statefun_testkit::unavailable("no Python SDK venv", "bash ci/install-python-sdk.sh"))
+/// else {
+///     return;
+/// };
+/// # let _ = python;
+/// ```
+pub fn unavailable<T>(why: &str, fix: &str) -> Option<T> {
     assert!(
         std::env::var_os("CI").is_none(),
-        "no {what} answers (found: {candidate:?}); start it with `bash {script}`"
+        "{why}; under CI this is a failure: run `{fix}`"
     );
-    eprintln!("SKIPPED: no {what}; run `bash {script}` first");
+    eprintln!("SKIPPED: {why}; run `{fix}` first");
     None
+}
+
+fn missing(what: &str, candidate: Option<String>, script: &str) -> Option<String> {
+    unavailable(
+        &format!("no {what} answers (found: {candidate:?})"),
+        &format!("bash {script}"),
+    )
+}
+
+/// The interpreter of the venv `ci/install-python-sdk.sh` makes (the official
+/// StateFun Python SDK with aiohttp, Flask and gunicorn): `$STATEFUN_VENV/bin/python`,
+/// else `~/.cache/statefun-rs/venv/bin/python`. `None` means skip; under `CI`
+/// a missing venv panics instead.
+pub fn python_sdk() -> Option<PathBuf> {
+    let venv = service_home("STATEFUN_VENV", "venv")?;
+    let python = venv.join("bin/python");
+    if python.exists() {
+        Some(python)
+    } else {
+        unavailable(
+            &format!("no StateFun Python SDK venv at {}", venv.display()),
+            "bash ci/install-python-sdk.sh",
+        )
+    }
 }
 
 /// The bootstrap servers of the test Kafka broker (`$KAFKA_BOOTSTRAP`, else

@@ -12,13 +12,17 @@
 //!   sent into later epochs, its pending delayed messages, its sources'
 //!   positions and the egress records of the checkpoint (the outbox) as one
 //!   synced, atomic batch.
-//! * **Completion is a frontier**: the function operator holds a capability
-//!   on its egress output at `c` until that batch is durable, so a sink whose
-//!   input frontier passes `c` knows checkpoint `c` is durable on every
-//!   worker, and only then delivers the checkpoint's records.
-//! * **Delivery is a frontier too**: sinks hold a capability until they have
-//!   delivered (and, for exactly-once sinks, committed) a checkpoint; the
-//!   function operator deletes outbox entries behind that frontier.
+//! * **Completion needs positive evidence** ([`Evidence`]): once its batch
+//!   is durable, each worker sends a token saying which checkpoint epochs it
+//!   covers. A sink delivers checkpoint `c` only when it holds a token for `c`
+//!   from every worker of every process *and* its input frontier has passed
+//!   `c` (every record of `c` has arrived). A frontier alone is not evidence:
+//!   a failed worker releases its capabilities without writing. When the
+//!   token stream's frontier passes `c` and a token is missing, the job fails.
+//! * **Delivery needs positive evidence too**: each sink operator sends a
+//!   token once it delivered (and, for exactly-once sinks, committed) a
+//!   checkpoint; a worker deletes outbox entries and merges pending state only
+//!   behind what every sink operator, and every worker, has confirmed.
 //! * **Recovery** ([`agree`], [`DurableBackend::restore`]): workers exchange
 //!   the checkpoints they can restore and pick the newest one every worker
 //!   has; each worker rolls its store forward or back to it, and re-sends
@@ -31,6 +35,7 @@
 //! raced ahead of a crashed peer must do.
 
 mod durable;
+mod evidence;
 mod rocks;
 mod store;
 
@@ -43,6 +48,7 @@ pub use durable::{
     list, position_at, CheckpointInfo, CheckpointMeta, CheckpointStats, DurableBackend, Manifest,
     Recovered, WorkerCheckpoints,
 };
+pub use evidence::{Evidence, Verdict};
 pub use rocks::{RocksOptions, RocksStore};
 pub use store::{Batch, Entries, MemoryStore, Store, StoreError};
 
@@ -143,6 +149,16 @@ impl Schedule {
     /// The id of this run's final checkpoint, taken when all input is processed.
     pub fn final_id(&self) -> u64 {
         (self.generation << EPOCH_BITS) | EPOCH_MASK
+    }
+
+    /// The id of checkpoint epoch `c`, where `final_epoch` (the epoch the
+    /// final checkpoint is taken at) maps to [`Schedule::final_id`].
+    pub fn id_or_final(&self, c: u64, final_epoch: u64) -> u64 {
+        if c >= final_epoch {
+            self.final_id()
+        } else {
+            self.id(c)
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 use timely::worker::Worker;
 
-use crate::checkpoint::{Schedule, WorkerReport};
+use crate::checkpoint::{Evidence, Schedule, WorkerReport};
+use crate::shared::Shared;
 
 /// The outer-scope time at which function operators announce that they finished.
 pub(crate) const FINISH_EPOCH: u64 = u64::MAX - 1;
@@ -100,6 +101,15 @@ pub enum Control {
         /// The record.
         message: EgressMessage,
     },
+    /// A worker durably wrote its checkpoint, standing for every checkpoint
+    /// epoch up to `through` ([`FINISH_EPOCH`] for the final one): the
+    /// positive evidence sinks and merges wait for (`checkpoint::evidence`).
+    Written {
+        /// The worker.
+        worker: usize,
+        /// The last checkpoint epoch its write covers.
+        through: u64,
+    },
     /// A function operator is done: `clean` if it wrote the final checkpoint
     /// (everything processed), not if it dropped work at shutdown.
     Finished {
@@ -108,6 +118,89 @@ pub enum Control {
         /// Whether the final checkpoint was written.
         clean: bool,
     },
+    /// A worker's process began to stop: a shutdown request (`failure: None`)
+    /// or a failure. Every process stops with it, so no part of a job runs on
+    /// alone (`Shared` is per process; this record carries it across).
+    Stop {
+        /// The worker that saw it first in its process.
+        worker: usize,
+        /// The failure, if the job is failing.
+        failure: Option<String>,
+    },
+}
+
+/// What a worker knows of every worker's checkpoint writes and every sink
+/// operator's deliveries, from [`Control::Written`] tokens and the sinks'
+/// delivery tokens. Shared by the worker's sinks (which deliver a checkpoint
+/// only when `written` covers it) and its function operator (which merges
+/// state and deletes outboxes only behind `written` and `delivered`).
+pub struct CheckpointEvidence {
+    /// Per worker: the newest checkpoint epoch it wrote through.
+    pub written: Evidence,
+    /// Per sink operator (two per worker, see [`sink_slot`]): the newest
+    /// checkpoint epoch it delivered through.
+    pub delivered: Evidence,
+    /// Whether a missing token was already reported (fail once).
+    pub reported: bool,
+}
+
+/// A worker's evidence, shared by its operators (one thread).
+pub type SharedEvidence = Rc<RefCell<CheckpointEvidence>>;
+
+impl CheckpointEvidence {
+    /// Evidence for a job of `peers` workers.
+    pub fn new(peers: usize) -> SharedEvidence {
+        Rc::new(RefCell::new(CheckpointEvidence {
+            written: Evidence::new(peers),
+            delivered: Evidence::new(2 * peers),
+            reported: false,
+        }))
+    }
+}
+
+/// The delivery-evidence slot of a sink operator: each worker runs one for
+/// single-writer sinks and one for the others.
+pub fn sink_slot(worker: usize, single_writers: bool) -> usize {
+    2 * worker + usize::from(single_writers)
+}
+
+/// Takes in the control records every worker broadcasts: checkpoint tokens
+/// go into `evidence`, a peer's stop or failure into this process's `shared`.
+/// Returns the same stream for the sinks (replayed outboxes, finish marks).
+pub(crate) fn observe_control<'s>(
+    control: timely::dataflow::Stream<'s, u64, Vec<Control>>,
+    evidence: SharedEvidence,
+    shared: std::sync::Arc<Shared>,
+) -> timely::dataflow::Stream<'s, u64, Vec<Control>> {
+    control.broadcast().inspect(move |c: &Control| match c {
+        Control::Written { worker, through } => {
+            evidence.borrow_mut().written.token(*worker, *through);
+        }
+        Control::Finished {
+            worker,
+            clean: true,
+        } => {
+            evidence.borrow_mut().written.token(*worker, FINISH_EPOCH);
+        }
+        Control::Stop {
+            worker,
+            failure: Some(failure),
+        } => {
+            if !shared.failed() {
+                shared.fail(format!("worker {worker} failed: {failure}"));
+            }
+        }
+        Control::Stop {
+            worker,
+            failure: None,
+        } => {
+            if !shared.shutting_down() {
+                tracing::info!(worker, "a peer is shutting down; draining with it");
+                shared.request_shutdown();
+            }
+        }
+        Control::Replay { .. } | Control::Finished { .. } => {}
+    })
 }
 
 /// Every worker's report, exchanged before the main dataflow is built.

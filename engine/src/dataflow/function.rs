@@ -9,11 +9,11 @@ use statefun_sdk::EgressMessage;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 use timely::dataflow::operators::Capability;
-use timely::dataflow::{ProbeHandle, Stream};
+use timely::dataflow::Stream;
 
-use super::checkpointing::{Control, SharedCheckpoint, FINISH_EPOCH};
+use super::checkpointing::{Control, SharedCheckpoint, SharedEvidence, FINISH_EPOCH};
 use super::LoopTime;
 use crate::app::Application;
 use crate::checkpoint::{CheckpointBackend, CheckpointMeta, Recovered};
@@ -43,12 +43,11 @@ pub struct Checkpointing {
     pub context: SharedCheckpoint,
     /// The restored checkpoint, if the run resumes one.
     pub recovered: Option<Recovered>,
-    /// A probe on the egress stream: passing a checkpoint epoch means the
-    /// checkpoint is durable on every worker.
-    pub complete: ProbeHandle<u64>,
-    /// A probe on the sinks' delivery output: passing a checkpoint epoch
-    /// means its egress records were delivered.
-    pub delivered: ProbeHandle<u64>,
+    /// Every worker's checkpoint tokens and every sink operator's delivery
+    /// tokens, as seen by this worker: pending state is merged only behind
+    /// what every worker wrote, outboxes deleted only behind what every sink
+    /// delivered.
+    pub evidence: SharedEvidence,
 }
 
 impl FunctionWorker {
@@ -76,14 +75,18 @@ impl FunctionWorker {
 /// A checkpoint in progress in the function operator.
 struct Snapshotter {
     context: SharedCheckpoint,
-    complete: ProbeHandle<u64>,
-    delivered: ProbeHandle<u64>,
+    evidence: SharedEvidence,
     /// The checkpoint epoch the operator waits to pass.
     next: u64,
     /// Held on the egress output at `(next, 0)` until `next` is durable.
     egress_cap: Option<Capability<LoopTime>>,
-    /// Held on the control output until the operator finishes.
+    /// Held on the control output at `(next, 0)` until `next` is durable and
+    /// its token sent, so the token stream's frontier passing a checkpoint
+    /// means every token for it has arrived.
     control_cap: Option<Capability<LoopTime>>,
+    /// Whether this worker told its peers that its process is stopping
+    /// (`Some(true)`: with a failure).
+    announced: Option<bool>,
     /// Messages of epochs after `next`, held back until it is written.
     stash: BTreeMap<LoopTime, Stashed>,
     /// Messages sent into epochs after `next` before it was written, with their epoch.
@@ -95,6 +98,32 @@ struct Snapshotter {
 type Stashed = (Capability<LoopTime>, Capability<LoopTime>, Vec<Envelope>);
 
 impl Snapshotter {
+    /// Tells every worker of every process, once, that this process is
+    /// stopping, and again if it is failing: `Shared` is per process, and a
+    /// job must never run on in part.
+    fn announce_stop(
+        &mut self,
+        control: &mut OutputBuilderSession<'_, LoopTime, CapacityContainerBuilder<Vec<Control>>>,
+        shared: &Shared,
+        index: usize,
+    ) {
+        if !shared.shutting_down() {
+            return;
+        }
+        let failure = shared.failure();
+        if self.announced == Some(true) || (self.announced == Some(false) && failure.is_none()) {
+            return;
+        }
+        let Some(cc) = self.control_cap.as_ref() else {
+            return;
+        };
+        self.announced = Some(failure.is_some());
+        control.session(cc).give(Control::Stop {
+            worker: index,
+            failure,
+        });
+    }
+
     /// Logs `messages` sent into `epoch` if that is after the pending
     /// checkpoint: they are in flight when it is written.
     fn log_sent(&mut self, epoch: u64, messages: &[Envelope]) {
@@ -185,7 +214,7 @@ pub(crate) fn functions<'s>(
         // Without checkpoints we hold nothing until delayed messages are pending.
         let (mut backend, mut snap) = match checkpoints {
             None => (Backend::Plain(backend), None),
-            Some(Checkpointing { backend: durable, context, recovered, complete, delivered }) => {
+            Some(Checkpointing { backend: durable, context, recovered, evidence }) => {
                 if let Some(r) = recovered {
                     timers = r.timers;
                     restored_inflight = r.inflight;
@@ -210,11 +239,11 @@ pub(crate) fn functions<'s>(
                 drop(backend);
                 let snapshotter = Snapshotter {
                     context,
-                    complete,
-                    delivered,
+                    evidence,
                     next,
                     egress_cap,
                     control_cap,
+                    announced: None,
                     stash: BTreeMap::new(),
                     inflight: Vec::new(),
                     outbox: Vec::new(),
@@ -236,7 +265,10 @@ pub(crate) fn functions<'s>(
             let waker = Arc::new(move || {
                 let _ = sync_activator.activate();
             });
-            match RemoteDriver::new(&app.endpoints, waker, app.remote_dead_letter.clone()) {
+            let driver = shared
+                .remote_pool(&app.endpoints)
+                .and_then(|pool| RemoteDriver::new(&app.endpoints, pool, waker, app.remote_dead_letter.clone()));
+            match driver {
                 Ok(driver) => remote = Some(driver),
                 Err(e) => shared.fail(format!("cannot set up remote function endpoints: {e}")),
             }
@@ -266,12 +298,21 @@ pub(crate) fn functions<'s>(
                         loop_handle.session(&cap).give_iterator(restored_inflight.drain(..));
                     }
                 }
-                if let Some(cc) = snap.as_mut().and_then(|s| s.control_cap.as_mut()) {
-                    if !restored_outbox.is_empty() {
-                        control_handle.session(&*cc).give_iterator(restored_outbox.drain(..));
+                if let Some(s) = snap.as_mut() {
+                    let next = s.next;
+                    if let Some(cc) = s.control_cap.as_mut() {
+                        if !restored_outbox.is_empty() {
+                            control_handle.session(&*cc).give_iterator(restored_outbox.drain(..));
+                        }
+                        cc.downgrade(&(next, 0));
                     }
-                    cc.downgrade(&(FINISH_EPOCH, 0));
                 }
+            }
+
+            // A stop or failure of this process is every process's: tell the
+            // peers before anything of this worker is released.
+            if let Some(s) = snap.as_mut() {
+                s.announce_stop(&mut control_handle, &shared, index);
             }
 
             // After shutdown and its grace period — at once if the job failed —
@@ -299,6 +340,7 @@ pub(crate) fn functions<'s>(
                     dropped += work.drain(..).map(|w| w.2.len() as u64).sum::<u64>();
                     if let Some(s) = snap.as_mut() {
                         dropped += std::mem::take(&mut s.stash).into_values().map(|w| w.2.len() as u64).sum::<u64>();
+                        s.announce_stop(&mut control_handle, &shared, index);
                         s.egress_cap = None;
                         if let Some(cc) = s.control_cap.take() {
                             control_handle.session(&cc).give(Control::Finished { worker: index, clean: false });
@@ -500,8 +542,11 @@ pub(crate) fn functions<'s>(
                         };
                         // Later checkpoints still need what is in flight beyond `c`.
                         s.inflight.retain(|(e, _)| *e > c);
-                        let complete = completed_id(&s.complete, &schedule);
-                        let delivered = completed_id(&s.delivered, &schedule);
+                        let (complete, delivered) = {
+                            let evidence = s.evidence.borrow();
+                            let id = |c: Option<u64>| c.map(|c| schedule.id_or_final(c, FINISH_EPOCH));
+                            (id(evidence.written.through()), id(evidence.delivered.through()))
+                        };
                         crate::failpoint::hit("checkpoint-before-write");
                         match durable.checkpoint(meta, &s.outbox, complete, delivered) {
                             Ok(stats) => {
@@ -533,6 +578,12 @@ pub(crate) fn functions<'s>(
                     match first_epoch {
                         Some(_) if ok => {
                             s.next = schedule.next_at_or_after(c + 1);
+                            // The token goes out before the capabilities move
+                            // on: whoever sees the frontier pass `c` has it.
+                            if let Some(cc) = s.control_cap.as_mut() {
+                                control_handle.session(&*cc).give(Control::Written { worker: index, through: c });
+                                cc.downgrade(&(s.next, 0));
+                            }
                             if let Some(cap) = s.egress_cap.as_mut() {
                                 cap.downgrade(&(s.next, 0));
                             }
@@ -547,6 +598,7 @@ pub(crate) fn functions<'s>(
                             if first_epoch.is_none() && clean && ok {
                                 tracing::info!(worker = index, checkpoint = id, "final checkpoint written");
                             }
+                            s.announce_stop(&mut control_handle, &shared, index);
                             s.egress_cap = None;
                             if let Some(cc) = s.control_cap.take() {
                                 control_handle
@@ -580,13 +632,6 @@ pub(crate) fn functions<'s>(
 }
 
 /// The newest checkpoint a probe's frontier has passed (all of them once it is empty).
-fn completed_id(probe: &ProbeHandle<u64>, schedule: &crate::checkpoint::Schedule) -> Option<u64> {
-    probe.with_frontier(|f| match f.first() {
-        Some(&e) => schedule.last_before(e).map(|c| schedule.id(c)),
-        None => Some(schedule.final_id()),
-    })
-}
-
 /// Whether `message` goes to an egress module.yaml declares; if not, it is
 /// counted and logged (rate-limited) as dropped, for Rust and remote
 /// functions alike.

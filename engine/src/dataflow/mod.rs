@@ -296,8 +296,7 @@ pub fn run(
                     .unwrap_or_default();
                 let resuming = recovered.is_some();
                 let context = Rc::new(RefCell::new(WorkerCheckpoint::new(schedule, resume_positions)));
-                let delivered = ProbeHandle::new();
-                let finals = Rc::new(std::cell::Cell::new(0usize));
+                let evidence = checkpointing::CheckpointEvidence::new(peers);
                 worker.dataflow::<u64, _, _>(|scope| {
                     let ingress =
                         checkpointed_ingress_stream(scope, &app, &shared, &probe, Some(context.clone()));
@@ -308,8 +307,7 @@ pub fn run(
                             backend: Box::new(durable),
                             context,
                             recovered,
-                            complete: probe.clone(),
-                            delivered: delivered.clone(),
+                            evidence: evidence.clone(),
                         },
                     );
                     let (egress, control) = function_graph(scope, ingress, function_worker);
@@ -321,8 +319,7 @@ pub fn run(
                         shared.clone(),
                         schedule,
                         resuming,
-                        &delivered,
-                        finals.clone(),
+                        evidence.clone(),
                     );
                 });
                 let mut progress = ProgressLog::new(log_interval);
@@ -334,7 +331,8 @@ pub fn run(
                 }
                 // Every sink delivered the final checkpoint: its outbox is
                 // done with, so a restart does not send it again.
-                if finals.get() == 2 * peers && !shared.failed() {
+                let all_delivered = evidence.borrow().delivered.covers(checkpointing::FINISH_EPOCH);
+                if all_delivered && !shared.failed() {
                     if let Err(e) = forget_outboxes(d, index, peers) {
                         tracing::warn!(worker = index, "{e}; a restart re-sends the last checkpoint's records to at-least-once egresses");
                     }

@@ -11,14 +11,13 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::OkErr;
 use timely::dataflow::Stream;
 
-use super::checkpointing::Control;
+use super::checkpointing::{sink_slot, Control, SharedEvidence, FINISH_EPOCH};
 use crate::app::Application;
-use crate::checkpoint::Schedule;
+use crate::checkpoint::{Schedule, Verdict};
 use crate::shared::{Metrics, Shared};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Concat, Inspect, Probe};
-use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::{Concat, Inspect};
 
 /// How often sinks are flushed while the job runs (always at the end).
 ///
@@ -154,13 +153,14 @@ fn sink_operator<'s, P>(
 }
 
 /// Sinks of a checkpointed run: egress records are held until their
-/// checkpoint is durable on every worker, then delivered and committed.
+/// checkpoint is durable on every worker — positive evidence, a token from
+/// each worker in `evidence` (see `checkpoint::evidence`) — then delivered and
+/// committed.
 ///
-/// The sinks' outputs say which checkpoints were delivered: their frontier
-/// (read through `delivered`; the function operator drops those outboxes),
-/// and one `()` per sink operator that delivered the final checkpoint,
-/// counted into `finals` on every worker (the run then drops the last outbox).
-#[allow(clippy::too_many_arguments)]
+/// Each sink operator says what it delivered with a token `(slot, through)`,
+/// broadcast to every worker into `evidence.delivered`: a worker deletes an
+/// outbox only once every sink operator delivered it, and drops the last one
+/// after every sink operator delivered the final checkpoint.
 pub(crate) fn checkpointed_sinks<'s>(
     egress: Stream<'s, u64, Vec<EgressMessage>>,
     control: Stream<'s, u64, Vec<Control>>,
@@ -168,16 +168,16 @@ pub(crate) fn checkpointed_sinks<'s>(
     shared: Arc<Shared>,
     schedule: Schedule,
     resume: bool,
-    delivered: &ProbeHandle<u64>,
-    finals: std::rc::Rc<std::cell::Cell<usize>>,
+    evidence: SharedEvidence,
 ) {
-    let control = control.broadcast();
+    let control = super::checkpointing::observe_control(control, evidence.clone(), shared.clone());
     let (to_one, local) = split_single_writers(egress, &app);
     let settings = SinkSettings {
         app: &app,
         shared: &shared,
         schedule,
         resume,
+        evidence: &evidence,
     };
     let one = checkpointed_sink(
         to_one,
@@ -185,12 +185,13 @@ pub(crate) fn checkpointed_sinks<'s>(
         Exchange::new(|_: &EgressMessage| 0u64),
         true,
         &settings,
-    )
-    .probe_with(delivered);
-    let each = checkpointed_sink(local, control, Pipeline, false, &settings).probe_with(delivered);
+    );
+    let each = checkpointed_sink(local, control, Pipeline, false, &settings);
     one.concat(each)
         .broadcast()
-        .inspect(move |_| finals.set(finals.get() + 1));
+        .inspect(move |(slot, through): &(usize, u64)| {
+            evidence.borrow_mut().delivered.token(*slot, *through);
+        });
 }
 
 struct SinkSettings<'a> {
@@ -198,6 +199,7 @@ struct SinkSettings<'a> {
     shared: &'a Arc<Shared>,
     schedule: Schedule,
     resume: bool,
+    evidence: &'a SharedEvidence,
 }
 
 fn checkpointed_sink<'s, P>(
@@ -206,15 +208,16 @@ fn checkpointed_sink<'s, P>(
     pact: P,
     single_writers: bool,
     settings: &SinkSettings<'_>,
-) -> Stream<'s, u64, Vec<()>>
+) -> Stream<'s, u64, Vec<(usize, u64)>>
 where
     P: ParallelizationContract<u64, Vec<EgressMessage>>,
 {
     let scope = stream.scope();
     let index = scope.index();
-    let peers = scope.peers();
     let shared = settings.shared.clone();
     let schedule = settings.schedule;
+    let evidence = settings.evidence.clone();
+    let slot = sink_slot(index, single_writers);
     let mut sinks = open_sinks(
         settings.app,
         single_writers,
@@ -229,7 +232,7 @@ where
     } else {
         "Egress (checkpointed)"
     };
-    stream.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+    stream.binary_frontier::<_, CapacityContainerBuilder<Vec<(usize, u64)>>, _, _, _, _>(
         control,
         pact,
         Pipeline,
@@ -239,7 +242,7 @@ where
             let mut pending: BTreeMap<u64, Vec<EgressMessage>> = BTreeMap::new();
             let mut replay: Vec<(u64, EgressMessage)> = Vec::new();
             let mut replayed = false;
-            let (mut clean, mut finished) = (0usize, 0usize);
+            let mut finished = 0usize;
             move |(input, frontier), (control, control_frontier), output| {
                 input.for_each(|time, data| {
                     if let Some(&epoch) = time.least() {
@@ -259,10 +262,9 @@ where
                                     replay.push((checkpoint, message));
                                 }
                             }
-                            Control::Finished { clean: c, .. } => {
-                                finished += 1;
-                                clean += usize::from(c);
-                            }
+                            Control::Finished { .. } => finished += 1,
+                            // Taken in by `observe_control`.
+                            Control::Written { .. } | Control::Stop { .. } => {}
                         }
                     }
                 });
@@ -301,34 +303,67 @@ where
                         deliver(&mut sinks, batch, labels, Some(through), &shared);
                     }
                 }
+                // No token can arrive any more for checkpoints before the
+                // control frontier: one missing there was never written, and
+                // the job fails instead of delivering it.
+                if let Some(c) = control_frontier
+                    .frontier()
+                    .first()
+                    .and_then(|&f| schedule.last_before(f))
+                {
+                    let mut ev = evidence.borrow_mut();
+                    if let Verdict::Unwritten(workers) = ev.written.check(c) {
+                        if !ev.reported {
+                            ev.reported = true;
+                            shared.fail(format!(
+                                "checkpoint {} was not written by worker(s) {workers:?} (failed or stopped), so nothing of it is delivered; the job stops and a restart resumes from the last checkpoint every worker wrote",
+                                schedule.id(c)
+                            ));
+                        }
+                    }
+                }
+                // Deliver what every worker wrote and whose records have all arrived.
+                let written = evidence.borrow().written.through();
                 match frontier.frontier().first().copied() {
                     Some(f) => {
-                        let Some(c) = schedule.last_before(f) else { return };
+                        let (Some(arrived), Some(written)) = (schedule.last_before(f), written) else { return };
+                        let c = arrived.min(written);
                         if *held.time() > c {
                             return;
                         }
                         let later = pending.split_off(&(c + 1));
                         let ready = std::mem::replace(&mut pending, later);
                         deliver(&mut sinks, by_checkpoint(ready, &schedule), labels, Some(schedule.id(c)), &shared);
+                        if !shared.failed() {
+                            output.session(&*held).give((slot, c));
+                        }
                         held.downgrade(&(c + 1));
                     }
                     None => {
                         if !control_frontier.is_empty() {
                             return;
                         }
+                        // Checkpoints every worker wrote before the end.
+                        if let Some(c) = written.filter(|&w| w < FINISH_EPOCH && *held.time() <= w) {
+                            let later = pending.split_off(&(c + 1));
+                            let ready = std::mem::replace(&mut pending, later);
+                            deliver(&mut sinks, by_checkpoint(ready, &schedule), labels, Some(schedule.id(c)), &shared);
+                            if !shared.failed() {
+                                output.session(&*held).give((slot, c));
+                            }
+                        }
                         let batch = by_checkpoint(std::mem::take(&mut pending), &schedule);
                         let records: usize = batch.iter().map(|(_, r)| r.len()).sum();
-                        if clean == peers {
+                        if written.is_some_and(|w| w >= FINISH_EPOCH) {
                             deliver(&mut sinks, batch, labels, Some(schedule.final_id()), &shared);
                             if !shared.failed() {
-                                output.session(&*held).give(());
+                                output.session(&*held).give((slot, FINISH_EPOCH));
                             }
                         } else if records > 0 {
                             tracing::warn!(
                                 records,
                                 workers_finished = finished,
-                                workers_clean = clean,
-                                "egress records of the unfinished checkpoint are not delivered; a restart recomputes them"
+                                "egress records of the unfinished checkpoint are not delivered (not every worker wrote it); a restart recomputes them"
                             );
                         }
                         cap = None;

@@ -50,6 +50,11 @@ impl Job {
 
     /// Starts every process of the job (fresh ports each time for 2 processes).
     fn start(&mut self, failpoint: Option<&str>) -> Vec<Child> {
+        self.start_each(|_| failpoint.map(str::to_string))
+    }
+
+    /// Starts every process, process `p` with fail point `failpoint(p)`.
+    fn start_each(&mut self, failpoint: impl Fn(usize) -> Option<String>) -> Vec<Child> {
         if self.processes > 1 {
             let hosts: Vec<String> = (0..self.processes)
                 .map(|_| format!("127.0.0.1:{}", statefun_testkit::free_port()))
@@ -84,7 +89,7 @@ impl Job {
                     ])
                     .arg(h);
                 }
-                match failpoint {
+                match failpoint(p) {
                     Some(f) => cmd.env("STATEFUN_FAILPOINT", f),
                     None => cmd.env_remove("STATEFUN_FAILPOINT"),
                 };
@@ -231,6 +236,99 @@ fn exactly_once_after_kills_two_workers() {
 #[test]
 fn exactly_once_after_kills_two_processes() {
     crash_and_recover(1, 2, 6);
+}
+
+/// Waits up to `limit` for `child` to exit; its status and stderr, or `None`
+/// (and the child killed) if it was still running.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<(std::process::ExitStatus, String)> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            return Some((status, err));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Partial failures of a 2-process job: a SIGTERM to one process, a SIGKILL
+/// of one process, and a failed checkpoint write in one process only. The
+/// other process must never run on alone: it drains with a stopping peer
+/// (both exit 0) or stops with a failed one (exit 1 with one error line, in
+/// seconds). After all of it, the output is exactly once.
+#[test]
+fn one_process_of_two_stops_or_dies_and_the_job_follows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut job = Job::new(dir.path(), 1, 2);
+
+    // SIGTERM to process 1 only: the whole job drains to a final checkpoint.
+    let mut children = job.start(None);
+    std::thread::sleep(Duration::from_millis(600));
+    let pid = children[1].id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    let stopped: Vec<_> = children
+        .iter_mut()
+        .map(|c| exit_within(c, Duration::from_secs(30)))
+        .collect();
+    for (p, s) in stopped.iter().enumerate() {
+        let (status, err) = s.as_ref().unwrap_or_else(|| {
+            panic!("process {p} still ran 30 s after SIGTERM to process 1: a half-running job")
+        });
+        assert!(
+            status.success(),
+            "process {p} after SIGTERM to process 1: {status}\n{err}"
+        );
+    }
+
+    // SIGKILL of process 1 once the job runs (its output grows: the processes
+    // are connected): process 0 stops with an error, promptly.
+    let out = dir.path().join("out.jsonl");
+    let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    let mut children = job.start(None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while size() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(size() > before, "the restarted job wrote nothing within 30 s");
+    let _ = children[1].kill();
+    let _ = children[1].wait();
+    let (status, err) = exit_within(&mut children[0], Duration::from_secs(30))
+        .expect("process 0 ran on for 30 s after process 1 was killed");
+    assert!(
+        !status.success(),
+        "process 0 must fail when process 1 dies:\n{err}"
+    );
+    assert!(
+        err.contains("lost its connection to another process"),
+        "one error line saying why: {err}"
+    );
+
+    // A checkpoint write that fails in process 1 only (it aborts there).
+    let mut children =
+        job.start_each(|p| (p == 1).then(|| "checkpoint-before-write:3".to_string()));
+    for (p, child) in children.iter_mut().enumerate() {
+        let (status, err) = exit_within(child, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("process {p} ran on for 30 s after process 1 failed"));
+        assert!(
+            !status.success(),
+            "process {p} after process 1's failed write: {err}"
+        );
+    }
+
+    job.finish();
+    job.check();
 }
 
 /// `--config` supplies the state dir and interval; `statefun checkpoints`

@@ -16,26 +16,7 @@ use statefun_sdk::{
 /// The venv made by ci/install-python-sdk.sh, if present. In CI a missing venv
 /// is a failure (the install step is broken), elsewhere the test is skipped.
 fn python() -> Option<PathBuf> {
-    let venv = std::env::var_os("STATEFUN_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/statefun-rs/venv")
-        });
-    let python = venv.join("bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no StateFun Python SDK venv at {}: run ci/install-python-sdk.sh",
-        venv.display()
-    );
-    eprintln!(
-        "SKIPPED: no StateFun Python SDK venv at {}; run ci/install-python-sdk.sh",
-        venv.display()
-    );
-    None
+    statefun_testkit::python_sdk()
 }
 
 /// functions.py on a free port; killed on drop.
@@ -46,9 +27,14 @@ struct Server {
 
 impl Server {
     fn start(python: &Path) -> Server {
+        Server::start_behind(python, "aiohttp")
+    }
+
+    /// functions.py behind the HTTP server `shape` (see its `--server`).
+    fn start_behind(python: &Path, shape: &str) -> Server {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions.py");
         let mut command = Command::new(python);
-        command.arg(script).args(["--port", "0"]);
+        command.arg(script).args(["--port", "0", "--server", shape]);
         Server::spawn(command)
     }
 
@@ -146,7 +132,7 @@ fn run(
 
 /// The Go SDK greeter (examples/go-greeter), built with `go build`. In CI a
 /// missing Go toolchain is a failure, elsewhere the test is skipped.
-fn go_greeter(dir: &Path) -> Option<Command> {
+fn go_greeter(dir: &Path, args: &[&str]) -> Option<Command> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../go-greeter");
     let binary = dir.join("go-greeter");
     let built = Command::new("go")
@@ -158,19 +144,13 @@ fn go_greeter(dir: &Path) -> Option<Command> {
     match built {
         Ok(status) if status.success() => {
             let mut command = Command::new(binary);
-            command.args(["-port", "0"]);
+            command.args(["-port", "0"]).args(args);
             Some(command)
         }
-        other => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cannot build examples/go-greeter ({other:?}): run ci/install-go-sdk.sh"
-            );
-            eprintln!(
-                "SKIPPED: cannot build examples/go-greeter ({other:?}); run ci/install-go-sdk.sh"
-            );
-            None
-        }
+        other => statefun_testkit::unavailable(
+            &format!("cannot build examples/go-greeter ({other:?})"),
+            "bash ci/install-go-sdk.sh",
+        ),
     }
 }
 
@@ -183,10 +163,149 @@ fn greeter_in_python_counts_and_greets() {
 #[test]
 fn greeter_in_go_runs_unchanged() {
     let build_dir = tempfile::tempdir().unwrap();
-    let Some(command) = go_greeter(build_dir.path()) else {
+    let Some(command) = go_greeter(build_dir.path(), &[]) else {
         return;
     };
     check_greeter(Server::spawn(command));
+}
+
+// ---- server shapes ------------------------------------------------------------------------
+//
+// The same app behind every HTTP server shape users serve the SDKs from: servers that close
+// the connection after each response (HTTP/1.0, `Connection: close`), single-threaded ones
+// with a listen backlog of 5, threaded ones, and keep-alive servers that close idle
+// connections. Each run pushes 3 000 records over 300 names (so up to 300 requests want to be
+// in flight at once) and checks every greeting: the exact count per name, in order.
+
+/// 3 000 records over 300 names, 10 each; returns the module's path.
+fn many_names(dir: &Path, port: u16) -> PathBuf {
+    let input: String = (0..3000)
+        .map(|i| format!("n{}\tn{}\n", i % 300, i % 300))
+        .collect();
+    module(dir, port, "example/greeter", &input)
+}
+
+/// Runs [`many_names`] against `server` with 2 workers and checks every greeting.
+fn check_server_shape(shape: &str, server: Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = many_names(dir.path(), server.port);
+    let started = std::time::Instant::now();
+    let report = run(&path, &FunctionRegistry::new(), 2);
+    let elapsed = started.elapsed();
+    // Throughput for docs/BENCHMARKS.md (printed, never asserted).
+    println!(
+        "server shape {shape}: {} invocations in {:.2} s = {:.0} records/s",
+        report.invocations,
+        elapsed.as_secs_f64(),
+        report.invocations as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(report.invocations, 3000, "{shape}");
+    let got = values(dir.path());
+    assert_eq!(got.len(), 3000, "{shape}: every record greeted once");
+    for n in 0..300 {
+        for seen in 2..=10 {
+            let line = format!("n{n} Hello n{n}! I've seen you {seen} times.");
+            assert!(
+                got.binary_search(&line).is_ok(),
+                "{shape}: missing `{line}`"
+            );
+        }
+        let first = format!("n{n} Hello n{n}!");
+        assert!(
+            got.binary_search(&first).is_ok(),
+            "{shape}: missing `{first}`"
+        );
+    }
+}
+
+fn check_python_shape(shape: &str) {
+    let Some(python) = python() else { return };
+    check_server_shape(shape, Server::start_behind(&python, shape));
+}
+
+#[test]
+fn server_shape_http_server_http10_closes_after_each_response() {
+    check_python_shape("http10");
+}
+
+#[test]
+fn server_shape_http_server_http11_keep_alive() {
+    check_python_shape("http11");
+}
+
+#[test]
+fn server_shape_flask_on_werkzeug() {
+    check_python_shape("flask");
+}
+
+#[test]
+fn server_shape_gunicorn_sync_workers() {
+    check_python_shape("gunicorn");
+}
+
+#[test]
+fn server_shape_aiohttp() {
+    check_python_shape("aiohttp");
+}
+
+#[test]
+fn server_shape_keep_alive_closing_idle_connections_after_1s() {
+    check_python_shape("idle-close");
+}
+
+/// The load-balancer case proper: pooled connections sit idle for about the server's 1 s
+/// idle timeout and are then reused, so some requests meet a connection the server is closing
+/// or has just closed. A Rust pacer greets each of 100 names now and again after 0.95, 1.0
+/// and 1.05 s (delayed messages); every greeting must arrive exactly once.
+#[test]
+fn server_shape_idle_close_reuses_connections_around_the_idle_timeout() {
+    let Some(python) = python() else { return };
+    let server = Server::start_behind(&python, "idle-close");
+    let dir = tempfile::tempdir().unwrap();
+    let pacer = |ctx: &mut Context<'_>, message: Message| -> Result<(), FunctionError> {
+        let name = message.as_string()?;
+        let greet = || {
+            MessageBuilder::for_address(TypeName::parse("example/greeter")?, name.clone())
+                .with_string(&name)
+                .build()
+        };
+        ctx.send(greet()?);
+        for ms in [950, 1000, 1050] {
+            ctx.send_after(std::time::Duration::from_millis(ms), greet()?);
+        }
+        Ok(())
+    };
+    let mut registry = FunctionRegistry::new();
+    registry
+        .register(
+            FunctionSpec::builder(TypeName::parse("rust/pacer").unwrap())
+                .with_function(pacer)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let input: String = (0..100).map(|i| format!("n{i}\tn{i}\n")).collect();
+    let path = module(dir.path(), server.port, "rust/pacer", &input);
+    let report = run(&path, &registry, 2);
+    assert_eq!(report.invocations, 100 + 400);
+    let got = values(dir.path());
+    assert_eq!(got.len(), 400, "every greeting exactly once");
+    for n in 0..100 {
+        assert!(got.binary_search(&format!("n{n} Hello n{n}!")).is_ok());
+        for seen in 2..=4 {
+            let line = format!("n{n} Hello n{n}! I've seen you {seen} times.");
+            assert!(got.binary_search(&line).is_ok(), "missing `{line}`");
+        }
+    }
+}
+
+#[test]
+fn server_shape_go_net_http_with_connection_close() {
+    let build_dir = tempfile::tempdir().unwrap();
+    let Some(command) = go_greeter(build_dir.path(), &["-close"]) else {
+        return;
+    };
+    check_server_shape("go-close", Server::spawn(command));
 }
 
 /// Runs names through the greeter served by `server` and checks every greeting.

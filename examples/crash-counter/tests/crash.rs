@@ -27,6 +27,9 @@ struct Job {
     workers: usize,
     processes: usize,
     hostfile: Option<PathBuf>,
+    /// Each process keeps its state in `state<p>` (as on separate machines)
+    /// instead of all in `state`.
+    separate_state_dirs: bool,
 }
 
 impl Job {
@@ -45,6 +48,16 @@ impl Job {
             workers,
             processes,
             hostfile: None,
+            separate_state_dirs: false,
+        }
+    }
+
+    /// The state dir of process `p`, relative to the job's dir.
+    fn state_dir(&self, p: usize) -> String {
+        if self.separate_state_dirs {
+            format!("state{p}")
+        } else {
+            "state".to_string()
         }
     }
 
@@ -67,14 +80,9 @@ impl Job {
             .map(|p| {
                 let mut cmd = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"));
                 cmd.current_dir(&self.dir)
-                    .args([
-                        "run",
-                        "module.yaml",
-                        "--state-dir",
-                        "state",
-                        "--checkpoint-interval",
-                        "50ms",
-                    ])
+                    .args(["run", "module.yaml", "--state-dir"])
+                    .arg(self.state_dir(p))
+                    .args(["--checkpoint-interval", "50ms"])
                     .args(["-w", &self.workers.to_string()])
                     .env("RUST_LOG", "warn")
                     .stdout(Stdio::null())
@@ -301,7 +309,10 @@ fn one_process_of_two_stops_or_dies_and_the_job_follows() {
     while size() == before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(size() > before, "the restarted job wrote nothing within 30 s");
+    assert!(
+        size() > before,
+        "the restarted job wrote nothing within 30 s"
+    );
     let _ = children[1].kill();
     let _ = children[1].wait();
     let (status, err) = exit_within(&mut children[0], Duration::from_secs(30))
@@ -327,6 +338,86 @@ fn one_process_of_two_stops_or_dies_and_the_job_follows() {
         );
     }
 
+    job.finish();
+    job.check();
+}
+
+/// A 400 KiB tmpfs mounted at a path, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &Path) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).expect("create the mount point");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=400k", "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            Some(SmallDisk(path.to_path_buf()))
+        } else {
+            statefun_testkit::unavailable(
+                "cannot mount a 400 KiB tmpfs for the full-disk test (needs root)",
+                "run the tests as root (CI does)",
+            )
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// One process's disk fills up (its state dir is a 400 KiB tmpfs): its
+/// checkpoint write fails, and the whole job stops with an error naming the
+/// worker and the cause — the other process must neither run on nor deliver
+/// the checkpoint the full disk could not take. Moved to a larger disk, the
+/// job resumes and the output is exactly once.
+#[test]
+fn a_full_disk_on_one_process_stops_the_job_and_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut job = Job::new(dir.path(), 1, 2);
+    job.separate_state_dirs = true;
+    let small = dir.path().join("state1");
+    let Some(disk) = SmallDisk::mount(&small) else {
+        return;
+    };
+    let mut children = job.start(None);
+    let mut errors = Vec::new();
+    for (p, child) in children.iter_mut().enumerate() {
+        let (status, err) = exit_within(child, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("process {p} still ran 60 s into a full disk"));
+        assert!(!status.success(), "process {p} must fail:\n{err}");
+        errors.push(err);
+    }
+    assert!(
+        errors[1].contains("No space left on device")
+            && errors[1].contains("worker 1 could not write checkpoint"),
+        "process 1 names the cause: {}",
+        errors[1]
+    );
+    assert!(
+        errors[0].contains("worker 1 failed") && errors[0].contains("No space left on device"),
+        "process 0 names the worker and the cause: {}",
+        errors[0]
+    );
+    // Move process 1's state to a larger disk, as an operator would.
+    let moved = dir.path().join("state1-moved");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&small)
+        .arg(&moved)
+        .status();
+    assert!(
+        copied.is_ok_and(|s| s.success()),
+        "copy the state off the small disk"
+    );
+    drop(disk);
+    std::fs::remove_dir(&small).expect("remove the mount point");
+    std::fs::rename(&moved, &small).expect("move the state back in place");
     job.finish();
     job.check();
 }

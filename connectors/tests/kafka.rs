@@ -417,6 +417,45 @@ fn checkpoint_positions_win_over_the_startup_position() {
     assert_eq!(s.positions(), vec![(t.clone(), 0, 4)]);
 }
 
+/// Partitions created while the job was down are absent from its checkpoint: a restore
+/// reads them from their beginning, not from the startup position (`latest` would skip
+/// every record written to them meanwhile), and restores the others exactly.
+#[test]
+fn a_restore_reads_partitions_added_since_the_checkpoint_from_their_beginning() {
+    let b = broker_or_skip!();
+    let t = create_topic(&b, 3);
+    produce(&b, &t, &[rec(0, "k", "old-0"), rec(1, "k", "old-1")]);
+    let spec = ingress(&b, &[&t], KafkaStartupPosition::Latest);
+    let checkpoint = {
+        let mut s = open(&spec);
+        produce(&b, &t, &[rec(2, "k", "seen-2")]);
+        assert_eq!(values(&read(&mut s, 1, T)), ["seen-2"]);
+        s.positions()
+    };
+    assert_eq!(checkpoint.len(), 3);
+    // While the job is down: the topic grows to 5 partitions, records land everywhere.
+    add_partitions(&b, &t, 5);
+    wait_for_partitions(&b, &t, 5);
+    produce(
+        &b,
+        &t,
+        &[
+            rec(0, "k", "new-0"),
+            rec(3, "k", "new-3a"),
+            rec(3, "k", "new-3b"),
+            rec(4, "k", "new-4"),
+        ],
+    );
+    let mut s = open(&spec);
+    s.seek_to(&checkpoint).expect("restore");
+    let mut got = values(&read(&mut s, 4, Duration::from_secs(30)));
+    got.sort();
+    assert_eq!(got, ["new-0", "new-3a", "new-3b", "new-4"]);
+    let positions = s.positions();
+    assert_eq!(positions.len(), 5);
+    assert!(positions.contains(&(t.clone(), 3, 2)) && positions.contains(&(t.clone(), 4, 1)));
+}
+
 // ---------------------------------------------------------------------------------------
 // Source: routing, sharing, discovery, metadata
 

@@ -393,6 +393,70 @@ fn restore_reads_after_the_recorded_sequence_number() {
     assert!(err.to_string().contains("before the first poll"), "{err}");
 }
 
+/// A shard the job owned from its start but never read a record from keeps the job's
+/// startup position across a restore: a `latest` job neither re-reads the history it
+/// started after (300 records written before its first start) nor skips what arrived
+/// while it was down.
+#[test]
+fn restore_keeps_the_startup_position_of_shards_never_read() {
+    let Some(emu) = Emu::new() else { return };
+    let s = unique("idle");
+    emu.create(&s, 2);
+    let shards = emu.shard_ids(&s);
+    // A key for each shard (the emulator hashes keys as Kinesis does).
+    let key_for = |shard: &str| -> String {
+        (0..1000)
+            .map(|i| format!("key{i}"))
+            .find(|k| emu.put(&s, k, b"probe").0 == shard)
+            .expect("a key for the shard")
+    };
+    let (busy, idle) = (key_for(&shards[0]), key_for(&shards[1]));
+    let history: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (idle.clone(), format!("old{i}").into_bytes()))
+        .collect();
+    emu.put_all(&s, &history);
+    std::thread::sleep(Duration::from_millis(50));
+    let spec = emu.ingress(&[(&s, false, "example/v")], KinesisStartupPosition::Latest);
+    let mut first = KinesisSource::open_with("t/idle", &spec, 0, 1, fast()).expect("open");
+    // Let the readers start at LATEST before writing what the job must read.
+    assert!(read_for(&mut first, Duration::from_millis(800)).is_empty());
+    for i in 0..5 {
+        emu.put(&s, &busy, format!("new{i}").as_bytes());
+    }
+    let got: Vec<String> = read_n(&mut first, 5, Duration::from_secs(20))
+        .iter()
+        .map(value)
+        .collect();
+    assert_eq!(got, (0..5).map(|i| format!("new{i}")).collect::<Vec<_>>());
+    let checkpoint = first.positions();
+    assert_eq!(
+        checkpoint.len(),
+        2,
+        "the idle shard has a position too: {checkpoint:?}"
+    );
+    drop(first);
+    // While the job is down, the idle shard gets records.
+    for i in 0..3 {
+        emu.put(&s, &idle, format!("down{i}").as_bytes());
+    }
+    let mut second = KinesisSource::open_with("t/idle", &spec, 0, 1, fast()).expect("open");
+    second.seek_to(&checkpoint).expect("restore");
+    let mut got: Vec<String> = read_n(&mut second, 3, Duration::from_secs(20))
+        .iter()
+        .map(value)
+        .collect();
+    got.extend(
+        read_for(&mut second, Duration::from_millis(1500))
+            .iter()
+            .map(value),
+    );
+    assert_eq!(
+        got,
+        ["down0", "down1", "down2"],
+        "no old record, nothing lost"
+    );
+}
+
 #[test]
 fn split_shard_mid_read_loses_nothing() {
     let Some(emu) = Emu::new() else { return };

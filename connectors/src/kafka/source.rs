@@ -347,9 +347,43 @@ impl KafkaSource {
     /// workers' positions); positions of partitions not assigned yet are kept and used when
     /// the partition is assigned. Records read before the call but not yet returned are
     /// dropped by librdkafka.
+    ///
+    /// A partition this worker reads that the checkpoint has no position for did not exist
+    /// when the checkpoint was taken (the checkpoint holds every partition the worker read):
+    /// it was created since, perhaps while the job was down, so it is read from its
+    /// beginning, as partitions discovered while running are. Its startup position
+    /// (`latest` by default) would skip the records written to it meanwhile.
     pub fn seek_to(&mut self, positions: &[(String, i32, i64)]) -> Result<(), ConnectorError> {
         let mut tpl = TopicPartitionList::new();
         let mut seeks = 0;
+        let in_checkpoint: HashSet<(&str, i32)> =
+            positions.iter().map(|(t, p, _)| (t.as_str(), *p)).collect();
+        let new: Vec<(String, i32)> = self
+            .assigned
+            .iter()
+            .filter(|a| !in_checkpoint.contains(&(a.topic.as_str(), a.partition)))
+            .map(|a| (a.topic.clone(), a.partition))
+            .collect();
+        for (topic, partition) in new {
+            let earliest = watermark(&self.consumer, &topic, partition, true).map_err(|e| {
+                self.kafka_error(&format!("earliest offset of `{topic}` [{partition}]"), e)
+            })?;
+            tracing::info!(
+                "{CONNECTOR} `{}`: partition `{topic}` [{partition}] is not in the restored \
+                 checkpoint (created since): read from its beginning (offset {earliest})",
+                self.id
+            );
+            if let Some(a) = self
+                .assigned
+                .iter_mut()
+                .find(|a| a.topic == topic && a.partition == partition)
+            {
+                a.next = earliest;
+            }
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(earliest))
+                .map_err(|e| self.kafka_error("seek", e))?;
+            seeks += 1;
+        }
         for (topic, partition, offset) in positions {
             if partition_owner(topic, *partition, self.peers) != self.worker_index {
                 continue;

@@ -36,6 +36,12 @@
 //! would re-read a record), finished shards are skipped, and every other shard
 //! starts at `TRIM_HORIZON` so nothing written since the checkpoint is lost.
 //! Pass the positions of all workers: ownership is recomputed at restore.
+//!
+//! A shard the job owned from its first start but has not read a record from
+//! yet is not new: its position is where the job's startup position put it —
+//! [`TRIM_HORIZON_MARK`], or [`AT_TIMESTAMP_MARK`]`<ms>` (for `latest`, the
+//! moment the job first opened the stream) — so a restore neither re-reads the
+//! retained history of an idle shard nor skips what arrived while it was down.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -61,6 +67,12 @@ const CONNECTOR: &str = "kinesis ingress";
 /// The sequence-number marker of a shard that has been read to its end; such a
 /// shard is never read again after a restore.
 pub const SHARD_END: &str = "SHARD_END";
+
+/// The position of a shard never read from, that starts at `TRIM_HORIZON`.
+pub const TRIM_HORIZON_MARK: &str = "TRIM_HORIZON";
+/// The position prefix of a shard never read from, that starts at the
+/// timestamp (ms since the Unix epoch) that follows.
+pub const AT_TIMESTAMP_MARK: &str = "AT_TIMESTAMP:";
 
 /// The service allows 5 `GetRecords` calls per second per shard.
 const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
@@ -209,7 +221,20 @@ impl KinesisSource {
             &spec.aws_credentials,
             &spec.client_config_properties,
         ))?;
+        // Where a shard that this worker owns from the start, but has not read
+        // from yet, stands: its startup position, made concrete now.
+        let opened_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let unread_mark = match &startup {
+            Start::TrimHorizon => TRIM_HORIZON_MARK.to_string(),
+            Start::Latest => format!("{AT_TIMESTAMP_MARK}{opened_ms}"),
+            Start::AtTimestamp(ms) => format!("{AT_TIMESTAMP_MARK}{ms}"),
+            Start::After(seq) => seq.clone(),
+        };
         let mut initial = HashSet::new();
+        let mut positions = BTreeMap::new();
         for s in &streams {
             let shards = runtime.block_on(list_shards(&client, s)).map_err(|text| {
                 who.error(format!(
@@ -218,8 +243,15 @@ impl KinesisSource {
                     hint_for(&text)
                 ))
             })?;
-            for shard in shards {
-                initial.insert((s.key.clone(), shard.shard_id().to_string()));
+            let listing: HashMap<String, Shard> = shards
+                .into_iter()
+                .map(|shard| (shard.shard_id().to_string(), shard))
+                .collect();
+            for shard_id in listing.keys() {
+                initial.insert((s.key.clone(), shard_id.clone()));
+                if owner(&s.key, shard_id, &listing, peers) == worker_index {
+                    positions.insert((s.key.clone(), shard_id.clone()), unread_mark.clone());
+                }
             }
         }
         Ok(KinesisSource {
@@ -236,7 +268,7 @@ impl KinesisSource {
             rx: None,
             waker: Arc::new(Mutex::new(None)),
             pending: VecDeque::new(),
-            positions: BTreeMap::new(),
+            positions,
             stats: SourceStats::default(),
         })
     }
@@ -252,7 +284,9 @@ impl KinesisSource {
     }
 
     /// Restores positions from a checkpoint (those of all workers; each keeps
-    /// the shards it owns). Must be called before the first `poll`.
+    /// the shards it owns). Must be called before the first `poll`. Replaces
+    /// the startup marks of [`KinesisSource::open`]: the checkpoint says where
+    /// every shard the job knew stands.
     pub fn seek_to(
         &mut self,
         positions: &[(String, String, String)],
@@ -266,6 +300,7 @@ impl KinesisSource {
             });
         }
         let mut map = HashMap::new();
+        self.positions.clear();
         for (stream, shard, seq) in positions {
             map.insert((stream.clone(), shard.clone()), seq.clone());
             self.positions
@@ -595,6 +630,20 @@ async fn coordinate(ctx: Arc<Ctx>, plan: Plan) {
                     continue;
                 }
                 let start = match plan.restored.as_ref().and_then(|r| r.get(&key)) {
+                    Some(mark) if mark == TRIM_HORIZON_MARK => Start::TrimHorizon,
+                    Some(mark) if mark.starts_with(AT_TIMESTAMP_MARK) => {
+                        match mark[AT_TIMESTAMP_MARK.len()..].parse() {
+                            Ok(ms) => Start::AtTimestamp(ms),
+                            Err(_) => {
+                                let err = ctx.error(
+                                    &stream.key,
+                                    format!("restored position `{mark}` of shard `{shard_id}` is not `{AT_TIMESTAMP_MARK}<ms>`; the checkpoint is damaged"),
+                                );
+                                ctx.send(Msg::Fatal(err)).await;
+                                return;
+                            }
+                        }
+                    }
                     Some(seq) => Start::After(seq.clone()),
                     None if plan.restored.is_none() && plan.initial.contains(&key) => {
                         plan.startup.clone()

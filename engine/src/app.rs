@@ -42,6 +42,11 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// What happens when a remote invocation fails for good.
     pub remote_failure: crate::remote::RemoteFailurePolicy,
+    /// What happens when an embedded function returns an error, a message is
+    /// for a function type nothing serves, or an egress record is for an
+    /// egress module.yaml does not declare (`--on-function-error`, default
+    /// fail, as upstream StateFun).
+    pub function_error: FunctionErrorPolicy,
     /// Sources of this process pause while more messages than this wait
     /// behind in-flight remote requests (default 100 000), so a slow remote
     /// function bounds memory instead of growing queues; every other address
@@ -54,6 +59,40 @@ pub struct Settings {
     /// counted and logged (`--on-bad-record fail|skip`, default skip). An
     /// ingress's own `badRecords` in module.yaml wins over this.
     pub fail_on_bad_records: bool,
+}
+
+/// What to do when a function fails on a message (`--on-function-error`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum FunctionErrorPolicy {
+    /// The job stops with an error naming the function, address and cause
+    /// (default; upstream StateFun's semantics). With durable state nothing is
+    /// lost: a restart resumes from the last checkpoint and invokes the
+    /// message again, so a transient error or a bug fixed by a redeploy costs
+    /// a restart, not the message.
+    #[default]
+    Fail,
+    /// The message is dropped, counted (`failed_invocations`) and logged
+    /// (rate-limited), and the job goes on.
+    Skip,
+    /// The message goes to a dead-letter egress (as `--on-remote-failure
+    /// dead-letter=…` does, see `DeadLetterPlan::remote`), and the job goes on.
+    DeadLetter {
+        /// The egress id.
+        egress: TypeName,
+        /// The topic (Kafka egress) or stream (Kinesis egress).
+        destination: Option<String>,
+    },
+}
+
+/// [`FunctionErrorPolicy`] resolved against the module.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FunctionErrorAction {
+    /// Fail the job.
+    Fail,
+    /// Drop and count.
+    Skip,
+    /// Write a dead letter.
+    DeadLetter(DeadLetterPlan),
 }
 
 /// Where and how often state is checkpointed.
@@ -87,6 +126,7 @@ impl Default for Settings {
             source_batch: 1024,
             shutdown_grace: Duration::from_secs(5),
             remote_failure: crate::remote::RemoteFailurePolicy::FailJob,
+            function_error: FunctionErrorPolicy::Fail,
             max_remote_queued: 100_000,
             durability: None,
             fail_on_bad_records: false,
@@ -206,6 +246,8 @@ pub struct Application {
     /// Where messages of remote invocations that failed for good go
     /// (`--on-remote-failure dead-letter=…`); `None` fails the job.
     pub remote_dead_letter: Option<DeadLetterPlan>,
+    /// What a function failure does (`--on-function-error`).
+    pub function_error: FunctionErrorAction,
     /// HTTP endpoints serving remote functions (Rust functions win where both serve a type).
     pub endpoints: Vec<HttpEndpoint>,
     /// Runtime settings.
@@ -407,6 +449,23 @@ impl Application {
                 }
             }
         };
+        let function_error = match &settings.function_error {
+            FunctionErrorPolicy::Fail => FunctionErrorAction::Fail,
+            FunctionErrorPolicy::Skip => FunctionErrorAction::Skip,
+            FunctionErrorPolicy::DeadLetter {
+                egress,
+                destination,
+            } => {
+                let d = destination.as_deref();
+                match dead_letter_plan(module, egress, d, d, "function-errors") {
+                    Ok(plan) => FunctionErrorAction::DeadLetter(plan),
+                    Err(e) => {
+                        errors.push(format!("{file}: --on-function-error: {e}"));
+                        FunctionErrorAction::Fail
+                    }
+                }
+            }
+        };
         if ingresses
             .iter()
             .any(|i| matches!(i.bad_records, BadRecords::DeadLetter(_)))
@@ -431,6 +490,7 @@ impl Application {
                 ingresses,
                 egresses,
                 remote_dead_letter,
+                function_error,
                 endpoints: module.endpoints.clone(),
                 settings,
             })

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use statefun_module::Severity;
 
-use crate::app::Settings;
+use crate::app::{FunctionErrorPolicy, Settings};
 use crate::dataflow::{self, ClusterConfig};
 use crate::registry::FunctionRegistry;
 use crate::remote::RemoteFailurePolicy;
@@ -129,6 +129,14 @@ struct RunArgs {
     /// egress needs the topic or stream) and goes on.
     #[arg(long, default_value = "fail", value_parser = parse_remote_failure)]
     on_remote_failure: RemoteFailurePolicy,
+    /// When an embedded (Rust) function returns an error, a message is for a
+    /// function type nothing serves, or a record is for an undeclared egress:
+    /// `fail` (default, as upstream StateFun: the job stops, and with
+    /// `--state-dir` a restart resumes from the last checkpoint, so nothing is
+    /// lost), `skip` (counted, logged, dropped) or `dead-letter=<egress
+    /// id>[:<topic or stream>]` (the message goes to that egress).
+    #[arg(long, default_value = "fail", value_parser = parse_function_error)]
+    on_function_error: FunctionErrorPolicy,
     /// What an ingress record without a non-empty UTF-8 key (the function
     /// id) or without a value (a Kafka tombstone) does: `skip` (counted,
     /// logged) or `fail` (the job stops, naming the record). An ingress's
@@ -318,6 +326,7 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
             epoch_interval: Duration::from_millis(args.epoch_ms.max(1)),
             hop_cap: args.hop_cap.max(1),
             remote_failure: args.on_remote_failure.clone(),
+            function_error: args.on_function_error.clone(),
             durability,
             fail_on_bad_records: args.on_bad_record == "fail",
             ..Settings::default()
@@ -343,24 +352,45 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
     }
 }
 
+/// `<egress id>[:<topic or stream>]` of a `dead-letter=` policy.
+fn parse_dead_letter(target: &str) -> Result<(TypeName, Option<String>), String> {
+    let (egress, destination) = match target.split_once(':') {
+        Some((egress, d)) if !d.is_empty() => (egress, Some(d.to_owned())),
+        Some((egress, _)) => (egress, None),
+        None => (target, None),
+    };
+    TypeName::parse(egress)
+        .map(|egress| (egress, destination))
+        .map_err(|e| format!("dead-letter egress: {e}"))
+}
+
 fn parse_remote_failure(text: &str) -> Result<RemoteFailurePolicy, String> {
     match text.split_once('=') {
         None if text == "fail" => Ok(RemoteFailurePolicy::FailJob),
         Some(("dead-letter", target)) => {
-            let (egress, destination) = match target.split_once(':') {
-                Some((egress, d)) if !d.is_empty() => (egress, Some(d.to_owned())),
-                Some((egress, _)) => (egress, None),
-                None => (target, None),
-            };
-            TypeName::parse(egress)
-                .map(|egress| RemoteFailurePolicy::DeadLetter {
-                    egress,
-                    destination,
-                })
-                .map_err(|e| format!("dead-letter egress: {e}"))
+            parse_dead_letter(target).map(|(egress, destination)| RemoteFailurePolicy::DeadLetter {
+                egress,
+                destination,
+            })
         }
         _ => Err(format!(
             "`{text}` is not a policy: use `fail` or `dead-letter=<egress id>[:<topic or stream>]`"
+        )),
+    }
+}
+
+fn parse_function_error(text: &str) -> Result<FunctionErrorPolicy, String> {
+    match text.split_once('=') {
+        None if text == "fail" => Ok(FunctionErrorPolicy::Fail),
+        None if text == "skip" => Ok(FunctionErrorPolicy::Skip),
+        Some(("dead-letter", target)) => {
+            parse_dead_letter(target).map(|(egress, destination)| FunctionErrorPolicy::DeadLetter {
+                egress,
+                destination,
+            })
+        }
+        _ => Err(format!(
+            "`{text}` is not a policy: use `fail`, `skip` or `dead-letter=<egress id>[:<topic or stream>]`"
         )),
     }
 }

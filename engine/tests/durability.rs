@@ -33,11 +33,19 @@ fn registry(ttl: Option<Duration>) -> FunctionRegistry {
         ctx.send_egress(EgressMessage::of(t("test/out"), &StringType, &text));
         Ok(())
     };
+    counter_registry(descriptor, f)
+}
+
+/// A registry with `f` as `test/counter`, declaring `state`.
+fn counter_registry(
+    state: statefun_sdk::ValueSpecDescriptor,
+    f: impl Fn(&mut Context<'_>, Message) -> Result<(), FunctionError> + Send + Sync + 'static,
+) -> FunctionRegistry {
     let mut registry = FunctionRegistry::new();
     registry
         .register(
             FunctionSpec::builder(t("test/counter"))
-                .with_value_spec_descriptor(descriptor)
+                .with_value_spec_descriptor(state)
                 .with_function(f)
                 .build()
                 .unwrap(),
@@ -120,6 +128,49 @@ impl App {
 
 fn lines(keys: &[&str]) -> String {
     keys.iter().map(|k| format!("{k}\tx\n")).collect()
+}
+
+/// A function that fails once on a given input (a transient error) fails the job under the
+/// default `--on-function-error fail`; the restart resumes from the last checkpoint and
+/// invokes the message again, so every record is counted, and delivered, exactly once.
+#[test]
+fn a_function_error_fails_the_job_and_the_restart_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for workers in [1, 2] {
+        let failed_once = Arc::new(AtomicBool::new(false));
+        let spec = ValueSpec::new("n", IntType);
+        let descriptor = spec.descriptor();
+        let flag = failed_once.clone();
+        let f = move |ctx: &mut Context<'_>, _m: Message| -> Result<(), FunctionError> {
+            let n = ctx.get(&spec)?.unwrap_or(0) + 1;
+            if ctx.self_address().id == "b" && n == 2 && !flag.swap(true, Ordering::SeqCst) {
+                return Err("the lookup service is down".into());
+            }
+            ctx.set(&spec, &n)?;
+            let text = format!("{} {n}", ctx.self_address().id);
+            ctx.send_egress(EgressMessage::of(t("test/out"), &StringType, &text));
+            Ok(())
+        };
+        let registry = counter_registry(descriptor, f);
+        let keys: Vec<&str> = (0..200).map(|i| ["a", "b", "c", "d"][i % 4]).collect();
+        let app = App::new(&lines(&keys));
+        let err = app.run(&registry, workers).expect_err("the job fails");
+        assert!(
+            err.to_string().contains("the lookup service is down"),
+            "{err}"
+        );
+        app.run(&registry, workers).expect("the restart succeeds");
+        let mut want: Vec<String> = ["a", "b", "c", "d"]
+            .iter()
+            .flat_map(|k| (1..=50).map(move |n| format!("{k} {n}")))
+            .collect();
+        want.sort();
+        assert_eq!(
+            app.output(),
+            want,
+            "{workers} worker(s): every record exactly once"
+        );
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use statefun_engine::app::FunctionErrorPolicy;
 use statefun_engine::dataflow::{ClusterConfig, RunReport};
 use statefun_engine::{run_module, FunctionRegistry, RunError, RunOptions, Settings, Shared};
 use statefun_sdk::{
@@ -409,10 +410,59 @@ fn messages_to_unknown_function_types_and_failing_functions_are_counted() {
         "io.statefun.types/string",
         &["test/flaky"],
     );
-    let report = app.run(&registry, 1).unwrap();
+    let skip = Settings {
+        function_error: FunctionErrorPolicy::Skip,
+        ..Settings::default()
+    };
+    let report = run_with(
+        &app.module(),
+        &registry,
+        1,
+        skip,
+        Arc::new(Shared::default()),
+    )
+    .unwrap();
     assert_eq!(app.output(), ["ok"]);
     // One failing invocation, one message to an unknown type.
     assert_eq!(report.failed_invocations, 2);
+
+    // The default, as upstream: a function error fails the job, naming the cause.
+    let app = App::new(b"a\tfail\n", "io.statefun.types/string", &["test/flaky"]);
+    let err = app
+        .run(&registry, 1)
+        .expect_err("a function error fails the job");
+    let text = err.to_string();
+    assert!(
+        text.contains("boom") && text.contains("--on-function-error fail"),
+        "{text}"
+    );
+
+    // dead-letter: the failed message goes to an egress, and the job goes on.
+    let app = App::new(
+        b"a\tfail\nc\tfine\n",
+        "io.statefun.types/string",
+        &["test/flaky"],
+    );
+    let dead = Settings {
+        function_error: FunctionErrorPolicy::DeadLetter {
+            egress: t("test/out"),
+            destination: Some("function-errors".into()),
+        },
+        ..Settings::default()
+    };
+    let report = run_with(
+        &app.module(),
+        &registry,
+        2,
+        dead,
+        Arc::new(Shared::default()),
+    )
+    .unwrap();
+    assert_eq!(report.failed_invocations, 1);
+    let mut out = app.output();
+    out.sort();
+    // The file egress gets the messages' typed values as they were.
+    assert_eq!(out, ["fail", "ok"], "{out:?}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use timely::dataflow::Stream;
 
 use super::checkpointing::{Control, SharedCheckpoint, SharedEvidence, FINISH_EPOCH};
 use super::LoopTime;
-use crate::app::Application;
+use crate::app::{Application, FunctionErrorAction};
 use crate::checkpoint::{CheckpointBackend, CheckpointMeta, Recovered};
 use crate::clock::Clock;
 use crate::envelope::Envelope;
@@ -395,14 +395,23 @@ pub(crate) fn functions<'s>(
                             continue;
                         }
                         failures += 1;
-                        if let Some(n) = unknown_function.hit() {
-                            tracing::error!(target = %envelope.target, caller = ?envelope.caller, dropped = n,
-                                "message dropped: no function of type `{}` is registered or served by an endpoint",
-                                envelope.target.function_type);
+                        let why = format!(
+                            "no function of type `{}` is registered or served by an endpoint",
+                            envelope.target.function_type
+                        );
+                        let failed_message = Some((envelope.target, envelope.value));
+                        if let Some(dead) = function_failed(&app, &shared, index, &why, failed_message, &mut unknown_function) {
+                            if let Some(s) = snap.as_mut() {
+                                s.outbox.push(dead.clone());
+                            }
+                            egress.give(dead);
                         }
                         continue;
                     };
                     invocations += 1;
+                    // The message, kept only where a failure would dead-letter it.
+                    let kept = matches!(app.function_error, FunctionErrorAction::DeadLetter(_))
+                        .then(|| (envelope.target.clone(), envelope.value.clone()));
                     match invoke(entry, envelope, backend.state(), &mut timers, now_ms, &mut scratch) {
                         Ok(effects) => {
                             if let Some(s) = snap.as_mut() {
@@ -410,7 +419,7 @@ pub(crate) fn functions<'s>(
                             }
                             sent.give_iterator(effects.messages.drain(..));
                             for message in effects.egress.drain(..) {
-                                if declared(&app, &message, &mut unknown_egress, &mut bad_egress) {
+                                if declared(&app, &shared, &message, &mut unknown_egress, &mut bad_egress) {
                                     if let Some(s) = snap.as_mut() {
                                         s.outbox.push(message.clone());
                                     }
@@ -420,8 +429,12 @@ pub(crate) fn functions<'s>(
                         }
                         Err(error) => {
                             failures += 1;
-                            if let Some(n) = failed.hit() {
-                                tracing::error!(failed = n, "{error}");
+                            let why = error.to_string();
+                            if let Some(dead) = function_failed(&app, &shared, index, &why, kept, &mut failed) {
+                                if let Some(s) = snap.as_mut() {
+                                    s.outbox.push(dead.clone());
+                                }
+                                egress.give(dead);
                             }
                         }
                     }
@@ -449,7 +462,7 @@ pub(crate) fn functions<'s>(
                                 .give_iterator(messages.into_iter());
                             let mut session = egress_handle.session(egress_cap);
                             for message in egress {
-                                if declared(&app, &message, &mut unknown_egress, &mut bad_egress) {
+                                if declared(&app, &shared, &message, &mut unknown_egress, &mut bad_egress) {
                                     if let Some(s) = snap.as_mut() {
                                         s.outbox.push(message.clone());
                                     }
@@ -632,17 +645,67 @@ pub(crate) fn functions<'s>(
 }
 
 /// The newest checkpoint a probe's frontier has passed (all of them once it is empty).
+/// Applies `--on-function-error` to a message a function failed on (or that
+/// no function serves): fails the job, or counts and logs it (rate-limited),
+/// or returns its dead letter for the egress.
+fn function_failed(
+    app: &Application,
+    shared: &Shared,
+    index: usize,
+    why: &str,
+    message: Option<(statefun_sdk::Address, statefun_sdk::TypedValue)>,
+    log: &mut RateLimit,
+) -> Option<EgressMessage> {
+    match &app.function_error {
+        FunctionErrorAction::Fail => {
+            if !shared.failed() {
+                shared.fail(format!(
+                    "worker {index}: {why}; the job stops (--on-function-error fail): a restart resumes \
+                     from the last checkpoint and delivers the message again; `--on-function-error skip` \
+                     or `dead-letter=<egress>` goes on instead"
+                ));
+            }
+            None
+        }
+        FunctionErrorAction::Skip => {
+            if let Some(n) = log.hit() {
+                tracing::error!(
+                    failed = n,
+                    "{why}; message dropped (--on-function-error skip)"
+                );
+            }
+            None
+        }
+        FunctionErrorAction::DeadLetter(plan) => {
+            let (address, argument) = message?;
+            if let Some(n) = log.hit() {
+                tracing::error!(failed = n, %address, dead_letter = %plan.egress, "{why}; message sent to the dead-letter egress");
+            }
+            Some(plan.remote(&address, why, argument))
+        }
+    }
+}
+
 /// Whether `message` goes to an egress module.yaml declares; if not, it is
-/// counted and logged (rate-limited) as dropped, for Rust and remote
-/// functions alike.
+/// counted, logged (rate-limited) and dropped — or, under `--on-function-error
+/// fail`, the job fails — for Rust and remote functions alike.
 fn declared(
     app: &Application,
+    shared: &Shared,
     message: &EgressMessage,
     log: &mut RateLimit,
     dropped: &mut u64,
 ) -> bool {
     if app.egresses.contains_key(&message.egress) {
         return true;
+    }
+    if app.function_error == FunctionErrorAction::Fail && !shared.failed() {
+        shared.fail(format!(
+            "a function sent a record to egress `{}`, which module.yaml does not declare; the job \
+             stops (--on-function-error fail): declare the egress, or run with `--on-function-error skip`",
+            message.egress
+        ));
+        return false;
     }
     *dropped += 1;
     if let Some(n) = log.hit() {

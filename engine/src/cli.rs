@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -16,7 +16,8 @@ use crate::app::{FunctionErrorPolicy, Settings};
 use crate::dataflow::{self, ClusterConfig};
 use crate::registry::FunctionRegistry;
 use crate::remote::RemoteFailurePolicy;
-use crate::runner::{run_module, RunOptions};
+use crate::restart::RestartPolicy;
+use crate::runner::{run_module, RunError, RunOptions};
 use crate::shared::Shared;
 use statefun_sdk::TypeName;
 
@@ -137,6 +138,12 @@ struct RunArgs {
     /// id>[:<topic or stream>]` (the message goes to that egress).
     #[arg(long, default_value = "fail", value_parser = parse_function_error)]
     on_function_error: FunctionErrorPolicy,
+    /// After a failure: `no` (default: exit non-zero, for systemd or
+    /// Kubernetes to restart), or `on-failure[:max=N,backoff=1s..60s]`: run
+    /// the job again in this process from the last checkpoint, after a
+    /// backoff that doubles with each failure in a row, logging the cause.
+    #[arg(long, default_value = "no", value_parser = RestartPolicy::parse)]
+    restart: RestartPolicy,
     /// What an ingress record without a non-empty UTF-8 key (the function
     /// id) or without a value (a Kafka tombstone) does: `skip` (counted,
     /// logged) or `fail` (the job stops, naming the record). An ingress's
@@ -264,7 +271,11 @@ fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) 
 /// as a crash would: durable state and sinks are built for exactly that
 /// (docs/DURABILITY.md), and a restart of every process resumes from the last
 /// checkpoint every worker wrote.
-fn install_lost_peer_hook(process: usize) {
+///
+/// With `--restart`, the error line is printed once and the run fails
+/// (its workers stop with the panic) so that the restart loop takes over.
+fn install_lost_peer_hook(process: usize, restarting: bool) {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -275,12 +286,17 @@ fn install_lost_peer_hook(process: usize) {
             .unwrap_or_default();
         if message.contains("timely communication error") || message.contains("MergeQueue poisoned")
         {
-            eprintln!(
-                "error: process {process} lost its connection to another process of the job ({message}); \
-                 every process of the job stops: restart all of them, and they resume from the last \
-                 checkpoint every worker wrote"
-            );
-            std::process::exit(1);
+            if !REPORTED.swap(true, Ordering::SeqCst) {
+                eprintln!(
+                    "error: process {process} lost its connection to another process of the job ({message}); \
+                     every process of the job stops: restart all of them, and they resume from the last \
+                     checkpoint every worker wrote"
+                );
+            }
+            if !restarting {
+                std::process::exit(1);
+            }
+            return;
         }
         default(info);
     }));
@@ -336,18 +352,52 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
         log_interval: Duration::from_secs_f64(args.log_interval.max(0.1)),
     };
     if options.cluster.processes > 1 {
-        install_lost_peer_hook(options.cluster.process);
+        install_lost_peer_hook(
+            options.cluster.process,
+            args.restart != RestartPolicy::Never,
+        );
     }
-    let shared = Arc::new(Shared::default());
-    if let Err(e) = install_signal_handlers(&shared) {
-        eprintln!("error: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
-    }
-    match run_module(&args.module, &registry, &options, shared) {
-        Ok(_) => ExitCode::SUCCESS,
+    let current = Arc::new(Mutex::new(Arc::new(Shared::default())));
+    let signalled = match install_signal_handlers(&current) {
+        Ok(flag) => flag,
         Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failures_in_a_row = 0u32;
+    loop {
+        let shared = current.lock().map(|s| s.clone()).unwrap_or_default();
+        let started = std::time::Instant::now();
+        let error = match run_module(&args.module, &registry, &options, shared) {
+            Ok(_) => return ExitCode::SUCCESS,
+            Err(e @ RunError::Startup(_)) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => e,
+        };
+        if args.restart.resets_after(started.elapsed()) {
+            failures_in_a_row = 0;
+        }
+        failures_in_a_row += 1;
+        let wait = args.restart.backoff(failures_in_a_row);
+        let Some(wait) = wait.filter(|_| !signalled.load(Ordering::Relaxed)) else {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        };
+        tracing::error!(
+            restart = failures_in_a_row,
+            backoff_ms = wait.as_millis() as u64,
+            "the job failed ({error}); restarting from the last checkpoint"
+        );
+        std::thread::sleep(wait);
+        if signalled.load(Ordering::Relaxed) {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+        if let Ok(mut slot) = current.lock() {
+            *slot = Arc::new(Shared::default());
         }
     }
 }
@@ -397,23 +447,29 @@ fn parse_function_error(text: &str) -> Result<FunctionErrorPolicy, String> {
 
 /// SIGINT/SIGTERM ask sources to stop; the dataflow then drains and the
 /// process exits 0. A second signal exits at once with status 130.
-fn install_signal_handlers(shared: &Arc<Shared>) -> std::io::Result<()> {
+///
+/// The signal goes to the run in `current` (the one running now, across
+/// `--restart`s); the returned flag says a signal came (no more restarts).
+fn install_signal_handlers(current: &Arc<Mutex<Arc<Shared>>>) -> std::io::Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone())?;
         signal_hook::flag::register(signal, flag.clone())?;
     }
-    let shared = shared.clone();
+    let current = current.clone();
+    let seen = flag.clone();
     std::thread::Builder::new()
         .name("statefun-signals".into())
         .spawn(move || loop {
-            if flag.load(Ordering::Relaxed) {
+            if seen.load(Ordering::Relaxed) {
                 tracing::info!("shutdown requested: stopping ingresses and draining");
-                shared.request_shutdown();
+                if let Ok(shared) = current.lock() {
+                    shared.request_shutdown();
+                }
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         })?;
-    Ok(())
+    Ok(flag)
 }

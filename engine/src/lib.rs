@@ -26,6 +26,7 @@ pub mod invoke;
 pub mod keygroup;
 pub mod registry;
 pub mod remote;
+pub mod restart;
 pub mod runner;
 pub mod shared;
 pub mod state;

@@ -173,6 +173,75 @@ fn a_function_error_fails_the_job_and_the_restart_loses_nothing() {
     }
 }
 
+/// `statefun run --restart on-failure`: the job that fails on a transient function error
+/// restarts itself in the process from the last checkpoint and finishes exact, exit 0.
+#[test]
+fn restart_on_failure_recovers_in_the_process() {
+    use std::sync::Mutex;
+    // The worker threads each run failed on: every run has new ones.
+    let failed_runs = Arc::new(Mutex::new(Vec::<std::thread::ThreadId>::new()));
+    let spec = ValueSpec::new("n", IntType);
+    let descriptor = spec.descriptor();
+    let runs = failed_runs.clone();
+    let f = move |ctx: &mut Context<'_>, _m: Message| -> Result<(), FunctionError> {
+        let n = ctx.get(&spec)?.unwrap_or(0) + 1;
+        // Fails in two runs in a row, then the cause has gone away.
+        if ctx.self_address().id == "c" && n == 3 {
+            let mut runs = runs.lock().unwrap();
+            let me = std::thread::current().id();
+            if runs.contains(&me) || runs.len() < 2 {
+                if !runs.contains(&me) {
+                    runs.push(me);
+                }
+                return Err("downstream unavailable".into());
+            }
+        }
+        ctx.set(&spec, &n)?;
+        let text = format!("{} {n}", ctx.self_address().id);
+        ctx.send_egress(EgressMessage::of(t("test/out"), &StringType, &text));
+        Ok(())
+    };
+    let registry = counter_registry(descriptor, f);
+    let keys: Vec<&str> = (0..120).map(|i| ["a", "b", "c"][i % 3]).collect();
+    let app = App::new(&lines(&keys));
+    let module = app.path("module.yaml");
+    let state = app.path("state");
+    let code = statefun_engine::cli::run_cli(
+        registry,
+        [
+            "statefun".as_ref(),
+            "run".as_ref(),
+            module.as_os_str(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+            "--checkpoint-interval".as_ref(),
+            "50ms".as_ref(),
+            "--restart".as_ref(),
+            "on-failure:max=5,backoff=50ms..200ms".as_ref(),
+        ]
+        .map(std::ffi::OsString::from),
+    );
+    assert_eq!(
+        format!("{code:?}"),
+        format!("{:?}", std::process::ExitCode::SUCCESS)
+    );
+    assert_eq!(
+        failed_runs.lock().unwrap().len(),
+        2,
+        "two runs failed, the third ran through"
+    );
+    let mut want: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|k| (1..=40).map(move |n| format!("{k} {n}")))
+        .collect();
+    want.sort();
+    assert_eq!(
+        app.output(),
+        want,
+        "every record exactly once across the restarts"
+    );
+}
+
 #[test]
 fn state_and_positions_survive_a_clean_restart() {
     for workers in [1, 2] {

@@ -40,7 +40,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the application described by a module.yaml.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a module.yaml and print a summary; exits 1 on errors.
     Validate {
         /// The module.yaml file.
@@ -196,7 +196,7 @@ where
     };
     init_logging();
     match cli.command {
-        Command::Run(args) => run(registry, args),
+        Command::Run(args) => run(registry, *args),
         Command::Validate { module, verbose } => validate(&registry, &module, verbose),
         Command::Describe { module } => validate(&registry, &module, true),
         Command::Bench(args) => match crate::bench::run(&args) {

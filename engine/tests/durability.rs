@@ -310,11 +310,29 @@ fn damaged_state_dirs_give_errors_naming_them() {
     std::fs::rename(app.path("state/worker-1"), &moved).unwrap();
     let err = app.run(&registry, 2).unwrap_err().to_string();
     assert!(
-        err.contains("no checkpoint is restorable on every worker"),
+        err.contains("worker-1 are missing") && err.contains("nothing was changed"),
         "{err}"
     );
-    std::fs::remove_dir_all(app.path("state/worker-1")).unwrap();
+    // The listing says so too, by the same rule.
+    let listing = statefun_engine::checkpoint::describe_dir(&app.path("state")).unwrap();
+    assert!(
+        listing.contains("worker-1 is missing") && listing.contains("a restart would fail"),
+        "{listing}"
+    );
+    // Nothing changed, not even an empty worker-1 left behind: a second try says the same.
+    assert!(!app.path("state/worker-1").exists());
+    let again = app.run(&registry, 2).unwrap_err().to_string();
+    assert!(again.contains("worker-1 are missing"), "{again}");
     std::fs::rename(&moved, app.path("state/worker-1")).unwrap();
+    let listing = statefun_engine::checkpoint::describe_dir(&app.path("state")).unwrap();
+    assert!(
+        listing.contains("a restart resumes from checkpoint"),
+        "{listing}"
+    );
+    // Put back, the job resumes where it was.
+    app.append(&lines(&["a"]));
+    app.run(&registry, 2).unwrap();
+    assert!(app.output().contains(&"a 2".to_string()));
     // A corrupt database file names the database.
     std::fs::write(app.path("state/worker-0/CURRENT"), b"garbage").unwrap();
     let err = app.run(&registry, 2).unwrap_err().to_string();

@@ -236,6 +236,7 @@ impl<S: Store> DurableBackend<S> {
             merged: manifest
                 .as_ref()
                 .is_some_and(|m| m.merged_through.is_some()),
+            missing: false,
         };
         let backend = DurableBackend {
             store,

@@ -185,6 +185,12 @@ pub struct WorkerReport {
     /// every worker (and merged it). If none did, no checkpoint was ever
     /// complete, nothing of one was delivered, and starting fresh is safe.
     pub merged: bool,
+    /// Whether the worker's state directory did not exist before this run
+    /// (so it is new and empty). With other workers holding checkpoints that
+    /// means it was lost or not copied over: an error, never a fresh start
+    /// that would discard the others' state.
+    #[serde(default)]
+    pub missing: bool,
 }
 
 /// Picks the checkpoint every worker restores: the newest one that all of
@@ -196,11 +202,11 @@ pub struct WorkerReport {
 ///
 /// ```
 /// use statefun_engine::checkpoint::{agree, WorkerReport};
-/// let r = |worker, ids: &[(u64, u64)]| WorkerReport { worker, peers: Some(2), restorable: ids.to_vec(), error: None, merged: true };
+/// let r = |worker, ids: &[(u64, u64)]| WorkerReport { worker, peers: Some(2), restorable: ids.to_vec(), error: None, merged: true, missing: false };
 /// assert_eq!(agree(&[r(0, &[(5, 5), (6, 6)]), r(1, &[(5, 5)])], 2), Ok(Some(5)));
 /// // A worker whose one write covered checkpoints 5..=9 agrees on 8.
 /// assert_eq!(agree(&[r(0, &[(5, 9)]), r(1, &[(5, 5), (8, 8)])], 2), Ok(Some(8)));
-/// let fresh = |worker| WorkerReport { worker, peers: None, restorable: vec![], error: None, merged: false };
+/// let fresh = |worker| WorkerReport { worker, peers: None, restorable: vec![], error: None, merged: false, missing: false };
 /// assert_eq!(agree(&[fresh(0), fresh(1)], 2), Ok(None));
 /// assert!(agree(&[r(0, &[(5, 5)]), fresh(1)], 2).is_err());
 /// // A first checkpoint that only some workers wrote was never complete: start fresh.
@@ -227,6 +233,24 @@ pub fn agree(reports: &[WorkerReport], peers: usize) -> Result<Option<u64>, Stri
         return Err(format!(
             "recovery agreement heard from {} of {peers} workers",
             reports.len()
+        ));
+    }
+    let missing: Vec<String> = reports
+        .iter()
+        .filter(|r| r.missing)
+        .map(|r| format!("worker-{}", r.worker))
+        .collect();
+    let holding: Vec<usize> = reports
+        .iter()
+        .filter(|r| !r.missing && (r.peers.is_some() || !r.restorable.is_empty()))
+        .map(|r| r.worker)
+        .collect();
+    if !missing.is_empty() && !holding.is_empty() {
+        return Err(format!(
+            "the state directories {} are missing while workers {holding:?} hold checkpoints: put them \
+             back (copy them from where the job ran), or start from an empty --state-dir; nothing was \
+             changed",
+            missing.join(", ")
         ));
     }
     if reports.iter().all(|r| r.restorable.is_empty()) {
@@ -286,7 +310,10 @@ pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
     }
     let now = crate::clock::Clock::now_ms();
     let mut out = String::new();
-    let mut common: Option<std::collections::BTreeSet<u64>> = None;
+    // What each worker would report to the recovery agreement: the listing
+    // says what a restart does by the very rule a restart applies.
+    let mut reports: Vec<WorkerReport> = Vec::new();
+    let mut job_peers = 0;
     for (n, path) in &workers {
         let store = RocksStore::open_read_only(path).map_err(|e| e.to_string())?;
         let listing = list(&store)?;
@@ -297,14 +324,21 @@ pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
             path.display(),
             listing.keys
         );
-        let ids: std::collections::BTreeSet<u64> = listing
-            .checkpoints
-            .iter()
-            .map(|c| c.meta.last.max(c.id))
-            .collect();
-        common = Some(match common {
-            None => ids,
-            Some(c) => c.intersection(&ids).copied().collect(),
+        job_peers = job_peers.max(peers);
+        reports.push(WorkerReport {
+            worker: *n,
+            peers: listing.manifest.as_ref().map(|m| m.peers),
+            restorable: listing
+                .checkpoints
+                .iter()
+                .map(|c| (c.id, c.meta.last.max(c.id)))
+                .collect(),
+            error: None,
+            merged: listing
+                .manifest
+                .as_ref()
+                .is_some_and(|m| m.merged_through.is_some()),
+            missing: false,
         });
         for c in &listing.checkpoints {
             let last = c.meta.last.max(c.id);
@@ -324,15 +358,35 @@ pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
             );
         }
     }
-    match common.and_then(|c| c.last().copied()) {
-        Some(id) => {
-            let _ = writeln!(out, "a restart resumes from checkpoint {id}");
-        }
-        None => {
+    let job_peers = job_peers.max(workers.len());
+    for w in 0..job_peers {
+        if !reports.iter().any(|r| r.worker == w) {
             let _ = writeln!(
                 out,
-                "no checkpoint is complete on every worker: a restart starts fresh or fails"
+                "worker {w}: no state directory (worker-{w} is missing)"
             );
+            reports.push(WorkerReport {
+                worker: w,
+                peers: None,
+                restorable: Vec::new(),
+                error: None,
+                merged: false,
+                missing: true,
+            });
+        }
+    }
+    match agree(&reports, job_peers) {
+        Ok(Some(id)) => {
+            let _ = writeln!(out, "a restart resumes from checkpoint {id}");
+        }
+        Ok(None) => {
+            let _ = writeln!(
+                out,
+                "no checkpoint was complete on every worker: a restart starts fresh"
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(out, "a restart would fail: {e}");
         }
     }
     Ok(out)
@@ -377,6 +431,7 @@ mod tests {
             restorable: ids.iter().map(|&i| (i, i)).collect(),
             error: None,
             merged: true,
+            missing: false,
         };
         assert_eq!(
             agree(&[r(2, &[7, 8]), r(0, &[7, 8]), r(1, &[7, 8])], 3),
@@ -390,5 +445,43 @@ mod tests {
         let err = agree(&[r(0, &[8]), r(1, &[7]), r(2, &[8])], 3).unwrap_err();
         assert!(err.contains("worker 1: [(7, 7)]"), "{err}");
         assert!(agree(&[r(0, &[8]), r(1, &[8])], 3).is_err());
+    }
+
+    #[test]
+    fn a_missing_worker_directory_is_an_error_even_before_the_first_merge() {
+        let wrote = |worker| WorkerReport {
+            worker,
+            peers: Some(2),
+            restorable: vec![(9, 9)],
+            error: None,
+            merged: false,
+            missing: false,
+        };
+        let lost = WorkerReport {
+            worker: 1,
+            peers: None,
+            restorable: vec![],
+            error: None,
+            merged: false,
+            missing: true,
+        };
+        // Without the flag this is the legitimate "first checkpoint never
+        // complete everywhere" case, which starts fresh; with it, an error.
+        let err = agree(&[wrote(0), lost.clone()], 2).unwrap_err();
+        assert!(
+            err.contains("worker-1") && err.contains("nothing was changed"),
+            "{err}"
+        );
+        let created_last_run = WorkerReport {
+            missing: false,
+            ..lost.clone()
+        };
+        assert_eq!(agree(&[wrote(0), created_last_run], 2), Ok(None));
+        // Every directory new: a fresh start.
+        let all_new = WorkerReport {
+            worker: 0,
+            ..lost.clone()
+        };
+        assert_eq!(agree(&[all_new, lost], 2), Ok(None));
     }
 }

@@ -407,18 +407,26 @@ fn recover(
         restorable: Vec::new(),
         error: Some(error),
         merged: false,
+        missing: false,
     };
+    let missing = !path.exists();
     let opened = RocksStore::open(&path, &options)
         .map_err(|e| e.to_string())
         .and_then(|store| DurableBackend::open(store, index, peers));
     let (mut backend, report) = match opened {
-        Ok((backend, report)) => (Some(backend), report),
+        Ok((backend, report)) => (Some(backend), WorkerReport { missing, ..report }),
         Err(e) => (None, failed(e)),
     };
     let reports = checkpointing::exchange_reports(worker, report);
     let agreed = match agree(&reports, peers) {
         Ok(agreed) => agreed,
         Err(e) => {
+            if missing {
+                // Leave no new empty directory behind: the next start must
+                // see it missing again, not as a worker that wrote nothing.
+                drop(backend.take());
+                let _ = std::fs::remove_dir_all(&path);
+            }
             shared.fail(format!(
                 "cannot restore from {}: {e}",
                 durability.state_dir.display()
@@ -438,6 +446,7 @@ fn recover(
             restorable: Vec::new(),
             error: None,
             merged: false,
+            missing: false,
         },
         Err(e) => failed(e.clone()),
     };

@@ -62,6 +62,14 @@ pub fn kafka_address() -> Option<String> {
     configured("KAFKA_BOOTSTRAP", "KAFKA_HOME", "kafka", "bootstrap")
 }
 
+/// The process id of the broker `ci/install-kafka.sh` started (its
+/// `broker.pid`), for fault tests that pause it with SIGSTOP/SIGCONT.
+pub fn kafka_broker_pid() -> Option<u32> {
+    let text =
+        std::fs::read_to_string(service_home("KAFKA_HOME", "kafka")?.join("broker.pid")).ok()?;
+    text.trim().parse().ok()
+}
+
 /// Where the Kinesis emulator should be: `$KINESIS_ENDPOINT`, else the file
 /// `ci/install-kinesis.sh` writes. Not checked; see [`kinesis_endpoint`].
 pub fn kinesis_address() -> Option<String> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use example_crash_counter::{expected_lines, COUNTER, OUT};
 
 mod common;
-use common::{kill_repeatedly, kills, seed, start_app, terminate, Lcg};
+use common::{kill_repeatedly, kills, seed, start_app, start_app_with, terminate, Lcg};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -31,7 +31,17 @@ fn start(dir: &Path, output: &str) -> Child {
     start_app(dir, ("CRASH_OUT_TOPIC", output))
 }
 
-fn crash_through_kafka(semantic: &str, default_kills: u64) {
+/// What goes wrong while the input is being produced.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// The app is SIGKILLed repeatedly (`STATEFUN_CRASH_KILLS`, else the count).
+    Kills(u64),
+    /// The broker is paused (SIGSTOP) for this long while the app runs with
+    /// `--restart on-failure`, then resumed (SIGCONT).
+    BrokerPause(Duration),
+}
+
+fn crash_through_kafka(semantic: &str, fault: Fault) {
     let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
         return;
     };
@@ -94,8 +104,49 @@ fn crash_through_kafka(semantic: &str, default_kills: u64) {
     )
     .expect("write module.yaml");
 
-    let kills = kills(default_kills);
-    kill_repeatedly(kills, 1200, &mut rng, || start(dir.path(), &output));
+    let kills = match fault {
+        Fault::Kills(default_kills) => {
+            let kills = kills(default_kills);
+            kill_repeatedly(kills, 1200, &mut rng, || start(dir.path(), &output));
+            kills
+        }
+        Fault::BrokerPause(pause) => {
+            let pid = statefun_testkit::kafka_broker_pid()
+                .expect("the broker's pid file (ci/install-kafka.sh writes it)")
+                .to_string();
+            let mut child = start_app_with(
+                dir.path(),
+                ("CRASH_OUT_TOPIC", &output),
+                &["--restart", "on-failure:backoff=500ms..5s"],
+            );
+            std::thread::sleep(Duration::from_millis(1500));
+            let signal = |s: &str| {
+                let sent = std::process::Command::new("kill").args([s, &pid]).status();
+                assert!(sent.is_ok_and(|st| st.success()), "kill {s} {pid}");
+            };
+            signal("-STOP");
+            // Resume the broker even if the test fails meanwhile.
+            struct Resume<'a>(&'a dyn Fn(&str));
+            impl Drop for Resume<'_> {
+                fn drop(&mut self) {
+                    (self.0)("-CONT");
+                }
+            }
+            {
+                let _resume = Resume(&signal);
+                std::thread::sleep(pause);
+                assert!(
+                    child.try_wait().expect("wait").is_none(),
+                    "with --restart the app must ride out a broker that is away"
+                );
+            }
+            // The app goes on by itself (restarting if it failed meanwhile) and finishes
+            // in the last run below, which it shares the state dir with.
+            std::thread::sleep(Duration::from_secs(3));
+            terminate(child);
+            0
+        }
+    };
 
     producing.join().expect("the producer thread");
     let expected = expected_lines((0..RECORDS).map(|s| format!("k{}", s % KEYS)));
@@ -193,11 +244,21 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn kafka_exactly_once_survives_kills() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    crash_through_kafka("exactly-once", 10);
+    crash_through_kafka("exactly-once", Fault::Kills(10));
+}
+
+/// The broker goes away (paused, so every connection hangs rather than
+/// failing fast) for 20 s mid-run: the job rides it out or fails and restarts
+/// itself (`--restart on-failure`), and a read_committed consumer still sees
+/// every line exactly once.
+#[test]
+fn kafka_exactly_once_survives_a_broker_away_for_20s() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crash_through_kafka("exactly-once", Fault::BrokerPause(Duration::from_secs(20)));
 }
 
 #[test]
 fn kafka_at_least_once_loses_nothing_under_kills() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    crash_through_kafka("at-least-once", 5);
+    crash_through_kafka("at-least-once", Fault::Kills(5));
 }

@@ -39,6 +39,16 @@ pub fn kills<T: std::str::FromStr>(default: T) -> T {
 /// egress destination passed in the environment variable `output.0`.
 #[allow(dead_code)] // crash.rs starts its own job shapes
 pub fn start_app(dir: &std::path::Path, output: (&str, &str)) -> std::process::Child {
+    start_app_with(dir, output, &[])
+}
+
+/// [`start_app`] with more command-line arguments (e.g. `--restart`).
+#[allow(dead_code)]
+pub fn start_app_with(
+    dir: &std::path::Path,
+    output: (&str, &str),
+    more: &[&str],
+) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
         .current_dir(dir)
         .args([
@@ -51,6 +61,7 @@ pub fn start_app(dir: &std::path::Path, output: (&str, &str)) -> std::process::C
             "-w",
             "2",
         ])
+        .args(more)
         .env(output.0, output.1)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())

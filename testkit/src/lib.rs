@@ -62,12 +62,22 @@ pub fn kafka_address() -> Option<String> {
     configured("KAFKA_BOOTSTRAP", "KAFKA_HOME", "kafka", "bootstrap")
 }
 
+/// The number in `<home>/<file>` (a pid file a ci/ script wrote).
+fn pid_file(home_var: &str, service: &str, file: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(service_home(home_var, service)?.join(file)).ok()?;
+    text.trim().parse().ok()
+}
+
 /// The process id of the broker `ci/install-kafka.sh` started (its
 /// `broker.pid`), for fault tests that pause it with SIGSTOP/SIGCONT.
 pub fn kafka_broker_pid() -> Option<u32> {
-    let text =
-        std::fs::read_to_string(service_home("KAFKA_HOME", "kafka")?.join("broker.pid")).ok()?;
-    text.trim().parse().ok()
+    pid_file("KAFKA_HOME", "kafka", "broker.pid")
+}
+
+/// The process id of the emulator `ci/install-kinesis.sh` started (its
+/// `pid`), for fault tests that pause it with SIGSTOP/SIGCONT.
+pub fn kinesis_emulator_pid() -> Option<u32> {
+    pid_file("KINESIS_HOME", "kinesis", "pid")
 }
 
 /// Where the Kinesis emulator should be: `$KINESIS_ENDPOINT`, else the file

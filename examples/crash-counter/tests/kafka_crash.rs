@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use example_crash_counter::{expected_lines, COUNTER, OUT};
 
 mod common;
-use common::{kill_repeatedly, kills, seed, start_app, start_app_with, terminate, Lcg};
+use common::{apply, seed, start_app, start_app_with, terminate, Fault, Lcg};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -29,16 +29,6 @@ const KEYS: u64 = 40;
 
 fn start(dir: &Path, output: &str) -> Child {
     start_app(dir, ("CRASH_OUT_TOPIC", output))
-}
-
-/// What goes wrong while the input is being produced.
-#[derive(Clone, Copy, PartialEq)]
-enum Fault {
-    /// The app is SIGKILLed repeatedly (`STATEFUN_CRASH_KILLS`, else the count).
-    Kills(u64),
-    /// The broker is paused (SIGSTOP) for this long while the app runs with
-    /// `--restart on-failure`, then resumed (SIGCONT).
-    BrokerPause(Duration),
 }
 
 fn crash_through_kafka(semantic: &str, fault: Fault) {
@@ -104,50 +94,12 @@ fn crash_through_kafka(semantic: &str, fault: Fault) {
     )
     .expect("write module.yaml");
 
-    let kills = match fault {
-        Fault::Kills(default_kills) => {
-            let kills = kills(default_kills);
-            kill_repeatedly(kills, 1200, &mut rng, || start(dir.path(), &output));
-            kills
-        }
-        Fault::BrokerPause(pause) => {
-            let pid = statefun_testkit::kafka_broker_pid()
-                .expect("the broker's pid file (ci/install-kafka.sh writes it)")
-                .to_string();
-            let mut child = start_app_with(
-                dir.path(),
-                ("CRASH_OUT_TOPIC", &output),
-                &["--restart", "on-failure:backoff=500ms..5s"],
-            );
-            std::thread::sleep(Duration::from_millis(1500));
-            let signal = |s: &str| {
-                let sent = std::process::Command::new("kill").args([s, &pid]).status();
-                assert!(sent.is_ok_and(|st| st.success()), "kill {s} {pid}");
-            };
-            signal("-STOP");
-            // Resume the broker even if the test fails meanwhile.
-            struct Resume<'a>(&'a dyn Fn(&str));
-            impl Drop for Resume<'_> {
-                fn drop(&mut self) {
-                    (self.0)("-CONT");
-                }
-            }
-            {
-                let _resume = Resume(&signal);
-                std::thread::sleep(pause);
-                assert!(
-                    child.try_wait().expect("wait").is_none(),
-                    "with --restart the app must ride out a broker that is away"
-                );
-            }
-            // The app goes on by itself (restarting if it failed meanwhile) and finishes
-            // in the last run below, which it shares the state dir with.
-            std::thread::sleep(Duration::from_secs(3));
-            terminate(child);
-            0
-        }
-    };
-
+    let kills = apply(
+        fault,
+        statefun_testkit::kafka_broker_pid(),
+        &mut rng,
+        |more| start_app_with(dir.path(), ("CRASH_OUT_TOPIC", &output), more),
+    );
     producing.join().expect("the producer thread");
     let expected = expected_lines((0..RECORDS).map(|s| format!("k{}", s % KEYS)));
     let consumer: BaseConsumer = ClientConfig::new()
@@ -254,7 +206,7 @@ fn kafka_exactly_once_survives_kills() {
 #[test]
 fn kafka_exactly_once_survives_a_broker_away_for_20s() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    crash_through_kafka("exactly-once", Fault::BrokerPause(Duration::from_secs(20)));
+    crash_through_kafka("exactly-once", Fault::ServicePause(Duration::from_secs(20)));
 }
 
 #[test]

@@ -29,7 +29,7 @@ use statefun_connectors::kinesis::{split_record_id, RecordId};
 use statefun_testkit::kinesis::{Emulator, REGION};
 
 mod common;
-use common::{kill_repeatedly, kills, seed, start_app, terminate, Lcg};
+use common::{apply, seed, start_app, start_app_with, terminate, Fault, Lcg};
 
 const RECORDS: u64 = 2000;
 const KEYS: u64 = 40;
@@ -119,6 +119,22 @@ fn tally(records: &[Vec<u8>], seen: &mut BTreeMap<String, Vec<RecordId>>) {
 
 #[test]
 fn kinesis_at_least_once_with_record_ids_survives_kills() {
+    through_kinesis(Fault::Kills(6));
+}
+
+/// The emulator goes away (paused, so every call hangs) for 15 s mid-run:
+/// the job rides it out or restarts itself (`--restart on-failure`); nothing
+/// is lost and every duplicate carries its first copy's record id.
+#[test]
+fn kinesis_survives_the_service_away_for_15s() {
+    through_kinesis(Fault::ServicePause(Duration::from_secs(15)));
+}
+
+/// The tests share the emulator (one pauses it): one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn through_kinesis(fault: Fault) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Some(k) = Emulator::connect() else {
         return;
     };
@@ -170,8 +186,12 @@ fn kinesis_at_least_once_with_record_ids_survives_kills() {
     )
     .expect("write module.yaml");
 
-    let kills = kills(6u64);
-    kill_repeatedly(kills, 1700, &mut rng, || start(dir.path(), &output));
+    let kills = apply(
+        fault,
+        statefun_testkit::kinesis_emulator_pid(),
+        &mut rng,
+        |more| start_app_with(dir.path(), ("CRASH_OUT_STREAM", &output), more),
+    );
     producing.join().expect("the producer thread");
 
     let expected = expected_lines((0..RECORDS).map(|s| format!("k{}", s % KEYS)));

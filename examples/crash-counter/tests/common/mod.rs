@@ -101,3 +101,65 @@ pub fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
     let _ = child.kill();
     child.wait().expect("wait")
 }
+
+/// What goes wrong while the input is being produced.
+#[allow(dead_code)]
+#[derive(Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// The app is SIGKILLed repeatedly (`STATEFUN_CRASH_KILLS`, else the count).
+    Kills(u64),
+    /// The external service (broker, emulator) is paused with SIGSTOP for this
+    /// long, so every connection hangs rather than failing fast, while the app
+    /// runs with `--restart on-failure`; then resumed with SIGCONT.
+    ServicePause(std::time::Duration),
+}
+
+/// Applies `fault` to the app `start_with(extra args)` starts; returns how
+/// many times it was killed. For a pause, the app must still run when the
+/// service comes back (it rides the outage out or restarts itself), and is
+/// then stopped with SIGTERM; the caller's last run finishes the input.
+#[allow(dead_code)]
+pub fn apply(
+    fault: Fault,
+    service_pid: Option<u32>,
+    rng: &mut Lcg,
+    start_with: impl Fn(&[&str]) -> std::process::Child,
+) -> u64 {
+    match fault {
+        Fault::Kills(default_kills) => {
+            let n = kills(default_kills);
+            kill_repeatedly(n, 1200, rng, || start_with(&[]));
+            n
+        }
+        Fault::ServicePause(pause) => {
+            let pid = service_pid
+                .expect("the service's pid file (written by its ci/install-*.sh)")
+                .to_string();
+            let mut child = start_with(&["--restart", "on-failure:backoff=500ms..5s"]);
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let signal = |s: &str| {
+                let sent = std::process::Command::new("kill").args([s, &pid]).status();
+                assert!(sent.is_ok_and(|st| st.success()), "kill {s} {pid}");
+            };
+            /// Resumes the service even if the test fails meanwhile.
+            struct Resume<'a>(&'a dyn Fn(&str));
+            impl Drop for Resume<'_> {
+                fn drop(&mut self) {
+                    (self.0)("-CONT");
+                }
+            }
+            signal("-STOP");
+            {
+                let _resume = Resume(&signal);
+                std::thread::sleep(pause);
+                assert!(
+                    child.try_wait().expect("wait").is_none(),
+                    "with --restart the app must ride out a service that is away"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            terminate(child);
+            0
+        }
+    }
+}

@@ -30,15 +30,21 @@ struct Job {
     /// Each process keeps its state in `state<p>` (as on separate machines)
     /// instead of all in `state`.
     separate_state_dirs: bool,
+    /// How many records the generator produces (at `RATE` per second).
+    records: u64,
 }
 
 impl Job {
     fn new(dir: &Path, workers: usize, processes: usize) -> Job {
+        Job::with_records(dir, workers, processes, RECORDS)
+    }
+
+    fn with_records(dir: &Path, workers: usize, processes: usize, records: u64) -> Job {
         std::fs::write(
             dir.join("module.yaml"),
             format!(
                 "kind: io.statefun-rs.generator.v1/ingress\nspec:\n  id: crash/in\n  valueType: io.statefun.types/string\n  \
-                 keys: {KEYS}\n  count: {RECORDS}\n  rate: {RATE}\n  valueSize: 8\n  targets:\n    - {COUNTER}\n---\n\
+                 keys: {KEYS}\n  count: {records}\n  rate: {RATE}\n  valueSize: 8\n  targets:\n    - {COUNTER}\n---\n\
                  kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {OUT}\n  path: out.jsonl\n  deliverySemantic: exactly-once\n"
             ),
         )
@@ -49,6 +55,7 @@ impl Job {
             processes,
             hostfile: None,
             separate_state_dirs: false,
+            records,
         }
     }
 
@@ -168,7 +175,7 @@ impl Job {
             let value = v["value"].as_str().expect("a text value").to_string();
             *seen.entry(value).or_default() += 1;
         }
-        let expected = expected_lines((0..RECORDS).map(|s| (s % KEYS).to_string()));
+        let expected = expected_lines((0..self.records).map(|s| (s % KEYS).to_string()));
         let missing: Vec<&String> = expected
             .keys()
             .filter(|k| !seen.contains_key(*k))
@@ -246,6 +253,82 @@ fn exactly_once_after_kills_two_processes() {
     crash_and_recover(1, 2, 6);
 }
 
+impl Job {
+    /// Starts the job and waits until it writes output (the processes are
+    /// connected and working), at most 30 s; whether it did.
+    fn start_running(&mut self) -> (Vec<Child>, bool) {
+        let out = self.dir.join("out.jsonl");
+        let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        let before = size();
+        let children = self.start(None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while size() == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (children, size() > before)
+    }
+
+    /// SIGTERM to process `p` only: the whole job drains to a final
+    /// checkpoint, every process exits 0 within 30 s.
+    fn sigterm_one(&mut self, p: usize, after: Duration) {
+        let mut children = self.start(None);
+        std::thread::sleep(after);
+        let pid = children[p].id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        for (q, child) in children.iter_mut().enumerate() {
+            let (status, err) = exit_within(child, Duration::from_secs(30)).unwrap_or_else(|| {
+                panic!(
+                    "process {q} still ran 30 s after SIGTERM to process {p}: a half-running job"
+                )
+            });
+            assert!(
+                status.success(),
+                "process {q} after SIGTERM to process {p}: {status}\n{err}"
+            );
+        }
+    }
+
+    /// SIGKILL of process `p` once the job runs: every other process stops
+    /// with one error line, exit 1, within 30 s. `must_run`: the job must
+    /// still have input to work on.
+    fn sigkill_one(&mut self, p: usize, must_run: bool) {
+        let (mut children, running) = self.start_running();
+        assert!(
+            running || !must_run,
+            "the restarted job wrote nothing within 30 s"
+        );
+        let _ = children[p].kill();
+        let _ = children[p].wait();
+        for (q, child) in children.iter_mut().enumerate().filter(|(q, _)| *q != p) {
+            let (status, err) = exit_within(child, Duration::from_secs(30)).unwrap_or_else(|| {
+                panic!("process {q} ran on for 30 s after process {p} was killed")
+            });
+            if running {
+                assert!(
+                    !status.success(),
+                    "process {q} must fail when process {p} dies:\n{err}"
+                );
+                assert!(
+                    err.contains("lost its connection to another process"),
+                    "one error line saying why: {err}"
+                );
+            }
+        }
+    }
+
+    /// A fail point reached in process `p` only (it aborts there): every
+    /// process ends within 30 s.
+    fn failpoint_in_one(&mut self, p: usize, point: &str) {
+        let mut children = self.start_each(|q| (q == p).then(|| point.to_string()));
+        for (q, child) in children.iter_mut().enumerate() {
+            exit_within(child, Duration::from_secs(30)).unwrap_or_else(|| {
+                panic!("process {q} ran on for 30 s after `{point}` in process {p}")
+            });
+        }
+    }
+}
+
 /// Waits up to `limit` for `child` to exit; its status and stderr, or `None`
 /// (and the child killed) if it was still running.
 fn exit_within(child: &mut Child, limit: Duration) -> Option<(std::process::ExitStatus, String)> {
@@ -279,53 +362,8 @@ fn one_process_of_two_stops_or_dies_and_the_job_follows() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut job = Job::new(dir.path(), 1, 2);
 
-    // SIGTERM to process 1 only: the whole job drains to a final checkpoint.
-    let mut children = job.start(None);
-    std::thread::sleep(Duration::from_millis(600));
-    let pid = children[1].id().to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-    let stopped: Vec<_> = children
-        .iter_mut()
-        .map(|c| exit_within(c, Duration::from_secs(30)))
-        .collect();
-    for (p, s) in stopped.iter().enumerate() {
-        let (status, err) = s.as_ref().unwrap_or_else(|| {
-            panic!("process {p} still ran 30 s after SIGTERM to process 1: a half-running job")
-        });
-        assert!(
-            status.success(),
-            "process {p} after SIGTERM to process 1: {status}\n{err}"
-        );
-    }
-
-    // SIGKILL of process 1 once the job runs (its output grows: the processes
-    // are connected): process 0 stops with an error, promptly.
-    let out = dir.path().join("out.jsonl");
-    let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    let before = size();
-    let mut children = job.start(None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while size() == before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(
-        size() > before,
-        "the restarted job wrote nothing within 30 s"
-    );
-    let _ = children[1].kill();
-    let _ = children[1].wait();
-    let (status, err) = exit_within(&mut children[0], Duration::from_secs(30))
-        .expect("process 0 ran on for 30 s after process 1 was killed");
-    assert!(
-        !status.success(),
-        "process 0 must fail when process 1 dies:\n{err}"
-    );
-    assert!(
-        err.contains("lost its connection to another process"),
-        "one error line saying why: {err}"
-    );
-
+    job.sigterm_one(1, Duration::from_millis(600));
+    job.sigkill_one(1, true);
     // A checkpoint write that fails in process 1 only (it aborts there).
     let mut children =
         job.start_each(|p| (p == 1).then(|| "checkpoint-before-write:3".to_string()));
@@ -340,6 +378,61 @@ fn one_process_of_two_stops_or_dies_and_the_job_follows() {
 
     job.finish();
     job.check();
+}
+
+/// The soak: `STATEFUN_FAULTS` (default 4 in CI) random partial and whole-job
+/// faults on a 2-process job — SIGTERM or SIGKILL of one process, a fail point
+/// in one process, SIGKILL of every process — then a run to completion: every
+/// line exactly once. `STATEFUN_CRASH_SEED` replays a run.
+///
+/// `STATEFUN_FAULTS=50 cargo test --release -p example-crash-counter --test crash random_faults -- --nocapture`
+#[test]
+fn random_faults_on_two_processes_lose_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let faults: u64 = std::env::var("STATEFUN_FAULTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4);
+    let seed = seed();
+    println!("seed {seed} (STATEFUN_CRASH_SEED={seed} replays the faults)");
+    let mut rng = Lcg(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Enough input for every fault to hit a running job (1 s of input each).
+    let mut job = Job::with_records(dir.path(), 1, 2, RECORDS * (faults + 1));
+    let points = [
+        "checkpoint-before-write",
+        "checkpoint-after-write",
+        "sink-before-commit",
+        "sink-after-commit",
+    ];
+    let mut drawn = Vec::new();
+    for _ in 0..faults {
+        let p = rng.below(2) as usize;
+        match rng.below(4) {
+            0 => {
+                drawn.push(format!("SIGTERM p{p}"));
+                job.sigterm_one(p, Duration::from_millis(200 + rng.below(800)));
+            }
+            1 => {
+                drawn.push(format!("SIGKILL p{p}"));
+                job.sigkill_one(p, false);
+            }
+            2 => {
+                let point = format!("{}:{}", points[rng.below(4) as usize], 1 + rng.below(5));
+                drawn.push(format!("{point} in p{p}"));
+                job.failpoint_in_one(p, &point);
+            }
+            _ => {
+                drawn.push("SIGKILL all".to_string());
+                let children = job.start(None);
+                std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
+                Job::kill_all(children);
+            }
+        }
+    }
+    job.finish();
+    job.check();
+    println!("{faults} faults ({}), output exact", drawn.join(", "));
 }
 
 /// A 400 KiB tmpfs mounted at a path, unmounted on drop.

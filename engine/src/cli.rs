@@ -144,6 +144,11 @@ struct RunArgs {
     /// backoff that doubles with each failure in a row, logging the cause.
     #[arg(long, default_value = "no", value_parser = RestartPolicy::parse)]
     restart: RestartPolicy,
+    /// With several processes: how long this one waits for every other one
+    /// to connect before it gives up with an error (timely would wait forever
+    /// for a process that died before the job formed).
+    #[arg(long, default_value = "5min", value_parser = statefun_module::parse_duration)]
+    connect_timeout: Duration,
     /// What an ingress record without a non-empty UTF-8 key (the function
     /// id) or without a value (a Kafka tombstone) does: `skip` (counted,
     /// logged) or `fail` (the job stops, naming the record). An ingress's
@@ -261,6 +266,40 @@ fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) 
     ExitCode::SUCCESS
 }
 
+/// Stops the process with an error if its workers have not started (timely
+/// connected to every other process) within `limit`.
+fn watch_connecting(shared: Arc<Shared>, cluster: &ClusterConfig, limit: Duration) {
+    let (process, processes) = (cluster.process, cluster.processes);
+    let hosts = cluster
+        .hostfile
+        .as_ref()
+        .map_or("localhost:2101 and up".to_string(), |h| {
+            h.display().to_string()
+        });
+    let spawned = std::thread::Builder::new()
+        .name("statefun-connect-watch".into())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + limit;
+            while std::time::Instant::now() < deadline {
+                if shared.started() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !shared.started() {
+                eprintln!(
+                    "error: process {process} could not connect to all {processes} processes of the \
+                     job within {limit:?} (hosts: {hosts}): start every process with the same -n and \
+                     host list, check their ports are reachable, or raise --connect-timeout"
+                );
+                std::process::exit(1);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch connecting to the other processes: {e}");
+    }
+}
+
 /// Turns a lost peer process into one error line and exit code 1.
 ///
 /// When another process of the job dies (SIGKILL, a crash, its machine going
@@ -368,6 +407,9 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
     let mut failures_in_a_row = 0u32;
     loop {
         let shared = current.lock().map(|s| s.clone()).unwrap_or_default();
+        if options.cluster.processes > 1 {
+            watch_connecting(shared.clone(), &options.cluster, args.connect_timeout);
+        }
         let started = std::time::Instant::now();
         let error = match run_module(&args.module, &registry, &options, shared) {
             Ok(_) => return ExitCode::SUCCESS,

@@ -14,6 +14,7 @@ type PoolOrError = Result<Arc<RemotePool>, String>;
 #[derive(Default)]
 pub struct Shared {
     shutdown: AtomicBool,
+    started: AtomicBool,
     failure: Mutex<Option<String>>,
     /// The remote-function HTTP pool of this process, made by the first worker that needs it.
     remote: OnceLock<(Vec<HttpEndpoint>, PoolOrError)>,
@@ -31,6 +32,17 @@ impl Shared {
     #[inline]
     pub fn shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Marks that this process's workers run: with several processes, timely
+    /// has connected to every other one.
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this process's workers run (see [`Shared::mark_started`]).
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
     }
 
     /// Records a fatal failure (the first one wins) and requests shutdown.

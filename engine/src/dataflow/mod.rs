@@ -270,6 +270,7 @@ pub fn run(
         let index = worker.index();
         let peers = worker.peers();
         let shared = worker_shared.clone();
+        shared.mark_started();
         let probe = ProbeHandle::new();
         match &durability {
             None => {

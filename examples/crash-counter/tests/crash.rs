@@ -439,6 +439,46 @@ fn random_faults_on_two_processes_lose_nothing() {
     println!("{faults} faults ({}), output exact", drawn.join(", "));
 }
 
+/// A process whose peers never come (one died before the job formed, or the
+/// host list is wrong) does not wait forever in timely's networking: it stops
+/// after `--connect-timeout` with an error saying what to check.
+#[test]
+fn a_process_whose_peers_never_come_stops_after_the_connect_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = Job::new(dir.path(), 1, 2);
+    let hosts = format!(
+        "127.0.0.1:{}\n127.0.0.1:{}\n",
+        statefun_testkit::free_port(),
+        statefun_testkit::free_port()
+    );
+    std::fs::write(dir.path().join("hosts.txt"), hosts).expect("write hostfile");
+    let mut alone = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(&job.dir)
+        .args([
+            "run",
+            "module.yaml",
+            "--state-dir",
+            "state",
+            "-n",
+            "2",
+            "-p",
+            "0",
+        ])
+        .args(["-h", "hosts.txt", "--connect-timeout", "2s"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start process 0");
+    let (status, err) = exit_within(&mut alone, Duration::from_secs(30))
+        .expect("process 0 waited more than 30 s for a peer that never came");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("could not connect to all 2 processes") && err.contains("--connect-timeout"),
+        "{err}"
+    );
+}
+
 /// A 400 KiB tmpfs mounted at a path, unmounted on drop.
 struct SmallDisk(PathBuf);
 

@@ -576,12 +576,54 @@ fn owner(stream: &str, shard: &str, listing: &HashMap<String, Shard>, peers: usi
     (shard_hash(stream, current) % peers as u64) as usize
 }
 
+/// Who reads each shard, decided once per shard and then kept.
+///
+/// [`owner`] follows a shard's parents only while `ListShards` lists them, and
+/// a closed parent drops out of the listing once the stream's retention has
+/// passed. Decided afresh in every discovery round, a child read by its
+/// parent's owner would then hash to another worker, which would start it
+/// again from `TRIM_HORIZON` while the first kept reading it. Every worker
+/// sees a new shard while its parent is still listed (the parent closed
+/// moments before), so every worker decides the same owner and keeps it; a
+/// new shard whose parent was decided before but is no longer listed follows
+/// that decision (and so do its own children). After a restart the decisions are made again from the
+/// listing, and the restored positions of all workers go to whoever owns a
+/// shard now, so it resumes where it stood.
+#[derive(Debug, Default)]
+struct Owners(HashMap<(String, String), usize>);
+
+impl Owners {
+    /// The owner of `shard` of `stream` (see the type's docs).
+    fn of(
+        &mut self,
+        stream: &str,
+        shard: &str,
+        listing: &HashMap<String, Shard>,
+        peers: usize,
+    ) -> usize {
+        let key = (stream.to_string(), shard.to_string());
+        if let Some(&o) = self.0.get(&key) {
+            return o;
+        }
+        // A decided parent wins, listed or not: the same rule as `owner`
+        // while everything is listed, and stable once it is not.
+        let decided_parent = listing
+            .get(shard)
+            .and_then(|s| s.parent_shard_id())
+            .and_then(|p| self.0.get(&(stream.to_string(), p.to_string())).copied());
+        let o = decided_parent.unwrap_or_else(|| owner(stream, shard, listing, peers));
+        self.0.insert(key, o);
+        o
+    }
+}
+
 /// Discovers shards and starts a reader for each owned shard once its owned
 /// parents are finished.
 async fn coordinate(ctx: Arc<Ctx>, plan: Plan) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, String)>();
     let mut finished: HashSet<(String, String)> = HashSet::new();
     let mut started: HashSet<(String, String)> = HashSet::new();
+    let mut owners = Owners::default();
     if let Some(restored) = &plan.restored {
         for (key, seq) in restored {
             if seq == SHARD_END {
@@ -608,12 +650,17 @@ async fn coordinate(ctx: Arc<Ctx>, plan: Plan) {
                 .collect();
             let mut ids: Vec<&String> = listing.keys().collect();
             ids.sort();
+            // Decide every listed shard's owner now, while its parents are
+            // listed (`owner` walks the lineage), and keep the decision.
+            for shard_id in &ids {
+                owners.of(&stream.key, shard_id, &listing, ctx.peers);
+            }
             for shard_id in ids {
                 let key = (stream.key.clone(), shard_id.clone());
                 if started.contains(&key) || finished.contains(&key) {
                     continue;
                 }
-                if owner(&stream.key, shard_id, &listing, ctx.peers) != ctx.worker_index {
+                if owners.of(&stream.key, shard_id, &listing, ctx.peers) != ctx.worker_index {
                     continue;
                 }
                 // Parents we own must be read to their end first.
@@ -623,7 +670,7 @@ async fn coordinate(ctx: Arc<Ctx>, plan: Plan) {
                     .flatten()
                     .filter(|p| listing.contains_key(*p))
                     .any(|p| {
-                        owner(&stream.key, p, &listing, ctx.peers) == ctx.worker_index
+                        owners.of(&stream.key, p, &listing, ctx.peers) == ctx.worker_index
                             && !finished.contains(&(stream.key.clone(), p.to_string()))
                     });
                 if blocked {
@@ -877,6 +924,59 @@ mod tests {
             let err = check_arn(who(), bad, None).unwrap_err().to_string();
             assert!(err.contains("is not a Kinesis stream ARN"), "{err}");
         }
+    }
+
+    fn shard(id: &str, parent: Option<&str>) -> Shard {
+        let mut b = Shard::builder().shard_id(id);
+        if let Some(p) = parent {
+            b = b.parent_shard_id(p);
+        }
+        b.build().expect("shard")
+    }
+
+    fn listing(shards: &[Shard]) -> HashMap<String, Shard> {
+        shards
+            .iter()
+            .map(|s| (s.shard_id().to_string(), s.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_shard_keeps_its_owner_when_its_parent_ages_out() {
+        let peers = 7;
+        // Find a parent and child that hash to different workers on their own.
+        let (parent, child) = (0..100)
+            .map(|i| (format!("p{i}"), format!("c{i}")))
+            .find(|(p, c)| shard_hash("s", p) % peers != shard_hash("s", c) % peers)
+            .expect("a pair");
+        let peers = peers as usize;
+        let mut owners = Owners::default();
+        let with_parent = listing(&[shard(&parent, None), shard(&child, Some(&parent))]);
+        let first = owners.of("s", &child, &with_parent, peers);
+        assert_eq!(
+            first,
+            owners.of("s", &parent, &with_parent, peers),
+            "read by the parent's owner"
+        );
+        // Retention passed: the parent is no longer listed.
+        let aged = listing(&[shard(&child, Some(&parent))]);
+        assert_ne!(
+            owner("s", &child, &aged, peers),
+            first,
+            "the stateless rule would move it"
+        );
+        assert_eq!(
+            owners.of("s", &child, &aged, peers),
+            first,
+            "the decision is kept"
+        );
+        // A grandchild that appears after the parent aged out follows the child.
+        let grand = format!("g-{child}");
+        let later = listing(&[shard(&child, Some(&parent)), shard(&grand, Some(&child))]);
+        assert_eq!(owners.of("s", &grand, &later, peers), first);
+        // And one whose listed parent's decision is known but whose own parent is gone.
+        let orphan = listing(&[shard(&format!("x-{grand}"), Some(&grand))]);
+        assert_eq!(owners.of("s", &format!("x-{grand}"), &orphan, peers), first);
     }
 
     #[test]

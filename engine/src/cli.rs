@@ -323,7 +323,14 @@ fn install_lost_peer_hook(process: usize, restarting: bool) {
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        if message.contains("timely communication error") || message.contains("MergeQueue poisoned")
+        if [
+            "timely communication error",
+            "MergeQueue poisoned",
+            "Send thread panic",
+            "Recv thread panic",
+        ]
+        .iter()
+        .any(|m| message.contains(m))
         {
             if !REPORTED.swap(true, Ordering::SeqCst) {
                 eprintln!(

@@ -266,7 +266,11 @@ pub fn run(
             )
         })?;
     }
-    let guards = timely::execute(config, move |worker| {
+    // Timely panics in the calling thread when it joins communication
+    // threads that panicked (a peer process died): caught here, it is the
+    // run's failure, so that `--restart` can run the job again.
+    let execution = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         let shared = worker_shared.clone();
@@ -350,10 +354,20 @@ pub fn run(
         }
     })
     .map_err(|e| format!("cannot start timely workers: {e}"))?;
-    for (i, result) in guards.join().into_iter().enumerate() {
-        if let Err(e) = result {
-            shared.fail(format!("worker {i} failed: {e}"));
+        Ok::<_, String>(guards.join())
+    }));
+    match execution {
+        Ok(joined) => {
+            for (i, result) in joined?.into_iter().enumerate() {
+                if let Err(e) = result {
+                    shared.fail(format!("worker {i} failed: {e}"));
+                }
+            }
         }
+        Err(_) => shared.fail(
+            "the connection to another process of the job broke (it stopped or died); every process stops"
+                .to_string(),
+        ),
     }
     let report = RunReport::from_metrics(&shared.metrics);
     tracing::info!(

@@ -75,6 +75,14 @@ impl Job {
 
     /// Starts every process, process `p` with fail point `failpoint(p)`.
     fn start_each(&mut self, failpoint: impl Fn(usize) -> Option<String>) -> Vec<Child> {
+        self.new_hosts();
+        (0..self.processes)
+            .map(|p| self.start_process(p, failpoint(p).as_deref(), &[]))
+            .collect()
+    }
+
+    /// A host list with fresh ports (for several processes).
+    fn new_hosts(&mut self) {
         if self.processes > 1 {
             let hosts: Vec<String> = (0..self.processes)
                 .map(|_| format!("127.0.0.1:{}", statefun_testkit::free_port()))
@@ -83,34 +91,36 @@ impl Job {
             std::fs::write(&path, hosts.join("\n")).expect("write hostfile");
             self.hostfile = Some(path);
         }
-        (0..self.processes)
-            .map(|p| {
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"));
-                cmd.current_dir(&self.dir)
-                    .args(["run", "module.yaml", "--state-dir"])
-                    .arg(self.state_dir(p))
-                    .args(["--checkpoint-interval", "50ms"])
-                    .args(["-w", &self.workers.to_string()])
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped());
-                if let Some(h) = &self.hostfile {
-                    cmd.args([
-                        "-n",
-                        &self.processes.to_string(),
-                        "-p",
-                        &p.to_string(),
-                        "-h",
-                    ])
-                    .arg(h);
-                }
-                match failpoint(p) {
-                    Some(f) => cmd.env("STATEFUN_FAILPOINT", f),
-                    None => cmd.env_remove("STATEFUN_FAILPOINT"),
-                };
-                cmd.spawn().expect("start the app")
-            })
-            .collect()
+    }
+
+    /// Starts process `p` alone, in the cluster of the last start (same
+    /// host list), with fail point `failpoint` and `more` arguments.
+    fn start_process(&self, p: usize, failpoint: Option<&str>, more: &[&str]) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"));
+        cmd.current_dir(&self.dir)
+            .args(["run", "module.yaml", "--state-dir"])
+            .arg(self.state_dir(p))
+            .args(["--checkpoint-interval", "50ms"])
+            .args(["-w", &self.workers.to_string()])
+            .args(more)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(h) = &self.hostfile {
+            cmd.args([
+                "-n",
+                &self.processes.to_string(),
+                "-p",
+                &p.to_string(),
+                "-h",
+            ])
+            .arg(h);
+        }
+        match failpoint {
+            Some(f) => cmd.env("STATEFUN_FAILPOINT", f),
+            None => cmd.env_remove("STATEFUN_FAILPOINT"),
+        };
+        cmd.spawn().expect("start the app")
     }
 
     /// Runs to completion; every process must exit 0 within the limit.
@@ -377,6 +387,45 @@ fn one_process_of_two_stops_or_dies_and_the_job_follows() {
     }
 
     job.finish();
+    job.check();
+}
+
+/// `--restart on-failure` on every process of a cluster: process 1 is killed,
+/// process 0 fails with the lost connection and runs the job again by itself,
+/// process 1 is started again (as an orchestrator would), they form the cluster
+/// anew and finish; every line exactly once.
+#[test]
+fn processes_restart_themselves_and_form_the_cluster_again() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut job = Job::new(dir.path(), 1, 2);
+    let restart = ["--restart", "on-failure:backoff=200ms..2s"];
+    job.new_hosts();
+    let out = dir.path().join("out.jsonl");
+    let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    let mut p0 = job.start_process(0, None, &restart);
+    let mut p1 = job.start_process(1, None, &restart);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while size() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(size() > 0, "the job wrote nothing within 30 s");
+    let _ = p1.kill();
+    let _ = p1.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        p0.try_wait().expect("wait").is_none(),
+        "process 0 restarts itself instead of exiting"
+    );
+    let mut p1 = job.start_process(1, None, &restart);
+    for (p, child) in [(0, &mut p0), (1, &mut p1)] {
+        let (status, err) = exit_within(child, Duration::from_secs(120))
+            .unwrap_or_else(|| panic!("process {p} did not finish within 120 s"));
+        assert!(status.success(), "process {p}: {status}\n{err}");
+        if p == 0 {
+            assert!(err.contains("restarting from the last checkpoint"), "{err}");
+        }
+    }
     job.check();
 }
 

@@ -650,11 +650,6 @@ async fn coordinate(ctx: Arc<Ctx>, plan: Plan) {
                 .collect();
             let mut ids: Vec<&String> = listing.keys().collect();
             ids.sort();
-            // Decide every listed shard's owner now, while its parents are
-            // listed (`owner` walks the lineage), and keep the decision.
-            for shard_id in &ids {
-                owners.of(&stream.key, shard_id, &listing, ctx.peers);
-            }
             for shard_id in ids {
                 let key = (stream.key.clone(), shard_id.clone());
                 if started.contains(&key) || finished.contains(&key) {

@@ -325,20 +325,17 @@ pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
             listing.keys
         );
         job_peers = job_peers.max(peers);
-        reports.push(WorkerReport {
-            worker: *n,
-            peers: listing.manifest.as_ref().map(|m| m.peers),
-            restorable: listing
-                .checkpoints
-                .iter()
-                .map(|c| (c.id, c.meta.last.max(c.id)))
-                .collect(),
-            error: None,
-            merged: listing
-                .manifest
-                .as_ref()
-                .is_some_and(|m| m.merged_through.is_some()),
-            missing: false,
+        // The report recovery itself makes of this store.
+        reports.push(match DurableBackend::open(store, *n, peers) {
+            Ok((_, report)) => report,
+            Err(e) => WorkerReport {
+                worker: *n,
+                peers: None,
+                restorable: Vec::new(),
+                error: Some(e),
+                merged: false,
+                missing: false,
+            },
         });
         for c in &listing.checkpoints {
             let last = c.meta.last.max(c.id);

@@ -98,6 +98,14 @@ struct Snapshotter {
 type Stashed = (Capability<LoopTime>, Capability<LoopTime>, Vec<Envelope>);
 
 impl Snapshotter {
+    /// Keeps `message` in the outbox of the checkpoint in progress (with
+    /// checkpoints), so a crash before it is delivered sends it again.
+    fn keep(snap: &mut Option<Snapshotter>, message: &EgressMessage) {
+        if let Some(s) = snap.as_mut() {
+            s.outbox.push(message.clone());
+        }
+    }
+
     /// Tells every worker of every process, once, that this process is
     /// stopping, and again if it is failing: `Shared` is per process, and a
     /// job must never run on in part.
@@ -401,9 +409,7 @@ pub(crate) fn functions<'s>(
                         );
                         let failed_message = Some((envelope.target, envelope.value));
                         if let Some(dead) = function_failed(&app, &shared, index, &why, failed_message, &mut unknown_function) {
-                            if let Some(s) = snap.as_mut() {
-                                s.outbox.push(dead.clone());
-                            }
+                            Snapshotter::keep(&mut snap, &dead);
                             egress.give(dead);
                         }
                         continue;
@@ -420,9 +426,7 @@ pub(crate) fn functions<'s>(
                             sent.give_iterator(effects.messages.drain(..));
                             for message in effects.egress.drain(..) {
                                 if declared(&app, &shared, &message, &mut unknown_egress, &mut bad_egress) {
-                                    if let Some(s) = snap.as_mut() {
-                                        s.outbox.push(message.clone());
-                                    }
+                                    Snapshotter::keep(&mut snap, &message);
                                     egress.give(message);
                                 }
                             }
@@ -431,9 +435,7 @@ pub(crate) fn functions<'s>(
                             failures += 1;
                             let why = error.to_string();
                             if let Some(dead) = function_failed(&app, &shared, index, &why, kept, &mut failed) {
-                                if let Some(s) = snap.as_mut() {
-                                    s.outbox.push(dead.clone());
-                                }
+                                Snapshotter::keep(&mut snap, &dead);
                                 egress.give(dead);
                             }
                         }
@@ -463,9 +465,7 @@ pub(crate) fn functions<'s>(
                             let mut session = egress_handle.session(egress_cap);
                             for message in egress {
                                 if declared(&app, &shared, &message, &mut unknown_egress, &mut bad_egress) {
-                                    if let Some(s) = snap.as_mut() {
-                                        s.outbox.push(message.clone());
-                                    }
+                                    Snapshotter::keep(&mut snap, &message);
                                     session.give(message);
                                 }
                             }

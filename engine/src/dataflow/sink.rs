@@ -331,9 +331,7 @@ where
                         if *held.time() > c {
                             return;
                         }
-                        let later = pending.split_off(&(c + 1));
-                        let ready = std::mem::replace(&mut pending, later);
-                        deliver(&mut sinks, by_checkpoint(ready, &schedule), labels, Some(schedule.id(c)), &shared);
+                        deliver_through(&mut sinks, &mut pending, c, &schedule, labels, &shared);
                         if !shared.failed() {
                             output.session(&*held).give((slot, c));
                         }
@@ -345,9 +343,7 @@ where
                         }
                         // Checkpoints every worker wrote before the end.
                         if let Some(c) = written.filter(|&w| w < FINISH_EPOCH && *held.time() <= w) {
-                            let later = pending.split_off(&(c + 1));
-                            let ready = std::mem::replace(&mut pending, later);
-                            deliver(&mut sinks, by_checkpoint(ready, &schedule), labels, Some(schedule.id(c)), &shared);
+                            deliver_through(&mut sinks, &mut pending, c, &schedule, labels, &shared);
                             if !shared.failed() {
                                 output.session(&*held).give((slot, c));
                             }
@@ -372,6 +368,27 @@ where
             }
         },
     )
+}
+
+/// Delivers (and commits, as checkpoint `c`) the records of `pending` of
+/// epochs up to checkpoint epoch `c`, leaving the later ones pending.
+fn deliver_through(
+    sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
+    pending: &mut BTreeMap<u64, Vec<EgressMessage>>,
+    c: u64,
+    schedule: &Schedule,
+    labels: Option<usize>,
+    shared: &Shared,
+) {
+    let later = pending.split_off(&(c + 1));
+    let ready = std::mem::replace(pending, later);
+    deliver(
+        sinks,
+        by_checkpoint(ready, schedule),
+        labels,
+        Some(schedule.id(c)),
+        shared,
+    );
 }
 
 /// Groups records by epoch into the checkpoints they belong to (whose outbox

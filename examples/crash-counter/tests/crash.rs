@@ -128,24 +128,10 @@ impl Job {
         let mut children = self.start(None);
         let deadline = Instant::now() + Duration::from_secs(120);
         for child in children.iter_mut() {
-            loop {
-                match child.try_wait().expect("wait") {
-                    Some(status) => {
-                        let mut err = String::new();
-                        if let Some(mut e) = child.stderr.take() {
-                            use std::io::Read;
-                            let _ = e.read_to_string(&mut err);
-                        }
-                        assert!(status.success(), "final run failed: {status}\n{err}");
-                        break;
-                    }
-                    None if Instant::now() > deadline => {
-                        let _ = child.kill();
-                        panic!("the final run did not finish within 120 s");
-                    }
-                    None => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (status, err) =
+                exit_within(child, left).expect("the final run did not finish within 120 s");
+            assert!(status.success(), "final run failed: {status}\n{err}");
         }
     }
 

@@ -31,7 +31,12 @@ pub struct Emulator {
 impl Emulator {
     /// A client on the emulator of [`crate::kinesis_endpoint`]; `None` means skip the test.
     pub fn connect() -> Option<Emulator> {
-        let endpoint = crate::kinesis_endpoint()?;
+        Some(Emulator::at(crate::kinesis_endpoint()?))
+    }
+
+    /// A client on the emulator at `endpoint` (e.g. a private copy of the
+    /// shared one, see [`crate::service::Service::clone_with`]).
+    pub fn at(endpoint: String) -> Emulator {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -47,11 +52,11 @@ impl Emulator {
                 .load(),
         );
         let client = Client::new(&config);
-        Some(Emulator {
+        Emulator {
             endpoint,
             rt,
             client,
-        })
+        }
     }
 
     /// Creates stream `name` with `shards` shards and waits until it is active.
@@ -101,6 +106,25 @@ impl Emulator {
                     .put_record()
                     .stream_name(stream)
                     .partition_key(key)
+                    .data(Blob::new(data.to_vec()))
+                    .send(),
+            )
+            .expect("put record");
+        (out.shard_id, out.sequence_number)
+    }
+
+    /// Puts one record into the shard whose hash key range holds `hash_key`
+    /// (a decimal 128-bit number: `"0"` is the first shard's); returns its
+    /// (shard id, sequence number).
+    pub fn put_at(&self, stream: &str, hash_key: &str, key: &str, data: &[u8]) -> (String, String) {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .put_record()
+                    .stream_name(stream)
+                    .partition_key(key)
+                    .explicit_hash_key(hash_key)
                     .data(Blob::new(data.to_vec()))
                     .send(),
             )

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 pub mod kafka;
 pub mod kinesis;
+pub mod proxy;
+pub mod service;
 
 /// `$<home_var>` or `~/.cache/statefun-rs/<service>`: where a ci/ script keeps its files.
 fn service_home(home_var: &str, service: &str) -> Option<PathBuf> {
@@ -62,22 +64,16 @@ pub fn kafka_address() -> Option<String> {
     configured("KAFKA_BOOTSTRAP", "KAFKA_HOME", "kafka", "bootstrap")
 }
 
-/// The number in `<home>/<file>` (a pid file a ci/ script wrote).
-fn pid_file(home_var: &str, service: &str, file: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(service_home(home_var, service)?.join(file)).ok()?;
-    text.trim().parse().ok()
+/// The pid file of the broker `ci/install-kafka.sh` started (`broker.pid`),
+/// for fault tests that pause or restart it ([`service::Service`]).
+pub fn kafka_broker_pid_file() -> Option<PathBuf> {
+    Some(service_home("KAFKA_HOME", "kafka")?.join("broker.pid"))
 }
 
-/// The process id of the broker `ci/install-kafka.sh` started (its
-/// `broker.pid`), for fault tests that pause it with SIGSTOP/SIGCONT.
-pub fn kafka_broker_pid() -> Option<u32> {
-    pid_file("KAFKA_HOME", "kafka", "broker.pid")
-}
-
-/// The process id of the emulator `ci/install-kinesis.sh` started (its
-/// `pid`), for fault tests that pause it with SIGSTOP/SIGCONT.
-pub fn kinesis_emulator_pid() -> Option<u32> {
-    pid_file("KINESIS_HOME", "kinesis", "pid")
+/// The pid file of the emulator `ci/install-kinesis.sh` started (`pid`), for
+/// fault tests that pause it or start a private copy ([`service::Service`]).
+pub fn kinesis_emulator_pid_file() -> Option<PathBuf> {
+    Some(service_home("KINESIS_HOME", "kinesis")?.join("pid"))
 }
 
 /// Where the Kinesis emulator should be: `$KINESIS_ENDPOINT`, else the file

@@ -32,6 +32,17 @@ struct Job {
     separate_state_dirs: bool,
     /// How many records the generator produces (at `RATE` per second).
     records: u64,
+    /// Where the exactly-once egress writes.
+    output: Output,
+}
+
+/// Where a job's exactly-once egress goes.
+enum Output {
+    /// The file `out.jsonl` (written by worker 0 alone).
+    File,
+    /// A transactional Kafka egress to `topic`: every worker has its own
+    /// producer and transactions, so sink faults hit every process.
+    Kafka { bootstrap: String, topic: String },
 }
 
 impl Job {
@@ -40,12 +51,42 @@ impl Job {
     }
 
     fn with_records(dir: &Path, workers: usize, processes: usize, records: u64) -> Job {
+        Job::writing_to(dir, workers, processes, records, Output::File)
+    }
+
+    /// The job with an exactly-once Kafka egress to a new 2-partition topic of
+    /// the broker of `ci/install-kafka.sh` (`None`: no broker, test skipped).
+    fn on_kafka(dir: &Path, workers: usize, processes: usize) -> Option<Job> {
+        let bootstrap = statefun_testkit::kafka_bootstrap()?;
+        let run = format!("crash-partial-{}-{}", std::process::id(), seed() % 100_000);
+        let topic = format!("{run}-out");
+        statefun_testkit::kafka::create_topics(&bootstrap, &[(&topic, 2)]);
+        let output = Output::Kafka { bootstrap, topic };
+        Some(Job::writing_to(dir, workers, processes, RECORDS, output))
+    }
+
+    fn writing_to(
+        dir: &Path,
+        workers: usize,
+        processes: usize,
+        records: u64,
+        output: Output,
+    ) -> Job {
+        let egress = match &output {
+            Output::File => format!(
+                "kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {OUT}\n  path: out.jsonl\n  deliverySemantic: exactly-once\n"
+            ),
+            Output::Kafka { bootstrap, topic } => format!(
+                "kind: io.statefun.kafka.v1/egress\nspec:\n  id: {OUT}\n  address: {bootstrap}\n  \
+                 deliverySemantic: {{ type: exactly-once, transactionTimeout: 60s }}\n  properties:\n    \
+                 - transactional.id: {topic}\n    - statefun.progress.topic: {topic}-progress\n"
+            ),
+        };
         std::fs::write(
             dir.join("module.yaml"),
             format!(
                 "kind: io.statefun-rs.generator.v1/ingress\nspec:\n  id: crash/in\n  valueType: io.statefun.types/string\n  \
-                 keys: {KEYS}\n  count: {records}\n  rate: {RATE}\n  valueSize: 8\n  targets:\n    - {COUNTER}\n---\n\
-                 kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {OUT}\n  path: out.jsonl\n  deliverySemantic: exactly-once\n"
+                 keys: {KEYS}\n  count: {records}\n  rate: {RATE}\n  valueSize: 8\n  targets:\n    - {COUNTER}\n---\n{egress}"
             ),
         )
         .expect("write module.yaml");
@@ -56,6 +97,58 @@ impl Job {
             hostfile: None,
             separate_state_dirs: false,
             records,
+            output,
+        }
+    }
+
+    /// How much output there is so far: the egress file's size, or the sum of
+    /// the Kafka topic's high watermarks (which commit markers move too).
+    fn output_size(&self) -> u64 {
+        match &self.output {
+            Output::File => std::fs::metadata(self.dir.join("out.jsonl"))
+                .map(|m| m.len())
+                .unwrap_or(0),
+            Output::Kafka { bootstrap, topic } => {
+                use rdkafka::consumer::Consumer as _;
+                let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap)
+                    .create()
+                    .expect("Kafka consumer");
+                (0..2)
+                    .filter_map(|p| {
+                        consumer
+                            .fetch_watermarks(topic, p, Duration::from_secs(10))
+                            .ok()
+                    })
+                    .map(|(_, high)| high.max(0) as u64)
+                    .sum()
+            }
+        }
+    }
+
+    /// The values the egress holds (committed records only, for Kafka).
+    fn output_values(&self, expected: usize) -> Vec<String> {
+        match &self.output {
+            Output::File => {
+                let text = std::fs::read_to_string(self.dir.join("out.jsonl"))
+                    .expect("read the egress file");
+                text.lines()
+                    .map(|line| {
+                        let v: serde_json::Value = serde_json::from_str(line)
+                            .unwrap_or_else(|e| panic!("egress line is not JSON ({e}): {line:?}"));
+                        v["value"].as_str().expect("a text value").to_string()
+                    })
+                    .collect()
+            }
+            Output::Kafka { bootstrap, topic } => statefun_testkit::kafka::read_committed(
+                bootstrap,
+                topic,
+                expected,
+                Duration::from_secs(3),
+            )
+            .iter()
+            .map(|m| statefun_testkit::kafka::text(m).1)
+            .collect(),
         }
     }
 
@@ -106,6 +199,9 @@ impl Job {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Output::Kafka { topic, .. } = &self.output {
+            cmd.env("CRASH_OUT_TOPIC", topic);
+        }
         if let Some(h) = &self.hostfile {
             cmd.args([
                 "-n",
@@ -162,16 +258,12 @@ impl Job {
 
     /// Checks the egress file: exactly the expected lines, each once.
     fn check(&self) {
-        let text =
-            std::fs::read_to_string(self.dir.join("out.jsonl")).expect("read the egress file");
-        let mut seen: BTreeMap<String, u32> = BTreeMap::new();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("egress line is not JSON ({e}): {line:?}"));
-            let value = v["value"].as_str().expect("a text value").to_string();
-            *seen.entry(value).or_default() += 1;
-        }
         let expected = expected_lines((0..self.records).map(|s| (s % KEYS).to_string()));
+        let values = self.output_values(expected.len());
+        let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+        for value in &values {
+            *seen.entry(value.clone()).or_default() += 1;
+        }
         let missing: Vec<&String> = expected
             .keys()
             .filter(|k| !seen.contains_key(*k))
@@ -187,7 +279,7 @@ impl Job {
         assert!(
             missing.is_empty() && repeated.is_empty() && unexpected.is_empty(),
             "egress is not exactly-once: {} lines for {} expected; missing {missing:?}; repeated {repeated:?}; unexpected {unexpected:?}",
-            text.lines().count(),
+            values.len(),
             expected.len()
         );
         assert_eq!(seen.len(), expected.len());
@@ -253,15 +345,13 @@ impl Job {
     /// Starts the job and waits until it writes output (the processes are
     /// connected and working), at most 30 s; whether it did.
     fn start_running(&mut self) -> (Vec<Child>, bool) {
-        let out = self.dir.join("out.jsonl");
-        let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        let before = size();
+        let before = self.output_size();
         let children = self.start(None);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while size() == before && Instant::now() < deadline {
+        while self.output_size() == before && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        (children, size() > before)
+        (children, self.output_size() > before)
     }
 
     /// SIGTERM to process `p` only: the whole job drains to a final
@@ -356,10 +446,31 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<(std::process::Exit
 fn one_process_of_two_stops_or_dies_and_the_job_follows() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut job = Job::new(dir.path(), 1, 2);
+    partial_failures(Job::new(dir.path(), 1, 2));
+}
 
+/// The same partial failures with an exactly-once Kafka egress, where every
+/// worker has its own transactional producer: besides the faults above, a
+/// sink that dies before and after committing its transaction in one process
+/// only. A read_committed consumer sees every line exactly once.
+#[test]
+fn kafka_egress_one_process_of_two_stops_or_dies_and_the_job_follows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(job) = Job::on_kafka(dir.path(), 1, 2) else {
+        return;
+    };
+    partial_failures(job);
+}
+
+/// SIGTERM of process 1, SIGKILL of process 1 and of process 0, a checkpoint
+/// write that fails in process 1 only, and sink fail points in one process
+/// (only process 0 runs the file egress); then a run to completion and the
+/// exactly-once check.
+fn partial_failures(mut job: Job) {
     job.sigterm_one(1, Duration::from_millis(600));
     job.sigkill_one(1, true);
+    job.sigkill_one(0, true);
     // A checkpoint write that fails in process 1 only (it aborts there).
     let mut children =
         job.start_each(|p| (p == 1).then(|| "checkpoint-before-write:3".to_string()));
@@ -371,7 +482,13 @@ fn one_process_of_two_stops_or_dies_and_the_job_follows() {
             "process {p} after process 1's failed write: {err}"
         );
     }
-
+    let sinks_in = if matches!(job.output, Output::Kafka { .. }) {
+        1
+    } else {
+        0
+    };
+    job.failpoint_in_one(sinks_in, "sink-before-commit:2");
+    job.failpoint_in_one(sinks_in, "sink-after-commit:3");
     job.finish();
     job.check();
 }
@@ -578,6 +695,48 @@ fn a_full_disk_on_one_process_stops_the_job_and_loses_nothing() {
     );
     // Move process 1's state to a larger disk, as an operator would.
     let moved = dir.path().join("state1-moved");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&small)
+        .arg(&moved)
+        .status();
+    assert!(
+        copied.is_ok_and(|s| s.success()),
+        "copy the state off the small disk"
+    );
+    drop(disk);
+    std::fs::remove_dir(&small).expect("remove the mount point");
+    std::fs::rename(&moved, &small).expect("move the state back in place");
+    job.finish();
+    job.check();
+}
+
+/// One worker's disk fills up in a single process of two workers (its
+/// `worker-1` state dir is a 400 KiB tmpfs), with an exactly-once Kafka
+/// egress: the process stops with an error naming the worker and the cause,
+/// worker 0's transactions for the checkpoint worker 1 could not write are
+/// never committed, and after the state moves to a larger disk a
+/// read_committed consumer sees every line exactly once.
+#[test]
+fn a_full_disk_under_one_worker_of_two_stops_the_job_and_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(mut job) = Job::on_kafka(dir.path(), 2, 1) else {
+        return;
+    };
+    let small = dir.path().join("state").join("worker-1");
+    let Some(disk) = SmallDisk::mount(&small) else {
+        return;
+    };
+    let mut children = job.start(None);
+    let (status, err) = exit_within(&mut children[0], Duration::from_secs(60))
+        .expect("the job still ran 60 s into a full disk");
+    assert!(!status.success(), "the job must fail:\n{err}");
+    assert!(
+        err.contains("worker 1") && err.contains("No space left on device"),
+        "the error names the worker and the cause: {err}"
+    );
+    let moved = dir.path().join("worker-1-moved");
     let copied = Command::new("cp")
         .arg("-a")
         .arg(&small)

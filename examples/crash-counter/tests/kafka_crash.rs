@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use example_crash_counter::{expected_lines, COUNTER, OUT};
 
 mod common;
-use common::{apply, seed, start_app, start_app_with, terminate, Fault, Lcg};
+use common::{apply, seed, start_app, start_app_with, terminate, Fault, Lcg, Service};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -70,7 +70,7 @@ fn crash_through_kafka(semantic: &str, fault: Fault) {
             }
         }
         producer
-            .flush(Duration::from_secs(30))
+            .flush(Duration::from_secs(120))
             .expect("flush input");
     });
 
@@ -96,7 +96,7 @@ fn crash_through_kafka(semantic: &str, fault: Fault) {
 
     let kills = apply(
         fault,
-        statefun_testkit::kafka_broker_pid(),
+        Service::PidFile(statefun_testkit::kafka_broker_pid_file()),
         &mut rng,
         |more| start_app_with(dir.path(), ("CRASH_OUT_TOPIC", &output), more),
     );
@@ -207,6 +207,18 @@ fn kafka_exactly_once_survives_kills() {
 fn kafka_exactly_once_survives_a_broker_away_for_20s() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crash_through_kafka("exactly-once", Fault::ServicePause(Duration::from_secs(20)));
+}
+
+/// The broker is stopped (an orderly shutdown: connections are refused, open
+/// transactions are left to time out or be fenced) for 30 s mid-run and
+/// started again with its data: every line exactly once.
+#[test]
+fn kafka_exactly_once_survives_a_broker_restart_after_30s() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crash_through_kafka(
+        "exactly-once",
+        Fault::ServiceRestart(Duration::from_secs(30)),
+    );
 }
 
 #[test]

@@ -27,9 +27,10 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use example_crash_counter::{expected_lines, COUNTER, OUT};
 use statefun_connectors::kinesis::{split_record_id, RecordId};
 use statefun_testkit::kinesis::{Emulator, REGION};
+use statefun_testkit::proxy::Proxy;
 
 mod common;
-use common::{apply, seed, start_app, start_app_with, terminate, Fault, Lcg};
+use common::{apply, seed, start_app, start_app_with, terminate, Fault, Lcg, Service};
 
 const RECORDS: u64 = 2000;
 const KEYS: u64 = 40;
@@ -130,6 +131,16 @@ fn kinesis_survives_the_service_away_for_15s() {
     through_kinesis(Fault::ServicePause(Duration::from_secs(15)));
 }
 
+/// The emulator's endpoint goes away for 15 s mid-run as in a restart: every
+/// open connection is closed and new ones are refused (through a proxy: the
+/// emulator itself cannot be restarted with its data, see
+/// `statefun_testkit::proxy`). The job rides it out or restarts itself;
+/// nothing is lost.
+#[test]
+fn kinesis_survives_its_endpoint_down_for_15s() {
+    through_kinesis(Fault::EndpointDown(Duration::from_secs(15)));
+}
+
 /// The tests share the emulator (one pauses it): one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -137,6 +148,21 @@ fn through_kinesis(fault: Fault) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Some(k) = Emulator::connect() else {
         return;
+    };
+    // The app reaches the emulator through a proxy when the fault is an outage.
+    let proxy = if let Fault::EndpointDown(_) = fault {
+        let target = k
+            .endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the emulator's endpoint is http://<ip>:<port>");
+        Some(Proxy::start(target).expect("start a proxy"))
+    } else {
+        None
+    };
+    let app_endpoint = match &proxy {
+        Some(p) => format!("http://{}", p.addr),
+        None => k.endpoint.clone(),
     };
     let endpoint = k.endpoint.clone();
     let seed = seed();
@@ -153,10 +179,9 @@ fn through_kinesis(fault: Fault) {
 
     // Input arrives over about ten seconds, while the app is being killed.
     let producer_stream = input.clone();
+    let producer_endpoint = endpoint.clone();
     let producing = std::thread::spawn(move || {
-        let Some(k) = Emulator::connect() else {
-            return;
-        };
+        let k = Emulator::at(producer_endpoint);
         let mut batch = Vec::new();
         for s in 0..RECORDS {
             batch.push((format!("k{}", s % KEYS), format!("v{s}").into_bytes()));
@@ -171,7 +196,7 @@ fn through_kinesis(fault: Fault) {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let aws = format!(
-        "  awsRegion: {{ type: custom-endpoint, endpoint: \"{endpoint}\", id: {REGION} }}\n  \
+        "  awsRegion: {{ type: custom-endpoint, endpoint: \"{app_endpoint}\", id: {REGION} }}\n  \
          awsCredentials: {{ type: basic, accessKeyId: test, secretAccessKey: test }}\n"
     );
     std::fs::write(
@@ -186,12 +211,13 @@ fn through_kinesis(fault: Fault) {
     )
     .expect("write module.yaml");
 
-    let kills = apply(
-        fault,
-        statefun_testkit::kinesis_emulator_pid(),
-        &mut rng,
-        |more| start_app_with(dir.path(), ("CRASH_OUT_STREAM", &output), more),
-    );
+    let service = match &proxy {
+        Some(p) => Service::Proxy(p),
+        None => Service::PidFile(statefun_testkit::kinesis_emulator_pid_file()),
+    };
+    let kills = apply(fault, service, &mut rng, |more| {
+        start_app_with(dir.path(), ("CRASH_OUT_STREAM", &output), more)
+    });
     producing.join().expect("the producer thread");
 
     let expected = expected_lines((0..RECORDS).map(|s| format!("k{}", s % KEYS)));

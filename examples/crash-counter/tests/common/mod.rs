@@ -14,6 +14,7 @@ impl Lcg {
 }
 
 /// `STATEFUN_CRASH_SEED`, else the clock.
+#[allow(dead_code)] // restore.rs draws nothing
 pub fn seed() -> u64 {
     std::env::var("STATEFUN_CRASH_SEED")
         .ok()
@@ -109,57 +110,118 @@ pub enum Fault {
     /// The app is SIGKILLed repeatedly (`STATEFUN_CRASH_KILLS`, else the count).
     Kills(u64),
     /// The external service (broker, emulator) is paused with SIGSTOP for this
-    /// long, so every connection hangs rather than failing fast, while the app
-    /// runs with `--restart on-failure`; then resumed with SIGCONT.
+    /// long, so every connection hangs rather than failing fast; then resumed
+    /// with SIGCONT.
     ServicePause(std::time::Duration),
+    /// The external service is stopped (SIGTERM, its orderly shutdown), stays
+    /// down this long, and is started again as it was (same ports and data):
+    /// connections are refused meanwhile.
+    ServiceRestart(std::time::Duration),
+    /// The proxy in front of the service closes every connection and refuses
+    /// new ones for this long (for a service that cannot be restarted with its
+    /// data, see `statefun_testkit::proxy`).
+    EndpointDown(std::time::Duration),
+}
+
+/// What a pause, restart or outage hits.
+#[allow(dead_code)]
+pub enum Service<'a> {
+    /// The service whose pid is in this file (written by its `ci/install-*.sh`).
+    PidFile(Option<std::path::PathBuf>),
+    /// The proxy the app reaches the service through.
+    Proxy(&'a statefun_testkit::proxy::Proxy),
 }
 
 /// Applies `fault` to the app `start_with(extra args)` starts; returns how
-/// many times it was killed. For a pause, the app must still run when the
-/// service comes back (it rides the outage out or restarts itself), and is
-/// then stopped with SIGTERM; the caller's last run finishes the input.
+/// many times it was killed. For a pause, restart or outage of `service`
+/// the app runs with `--restart on-failure`, must still run when the service
+/// is back (it rides the outage out or restarts itself), and is then stopped
+/// with SIGTERM; the caller's last run finishes the input.
 #[allow(dead_code)]
 pub fn apply(
     fault: Fault,
-    service_pid: Option<u32>,
+    service: Service<'_>,
     rng: &mut Lcg,
     start_with: impl Fn(&[&str]) -> std::process::Child,
 ) -> u64 {
-    match fault {
+    let outage = match fault {
         Fault::Kills(default_kills) => {
             let n = kills(default_kills);
             kill_repeatedly(n, 1200, rng, || start_with(&[]));
-            n
+            return n;
         }
-        Fault::ServicePause(pause) => {
-            let pid = service_pid
-                .expect("the service's pid file (written by its ci/install-*.sh)")
-                .to_string();
-            let mut child = start_with(&["--restart", "on-failure:backoff=500ms..5s"]);
-            std::thread::sleep(std::time::Duration::from_millis(1500));
+        Fault::ServicePause(outage)
+        | Fault::ServiceRestart(outage)
+        | Fault::EndpointDown(outage) => outage,
+    };
+    let mut child = start_with(&["--restart", "on-failure:backoff=500ms..5s"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let check = |child: &mut std::process::Child| {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "with --restart the app must ride out a service that is away"
+        );
+    };
+    match (fault, service) {
+        (Fault::EndpointDown(_), Service::Proxy(proxy)) => {
+            /// Brings the proxy back even if the test fails meanwhile.
+            struct Up<'a>(&'a statefun_testkit::proxy::Proxy);
+            impl Drop for Up<'_> {
+                fn drop(&mut self) {
+                    if let Err(e) = self.0.up() {
+                        eprintln!("could not listen on {} again: {e}", self.0.addr);
+                    }
+                }
+            }
+            proxy.down();
+            let _up = Up(proxy);
+            std::thread::sleep(outage);
+            check(&mut child);
+        }
+        (Fault::ServicePause(_) | Fault::ServiceRestart(_), Service::PidFile(pid_file)) => {
+            use statefun_testkit::service::Service;
+            let pid_file =
+                pid_file.expect("the service's pid file (written by its ci/install-*.sh)");
+            let mut service = Service::from_pid_file(&pid_file)
+                .unwrap_or_else(|e| panic!("the service of {}: {e}", pid_file.display()));
+            let pid = service.pid.to_string();
             let signal = |s: &str| {
                 let sent = std::process::Command::new("kill").args([s, &pid]).status();
                 assert!(sent.is_ok_and(|st| st.success()), "kill {s} {pid}");
             };
-            /// Resumes the service even if the test fails meanwhile.
+            /// Resumes a paused service even if the test fails meanwhile.
             struct Resume<'a>(&'a dyn Fn(&str));
             impl Drop for Resume<'_> {
                 fn drop(&mut self) {
                     (self.0)("-CONT");
                 }
             }
-            signal("-STOP");
-            {
-                let _resume = Resume(&signal);
-                std::thread::sleep(pause);
-                assert!(
-                    child.try_wait().expect("wait").is_none(),
-                    "with --restart the app must ride out a service that is away"
-                );
+            /// Starts a stopped service again even if the test fails meanwhile.
+            struct Restart<'a>(&'a mut Service);
+            impl Drop for Restart<'_> {
+                fn drop(&mut self) {
+                    if let Err(e) = self.0.start() {
+                        eprintln!("could not start the service again: {e}");
+                    }
+                }
             }
-            std::thread::sleep(std::time::Duration::from_secs(3));
-            terminate(child);
-            0
+            if let Fault::ServicePause(_) = fault {
+                signal("-STOP");
+                let _resume = Resume(&signal);
+                std::thread::sleep(outage);
+                check(&mut child);
+            } else {
+                service.stop(std::time::Duration::from_secs(60));
+                let _restart = Restart(&mut service);
+                std::thread::sleep(outage);
+                check(&mut child);
+            }
         }
+        _ => panic!("a pause or restart needs the pid file, an endpoint outage the proxy"),
     }
+    // Time to reconnect (a restarted broker also elects itself and loads its
+    // logs) and to work through what arrived meanwhile.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    terminate(child);
+    0
 }

@@ -182,25 +182,28 @@ pub(crate) fn observe_control<'s>(
         } => {
             evidence.borrow_mut().written.token(*worker, FINISH_EPOCH);
         }
-        Control::Stop {
-            worker,
-            failure: Some(failure),
-        } => {
+        Control::Stop { worker, failure } => take_peer_stop(&shared, *worker, failure.as_deref()),
+        Control::Replay { .. } | Control::Finished { .. } => {}
+    })
+}
+
+/// A worker's [`Control::Stop`] applied to this process: its failure fails
+/// this process too, naming the worker; a shutdown makes it drain as well.
+/// (This process's own announcement comes back here and changes nothing.)
+pub(crate) fn take_peer_stop(shared: &Shared, worker: usize, failure: Option<&str>) {
+    match failure {
+        Some(failure) => {
             if !shared.failed() {
                 shared.fail(format!("worker {worker} failed: {failure}"));
             }
         }
-        Control::Stop {
-            worker,
-            failure: None,
-        } => {
+        None => {
             if !shared.shutting_down() {
                 tracing::info!(worker, "a peer is shutting down; draining with it");
                 shared.request_shutdown();
             }
         }
-        Control::Replay { .. } | Control::Finished { .. } => {}
-    })
+    }
 }
 
 /// Every worker's report, exchanged before the main dataflow is built.

@@ -23,6 +23,7 @@ pub mod checkpointing;
 mod function;
 mod sink;
 mod source;
+mod stop;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -285,6 +286,7 @@ pub fn run(
                     let egress =
                         build_function_graph(scope, ingress, function_worker).probe_with(&probe);
                     attach_sinks(egress, &app, &shared);
+                    stop::job_wide_stop(scope, &shared, &probe);
                 });
             }
             Some(d) => {

@@ -34,12 +34,17 @@ struct Job {
     records: u64,
     /// Where the exactly-once egress writes.
     output: Output,
+    /// No `--state-dir`: state in memory, no checkpoints (the file egress
+    /// is then at-least-once, and nothing survives a restart).
+    in_memory: bool,
 }
 
 /// Where a job's exactly-once egress goes.
 enum Output {
     /// The file `out.jsonl` (written by worker 0 alone).
     File,
+    /// The same file, at-least-once, for a job without state (`in_memory`).
+    InMemoryFile,
     /// A transactional Kafka egress to `topic`: every worker has its own
     /// producer and transactions, so sink faults hit every process.
     Kafka { bootstrap: String, topic: String },
@@ -76,6 +81,9 @@ impl Job {
             Output::File => format!(
                 "kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {OUT}\n  path: out.jsonl\n  deliverySemantic: exactly-once\n"
             ),
+            Output::InMemoryFile => format!(
+                "kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {OUT}\n  path: out.jsonl\n"
+            ),
             Output::Kafka { bootstrap, topic } => format!(
                 "kind: io.statefun.kafka.v1/egress\nspec:\n  id: {OUT}\n  address: {bootstrap}\n  \
                  deliverySemantic: {{ type: exactly-once, transactionTimeout: 60s }}\n  properties:\n    \
@@ -97,6 +105,7 @@ impl Job {
             hostfile: None,
             separate_state_dirs: false,
             records,
+            in_memory: matches!(output, Output::InMemoryFile),
             output,
         }
     }
@@ -105,7 +114,7 @@ impl Job {
     /// the Kafka topic's high watermarks (which commit markers move too).
     fn output_size(&self) -> u64 {
         match &self.output {
-            Output::File => std::fs::metadata(self.dir.join("out.jsonl"))
+            Output::File | Output::InMemoryFile => std::fs::metadata(self.dir.join("out.jsonl"))
                 .map(|m| m.len())
                 .unwrap_or(0),
             Output::Kafka { bootstrap, topic } => {
@@ -129,7 +138,7 @@ impl Job {
     /// The values the egress holds (committed records only, for Kafka).
     fn output_values(&self, expected: usize) -> Vec<String> {
         match &self.output {
-            Output::File => {
+            Output::File | Output::InMemoryFile => {
                 let text = std::fs::read_to_string(self.dir.join("out.jsonl"))
                     .expect("read the egress file");
                 text.lines()
@@ -190,11 +199,13 @@ impl Job {
     /// host list), with fail point `failpoint` and `more` arguments.
     fn start_process(&self, p: usize, failpoint: Option<&str>, more: &[&str]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"));
-        cmd.current_dir(&self.dir)
-            .args(["run", "module.yaml", "--state-dir"])
-            .arg(self.state_dir(p))
-            .args(["--checkpoint-interval", "50ms"])
-            .args(["-w", &self.workers.to_string()])
+        cmd.current_dir(&self.dir).args(["run", "module.yaml"]);
+        if !self.in_memory {
+            cmd.arg("--state-dir")
+                .arg(self.state_dir(p))
+                .args(["--checkpoint-interval", "50ms"]);
+        }
+        cmd.args(["-w", &self.workers.to_string()])
             .args(more)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -491,6 +502,20 @@ fn partial_failures(mut job: Job) {
     job.failpoint_in_one(sinks_in, "sink-after-commit:3");
     job.finish();
     job.check();
+}
+
+/// A job without state on 2 processes stops as one too: a SIGTERM to one
+/// process drains both (exit 0) instead of leaving the other reading on and
+/// the stopped one waiting for it; a SIGKILL of one fails the other.
+#[test]
+fn an_in_memory_job_of_two_processes_stops_together() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A minute of input, so that only the stop can end the job in time.
+    let mut job = Job::writing_to(dir.path(), 1, 2, RATE * 60, Output::InMemoryFile);
+    job.sigterm_one(1, Duration::from_millis(1500));
+    job.sigterm_one(0, Duration::from_millis(1500));
+    job.sigkill_one(1, true);
 }
 
 /// `--restart on-failure` on every process of a cluster: process 1 is killed,

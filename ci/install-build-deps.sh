@@ -4,7 +4,12 @@
 #   - libclang-dev: bindgen (librocksdb-sys) loads libclang.so to generate RocksDB's bindings;
 #   - g++: RocksDB's C++ is compiled from the crate's sources (Debian's librocksdb is too old);
 #   - gcc, make: librdkafka is configured and built from rdkafka-sys's sources;
-#   - pkg-config, zlib1g-dev: librdkafka links the system zlib (found with pkg-config).
+#   - pkg-config, zlib1g-dev: librdkafka links the system zlib (found with pkg-config);
+#   - libssl-dev, libsasl2-dev, libcurl4-openssl-dev, libzstd-dev: librdkafka's TLS, SASL
+#     GSSAPI (cyrus-sasl), OIDC token fetching (curl) and zstd codec, linked dynamically
+#     against Debian's libraries (see docs/CONNECTORS.md, "Secured clusters", for why not
+#     vendored); libsasl2-modules-gssapi-mit is cyrus-sasl's Kerberos plugin, loaded at run
+#     time by `sasl.mechanisms: GSSAPI`.
 # Detection is by dpkg package status (ci/lib/prereq.sh says why). After installing, it checks
 # libclang the way bindgen will use it: a libclang.so that loads.
 # Idempotent, and quick when everything is present. Ends with one line per prerequisite.
@@ -17,6 +22,11 @@ prereq_pkg gcc "librdkafka's C"
 prereq_pkg make "librdkafka's build"
 prereq_pkg pkg-config "finding zlib for librdkafka"
 prereq_pkg zlib1g-dev "librdkafka's gzip codec"
+prereq_pkg libssl-dev "librdkafka's TLS (security.protocol SSL, SASL_SSL)"
+prereq_pkg libsasl2-dev "librdkafka's SASL GSSAPI (Kerberos) through cyrus-sasl"
+prereq_pkg libsasl2-modules-gssapi-mit "cyrus-sasl's Kerberos plugin for sasl.mechanisms GSSAPI"
+prereq_pkg libcurl4-openssl-dev "librdkafka's OIDC token requests (sasl.oauthbearer.method oidc)"
+prereq_pkg libzstd-dev "librdkafka's zstd codec"
 prereq_tool cargo - "the Rust toolchain (rustup)" cargo --version
 prereq_install
 

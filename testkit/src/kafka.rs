@@ -78,3 +78,39 @@ pub fn text(m: &OwnedMessage) -> TextRecord {
         .unwrap_or_default();
     (text(m.key()), text(m.payload()), headers)
 }
+
+/// The secured listeners of the test broker and what a client needs for them: the
+/// `secure.env` that `ci/install-kafka.sh` writes next to `bootstrap` (a throwaway CA,
+/// certificates and passwords made for the test broker only).
+#[derive(Clone, Debug)]
+pub struct Secure {
+    /// Every `KEY=value` line of `secure.env`.
+    values: std::collections::BTreeMap<String, String>,
+}
+
+impl Secure {
+    /// The test broker's `secure.env`; `None` means skip (under `CI` a missing file panics).
+    pub fn load() -> Option<Secure> {
+        let path = crate::service_home("KAFKA_HOME", "kafka")?.join("secure.env");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return crate::unavailable(
+                &format!("no {} (the broker's secured listeners)", path.display()),
+                "bash ci/install-kafka.sh",
+            );
+        };
+        let values = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        Some(Secure { values })
+    }
+
+    /// The value of `key` (e.g. `KAFKA_SSL_BOOTSTRAP`); panics naming it if missing.
+    pub fn get(&self, key: &str) -> &str {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("secure.env has no {key}; re-run ci/install-kafka.sh"))
+    }
+}

@@ -26,7 +26,7 @@ pub mod proxy;
 pub mod service;
 
 /// `$<home_var>` or `~/.cache/statefun-rs/<service>`: where a ci/ script keeps its files.
-fn service_home(home_var: &str, service: &str) -> Option<PathBuf> {
+pub(crate) fn service_home(home_var: &str, service: &str) -> Option<PathBuf> {
     std::env::var_os(home_var).map(PathBuf::from).or_else(|| {
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/statefun-rs").join(service))
     })

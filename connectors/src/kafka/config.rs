@@ -4,11 +4,14 @@
 
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
+use std::sync::Mutex;
 
 use rdkafka::client::{Client, ClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 use statefun_module::{is_secret_key, Properties};
+
+use crate::ConnectorError;
 
 /// The worker (of `peers`, counted over all processes) that reads `partition` of `topic`.
 ///
@@ -112,14 +115,116 @@ pub fn effective_property<C: ClientContext>(client: &Client<C>, key: &str) -> Op
 }
 
 /// Sends librdkafka's log lines and client errors to `tracing`, tagged with the connector
-/// and its id, so they appear in the statefun log like everything else.
+/// and its id, so they appear in the statefun log like everything else; and remembers the
+/// first connection-setup failure (authentication, TLS trust) for [`first_contact`].
 pub(crate) struct LogContext {
     pub connector: &'static str,
     pub id: String,
+    setup_failure: Mutex<Option<SetupFailure>>,
+}
+
+/// A failure to set up a connection that retrying cannot fix: librdkafka retries these
+/// forever (credentials might be rotated), so without this a wrong password or an untrusted
+/// CA looks like a hang.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SetupFailure {
+    /// What went wrong, in words.
+    pub what: &'static str,
+    /// librdkafka's own description.
+    pub detail: String,
+    /// What to change.
+    pub fix: &'static str,
+}
+
+impl std::fmt::Display for SetupFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}; {}", self.what, self.detail, self.fix)
+    }
+}
+
+/// Classifies a librdkafka log line or error text: `Some` when it says a connection could
+/// not be set up for a reason a retry cannot fix.
+pub(crate) fn setup_failure(text: &str) -> Option<SetupFailure> {
+    let detail = text.to_string();
+    let has = |needle: &str| text.contains(needle);
+    if has("SASL authentication error") || has("Authentication failed") {
+        return Some(SetupFailure {
+            what: "authentication failed",
+            detail,
+            fix: "check the user name and password (`sasl.username`/`sasl.password`, or \
+                  `sasl.jaas.config`) and `sasl.mechanism`",
+        });
+    }
+    if has("Failed to acquire SASL OAUTHBEARER token") || has("OAUTHBEARER token") && has("fail") {
+        return Some(SetupFailure {
+            what: "no OAUTHBEARER token",
+            detail,
+            fix: "check `sasl.oauthbearer.token.endpoint.url`, `sasl.oauthbearer.client.id` and \
+                  `sasl.oauthbearer.client.secret` (and `sasl.oauthbearer.scope` if the \
+                  provider needs one)",
+        });
+    }
+    if has("Unsupported SASL mechanism") || has("SASL mechanism") && has("not") {
+        return Some(SetupFailure {
+            what: "the broker does not offer this SASL mechanism",
+            detail,
+            fix: "set `sasl.mechanism` to one the listener enables, and check that \
+                  `security.protocol` matches the listener",
+        });
+    }
+    if has("alert bad certificate")
+        || has("alert certificate required")
+        || has("alert unknown ca")
+        || has("alert certificate unknown")
+    {
+        return Some(SetupFailure {
+            what: "the broker rejected the client certificate (mutual TLS)",
+            detail,
+            fix: "set `ssl.certificate.location` and `ssl.key.location` (or \
+                  `ssl.keystore.location`, PKCS#12) to a certificate signed by a CA the broker \
+                  trusts",
+        });
+    }
+    if has("certificate verify failed") || has("SSL handshake failed") {
+        return Some(SetupFailure {
+            what: "the broker's TLS certificate could not be verified",
+            detail,
+            fix: "set `ssl.ca.location` (or `ssl.truststore.location`) to the CA that signed the \
+                  broker's certificate, and check that the address matches the certificate",
+        });
+    }
+    None
 }
 
 impl LogContext {
+    /// A context for client `id` of `connector` (e.g. `kafka ingress`).
+    pub(crate) fn new(connector: &'static str, id: &str) -> LogContext {
+        LogContext {
+            connector,
+            id: id.to_string(),
+            setup_failure: Mutex::new(None),
+        }
+    }
+
+    /// The first connection-setup failure librdkafka reported, if any.
+    pub(crate) fn setup_failure(&self) -> Option<SetupFailure> {
+        self.setup_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn remember(&self, text: &str) {
+        if let Some(failure) = setup_failure(text) {
+            let mut slot = self.setup_failure.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(failure);
+            }
+        }
+    }
+
     pub(crate) fn log_line(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.remember(message);
         let (connector, id) = (self.connector, &self.id);
         match level {
             RDKafkaLogLevel::Emerg
@@ -148,11 +253,58 @@ impl LogContext {
         if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
             return;
         }
+        self.remember(reason);
         tracing::warn!(
             "{} `{}`: Kafka client error: {error} ({reason})",
             self.connector,
             self.id
         );
+    }
+}
+
+/// Contacts the cluster (a metadata request) before the client is used, so that a
+/// connection that cannot be set up fails now, with its cause, instead of hanging in
+/// librdkafka's retries: returns at once when [`LogContext`] saw an authentication or TLS
+/// failure, and after `timeout` with the last error when the brokers do not answer. The
+/// error is [`ConnectorError::Open`] on `address`, ending with what to change.
+///
+/// `serve` serves the client's queue without taking records (a consumer's or producer's
+/// `poll(0)` before anything is assigned or sent): librdkafka reports some of these failures
+/// only as client errors, which reach [`LogContext`] when the queue is served.
+pub(crate) fn first_contact<C: ClientContext>(
+    client: &Client<C>,
+    serve: &dyn Fn(),
+    log: &LogContext,
+    address: &str,
+    timeout: std::time::Duration,
+) -> Result<(), ConnectorError> {
+    let fail = |cause: String, fix: &str| ConnectorError::Open {
+        connector: log.connector,
+        id: log.id.clone(),
+        path: address.to_string(),
+        source: std::io::Error::other(cause),
+        hint: fix.to_string(),
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let attempt = left.min(std::time::Duration::from_millis(500));
+        let result = client.fetch_metadata(None, attempt);
+        serve();
+        if let Some(f) = log.setup_failure() {
+            return Err(fail(format!("{}: {}", f.what, f.detail), f.fix));
+        }
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e) if left <= attempt => {
+                return Err(fail(
+                    format!("no broker answered within {timeout:?} ({e})"),
+                    "check the address, that the brokers run, and that `security.protocol` \
+                     matches the listener",
+                ))
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -198,5 +350,42 @@ mod tests {
         assert_eq!(cfg.get("enable.auto.commit"), Some("false"));
         assert_eq!(cfg.get("client.id"), Some("mine"));
         assert_eq!(cfg.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[test]
+    fn setup_failures_are_recognised_by_what_librdkafka_says() {
+        // The texts librdkafka 2.x reports against the test broker's listeners.
+        let wrong_password = "sasl_ssl://127.0.0.1:33197/bootstrap: SASL authentication error: \
+            Authentication failed during authentication due to invalid credentials with SASL \
+            mechanism SCRAM-SHA-512 (after 310ms in state AUTH_REQ)";
+        let untrusted = "ssl://127.0.0.1:48217/bootstrap: SSL handshake failed: \
+            error:0A000086:SSL routines::certificate verify failed: broker certificate could not \
+            be verified (after 2ms in state SSL_HANDSHAKE)";
+        let no_client_cert = "ssl://127.0.0.1:37749/bootstrap: Receive failed: \
+            error:0A000412:SSL routines::ssl/tls alert bad certificate: SSL alert number 42";
+        let plain_wrong =
+            "SASL authentication error: Authentication failed: Invalid username or password";
+        assert_eq!(
+            setup_failure(wrong_password).map(|f| f.what),
+            Some("authentication failed")
+        );
+        assert_eq!(
+            setup_failure(plain_wrong).map(|f| f.what),
+            Some("authentication failed")
+        );
+        assert_eq!(
+            setup_failure(untrusted).map(|f| f.what),
+            Some("the broker's TLS certificate could not be verified")
+        );
+        assert_eq!(
+            setup_failure(no_client_cert).map(|f| f.what),
+            Some("the broker rejected the client certificate (mutual TLS)")
+        );
+        // Transient trouble is retried, not a setup failure.
+        assert_eq!(
+            setup_failure("127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused"),
+            None
+        );
+        assert_eq!(setup_failure("1/1 brokers are down"), None);
     }
 }

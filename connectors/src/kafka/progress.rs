@@ -105,10 +105,7 @@ impl ProgressTopic<'_> {
 
     fn context(&self) -> HelperContext {
         HelperContext {
-            log: LogContext {
-                connector: self.connector,
-                id: self.id.to_string(),
-            },
+            log: LogContext::new(self.connector, self.id),
         }
     }
 

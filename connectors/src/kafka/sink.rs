@@ -38,7 +38,7 @@ use rdkafka::ClientContext;
 use statefun_module::{KafkaDeliverySemantic, KafkaEgress};
 use statefun_sdk::{EgressMessage, TypeName};
 
-use super::config::{client_config, effective_property, LogContext, Owned};
+use super::config::{client_config, effective_property, first_contact, LogContext, Owned};
 use super::progress::ProgressTopic;
 use crate::codec::KafkaProducerRecord;
 use crate::{ConnectorError, Sink};
@@ -61,6 +61,10 @@ pub const DEFAULT_TRANSACTIONAL_ID_PREFIX: &str = "statefun";
 /// How long `init_transactions` may take at open (it waits for the broker to abort a
 /// transaction the previous producer with the same id left open).
 const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long opening the sink waits for a broker to answer at all (an authentication or TLS
+/// failure ends the wait at once, see `first_contact`).
+const CONTACT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One call of `abort_transaction` before delivery reports are served again.
 const ABORT_SLICE: Duration = Duration::from_millis(200);
@@ -293,10 +297,7 @@ impl KafkaSink {
             + Duration::from_secs(30);
         let deliveries = Arc::new(Mutex::new(Deliveries::default()));
         let context = SinkContext {
-            log: LogContext {
-                connector: CONNECTOR,
-                id: id_text.clone(),
-            },
+            log: LogContext::new(CONNECTOR, &id_text),
             deliveries: deliveries.clone(),
             log_failures: !wait,
             progress_topic: None,
@@ -304,6 +305,15 @@ impl KafkaSink {
         let producer: BaseProducer<SinkContext> = config
             .create_with_context(context)
             .map_err(|e| config_error(format!("librdkafka refused the configuration: {e}")))?;
+        first_contact(
+            producer.client(),
+            &|| {
+                producer.poll(Duration::ZERO);
+            },
+            &producer.context().log,
+            &spec.address,
+            CONTACT_TIMEOUT,
+        )?;
         Ok(KafkaSink {
             id: id_text,
             address: spec.address.clone(),
@@ -413,10 +423,7 @@ impl KafkaSink {
         let timeout = transaction_timeout + TRANSACTION_SLACK;
         let deliveries = Arc::new(Mutex::new(Deliveries::default()));
         let context = SinkContext {
-            log: LogContext {
-                connector: CONNECTOR,
-                id: id_text.clone(),
-            },
+            log: LogContext::new(CONNECTOR, &id_text),
             deliveries: deliveries.clone(),
             log_failures: false,
             progress_topic: Some(progress_topic.clone()),
@@ -424,6 +431,15 @@ impl KafkaSink {
         let producer: BaseProducer<SinkContext> = config
             .create_with_context(context)
             .map_err(|e| config_error(format!("librdkafka refused the configuration: {e}")))?;
+        first_contact(
+            producer.client(),
+            &|| {
+                producer.poll(Duration::ZERO);
+            },
+            &producer.context().log,
+            &spec.address,
+            CONTACT_TIMEOUT,
+        )?;
 
         let progress_error = |e: String| ConnectorError::Io {
             connector: CONNECTOR,

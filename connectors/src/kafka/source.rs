@@ -34,7 +34,9 @@ use rdkafka::ClientContext;
 use statefun_module::{AutoOffsetReset, KafkaIngress, KafkaStartupPosition};
 use statefun_sdk::{IngressMetadata, TypeName};
 
-use super::config::{client_config, effective_property, partition_owner, LogContext, Owned};
+use super::config::{
+    client_config, effective_property, first_contact, partition_owner, LogContext, Owned,
+};
 use crate::source::{decode_position, encode_position};
 use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
@@ -234,14 +236,21 @@ impl KafkaSource {
 
         let waker: WakerSlot = Arc::new(RwLock::new(None));
         let context = SourceContext {
-            log: LogContext {
-                connector: CONNECTOR,
-                id: id_text.clone(),
-            },
+            log: LogContext::new(CONNECTOR, &id_text),
         };
         let mut consumer: Consumer_ = config
             .create_with_context(context)
             .map_err(|e| config_error(format!("librdkafka refused the configuration: {e}")))?;
+        first_contact(
+            consumer.client(),
+            &|| {
+                // Nothing is assigned yet: this serves client errors, it reads no record.
+                let _ = consumer.poll(Duration::ZERO);
+            },
+            &consumer.context().log,
+            &spec.address,
+            REQUEST_TIMEOUT,
+        )?;
         let main_waker = waker.clone();
         consumer.set_nonempty_callback(move || wake(&main_waker));
         let consumer = Arc::new(consumer);

@@ -351,7 +351,17 @@ impl Application {
                     count: g.count,
                     value_size: g.value_size,
                 }),
-                IngressSpec::Kafka(k) => SourcePlan::Kafka(Box::new(k.clone())),
+                IngressSpec::Kafka(k) => {
+                    let Some(properties) =
+                        kafka_properties(file, &ingress.id, &k.properties, &mut errors)
+                    else {
+                        continue;
+                    };
+                    SourcePlan::Kafka(Box::new(KafkaIngress {
+                        properties,
+                        ..k.clone()
+                    }))
+                }
                 IngressSpec::Kinesis(k) => {
                     warn_unsupported_properties(file, &ingress.id, &k.client_config_properties);
                     SourcePlan::Kinesis(Box::new(k.clone()))
@@ -424,7 +434,18 @@ impl Application {
                             }
                         }
                     }
-                    SinkPlan::Kafka(egress.id.clone(), Box::new(k.clone()))
+                    let Some(properties) =
+                        kafka_properties(file, &egress.id, &k.properties, &mut errors)
+                    else {
+                        continue;
+                    };
+                    SinkPlan::Kafka(
+                        egress.id.clone(),
+                        Box::new(KafkaEgress {
+                            properties,
+                            ..k.clone()
+                        }),
+                    )
                 }
                 EgressSpec::Kinesis(k) => {
                     warn_unsupported_properties(file, &egress.id, &k.client_config_properties);
@@ -543,6 +564,54 @@ fn dead_letter_plan(
 
 /// `clientConfigProperties` without an AWS SDK setting are ignored, with a
 /// warning that lists the supported names.
+/// A Kafka ingress's or egress's `properties` as librdkafka takes them
+/// ([`statefun_connectors::kafka::client_properties`]: Java client settings
+/// translated or dropped, every key checked by librdkafka): the notes are
+/// logged; errors go to `errors`, naming the file and the id, and the result
+/// is `None`.
+fn kafka_properties(
+    file: &str,
+    id: &TypeName,
+    properties: &statefun_module::Properties,
+    errors: &mut Vec<String>,
+) -> Option<statefun_module::Properties> {
+    match statefun_connectors::kafka::client_properties(properties) {
+        Ok(translated) => {
+            for note in &translated.notes {
+                tracing::warn!("{file}: `{id}`: {note}");
+            }
+            Some(translated.properties)
+        }
+        Err(problems) => {
+            errors.extend(problems.iter().map(|p| format!("{file}: `{id}`: {p}")));
+            None
+        }
+    }
+}
+
+/// What `statefun validate` says of the Kafka client properties of `module`:
+/// (errors, notes), each naming the file and the ingress or egress, by the
+/// same rule a run applies ([`statefun_connectors::kafka::client_properties`]).
+pub fn check_kafka_properties(module: &Module) -> (Vec<String>, Vec<String>) {
+    let file = &module.file;
+    let (mut errors, mut notes) = (Vec::new(), Vec::new());
+    let ingresses = module.ingresses.iter().filter_map(|i| match &i.spec {
+        IngressSpec::Kafka(k) => Some((&i.id, &k.properties)),
+        _ => None,
+    });
+    let egresses = module.egresses.iter().filter_map(|e| match &e.spec {
+        EgressSpec::Kafka(k) => Some((&e.id, &k.properties)),
+        _ => None,
+    });
+    for (id, properties) in ingresses.chain(egresses) {
+        match statefun_connectors::kafka::client_properties(properties) {
+            Ok(t) => notes.extend(t.notes.iter().map(|n| format!("{file}: `{id}`: {n}"))),
+            Err(e) => errors.extend(e.iter().map(|p| format!("{file}: `{id}`: {p}"))),
+        }
+    }
+    (errors, notes)
+}
+
 fn warn_unsupported_properties(
     file: &str,
     id: &TypeName,

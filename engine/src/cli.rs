@@ -263,6 +263,16 @@ fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) 
     for d in module.check_targets(&|t| registry.contains(t)) {
         eprintln!("warning: {d}");
     }
+    let (errors, notes) = crate::app::check_kafka_properties(&module);
+    for note in notes {
+        eprintln!("warning: {note}");
+    }
+    if !errors.is_empty() {
+        for e in errors {
+            eprintln!("error: {e}");
+        }
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 

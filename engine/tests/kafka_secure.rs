@@ -248,6 +248,43 @@ fn sasl_scram_over_tls_and_plain_over_plaintext() {
     );
 }
 
+/// The properties a StateFun user writes for the Java client: a JAAS login,
+/// a PKCS#12 truststore with its password, Java-only deserializers. They are
+/// translated for librdkafka and the job runs through SASL_SSL.
+#[test]
+fn java_client_properties_work_as_statefun_users_write_them() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((plain, s)) = broker() else { return };
+    let jaas = format!(
+        "org.apache.kafka.common.security.scram.ScramLoginModule required username=\\\"{}\\\" password=\\\"{}\\\";",
+        s.get("KAFKA_SCRAM_USER"),
+        s.get("KAFKA_SCRAM_PASSWORD")
+    );
+    run_through(
+        "java",
+        s.get("KAFKA_SASL_SSL_BOOTSTRAP"),
+        &[
+            ("security.protocol", "SASL_SSL".into()),
+            ("sasl.mechanism", "SCRAM-SHA-512".into()),
+            ("sasl.jaas.config", jaas),
+            // The test CA is in the client's PKCS#12 file (with its certificate).
+            ("ssl.truststore.location", s.get("KAFKA_CLIENT_P12").into()),
+            ("ssl.truststore.type", "PKCS12".into()),
+            (
+                "ssl.truststore.password",
+                s.get("KAFKA_CLIENT_P12_PASSWORD").into(),
+            ),
+            (
+                "key.deserializer",
+                "org.apache.kafka.common.serialization.StringDeserializer".into(),
+            ),
+            ("max.poll.records", "500".into()),
+        ],
+        "zstd",
+        &plain,
+    );
+}
+
 /// A client-credentials token endpoint (RFC 6749 §4.4) issuing unsigned JWTs,
 /// which the test broker's unsecured OAUTHBEARER validator accepts; it checks
 /// the client's id and secret (HTTP Basic) and counts the tokens it issued.

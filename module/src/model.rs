@@ -177,10 +177,38 @@ impl fmt::Display for Secret {
 }
 
 /// Whether a property or field of this name holds a secret: anything named
-/// `*password*` or `*secret*` (case-insensitive), and `sasl.jaas.config`, which embeds a password.
+/// `*password*`, `*secret*`, `*passphrase*`, `*credential*` or `*sessiontoken*`
+/// (case-insensitive, dots ignored); a private key given inline (`ssl.key.pem`, librdkafka's
+/// `ssl_key`, `*private.key*`); and the settings that embed secrets
+/// (`sasl.jaas.config`, `sasl.oauthbearer.config`).
+///
+/// ```
+/// use statefun_module::is_secret_key;
+/// assert!(is_secret_key("ssl.keystore.password") && is_secret_key("ssl.key.pem"));
+/// assert!(is_secret_key("sasl.oauthbearer.client.secret") && is_secret_key("sasl.jaas.config"));
+/// assert!(!is_secret_key("ssl.ca.location") && !is_secret_key("sasl.mechanism"));
+/// assert!(!is_secret_key("sasl.oauthbearer.token.endpoint.url"));
+/// ```
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k == "sasl.jaas.config"
+    let undotted = k.replace(['.', '_', '-'], "");
+    [
+        "password",
+        "secret",
+        "passphrase",
+        "credential",
+        "sessiontoken",
+        "privatekey",
+    ]
+    .iter()
+    .any(|word| undotted.contains(word))
+        || [
+            "sasl.jaas.config",
+            "sasl.oauthbearer.config",
+            "ssl.key.pem",
+            "ssl_key",
+        ]
+        .contains(&k.as_str())
 }
 
 /// Client properties (Kafka `properties`, Kinesis `clientConfigProperties`), in file order.

@@ -11,16 +11,20 @@
 //!   together with a record on a progress topic that tells a restarted job which checkpoints
 //!   were delivered (see [`sink`]).
 //!
-//! `properties` from module.yaml pass through to librdkafka unchanged, except the few keys
+//! `properties` from module.yaml are first made librdkafka's ([`client_properties`]: Java
+//! client settings translated or dropped, every key checked against librdkafka), then pass
+//! through to librdkafka unchanged, except the few keys
 //! the runtime must own; those are named in a warning when set (see [`KafkaSource::open`],
 //! [`KafkaSink::open`] and [`KafkaSink::open_exactly_once`]), and `statefun.progress.topic`,
 //! which only the exactly-once sink reads.
 
+mod client_properties;
 mod config;
 mod progress;
 pub mod sink;
 pub mod source;
 
+pub use client_properties::{client_properties, ClientProperties};
 pub use config::{effective_property, partition_owner};
 pub use sink::{
     progress_key, transactional_id, KafkaSink, DEFAULT_PROGRESS_TOPIC,

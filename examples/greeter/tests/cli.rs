@@ -106,3 +106,65 @@ fn startup_errors_exit_non_zero_naming_file_line_and_field() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nowhere.txt"));
 }
+
+/// `validate` takes the Java Kafka client properties StateFun users write:
+/// `sasl.jaas.config` and Java-only settings are translated or named as
+/// ignored (warnings, exit 0); a property librdkafka does not know and a JKS
+/// truststore fail it (exit 1) naming the file, the ingress and the fix;
+/// the password never appears. It opens nothing (the address is unreachable).
+#[test]
+fn validate_checks_kafka_properties_against_librdkafka_without_opening_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = |extra: &str| {
+        format!(
+            "kind: io.statefun.kafka.v1/ingress\nspec:\n  id: example/names\n  address: 127.0.0.1:1\n  \
+             consumerGroupId: g\n  topics:\n    - topic: names\n      valueType: io.statefun.types/string\n      \
+             targets: [example/greeter]\n  properties:\n    - security.protocol: SASL_SSL\n    \
+             - sasl.mechanism: SCRAM-SHA-512\n    \
+             - sasl.jaas.config: 'org.apache.kafka.common.security.scram.ScramLoginModule required username=\"alice\" password=\"hunter2-secret\";'\n    \
+             - key.deserializer: org.apache.kafka.common.serialization.StringDeserializer\n    \
+             - max.poll.records: 500\n{extra}"
+        )
+    };
+    let validate = |yaml: String| {
+        let path = dir.path().join("module.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let out = Command::new(BIN)
+            .arg("validate")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains("hunter2-secret"),
+            "a secret was printed: {text}"
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = validate(module(""));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("`sasl.jaas.config` (ScramLoginModule) translated")
+            && text.contains("`key.deserializer` is a Java client setting and is ignored")
+            && text.contains("`max.poll.records`"),
+        "{text}"
+    );
+    let jks = dir.path().join("truststore.jks");
+    std::fs::write(&jks, [0xfe, 0xed, 0xfe, 0xed, 0, 0, 0, 2]).unwrap();
+    let (code, text) = validate(module(&format!(
+        "    - ssl.truststore.location: {}\n    - fetch.max.wait.msec: 100\n",
+        jks.display()
+    )));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("module.yaml")
+            && text.contains("`example/names`")
+            && text.contains("keytool -importkeystore")
+            && text.contains("`fetch.max.wait.msec` is not one librdkafka takes"),
+        "{text}"
+    );
+}

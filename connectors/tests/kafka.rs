@@ -179,6 +179,8 @@ fn ingress(b: &str, topics: &[&str], start: KafkaStartupPosition) -> KafkaIngres
         startup_position: start,
         auto_offset_reset: AutoOffsetReset::Latest,
         properties: Properties::default(),
+        cluster: None,
+        properties_file: None,
     }
 }
 
@@ -717,6 +719,8 @@ fn egress(b: &str, semantic: KafkaDeliverySemantic, props: &[(&str, &str)]) -> K
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         ),
+        cluster: None,
+        properties_file: None,
     }
 }
 

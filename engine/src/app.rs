@@ -352,13 +352,18 @@ impl Application {
                     value_size: g.value_size,
                 }),
                 IngressSpec::Kafka(k) => {
-                    let Some(properties) =
-                        kafka_properties(file, &ingress.id, &k.properties, &mut errors)
-                    else {
+                    let Some(properties) = kafka_properties(
+                        file,
+                        &ingress.id,
+                        &k.properties,
+                        k.properties_file.as_deref(),
+                        &mut errors,
+                    ) else {
                         continue;
                     };
                     SourcePlan::Kafka(Box::new(KafkaIngress {
                         properties,
+                        properties_file: None,
                         ..k.clone()
                     }))
                 }
@@ -434,15 +439,20 @@ impl Application {
                             }
                         }
                     }
-                    let Some(properties) =
-                        kafka_properties(file, &egress.id, &k.properties, &mut errors)
-                    else {
+                    let Some(properties) = kafka_properties(
+                        file,
+                        &egress.id,
+                        &k.properties,
+                        k.properties_file.as_deref(),
+                        &mut errors,
+                    ) else {
                         continue;
                     };
                     SinkPlan::Kafka(
                         egress.id.clone(),
                         Box::new(KafkaEgress {
                             properties,
+                            properties_file: None,
                             ..k.clone()
                         }),
                     )
@@ -573,9 +583,10 @@ fn kafka_properties(
     file: &str,
     id: &TypeName,
     properties: &statefun_module::Properties,
+    properties_file: Option<&str>,
     errors: &mut Vec<String>,
 ) -> Option<statefun_module::Properties> {
-    match statefun_connectors::kafka::client_properties(properties) {
+    match statefun_connectors::kafka::client_properties(properties, properties_file) {
         Ok(translated) => {
             for note in &translated.notes {
                 tracing::warn!("{file}: `{id}`: {note}");
@@ -596,15 +607,15 @@ pub fn check_kafka_properties(module: &Module) -> (Vec<String>, Vec<String>) {
     let file = &module.file;
     let (mut errors, mut notes) = (Vec::new(), Vec::new());
     let ingresses = module.ingresses.iter().filter_map(|i| match &i.spec {
-        IngressSpec::Kafka(k) => Some((&i.id, &k.properties)),
+        IngressSpec::Kafka(k) => Some((&i.id, &k.properties, &k.properties_file)),
         _ => None,
     });
     let egresses = module.egresses.iter().filter_map(|e| match &e.spec {
-        EgressSpec::Kafka(k) => Some((&e.id, &k.properties)),
+        EgressSpec::Kafka(k) => Some((&e.id, &k.properties, &k.properties_file)),
         _ => None,
     });
-    for (id, properties) in ingresses.chain(egresses) {
-        match statefun_connectors::kafka::client_properties(properties) {
+    for (id, properties, file_) in ingresses.chain(egresses) {
+        match statefun_connectors::kafka::client_properties(properties, file_.as_deref()) {
             Ok(t) => notes.extend(t.notes.iter().map(|n| format!("{file}: `{id}`: {n}"))),
             Err(e) => errors.extend(e.iter().map(|p| format!("{file}: `{id}`: {p}"))),
         }

@@ -94,6 +94,21 @@ fn run_through(
     egress_codec: &str,
     plain: &str,
 ) {
+    let connection = format!("  address: {address}\n");
+    run_through_yaml(name, &connection, properties, "", egress_codec, plain);
+}
+
+/// [`run_through`] with the connection given as module.yaml text: `connection`
+/// (e.g. `  address: …` or `  cluster: …`) in both the ingress and the egress,
+/// `properties` in both, and `documents` (e.g. a cluster definition) appended.
+fn run_through_yaml(
+    name: &str,
+    connection: &str,
+    properties: &[(&str, String)],
+    documents: &str,
+    egress_codec: &str,
+    plain: &str,
+) {
     let run = format!("secure-{name}-{}", std::process::id());
     let (input, output) = (format!("{run}-in"), format!("{run}-out"));
     statefun_testkit::kafka::create_topics(plain, &[(&input, 2), (&output, 1)]);
@@ -108,11 +123,11 @@ fn run_through(
     egress_properties.push(("transactional.id", run.clone()));
     egress_properties.push(("statefun.progress.topic", format!("{run}-progress")));
     let yaml = format!(
-        "kind: io.statefun.kafka.v1/ingress\nspec:\n  id: secure/in\n  address: {address}\n  \
+        "kind: io.statefun.kafka.v1/ingress\nspec:\n  id: secure/in\n{connection}  \
          consumerGroupId: {run}\n  startupPosition: {{ type: earliest }}\n  topics:\n    \
          - topic: {input}\n      valueType: secure/raw\n      targets: [secure/echo]\n{}---\n\
-         kind: io.statefun.kafka.v1/egress\nspec:\n  id: secure/out\n  address: {address}\n  \
-         deliverySemantic: {{ type: exactly-once, transactionTimeout: 60s }}\n{}",
+         kind: io.statefun.kafka.v1/egress\nspec:\n  id: secure/out\n{connection}  \
+         deliverySemantic: {{ type: exactly-once, transactionTimeout: 60s }}\n{}{documents}",
         yaml_properties(properties),
         yaml_properties(&egress_properties)
     );
@@ -281,6 +296,45 @@ fn java_client_properties_work_as_statefun_users_write_them() {
             ("max.poll.records", "500".into()),
         ],
         "zstd",
+        &plain,
+    );
+}
+
+/// A cluster declared once (`io.statefun-rs.kafka.v1/cluster`) with a
+/// `propertiesFile` as Confluent Cloud hands it out (Java properties,
+/// single-quoted JAAS), named by the ingress and the egress with `cluster:`.
+#[test]
+fn a_cluster_definition_with_a_client_properties_file() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((plain, s)) = broker() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("client.properties");
+    std::fs::write(
+        &file,
+        format!(
+            "# from the cloud console\nbootstrap.servers={}\nsecurity.protocol=SASL_SSL\n\
+             sasl.mechanism=SCRAM-SHA-256\nssl.ca.location={}\n\
+             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n  \
+             username='{}' password='{}';\n",
+            s.get("KAFKA_SASL_SSL_BOOTSTRAP"),
+            s.get("KAFKA_CA_PEM"),
+            s.get("KAFKA_SCRAM_USER"),
+            s.get("KAFKA_SCRAM_PASSWORD")
+        ),
+    )
+    .expect("write client.properties");
+    let cluster = format!(
+        "---\nkind: io.statefun-rs.kafka.v1/cluster\nspec:\n  id: secured\n  address: {}\n  \
+         propertiesFile: {}\n",
+        s.get("KAFKA_SASL_SSL_BOOTSTRAP"),
+        file.display()
+    );
+    run_through_yaml(
+        "cluster",
+        "  cluster: secured\n",
+        &[("client.id", "statefun-cluster-test".into())],
+        &cluster,
+        "gzip",
         &plain,
     );
 }

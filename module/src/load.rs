@@ -20,6 +20,7 @@ enum Kind {
     EndpointV2,
     KafkaIngress,
     KafkaEgress,
+    KafkaCluster,
     KinesisIngress,
     KinesisEgress,
     FileIngress,
@@ -32,6 +33,8 @@ enum Role {
     Endpoint,
     Ingress,
     Egress,
+    /// Shared definitions (Kafka clusters) that ingresses and egresses refer to.
+    Definition,
 }
 
 impl Kind {
@@ -43,6 +46,7 @@ impl Kind {
             | Kind::FileIngress
             | Kind::GeneratorIngress => Role::Ingress,
             Kind::KafkaEgress | Kind::KinesisEgress | Kind::FileEgress => Role::Egress,
+            Kind::KafkaCluster => Role::Definition,
         }
     }
 }
@@ -55,6 +59,7 @@ const KINDS: &[(&str, Kind)] = &[
     ("io.statefun.kafka.v1/egress", Kind::KafkaEgress),
     ("io.statefun.kinesis.v1/ingress", Kind::KinesisIngress),
     ("io.statefun.kinesis.v1/egress", Kind::KinesisEgress),
+    ("io.statefun-rs.kafka.v1/cluster", Kind::KafkaCluster),
     ("io.statefun-rs.file.v1/ingress", Kind::FileIngress),
     ("io.statefun-rs.file.v1/egress", Kind::FileEgress),
     (
@@ -214,6 +219,11 @@ pub(crate) struct Loader<'f> {
     module: Module,
     ingress_ids: HashMap<TypeName, Location>,
     egress_ids: HashMap<TypeName, Location>,
+    /// Declared Kafka clusters: where each id was declared.
+    cluster_ids: HashMap<String, Location>,
+    /// `cluster:` references, resolved once every document is read (a cluster may be
+    /// declared after its users): (ingress or egress id, is an ingress, where).
+    cluster_refs: Vec<(TypeName, bool, Location)>,
 }
 
 /// Loads `text` (named `file` in messages).
@@ -228,6 +238,8 @@ pub(crate) fn load(text: &str, file: &str) -> Result<Module, Diagnostics> {
         },
         ingress_ids: HashMap::new(),
         egress_ids: HashMap::new(),
+        cluster_ids: HashMap::new(),
+        cluster_refs: Vec::new(),
     };
     let (docs, syntax) = parse_documents(text);
     for doc in &docs {
@@ -261,6 +273,7 @@ pub(crate) fn load(text: &str, file: &str) -> Result<Module, Diagnostics> {
         });
     }
     l.check_endpoint_overlap();
+    l.resolve_clusters();
     l.check_dead_letters();
     let mut diags = l.diags;
     diags.sort_by_key(|d| (d.document, d.line.unwrap_or(0), d.column.unwrap_or(0)));
@@ -765,6 +778,7 @@ impl<'f> Loader<'f> {
             Kind::EndpointV1 | Kind::EndpointV2 => self.endpoint(kind, spec, path),
             Kind::KafkaIngress => self.kafka_ingress(spec, path, meta_id),
             Kind::KafkaEgress => self.kafka_egress(spec, path, meta_id),
+            Kind::KafkaCluster => self.kafka_cluster(spec, path),
             Kind::KinesisIngress => self.kinesis_ingress(spec, path, meta_id),
             Kind::KinesisEgress => self.kinesis_egress(spec, path, meta_id),
             Kind::FileIngress => self.file_ingress(spec, path, meta_id),
@@ -917,6 +931,7 @@ impl<'f> Loader<'f> {
                 Role::Endpoint => "an endpoint kind",
                 Role::Ingress => "an ingress type",
                 Role::Egress => "an egress type",
+                Role::Definition => "a definition kind (only in the `kind:` format)",
             };
             self.error(
                 type_node.mark,
@@ -1385,13 +1400,14 @@ impl<'f> Loader<'f> {
                 "autoOffsetResetPosition",
                 "properties",
                 "badRecords",
+                "cluster",
             ],
         ) else {
             return;
         };
         let id = self.id(&o, meta_id);
         let (bad_records, bad_loc, bad_ok) = self.bad_records(&o);
-        let address = self.req_str(&o, "address");
+        let (address, cluster) = self.kafka_address(&o);
         let properties = self.properties(&o, "properties");
         let group = if o.has("consumerGroupId") || properties.get("group.id").is_none() {
             self.req_str(&o, "consumerGroupId")
@@ -1467,6 +1483,9 @@ impl<'f> Loader<'f> {
             return;
         };
         let spec_loc = self.location(o.mark, &o.path);
+        if let Some((_, at)) = &cluster {
+            self.cluster_refs.push((id.clone(), true, at.clone()));
+        }
         self.add_ingress(
             id,
             decl,
@@ -1477,6 +1496,8 @@ impl<'f> Loader<'f> {
                 startup_position: startup,
                 auto_offset_reset: reset,
                 properties,
+                cluster: cluster.map(|(c, _)| c),
+                properties_file: None,
             }),
             bad_records,
             IngressLocation {
@@ -1672,12 +1693,12 @@ impl<'f> Loader<'f> {
         let Some(o) = self.obj(
             spec,
             path,
-            &["id", "address", "deliverySemantic", "properties"],
+            &["id", "address", "deliverySemantic", "properties", "cluster"],
         ) else {
             return;
         };
         let id = self.id(&o, meta_id);
-        let address = self.req_str(&o, "address");
+        let (address, cluster) = self.kafka_address(&o);
         let properties = self.properties(&o, "properties");
         let mut ds_loc = None;
         let semantic = match o.get("deliverySemantic") {
@@ -1691,6 +1712,9 @@ impl<'f> Loader<'f> {
             return;
         };
         let spec_loc = self.location(o.mark, &o.path);
+        if let Some((_, at)) = &cluster {
+            self.cluster_refs.push((id.clone(), false, at.clone()));
+        }
         self.add_egress(
             id,
             decl,
@@ -1698,12 +1722,159 @@ impl<'f> Loader<'f> {
                 address,
                 delivery_semantic: semantic,
                 properties,
+                cluster: cluster.map(|(c, _)| c),
+                properties_file: None,
             }),
             EgressLocation {
                 spec: spec_loc,
                 delivery_semantic: ds_loc,
             },
         );
+    }
+
+    /// A Kafka ingress's or egress's `address`, or its `cluster` (then the address is
+    /// filled in from the cluster once every document is read): exactly one of the two.
+    fn kafka_address(&mut self, o: &Obj<'_>) -> (Option<String>, Option<(String, Location)>) {
+        let Some(node) = o.get("cluster") else {
+            return (self.req_str(o, "address"), None);
+        };
+        let field = o.field("cluster");
+        let Some(cluster) = self.string(node, &field) else {
+            return (None, None);
+        };
+        if let Some(a) = o.get("address") {
+            self.error(
+                a.mark,
+                &o.field("address"),
+                format!(
+                    "give either `address` or `cluster` (`{cluster}` has the address), not both"
+                ),
+            );
+            return (None, None);
+        }
+        let at = self.location(node.mark, &field);
+        (Some(String::new()), Some((cluster, at)))
+    }
+
+    /// `io.statefun-rs.kafka.v1/cluster`.
+    fn kafka_cluster(&mut self, spec: &Node, path: &str) {
+        let Some(o) = self.obj(
+            spec,
+            path,
+            &["id", "address", "properties", "propertiesFile"],
+        ) else {
+            return;
+        };
+        let id = self.req_str(&o, "id");
+        let address = self.req_str(&o, "address");
+        let properties = self.properties(&o, "properties");
+        let properties_file = self.opt_str(&o, "propertiesFile").map(|f| {
+            // Relative to the module file, as a user reading the file expects.
+            let base = std::path::Path::new(self.file)
+                .parent()
+                .unwrap_or(std::path::Path::new(""));
+            let path = std::path::Path::new(&f);
+            if path.is_absolute() {
+                f
+            } else {
+                base.join(path).to_string_lossy().into_owned()
+            }
+        });
+        let (Some(id), Some(address)) = (id, address) else {
+            return;
+        };
+        let id_node = o.get("id").map(|n| n.mark).unwrap_or(o.mark);
+        let here = self.location(id_node, &o.field("id"));
+        if let Some(first) = self.cluster_ids.get(&id) {
+            let first = first.line.unwrap_or(0);
+            self.error(
+                id_node,
+                &o.field("id"),
+                format!("Kafka cluster `{id}` is declared twice (first at line {first})"),
+            );
+            return;
+        }
+        self.cluster_ids.insert(id.clone(), here);
+        self.module.kafka_clusters.push(KafkaCluster {
+            id,
+            address,
+            properties,
+            properties_file,
+        });
+    }
+
+    /// Fills in the address and base properties of every Kafka ingress and egress that
+    /// names a `cluster`, or reports the name (with the declared ones) if no cluster has it.
+    fn resolve_clusters(&mut self) {
+        let refs = std::mem::take(&mut self.cluster_refs);
+        for (id, is_ingress, at) in refs {
+            let spec = if is_ingress {
+                self.module
+                    .ingresses
+                    .iter_mut()
+                    .find(|i| i.id == id)
+                    .and_then(|i| match &mut i.spec {
+                        IngressSpec::Kafka(k) => Some((
+                            &mut k.cluster,
+                            &mut k.address,
+                            &mut k.properties,
+                            &mut k.properties_file,
+                        )),
+                        _ => None,
+                    })
+            } else {
+                self.module
+                    .egresses
+                    .iter_mut()
+                    .find(|e| e.id == id)
+                    .and_then(|e| match &mut e.spec {
+                        EgressSpec::Kafka(k) => Some((
+                            &mut k.cluster,
+                            &mut k.address,
+                            &mut k.properties,
+                            &mut k.properties_file,
+                        )),
+                        _ => None,
+                    })
+            };
+            let Some((cluster, address, properties, properties_file)) = spec else {
+                continue;
+            };
+            let name = cluster.clone().unwrap_or_default();
+            match self.module.kafka_clusters.iter().find(|c| c.id == name) {
+                Some(c) => {
+                    *address = c.address.clone();
+                    *properties_file = c.properties_file.clone();
+                    // The cluster's properties first; the user's own override them.
+                    let mut merged: Vec<(String, String)> = c
+                        .properties
+                        .iter()
+                        .filter(|(k, _)| properties.get(k).is_none())
+                        .cloned()
+                        .collect();
+                    merged.extend(properties.iter().cloned());
+                    *properties = Properties(merged);
+                }
+                None => {
+                    let declared: Vec<&str> = self
+                        .module
+                        .kafka_clusters
+                        .iter()
+                        .map(|c| c.id.as_str())
+                        .collect();
+                    let message = if declared.is_empty() {
+                        format!("no Kafka cluster `{name}` is declared; add a document `kind: io.statefun-rs.kafka.v1/cluster` with `id: {name}`")
+                    } else {
+                        format!(
+                            "no Kafka cluster `{name}` is declared; {}",
+                            expected_one_of(&name, &declared)
+                        )
+                    };
+                    self.diags
+                        .push(Diagnostic::at(Severity::Error, &at, message));
+                }
+            }
+        }
     }
 
     fn kafka_semantic(&mut self, node: &Node, path: &str) -> Option<KafkaDeliverySemantic> {

@@ -19,6 +19,9 @@ pub struct Module {
     pub ingresses: Vec<Ingress>,
     /// Egresses, in file order.
     pub egresses: Vec<Egress>,
+    /// Kafka cluster definitions (`io.statefun-rs.kafka.v1/cluster`), in file order; the
+    /// ingresses and egresses that name one already carry its address and properties.
+    pub kafka_clusters: Vec<KafkaCluster>,
     /// Warnings found while loading (the module is usable).
     pub warnings: Vec<Diagnostic>,
     /// Where each item was declared, for diagnostics found later (empty for hand-built modules).
@@ -479,8 +482,13 @@ pub struct KafkaIngress {
     pub startup_position: KafkaStartupPosition,
     /// `autoOffsetResetPosition` (default latest): where to start when a group or specific offset is missing.
     pub auto_offset_reset: AutoOffsetReset,
-    /// `properties`, passed to the consumer.
+    /// `properties`, passed to the consumer (after the `cluster`'s, which they override).
     pub properties: Properties,
+    /// `cluster`: the [`KafkaCluster`] this ingress connects through, if it names one.
+    pub cluster: Option<String>,
+    /// The cluster's `propertiesFile` (resolved against the module file's directory):
+    /// Java client properties read when the consumer is made, below `properties`.
+    pub properties_file: Option<String>,
 }
 
 /// One `topics[]` entry.
@@ -656,8 +664,28 @@ pub struct KafkaEgress {
     pub address: String,
     /// `deliverySemantic` (default at-least-once).
     pub delivery_semantic: KafkaDeliverySemantic,
-    /// `properties`, passed to the producer.
+    /// `properties`, passed to the producer (after the `cluster`'s, which they override).
     pub properties: Properties,
+    /// `cluster`: the [`KafkaCluster`] this egress connects through, if it names one.
+    pub cluster: Option<String>,
+    /// The cluster's `propertiesFile` (resolved against the module file's directory).
+    pub properties_file: Option<String>,
+}
+
+/// `io.statefun-rs.kafka.v1/cluster`: a Kafka cluster declared once and named by
+/// ingresses and egresses with `cluster:` (Restate's `kafka-clusters`). Its `properties`
+/// and `propertiesFile` (a `client.properties` file as Confluent Cloud and MSK hand out)
+/// are the base every user of the cluster overrides with its own `properties`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaCluster {
+    /// `id`: the name ingresses and egresses give as `cluster`.
+    pub id: String,
+    /// `address`: the bootstrap servers.
+    pub address: String,
+    /// `properties`: client properties for every user of the cluster.
+    pub properties: Properties,
+    /// `propertiesFile`, resolved against the module file's directory.
+    pub properties_file: Option<String>,
 }
 
 impl KafkaEgress {

@@ -676,3 +676,93 @@ fn bad_record_policy_errors_name_the_field() {
         assert!(found, "want `{field}`: {message}; got:\n{err}");
     }
 }
+
+const CLUSTERS: &str = r#"
+kind: io.statefun.kafka.v1/ingress
+spec:
+  id: example/in
+  cluster: prod
+  consumerGroupId: g
+  topics:
+    - topic: names
+      valueType: io.statefun.types/string
+      targets: [example/greeter]
+  properties:
+    - max.poll.interval.ms: "600000"
+    - sasl.username: ingress-user
+---
+kind: io.statefun-rs.kafka.v1/cluster
+spec:
+  id: prod
+  address: broker-1:9093,broker-2:9093
+  propertiesFile: secrets/client.properties
+  properties:
+    - security.protocol: SASL_SSL
+    - sasl.username: shared-user
+    - sasl.password: ${KAFKA_PASSWORD}
+---
+kind: io.statefun.kafka.v1/egress
+spec:
+  id: example/out
+  cluster: prod
+"#;
+
+#[test]
+fn kafka_clusters_are_declared_once_and_named_by_ingresses_and_egresses() {
+    let m = load_str(CLUSTERS, "conf/module.yaml").expect("loads");
+    let (IngressSpec::Kafka(i), EgressSpec::Kafka(e)) = (&m.ingresses[0].spec, &m.egresses[0].spec)
+    else {
+        panic!("Kafka ingress and egress");
+    };
+    // Declared after its user: resolved once every document is read.
+    assert_eq!(i.address, "broker-1:9093,broker-2:9093");
+    assert_eq!(e.address, i.address);
+    assert_eq!(i.cluster.as_deref(), Some("prod"));
+    // The cluster's properties, overridden by the ingress's own.
+    assert_eq!(i.properties.get("security.protocol"), Some("SASL_SSL"));
+    assert_eq!(i.properties.get("sasl.username"), Some("ingress-user"));
+    assert_eq!(i.properties.get("max.poll.interval.ms"), Some("600000"));
+    assert_eq!(e.properties.get("sasl.username"), Some("shared-user"));
+    // `${...}` stays as written in the module: the secret is filled in when a client is made.
+    assert_eq!(e.properties.get("sasl.password"), Some("${KAFKA_PASSWORD}"));
+    // The properties file is relative to the module file.
+    assert_eq!(
+        i.properties_file.as_deref(),
+        Some("conf/secrets/client.properties")
+    );
+    assert_eq!(m.kafka_clusters.len(), 1);
+}
+
+#[test]
+fn kafka_cluster_errors_name_the_field() {
+    let cases = [
+        (
+            CLUSTERS.replace("  cluster: prod\n  consumerGroupId", "  cluster: staging\n  consumerGroupId"),
+            "spec.cluster",
+            "no Kafka cluster `staging` is declared",
+        ),
+        (
+            CLUSTERS.replace("  id: example/out\n  cluster: prod", "  id: example/out\n  cluster: prod\n  address: x:9092"),
+            "spec.address",
+            "give either `address` or `cluster`",
+        ),
+        (
+            format!("{CLUSTERS}---\nkind: io.statefun-rs.kafka.v1/cluster\nspec:\n  id: prod\n  address: y:9092\n"),
+            "spec.id",
+            "Kafka cluster `prod` is declared twice",
+        ),
+        (
+            CLUSTERS.replace("  address: broker-1:9093,broker-2:9093\n", ""),
+            "document 2, spec",
+            "missing required field `address`",
+        ),
+    ];
+    for (text, field, message) in cases {
+        let err = load_str(&text, "module.yaml").expect_err("must not load");
+        let shown = err.to_string();
+        assert!(
+            shown.contains(field) && shown.contains(message),
+            "expected `{field}`: `{message}` in:\n{shown}"
+        );
+    }
+}

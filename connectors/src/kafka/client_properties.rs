@@ -106,12 +106,50 @@ const RENAMED: &[(&str, &str)] = &[
     ("receive.buffer.bytes", "socket.receive.buffer.bytes"),
 ];
 
-/// Turns module `properties` into librdkafka's (see the module docs). `Err` lists every
-/// property that cannot work, each with what to do; values of secrets never appear.
-pub fn client_properties(properties: &Properties) -> Result<ClientProperties, Vec<String>> {
+/// Turns module `properties` into librdkafka's (see the module docs). `properties_file`
+/// (a cluster's `propertiesFile`, Java `.properties` format) is read first, and `properties`
+/// override it; `${NAME}` in any value is replaced by the environment variable `NAME`
+/// (`$${` stands for a literal `${`), so module.yaml can be committed without its secrets.
+/// `Err` lists every property that cannot work, each with what to do; values of secrets,
+/// and values that came from the environment, never appear.
+pub fn client_properties(
+    properties: &Properties,
+    properties_file: Option<&str>,
+) -> Result<ClientProperties, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut merged: Vec<(String, String)> = match properties_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => java_properties(&text),
+            Err(e) => {
+                return Err(vec![format!(
+                    "cannot read the cluster's propertiesFile `{path}`: {e}; check the path \
+                     (relative paths start at the module file's directory)"
+                )])
+            }
+        },
+        None => Vec::new(),
+    };
+    merged.retain(|(k, _)| properties.get(k).is_none());
+    merged.extend(properties.iter().cloned());
+    let mut expanded = Vec::with_capacity(merged.len());
+    // Values that came from the environment are never shown.
+    let from_env: Vec<String> = merged
+        .iter()
+        .filter(|(_, v)| v.contains("${"))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for (key, value) in merged {
+        match expand_env(&value, |name| std::env::var(name).ok()) {
+            Ok(v) => expanded.push((key, v)),
+            Err(name) => errors.push(format!(
+                "property `{key}`: the environment variable `{name}` (in `${{{name}}}`) is not \
+                 set; set it before starting the job, or write `$${{` for a literal `${{`"
+            )),
+        }
+    }
+    let properties = &Properties(expanded);
     let mut out: Vec<(String, String)> = Vec::new();
     let mut notes = Vec::new();
-    let mut errors = Vec::new();
     let explicit = |key: &str| properties.get(key).is_some();
     let set = |out: &mut Vec<(String, String)>, key: &str, value: String| {
         out.retain(|(k, _)| k != key);
@@ -214,7 +252,10 @@ pub fn client_properties(properties: &Properties) -> Result<ClientProperties, Ve
         if let Err(e) = ClientConfig::new().set(key, value).create_native_config() {
             let why = describe_conf_error(&e);
             // An unknown key may be a misspelt secret: its value is never shown.
-            let shown = if statefun_module::is_secret_key(key) || why.contains("No such") {
+            let shown = if statefun_module::is_secret_key(key)
+                || why.contains("No such")
+                || from_env.contains(key)
+            {
                 String::new()
             } else {
                 format!(" = `{value}`")
@@ -233,6 +274,126 @@ pub fn client_properties(properties: &Properties) -> Result<ClientProperties, Ve
     } else {
         Err(errors)
     }
+}
+
+/// `${NAME}` in `value` replaced by `lookup(NAME)`; `$${` is a literal `${`. `Err` names
+/// the first variable `lookup` does not know.
+fn expand_env(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            match tail.find('}') {
+                Some(end) => {
+                    let name = &tail[..end];
+                    out.push_str(&lookup(name).ok_or_else(|| name.to_string())?);
+                    rest = &tail[end + 1..];
+                }
+                None => {
+                    out.push_str(after);
+                    rest = "";
+                }
+            }
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The `key=value` pairs of a Java `.properties` file (what Confluent Cloud, MSK and
+/// Aiven hand out as `client.properties`): `#`/`!` comments, `=`, `:` or blanks between key
+/// and value, `\` line continuations and escapes (`\t`, `\n`, `\uXXXX`, `\=`, …).
+fn java_properties(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut logical = String::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let line = line.trim_start();
+        if logical.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
+        {
+            continue;
+        }
+        // An odd number of trailing backslashes continues the line.
+        let trailing = line.len() - line.trim_end_matches('\\').len();
+        if trailing % 2 == 1 {
+            logical.push_str(&line[..line.len() - 1]);
+            continue;
+        }
+        logical.push_str(line);
+        let entry = std::mem::take(&mut logical);
+        let (key, value) = split_entry(&entry);
+        out.retain(|(k, _)| *k != key);
+        out.push((key, value));
+    }
+    if !logical.is_empty() {
+        let (key, value) = split_entry(&logical);
+        out.push((key, value));
+    }
+    out
+}
+
+/// Splits a logical line at the first unescaped `=`, `:` or blank, unescaping both parts.
+fn split_entry(entry: &str) -> (String, String) {
+    let chars: Vec<char> = entry.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 2,
+            '=' | ':' | ' ' | '\t' => break,
+            _ => i += 1,
+        }
+    }
+    let key: String = chars[..i.min(chars.len())].iter().collect();
+    let mut j = i;
+    while j < chars.len() && (chars[j] == ' ' || chars[j] == '\t') {
+        j += 1;
+    }
+    if j < chars.len() && (chars[j] == '=' || chars[j] == ':') {
+        j += 1;
+    }
+    while j < chars.len() && (chars[j] == ' ' || chars[j] == '\t') {
+        j += 1;
+    }
+    let value: String = chars[j.min(chars.len())..].iter().collect();
+    (unescape(&key), unescape(&value))
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(ch) => out.push(ch),
+                    None => {
+                        out.push_str("\\u");
+                        out.push_str(&hex);
+                    }
+                }
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
 }
 
 /// librdkafka's message for a rejected property, without repeating the value.
@@ -346,7 +507,11 @@ fn jaas(text: &str) -> Result<Jaas, String> {
             .ok_or("an option without `=` (expected key=\"value\")")?;
         let key = key.trim().to_string();
         let after = after.trim_start();
-        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+        // Kafka's JAAS parser takes double or single quotes (Confluent Cloud's
+        // client.properties uses single ones).
+        let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'');
+        let (value, remaining) = if let Some(q) = quote {
+            let quoted = &after[1..];
             let mut value = String::new();
             let mut chars = quoted.char_indices();
             let mut end = None;
@@ -357,7 +522,7 @@ fn jaas(text: &str) -> Result<Jaas, String> {
                             value.push(escaped);
                         }
                     }
-                    '"' => {
+                    c if c == q => {
                         end = Some(i + 1);
                         break;
                     }
@@ -458,7 +623,7 @@ mod tests {
                 r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="alice" password="s3cr\"et";"#,
             ),
         ]);
-        let got = client_properties(&scram).expect("valid");
+        let got = client_properties(&scram, None).expect("valid");
         assert_eq!(got.properties.get("sasl.username"), Some("alice"));
         assert_eq!(got.properties.get("sasl.password"), Some("s3cr\"et"));
         assert_eq!(got.properties.get("sasl.jaas.config"), None);
@@ -481,7 +646,7 @@ mod tests {
                 "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler",
             ),
         ]);
-        let got = client_properties(&oidc).expect("valid");
+        let got = client_properties(&oidc, None).expect("valid");
         assert_eq!(got.properties.get("sasl.oauthbearer.method"), Some("oidc"));
         assert_eq!(
             got.properties.get("sasl.oauthbearer.client.id"),
@@ -505,7 +670,7 @@ mod tests {
                 r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="alice" password="p";"#,
             ),
         ]);
-        let got = client_properties(&explicit).expect("valid");
+        let got = client_properties(&explicit, None).expect("valid");
         assert_eq!(got.properties.get("sasl.username"), Some("bob"));
         assert_eq!(got.properties.get("sasl.password"), Some("p"));
     }
@@ -513,24 +678,24 @@ mod tests {
     #[test]
     fn bad_jaas_and_unknown_keys_are_errors_without_secrets() {
         let bad = props(&[("sasl.jaas.config", "ScramLoginModule username=\"a\";")]);
-        let errors = client_properties(&bad).expect_err("no control flag");
+        let errors = client_properties(&bad, None).expect_err("no control flag");
         assert!(errors[0].contains("control flag"), "{errors:?}");
         let unclosed = props(&[(
             "sasl.jaas.config",
             "ScramLoginModule required password=\"abc;",
         )]);
-        let errors = client_properties(&unclosed).expect_err("unclosed");
+        let errors = client_properties(&unclosed, None).expect_err("unclosed");
         assert!(
             errors[0].contains("closing quote") && !errors[0].contains("abc"),
             "{errors:?}"
         );
         let typo = props(&[("bootstrap.server", "x:9092"), ("sasl.passwrod", "hunter2")]);
-        let errors = client_properties(&typo).expect_err("typos");
+        let errors = client_properties(&typo, None).expect_err("typos");
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].contains("`bootstrap.server`"), "{errors:?}");
         assert!(!errors.join(" ").contains("hunter2"), "{errors:?}");
         let bad_value = props(&[("security.protocol", "TLS")]);
-        let errors = client_properties(&bad_value).expect_err("bad value");
+        let errors = client_properties(&bad_value, None).expect_err("bad value");
         assert!(errors[0].contains("security.protocol"), "{errors:?}");
     }
 
@@ -549,7 +714,7 @@ mod tests {
             ),
             ("ssl.endpoint.identification.algorithm", ""),
         ]);
-        let got = client_properties(&java).expect("valid");
+        let got = client_properties(&java, None).expect("valid");
         assert_eq!(got.properties.get("key.deserializer"), None);
         assert_eq!(got.properties.get("max.poll.records"), None);
         assert_eq!(got.properties.get("fetch.wait.max.ms"), Some("100"));
@@ -562,6 +727,66 @@ mod tests {
     }
 
     #[test]
+    fn environment_variables_fill_in_values_and_a_missing_one_is_named() {
+        let env = |name: &str| (name == "KAFKA_PW").then(|| "pw-from-env".to_string());
+        assert_eq!(expand_env("a${KAFKA_PW}b", env), Ok("apw-from-envb".into()));
+        assert_eq!(
+            expand_env("$${KAFKA_PW} $x ${", env),
+            Ok("${KAFKA_PW} $x ${".into())
+        );
+        assert_eq!(expand_env("${NOPE}", env), Err("NOPE".into()));
+        let missing = props(&[("sasl.password", "${STATEFUN_TEST_SURELY_UNSET_VAR}")]);
+        let errors = client_properties(&missing, None).expect_err("unset");
+        assert!(
+            errors[0].contains("`STATEFUN_TEST_SURELY_UNSET_VAR`")
+                && errors[0].contains("sasl.password"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_client_properties_file_is_the_base_that_properties_override() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("client.properties");
+        // As Confluent Cloud hands it out (single-quoted JAAS values), with a continuation.
+        std::fs::write(
+            &file,
+            "# Required connection configs for Kafka producer, consumer, and admin\n\
+             bootstrap.servers=pkc-xxxx.confluent.cloud:9092\n\
+             security.protocol=SASL_SSL\n\
+             sasl.mechanisms=PLAIN\n\
+             sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \\\n   \
+             required username='KEY' password='SECRET';\n\
+             ! another comment\n\
+             client.dns.lookup = use_all_dns_ips\n\
+             session.timeout.ms: 45000\n\
+             acks=all\n",
+        )
+        .expect("write");
+        let own = props(&[("acks", "1")]);
+        let got = client_properties(&own, Some(&file.to_string_lossy())).expect("valid");
+        assert_eq!(got.properties.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(got.properties.get("sasl.username"), Some("KEY"));
+        assert_eq!(got.properties.get("sasl.password"), Some("SECRET"));
+        assert_eq!(got.properties.get("session.timeout.ms"), Some("45000"));
+        assert_eq!(
+            got.properties.get("client.dns.lookup"),
+            Some("use_all_dns_ips")
+        );
+        assert_eq!(
+            got.properties.get("acks"),
+            Some("1"),
+            "properties override the file"
+        );
+        let missing = client_properties(&own, Some("/nonexistent/client.properties"))
+            .expect_err("missing file");
+        assert!(
+            missing[0].contains("/nonexistent/client.properties"),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
     fn keystores_by_type_and_jks_is_an_error_with_the_keytool_command() {
         let dir = tempfile::tempdir().expect("temp dir");
         let jks = dir.path().join("trust.jks");
@@ -570,18 +795,21 @@ mod tests {
         std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").expect("write");
         let jks = jks.to_string_lossy().into_owned();
         let errors =
-            client_properties(&props(&[("ssl.truststore.location", &jks)])).expect_err("jks");
+            client_properties(&props(&[("ssl.truststore.location", &jks)]), None).expect_err("jks");
         assert!(
             errors[0].contains("keytool -importkeystore") && errors[0].contains(&jks),
             "{errors:?}"
         );
         let pem = pem.to_string_lossy().into_owned();
-        let got = client_properties(&props(&[
-            ("ssl.truststore.location", &pem),
-            ("ssl.truststore.type", "PEM"),
-            ("ssl.keystore.location", &pem),
-            ("ssl.keystore.type", "PEM"),
-        ]))
+        let got = client_properties(
+            &props(&[
+                ("ssl.truststore.location", &pem),
+                ("ssl.truststore.type", "PEM"),
+                ("ssl.keystore.location", &pem),
+                ("ssl.keystore.type", "PEM"),
+            ]),
+            None,
+        )
         .expect("pem");
         assert_eq!(got.properties.get("ssl.ca.location"), Some(pem.as_str()));
         assert_eq!(
@@ -590,8 +818,11 @@ mod tests {
         );
         assert_eq!(got.properties.get("ssl.key.location"), Some(pem.as_str()));
         assert_eq!(got.properties.get("ssl.truststore.type"), None);
-        let missing = client_properties(&props(&[("ssl.truststore.location", "/nonexistent/x")]))
-            .expect_err("missing");
+        let missing = client_properties(
+            &props(&[("ssl.truststore.location", "/nonexistent/x")]),
+            None,
+        )
+        .expect_err("missing");
         assert!(missing[0].contains("/nonexistent/x"), "{missing:?}");
     }
 }

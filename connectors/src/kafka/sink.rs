@@ -1004,6 +1004,8 @@ mod tests {
             address: address.to_string(),
             delivery_semantic: semantic,
             properties: Properties::default(),
+            cluster: None,
+            properties_file: None,
         }
     }
 

@@ -168,3 +168,45 @@ fn validate_checks_kafka_properties_against_librdkafka_without_opening_anything(
         "{text}"
     );
 }
+
+/// Secrets from the environment: `${NAME}` in a Kafka property is filled in
+/// from the environment when the client is made, so module.yaml can be
+/// committed without them; `validate` names a variable that is not set, and
+/// never prints the value of one that is.
+#[test]
+fn validate_names_a_missing_environment_variable_and_never_prints_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("module.yaml");
+    std::fs::write(
+        &path,
+        "kind: io.statefun-rs.kafka.v1/cluster\nspec:\n  id: prod\n  address: 127.0.0.1:1\n  properties:\n    \
+         - security.protocol: SASL_SSL\n    - sasl.mechanism: PLAIN\n    - sasl.username: app\n    \
+         - sasl.password: ${STATEFUN_CLI_TEST_KAFKA_PASSWORD}\n---\n\
+         kind: io.statefun.kafka.v1/egress\nspec:\n  id: example/out\n  cluster: prod\n",
+    )
+    .unwrap();
+    let run = |env: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("validate").arg(&path);
+        match env {
+            Some(v) => cmd.env("STATEFUN_CLI_TEST_KAFKA_PASSWORD", v),
+            None => cmd.env_remove("STATEFUN_CLI_TEST_KAFKA_PASSWORD"),
+        };
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = run(None);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("`STATEFUN_CLI_TEST_KAFKA_PASSWORD`") && text.contains("`example/out`"),
+        "{text}"
+    );
+    let (code, text) = run(Some("from-the-environment-42"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("from-the-environment-42"), "{text}");
+}

@@ -61,6 +61,27 @@ enum Command {
         /// The state directory (`--state-dir` of `run`).
         state_dir: PathBuf,
     },
+    /// Kafka tools.
+    Kafka {
+        #[command(subcommand)]
+        command: KafkaCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KafkaCommand {
+    /// Per Kafka ingress and partition: where the job is (the newest checkpoint every
+    /// worker completed, or the consumer group's committed offset), the high watermark,
+    /// and the lag between them. Reads no record and changes nothing (safe while the
+    /// job runs).
+    Lag {
+        /// The module.yaml file.
+        module: PathBuf,
+        /// The job's state directory (`--state-dir` of `run`): positions come from the
+        /// checkpoint a restart would resume from. Without it, from the consumer group.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
 }
 
 /// Timely cluster arguments, shared by `run` and `bench`.
@@ -211,6 +232,18 @@ where
                 ExitCode::FAILURE
             }
         },
+        Command::Kafka {
+            command: KafkaCommand::Lag { module, state_dir },
+        } => match kafka_lag(&module, state_dir.as_deref()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Checkpoints { state_dir } => match crate::checkpoint::describe_dir(&state_dir) {
             Ok(text) => {
                 print!("{text}");
@@ -274,6 +307,94 @@ fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) 
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// The `statefun kafka lag` report of every Kafka ingress of `module`.
+fn kafka_lag(
+    module: &std::path::Path,
+    state_dir: Option<&std::path::Path>,
+) -> Result<String, String> {
+    use statefun_connectors::kafka::{decode_kafka_positions, KafkaSource, PositionFrom};
+    use std::fmt::Write;
+    let module = statefun_module::load_file(module).map_err(|d| d.to_string())?;
+    let resume = match state_dir {
+        Some(dir) => crate::checkpoint::resume_positions(dir)?,
+        None => None,
+    };
+    let mut out = String::new();
+    let mut any = false;
+    for ingress in &module.ingresses {
+        let statefun_module::IngressSpec::Kafka(spec) = &ingress.spec else {
+            continue;
+        };
+        any = true;
+        let properties = statefun_connectors::kafka::client_properties(
+            &spec.properties,
+            spec.properties_file.as_deref(),
+        )
+        .map_err(|e| format!("{}: `{}`: {}", module.file, ingress.id, e.join("; ")))?
+        .properties;
+        let spec = statefun_module::KafkaIngress {
+            properties,
+            properties_file: None,
+            ..spec.clone()
+        };
+        let id = ingress.id.to_string();
+        let mut checkpointed = Vec::new();
+        if let Some((_, positions)) = &resume {
+            for (_, bytes) in positions.iter().filter(|(i, _)| *i == id) {
+                checkpointed.extend(decode_kafka_positions(&id, bytes).map_err(|e| e.to_string())?);
+            }
+        }
+        let rows =
+            KafkaSource::lag(&ingress.id, &spec, &checkpointed).map_err(|e| e.to_string())?;
+        let source = match (&resume, state_dir) {
+            (Some((c, _)), Some(dir)) => {
+                format!("checkpoint {c} of {}", dir.display())
+            }
+            (None, Some(dir)) => format!(
+                "no complete checkpoint in {}; consumer group offsets",
+                dir.display()
+            ),
+            (_, None) => "consumer group offsets".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "ingress {id} (group {}; positions: {source})",
+            spec.consumer_group_id
+        );
+        let width = rows.iter().map(|r| r.topic.len()).max().unwrap_or(5).max(5);
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:>9}  {:>12}  {:<10}  {:>14}  {:>10}",
+            "TOPIC", "PARTITION", "POSITION", "FROM", "HIGH WATERMARK", "LAG"
+        );
+        let mut total = 0i64;
+        for r in &rows {
+            let from = match r.from {
+                PositionFrom::Checkpoint => "checkpoint",
+                PositionFrom::GroupOffset => "group",
+                PositionFrom::Unknown => "-",
+            };
+            let show = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+            total += r.lag.unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "  {:<width$}  {:>9}  {:>12}  {:<10}  {:>14}  {:>10}",
+                r.topic,
+                r.partition,
+                show(r.position),
+                from,
+                r.high_watermark,
+                show(r.lag)
+            );
+        }
+        let _ = writeln!(out, "  total lag: {total}");
+    }
+    if !any {
+        return Err(format!("{} declares no Kafka ingress", module.file));
+    }
+    Ok(out)
 }
 
 /// Stops the process with an error if its workers have not started (timely

@@ -30,4 +30,6 @@ pub use sink::{
     progress_key, transactional_id, KafkaSink, DEFAULT_PROGRESS_TOPIC,
     DEFAULT_TRANSACTIONAL_ID_PREFIX, PROGRESS_TOPIC_PROPERTY,
 };
-pub use source::{KafkaSource, PARTITION_DISCOVERY_INTERVAL};
+pub use source::{
+    decode_kafka_positions, KafkaSource, PartitionLag, PositionFrom, PARTITION_DISCOVERY_INTERVAL,
+};

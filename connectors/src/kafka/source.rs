@@ -185,72 +185,8 @@ impl KafkaSource {
                 "worker index {worker_index} is not below the number of workers {peers}"
             )));
         }
-        let reset = match spec.auto_offset_reset {
-            AutoOffsetReset::Latest => "latest",
-            AutoOffsetReset::Earliest => "earliest",
-        };
-        if let Some(level) = spec.properties.get("isolation.level") {
-            if level != "read_committed" {
-                tracing::warn!(
-                    "{CONNECTOR} `{id_text}`: `isolation.level` = `{level}`: records of aborted \
-                     transactions will be read; remove the property to get read_committed"
-                );
-            }
-        }
-        let config = client_config(
-            CONNECTOR,
-            &id_text,
-            &[
-                ("isolation.level", "read_committed".into()),
-                ("auto.offset.reset", reset.into()),
-            ],
-            &spec.properties,
-            &[
-                Owned {
-                    key: "bootstrap.servers",
-                    value: spec.address.clone(),
-                    why: "from `address`",
-                },
-                Owned {
-                    key: "group.id",
-                    value: spec.consumer_group_id.clone(),
-                    why: "from `consumerGroupId`",
-                },
-                Owned {
-                    key: "enable.auto.commit",
-                    value: "false".into(),
-                    why: "checkpoints own the offsets; they are committed after each checkpoint",
-                },
-                Owned {
-                    key: "enable.auto.offset.store",
-                    value: "false".into(),
-                    why: "checkpoints own the offsets",
-                },
-                Owned {
-                    key: "enable.partition.eof",
-                    value: "false".into(),
-                    why: "the source never ends",
-                },
-            ],
-        );
-
+        let mut consumer = consumer(&id_text, spec)?;
         let waker: WakerSlot = Arc::new(RwLock::new(None));
-        let context = SourceContext {
-            log: LogContext::new(CONNECTOR, &id_text),
-        };
-        let mut consumer: Consumer_ = config
-            .create_with_context(context)
-            .map_err(|e| config_error(format!("librdkafka refused the configuration: {e}")))?;
-        first_contact(
-            consumer.client(),
-            &|| {
-                // Nothing is assigned yet: this serves client errors, it reads no record.
-                let _ = consumer.poll(Duration::ZERO);
-            },
-            &consumer.context().log,
-            &spec.address,
-            REQUEST_TIMEOUT,
-        )?;
         let main_waker = waker.clone();
         consumer.set_nonempty_callback(move || wake(&main_waker));
         let consumer = Arc::new(consumer);
@@ -705,6 +641,83 @@ fn unique(topics: &[String]) -> Vec<&str> {
         .collect()
 }
 
+/// The consumer of ingress `id_text`: its configuration (defaults, `properties`, the keys
+/// the runtime owns), created, and its first contact with the cluster made (an
+/// authentication or TLS failure ends the open here, naming the cause).
+fn consumer(id_text: &str, spec: &KafkaIngress) -> Result<Consumer_, ConnectorError> {
+    let config_error = |message: String| ConnectorError::Config {
+        connector: CONNECTOR,
+        id: id_text.to_string(),
+        message,
+    };
+    let reset = match spec.auto_offset_reset {
+        AutoOffsetReset::Latest => "latest",
+        AutoOffsetReset::Earliest => "earliest",
+    };
+    if let Some(level) = spec.properties.get("isolation.level") {
+        if level != "read_committed" {
+            tracing::warn!(
+                "{CONNECTOR} `{id_text}`: `isolation.level` = `{level}`: records of aborted \
+                 transactions will be read; remove the property to get read_committed"
+            );
+        }
+    }
+    let config = client_config(
+        CONNECTOR,
+        id_text,
+        &[
+            ("isolation.level", "read_committed".into()),
+            ("auto.offset.reset", reset.into()),
+        ],
+        &spec.properties,
+        &[
+            Owned {
+                key: "bootstrap.servers",
+                value: spec.address.clone(),
+                why: "from `address`",
+            },
+            Owned {
+                key: "group.id",
+                value: spec.consumer_group_id.clone(),
+                why: "from `consumerGroupId`",
+            },
+            Owned {
+                key: "enable.auto.commit",
+                value: "false".into(),
+                why: "checkpoints own the offsets; they are committed after each checkpoint",
+            },
+            Owned {
+                key: "enable.auto.offset.store",
+                value: "false".into(),
+                why: "checkpoints own the offsets",
+            },
+            Owned {
+                key: "enable.partition.eof",
+                value: "false".into(),
+                why: "the source never ends",
+            },
+        ],
+    );
+
+    let context = SourceContext {
+        log: LogContext::new(CONNECTOR, id_text),
+    };
+    let consumer: Consumer_ = config
+        .create_with_context(context)
+        .map_err(|e| config_error(format!("librdkafka refused the configuration: {e}")))?;
+    first_contact(
+        consumer.client(),
+        &|| {
+            // Nothing is assigned yet: this serves client errors, it reads no record.
+            let _ = consumer.poll(Duration::ZERO);
+        },
+        &consumer.context().log,
+        &spec.address,
+        REQUEST_TIMEOUT,
+    )?;
+    Ok(consumer)
+}
+
 /// The partition numbers of `topic`; empty when the topic does not exist.
 fn topic_partitions(consumer: &Consumer_, topic: &str) -> KafkaResult<Vec<i32>> {
     let md = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
@@ -870,5 +883,126 @@ fn discover(
             }
             wake(&waker);
         }
+    }
+}
+
+/// Where a partition's position in a lag report comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PositionFrom {
+    /// The newest checkpoint every worker completed (what a restart resumes from).
+    Checkpoint,
+    /// The consumer group's committed offset (the runtime commits each complete
+    /// checkpoint's offsets there).
+    GroupOffset,
+    /// Neither knows the partition: a restart starts it by `startupPosition`.
+    Unknown,
+}
+
+/// One partition of a lag report ([`KafkaSource::lag`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset of the next record the job reads, if known.
+    pub position: Option<i64>,
+    /// Where `position` comes from.
+    pub from: PositionFrom,
+    /// The offset after the newest record (the high watermark).
+    pub high_watermark: i64,
+    /// `high_watermark - position`: records written and not yet covered by a checkpoint.
+    pub lag: Option<i64>,
+}
+
+/// The positions of a Kafka checkpoint position (what [`Source::position`] records):
+/// (topic, partition, next offset).
+pub fn decode_kafka_positions(
+    id: &str,
+    position: &[u8],
+) -> Result<Vec<(String, i32, i64)>, ConnectorError> {
+    decode_position(position, KAFKA_POSITION, CONNECTOR, id)
+}
+
+impl KafkaSource {
+    /// Every partition of ingress `id`'s topics: the position in `checkpointed` (the
+    /// positions of the checkpoint a restart resumes from, every worker's), else the
+    /// consumer group's committed offset; the high watermark; and the lag between them.
+    /// Opens a consumer with the ingress's properties but reads no record and commits
+    /// nothing.
+    pub fn lag(
+        id: &TypeName,
+        spec: &KafkaIngress,
+        checkpointed: &[(String, i32, i64)],
+    ) -> Result<Vec<PartitionLag>, ConnectorError> {
+        let id_text = id.to_string();
+        let io_error = |what: String, e: KafkaError| ConnectorError::Io {
+            connector: CONNECTOR,
+            id: id_text.clone(),
+            path: spec.address.clone(),
+            source: std::io::Error::other(format!("{what}: {e}")),
+            hint: "check that the brokers are reachable and that this client may describe \
+                   the topics and the consumer group"
+                .into(),
+        };
+        let consumer = consumer(&id_text, spec)?;
+        let topics: Vec<String> = spec.topics.iter().map(|t| t.topic.clone()).collect();
+        let mut parts = Vec::new();
+        for topic in unique(&topics) {
+            let partitions = topic_partitions(&consumer, topic)
+                .map_err(|e| io_error(format!("topic `{topic}`"), e))?;
+            parts.extend(partitions.into_iter().map(|p| (topic.to_string(), p)));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &parts {
+            tpl.add_partition(t, *p);
+        }
+        let committed: BTreeMap<(String, i32), i64> = if parts.is_empty() {
+            BTreeMap::new()
+        } else {
+            consumer
+                .committed_offsets(tpl, REQUEST_TIMEOUT)
+                .map_err(|e| {
+                    io_error(
+                        format!("committed offsets of group `{}`", spec.consumer_group_id),
+                        e,
+                    )
+                })?
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => {
+                        Some(((e.topic().to_string(), e.partition()), o))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(parts.len());
+        for (topic, partition) in parts {
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)
+                .map_err(|e| io_error(format!("watermarks of {topic}/{partition}"), e))?;
+            // A partition not read yet may be recorded with a logical offset (< 0).
+            let from_checkpoint = checkpointed
+                .iter()
+                .find(|(t, p, o)| *t == topic && *p == partition && *o >= 0)
+                .map(|(_, _, o)| *o);
+            let (position, from) =
+                match (from_checkpoint, committed.get(&(topic.clone(), partition))) {
+                    (Some(o), _) => (Some(o), PositionFrom::Checkpoint),
+                    (None, Some(o)) => (Some(*o), PositionFrom::GroupOffset),
+                    (None, None) => (None, PositionFrom::Unknown),
+                };
+            out.push(PartitionLag {
+                lag: position.map(|p| (high - p).max(0)),
+                topic,
+                partition,
+                position,
+                from,
+                high_watermark: high,
+            });
+        }
+        Ok(out)
     }
 }

@@ -314,13 +314,7 @@ impl<S: Store> DurableBackend<S> {
         self.store.write(batch).map_err(|e| e.to_string())?;
         let meta = read_meta(&self.store, first)?;
         let epoch = id & super::EPOCH_MASK;
-        let sources = meta
-            .sources
-            .iter()
-            .filter_map(|(ingress, entries)| {
-                position_at(entries, epoch).map(|p| (ingress.clone(), p.to_vec()))
-            })
-            .collect();
+        let sources = positions_in(&meta, id);
         let inflight = meta
             .inflight
             .into_iter()
@@ -624,6 +618,31 @@ fn ranges<S: Store>(store: &S) -> Result<Vec<(u64, u64)>, String> {
             Some((first, last))
         })
         .collect())
+}
+
+/// Where each ingress of `meta` resumes for checkpoint `id`: (ingress, position).
+fn positions_in(meta: &CheckpointMeta, id: u64) -> Vec<(String, Vec<u8>)> {
+    let epoch = id & super::EPOCH_MASK;
+    meta.sources
+        .iter()
+        .filter_map(|(ingress, entries)| {
+            position_at(entries, epoch).map(|p| (ingress.clone(), p.to_vec()))
+        })
+        .collect()
+}
+
+/// Where each ingress of this worker resumes for checkpoint `id`, read without changing
+/// the store (for tools such as `statefun kafka lag`; [`DurableBackend::restore`] returns
+/// the same positions as it rolls the store to `id`).
+pub fn source_positions<S: Store>(store: &S, id: u64) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let all = ranges(store)?;
+    let Some(&(first, _)) = all.iter().rev().find(|(lo, hi)| *lo <= id && id <= *hi) else {
+        return Err(format!(
+            "{}: checkpoint {id} is missing (this worker has {all:?})",
+            store.location()
+        ));
+    };
+    Ok(positions_in(&read_meta(store, first)?, id))
 }
 
 /// The position that goes with checkpoint epoch `c`: the first entry taken

@@ -45,8 +45,8 @@ use statefun_sdk::EgressMessage;
 use crate::state::StateBackend;
 
 pub use durable::{
-    list, position_at, CheckpointInfo, CheckpointMeta, CheckpointStats, DurableBackend, Manifest,
-    Recovered, WorkerCheckpoints,
+    list, position_at, source_positions, CheckpointInfo, CheckpointMeta, CheckpointStats,
+    DurableBackend, Manifest, Recovered, WorkerCheckpoints,
 };
 pub use evidence::{Evidence, Verdict};
 pub use rocks::{RocksOptions, RocksStore};
@@ -287,27 +287,7 @@ pub fn agree(reports: &[WorkerReport], peers: usize) -> Result<Option<u64>, Stri
 /// restorable checkpoints with their age, contents and outbox.
 pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
     use std::fmt::Write;
-    let entries = std::fs::read_dir(state_dir).map_err(|e| {
-        format!(
-            "cannot read the state directory {}: {e}; give the --state-dir of a run",
-            state_dir.display()
-        )
-    })?;
-    let mut workers: Vec<(usize, std::path::PathBuf)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let n = name.strip_prefix("worker-")?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    workers.sort();
-    if workers.is_empty() {
-        return Err(format!(
-            "{} holds no worker-N state databases; is it the --state-dir of a run?",
-            state_dir.display()
-        ));
-    }
+    let workers = worker_dirs(state_dir)?;
     let now = crate::clock::Clock::now_ms();
     let mut out = String::new();
     // What each worker would report to the recovery agreement: the listing
@@ -356,21 +336,11 @@ pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
         }
     }
     let job_peers = job_peers.max(workers.len());
-    for w in 0..job_peers {
-        if !reports.iter().any(|r| r.worker == w) {
-            let _ = writeln!(
-                out,
-                "worker {w}: no state directory (worker-{w} is missing)"
-            );
-            reports.push(WorkerReport {
-                worker: w,
-                peers: None,
-                restorable: Vec::new(),
-                error: None,
-                merged: false,
-                missing: true,
-            });
-        }
+    for w in add_missing(&mut reports, job_peers) {
+        let _ = writeln!(
+            out,
+            "worker {w}: no state directory (worker-{w} is missing)"
+        );
     }
     match agree(&reports, job_peers) {
         Ok(Some(id)) => {
@@ -387,6 +357,79 @@ pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// The `worker-N` databases of a state directory, by worker.
+fn worker_dirs(state_dir: &std::path::Path) -> Result<Vec<(usize, std::path::PathBuf)>, String> {
+    let entries = std::fs::read_dir(state_dir).map_err(|e| {
+        format!(
+            "cannot read the state directory {}: {e}; give the --state-dir of a run",
+            state_dir.display()
+        )
+    })?;
+    let mut workers: Vec<(usize, std::path::PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix("worker-")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    workers.sort();
+    if workers.is_empty() {
+        return Err(format!(
+            "{} holds no worker-N state databases; is it the --state-dir of a run?",
+            state_dir.display()
+        ));
+    }
+    Ok(workers)
+}
+
+/// Adds a `missing` report for every worker of `0..peers` without one (its state
+/// directory is gone, which makes the agreement fail); returns those workers.
+fn add_missing(reports: &mut Vec<WorkerReport>, peers: usize) -> Vec<usize> {
+    let missing: Vec<usize> = (0..peers)
+        .filter(|w| !reports.iter().any(|r| r.worker == *w))
+        .collect();
+    reports.extend(missing.iter().map(|&w| WorkerReport {
+        worker: w,
+        peers: None,
+        restorable: Vec::new(),
+        error: None,
+        merged: false,
+        missing: true,
+    }));
+    missing
+}
+
+/// Where a restart on `state_dir` would resume every ingress: the checkpoint every
+/// worker agrees on (by the rule recovery applies, [`agree`]) and each worker's source
+/// positions in it, as (ingress id, position); `None` when a restart would start fresh.
+/// Reads the databases without changing them (safe while a job runs).
+pub fn resume_positions(
+    state_dir: &std::path::Path,
+) -> Result<Option<(u64, Vec<(String, Vec<u8>)>)>, String> {
+    let mut backends = Vec::new();
+    let mut reports = Vec::new();
+    let mut job_peers = 0;
+    for (n, path) in worker_dirs(state_dir)? {
+        let store = RocksStore::open_read_only(&path).map_err(|e| e.to_string())?;
+        let peers = list(&store)?.manifest.as_ref().map_or(0, |m| m.peers);
+        job_peers = job_peers.max(peers);
+        let (backend, report) = DurableBackend::open(store, n, peers)?;
+        reports.push(report);
+        backends.push(backend);
+    }
+    let job_peers = job_peers.max(backends.len());
+    add_missing(&mut reports, job_peers);
+    let Some(id) = agree(&reports, job_peers)? else {
+        return Ok(None);
+    };
+    let mut positions = Vec::new();
+    for backend in &backends {
+        positions.extend(source_positions(backend.store(), id)?);
+    }
+    Ok(Some((id, positions)))
 }
 
 #[cfg(test)]

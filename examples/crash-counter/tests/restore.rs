@@ -267,3 +267,75 @@ fn kinesis_shards_never_read_keep_the_startup_position_across_restarts() {
         "records of a shard the job never read before its restart",
     );
 }
+
+/// `kafka lag --state-dir` reports, per partition, where a restart would resume
+/// (the checkpoint), the high watermark and the records in between: after a
+/// job read everything and stopped, exactly the records produced since.
+#[test]
+fn kafka_lag_reports_what_a_restart_would_read() {
+    let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
+        return;
+    };
+    let run = format!("restore-lag-{}", std::process::id());
+    let input = format!("{run}-in");
+    statefun_testkit::kafka::create_topics(&bootstrap, &[(&input, 2)]);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    let produce = |per_partition: [u64; 2]| {
+        let mut keys = Vec::new();
+        for (p, n) in per_partition.iter().enumerate() {
+            for s in 0..*n {
+                let key = format!("k{}", s % KEYS);
+                let record = BaseRecord::to(&input)
+                    .partition(p as i32)
+                    .key(&key)
+                    .payload("v");
+                producer.send(record).expect("queue a record");
+                keys.push(key);
+            }
+        }
+        producer.flush(Duration::from_secs(60)).expect("flush");
+        keys
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("module.yaml"),
+        format!(
+            "kind: io.statefun.kafka.v1/ingress\nspec:\n  id: crash/in\n  address: {bootstrap}\n  consumerGroupId: {run}\n  \
+             startupPosition: {{ type: earliest }}\n  topics:\n    - topic: {input}\n      \
+             valueType: io.statefun.types/string\n      targets: [{COUNTER}]\n---\n{}",
+            file_egress()
+        ),
+    )
+    .expect("write module.yaml");
+    let keys = produce([100, 100]);
+    let child = start(dir.path());
+    wait_for(dir.path(), &expected_lines(keys.into_iter()));
+    stop_with_a_checkpoint(dir.path(), child);
+    produce([30, 20]);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(dir.path())
+        .args(["kafka", "lag", "module.yaml", "--state-dir", "state"])
+        .output()
+        .expect("kafka lag");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    // Rows: topic, partition, position, from, high watermark, lag.
+    let row = |partition: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .find(|w| w.len() == 6 && w[0] == input && w[1] == partition)
+            .unwrap_or_else(|| panic!("no row for partition {partition}:\n{text}"))
+    };
+    assert_eq!(row("0")[2..], ["100", "checkpoint", "130", "30"]);
+    assert_eq!(row("1")[2..], ["100", "checkpoint", "120", "20"]);
+    assert!(text.contains("total lag: 50"), "{text}");
+}

@@ -341,16 +341,16 @@ fn kafka_lag(
         };
         let id = ingress.id.to_string();
         let mut checkpointed = Vec::new();
-        if let Some((_, positions)) = &resume {
-            for (_, bytes) in positions.iter().filter(|(i, _)| *i == id) {
+        if let Some(r) = &resume {
+            for (_, bytes) in r.positions.iter().filter(|(i, _)| *i == id) {
                 checkpointed.extend(decode_kafka_positions(&id, bytes).map_err(|e| e.to_string())?);
             }
         }
         let rows =
             KafkaSource::lag(&ingress.id, &spec, &checkpointed).map_err(|e| e.to_string())?;
         let source = match (&resume, state_dir) {
-            (Some((c, _)), Some(dir)) => {
-                format!("checkpoint {c} of {}", dir.display())
+            (Some(r), Some(dir)) => {
+                format!("checkpoint {} of {}", r.checkpoint, dir.display())
             }
             (None, Some(dir)) => format!(
                 "no complete checkpoint in {}; consumer group offsets",

@@ -479,7 +479,9 @@ fn wrong_credentials_untrusted_ca_and_missing_client_certificate_fail_fast_namin
     let Some((_plain, s)) = broker() else { return };
     let ca = s.get("KAFKA_CA_PEM").to_string();
     let endpoint = TokenEndpoint::start("statefun-job", "token-secret");
-    let cases: Vec<(&str, &str, Vec<(&str, String)>, &str)> = vec![
+    // (case, address, properties, what the error must say)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "wrong SCRAM password",
             s.get("KAFKA_SASL_SSL_BOOTSTRAP"),

@@ -314,8 +314,7 @@ fn expand_env(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
 fn java_properties(text: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut logical = String::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         let line = line.trim_start();
         if logical.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
         {

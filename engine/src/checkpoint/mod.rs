@@ -402,13 +402,20 @@ fn add_missing(reports: &mut Vec<WorkerReport>, peers: usize) -> Vec<usize> {
     missing
 }
 
+/// Where a restart resumes every ingress ([`resume_positions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    /// The checkpoint every worker agrees on.
+    pub checkpoint: u64,
+    /// Every worker's source positions in it: (ingress id, position).
+    pub positions: Vec<(String, Vec<u8>)>,
+}
+
 /// Where a restart on `state_dir` would resume every ingress: the checkpoint every
 /// worker agrees on (by the rule recovery applies, [`agree`]) and each worker's source
-/// positions in it, as (ingress id, position); `None` when a restart would start fresh.
-/// Reads the databases without changing them (safe while a job runs).
-pub fn resume_positions(
-    state_dir: &std::path::Path,
-) -> Result<Option<(u64, Vec<(String, Vec<u8>)>)>, String> {
+/// positions in it; `None` when a restart would start fresh. Reads the databases without
+/// changing them (safe while a job runs).
+pub fn resume_positions(state_dir: &std::path::Path) -> Result<Option<Resume>, String> {
     let mut backends = Vec::new();
     let mut reports = Vec::new();
     let mut job_peers = 0;
@@ -422,14 +429,17 @@ pub fn resume_positions(
     }
     let job_peers = job_peers.max(backends.len());
     add_missing(&mut reports, job_peers);
-    let Some(id) = agree(&reports, job_peers)? else {
+    let Some(checkpoint) = agree(&reports, job_peers)? else {
         return Ok(None);
     };
     let mut positions = Vec::new();
     for backend in &backends {
-        positions.extend(source_positions(backend.store(), id)?);
+        positions.extend(source_positions(backend.store(), checkpoint)?);
     }
-    Ok(Some((id, positions)))
+    Ok(Some(Resume {
+        checkpoint,
+        positions,
+    }))
 }
 
 #[cfg(test)]

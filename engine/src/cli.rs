@@ -234,26 +234,24 @@ where
         },
         Command::Kafka {
             command: KafkaCommand::Lag { module, state_dir },
-        } => match kafka_lag(&module, state_dir.as_deref()) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Checkpoints { state_dir } => match crate::checkpoint::describe_dir(&state_dir) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        } => print_report(kafka_lag(&module, state_dir.as_deref())),
+        Command::Checkpoints { state_dir } => {
+            print_report(crate::checkpoint::describe_dir(&state_dir))
+        }
+    }
+}
+
+/// Prints a report (exit 0) or its error (exit 1).
+fn print_report(report: Result<String, String>) -> ExitCode {
+    match report {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -114,3 +114,97 @@ impl Secure {
             .unwrap_or_else(|| panic!("secure.env has no {key}; re-run ci/install-kafka.sh"))
     }
 }
+
+/// A broker of its own for a test that stops and restarts it: `ci/install-kafka.sh` run
+/// with a private `KAFKA_HOME` (the jars are linked from the shared broker's home, so
+/// nothing is downloaded), on fresh ports and an empty data dir. Restarting the shared
+/// broker would leave the tests after it with a broker that is still loading and
+/// re-electing; this one is stopped and deleted when dropped.
+pub struct PrivateBroker {
+    home: std::path::PathBuf,
+    /// Its bootstrap address (the PLAINTEXT listener).
+    pub bootstrap: String,
+}
+
+impl PrivateBroker {
+    /// Starts one (about 10 s); `None` means skip (under `CI` a failure panics).
+    pub fn start() -> Option<PrivateBroker> {
+        let shared = crate::service_home("KAFKA_HOME", "kafka")?;
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/install-kafka.sh");
+        if !shared.join("lib").is_dir() {
+            return crate::unavailable(
+                &format!("no Kafka jars in {}", shared.join("lib").display()),
+                "bash ci/install-kafka.sh",
+            );
+        }
+        let home = std::env::temp_dir().join(format!(
+            "statefun-private-kafka-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&home).expect("create the private KAFKA_HOME");
+        let linked = std::os::unix::fs::symlink(shared.join("lib"), home.join("lib"))
+            .and_then(|()| std::fs::copy(shared.join("version"), home.join("version")));
+        if let Err(e) = linked {
+            return crate::unavailable(
+                &format!(
+                    "cannot prepare a private broker from {}: {e}",
+                    shared.display()
+                ),
+                "bash ci/install-kafka.sh",
+            );
+        }
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .env("KAFKA_HOME", &home)
+            // The broker's run dir (data, logs) goes under the home, deleted on drop.
+            .env("TMPDIR", &home)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run ci/install-kafka.sh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let broker = PrivateBroker {
+            bootstrap: text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
+                .unwrap_or_default()
+                .to_string(),
+            home,
+        };
+        if !out.status.success() || broker.bootstrap.is_empty() {
+            return crate::unavailable(
+                &format!(
+                    "a private broker did not start: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                "bash ci/install-kafka.sh",
+            );
+        }
+        Some(broker)
+    }
+
+    /// Its pid file (for [`crate::service::Service::from_pid_file`]).
+    pub fn pid_file(&self) -> std::path::PathBuf {
+        self.home.join("broker.pid")
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/install-kafka.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(script)
+            .env("KAFKA_HOME", &self.home)
+            .env("KAFKA_STOP", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}

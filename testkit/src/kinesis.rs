@@ -99,24 +99,23 @@ impl Emulator {
 
     /// Puts one record; returns its (shard id, sequence number).
     pub fn put(&self, stream: &str, key: &str, data: &[u8]) -> (String, String) {
-        let out = self
-            .rt
-            .block_on(
-                self.client
-                    .put_record()
-                    .stream_name(stream)
-                    .partition_key(key)
-                    .data(Blob::new(data.to_vec()))
-                    .send(),
-            )
-            .expect("put record");
-        (out.shard_id, out.sequence_number)
+        self.put_record(stream, None, key, data)
     }
 
     /// Puts one record into the shard whose hash key range holds `hash_key`
     /// (a decimal 128-bit number: `"0"` is the first shard's); returns its
     /// (shard id, sequence number).
     pub fn put_at(&self, stream: &str, hash_key: &str, key: &str, data: &[u8]) -> (String, String) {
+        self.put_record(stream, Some(hash_key), key, data)
+    }
+
+    fn put_record(
+        &self,
+        stream: &str,
+        hash_key: Option<&str>,
+        key: &str,
+        data: &[u8],
+    ) -> (String, String) {
         let out = self
             .rt
             .block_on(
@@ -124,7 +123,7 @@ impl Emulator {
                     .put_record()
                     .stream_name(stream)
                     .partition_key(key)
-                    .explicit_hash_key(hash_key)
+                    .set_explicit_hash_key(hash_key.map(str::to_string))
                     .data(Blob::new(data.to_vec()))
                     .send(),
             )

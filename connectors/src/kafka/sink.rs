@@ -62,9 +62,36 @@ pub const DEFAULT_TRANSACTIONAL_ID_PREFIX: &str = "statefun";
 /// transaction the previous producer with the same id left open).
 const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Creates a producer and makes its first contact with the cluster at `address` (an
+/// authentication or TLS failure ends the open here, naming the cause). `Err(Err(m))`:
+/// librdkafka refused the configuration (`m` says why); `Err(Ok(e))`: no contact.
+fn producer(
+    config: rdkafka::config::ClientConfig,
+    context: SinkContext,
+    address: &str,
+) -> Result<BaseProducer<SinkContext>, Result<ConnectorError, String>> {
+    let producer: BaseProducer<SinkContext> = config
+        .create_with_context(context)
+        .map_err(|e| Err(format!("librdkafka refused the configuration: {e}")))?;
+    first_contact(
+        producer.client(),
+        &|| {
+            producer.poll(Duration::ZERO);
+        },
+        &producer.context().log,
+        address,
+        CONTACT_TIMEOUT,
+    )
+    .map_err(Ok)?;
+    Ok(producer)
+}
+
+/// The longest poll while waiting for acknowledgements (see `KafkaSink::drain`).
+const DRAIN_POLL_MAX: Duration = Duration::from_millis(20);
+
 /// How long opening the sink waits for a broker to answer at all (an authentication or TLS
-/// failure ends the wait at once, see `first_contact`).
-const CONTACT_TIMEOUT: Duration = Duration::from_secs(30);
+/// failure ends the wait at once, see `first_contact`); as long as the ingress waits.
+const CONTACT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One call of `abort_transaction` before delivery reports are served again.
 const ABORT_SLICE: Duration = Duration::from_millis(200);
@@ -302,18 +329,8 @@ impl KafkaSink {
             log_failures: !wait,
             progress_topic: None,
         };
-        let producer: BaseProducer<SinkContext> = config
-            .create_with_context(context)
-            .map_err(|e| config_error(format!("librdkafka refused the configuration: {e}")))?;
-        first_contact(
-            producer.client(),
-            &|| {
-                producer.poll(Duration::ZERO);
-            },
-            &producer.context().log,
-            &spec.address,
-            CONTACT_TIMEOUT,
-        )?;
+        let producer = producer(config, context, &spec.address)
+            .map_err(|e| e.unwrap_or_else(&config_error))?;
         Ok(KafkaSink {
             id: id_text,
             address: spec.address.clone(),
@@ -428,18 +445,8 @@ impl KafkaSink {
             log_failures: false,
             progress_topic: Some(progress_topic.clone()),
         };
-        let producer: BaseProducer<SinkContext> = config
-            .create_with_context(context)
-            .map_err(|e| config_error(format!("librdkafka refused the configuration: {e}")))?;
-        first_contact(
-            producer.client(),
-            &|| {
-                producer.poll(Duration::ZERO);
-            },
-            &producer.context().log,
-            &spec.address,
-            CONTACT_TIMEOUT,
-        )?;
+        let producer = producer(config, context, &spec.address)
+            .map_err(|e| e.unwrap_or_else(&config_error))?;
 
         let progress_error = |e: String| ConnectorError::Io {
             connector: CONNECTOR,
@@ -715,10 +722,14 @@ impl KafkaSink {
     /// Not `BaseProducer::flush`: rdkafka 0.39 polls there in slices of up to 100 ms and
     /// its `poll` serves events until the slice ends, so every flush with a record in
     /// flight takes at least 100 ms — on the worker thread, once per flush or commit.
-    /// Polls of 1 ms return within a millisecond of the last acknowledgement. "Nothing in
-    /// flight" is librdkafka's own test (`rd_kafka_flush` with a zero timeout, which for
-    /// this event-based producer counts undelivered messages only).
+    /// Polls of 1 ms return within a millisecond of the last acknowledgement; when the
+    /// acknowledgements are slow (a broker under load, or away) the polls grow to 20 ms, so
+    /// that waiting workers do not spin — on a small machine that would starve the very
+    /// broker they wait for. "Nothing in flight" is librdkafka's own test (`rd_kafka_flush`
+    /// with a zero timeout, which for this event-based producer counts undelivered
+    /// messages only).
     fn drain(&self, deadline: Instant) -> bool {
+        let mut wait = Duration::from_millis(1);
         loop {
             if self.producer.flush(Duration::ZERO).is_ok() {
                 return true;
@@ -726,7 +737,8 @@ impl KafkaSink {
             if Instant::now() >= deadline {
                 return false;
             }
-            self.producer.poll(Duration::from_millis(1));
+            self.producer.poll(wait);
+            wait = (wait * 2).min(DRAIN_POLL_MAX);
         }
     }
 
@@ -1050,7 +1062,7 @@ mod tests {
     }
 
     #[test]
-    fn exactly_once_open_fails_naming_egress_and_topic_without_a_broker() {
+    fn exactly_once_open_fails_naming_egress_and_address_without_a_broker() {
         let mut s = spec(
             "127.0.0.1:9",
             KafkaDeliverySemantic::ExactlyOnce {
@@ -1066,8 +1078,8 @@ mod tests {
             .expect_err("no broker")
             .to_string();
         assert!(text.contains("test/out"), "{text}");
-        assert!(text.contains("my-progress"), "{text}");
         assert!(text.contains("127.0.0.1:9"), "{text}");
+        assert!(text.contains("no broker answered"), "{text}");
         assert!(started.elapsed() < Duration::from_secs(30));
     }
 

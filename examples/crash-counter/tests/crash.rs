@@ -678,6 +678,26 @@ impl SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// Moves what the small disk holds to a larger one, as an operator would:
+    /// copies it to `scratch`, unmounts, and puts the copy where the mount was.
+    fn move_off(self, scratch: &Path) {
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&self.0)
+            .arg(scratch)
+            .status();
+        assert!(
+            copied.is_ok_and(|s| s.success()),
+            "copy the state off the small disk"
+        );
+        let mount = self.0.clone();
+        drop(self);
+        std::fs::remove_dir(&mount).expect("remove the mount point");
+        std::fs::rename(scratch, &mount).expect("move the state back in place");
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -719,19 +739,7 @@ fn a_full_disk_on_one_process_stops_the_job_and_loses_nothing() {
         errors[0]
     );
     // Move process 1's state to a larger disk, as an operator would.
-    let moved = dir.path().join("state1-moved");
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(&small)
-        .arg(&moved)
-        .status();
-    assert!(
-        copied.is_ok_and(|s| s.success()),
-        "copy the state off the small disk"
-    );
-    drop(disk);
-    std::fs::remove_dir(&small).expect("remove the mount point");
-    std::fs::rename(&moved, &small).expect("move the state back in place");
+    disk.move_off(&dir.path().join("state1-moved"));
     job.finish();
     job.check();
 }
@@ -761,19 +769,7 @@ fn a_full_disk_under_one_worker_of_two_stops_the_job_and_loses_nothing() {
         err.contains("worker 1") && err.contains("No space left on device"),
         "the error names the worker and the cause: {err}"
     );
-    let moved = dir.path().join("worker-1-moved");
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(&small)
-        .arg(&moved)
-        .status();
-    assert!(
-        copied.is_ok_and(|s| s.success()),
-        "copy the state off the small disk"
-    );
-    drop(disk);
-    std::fs::remove_dir(&small).expect("remove the mount point");
-    std::fs::rename(&moved, &small).expect("move the state back in place");
+    disk.move_off(&dir.path().join("worker-1-moved"));
     job.finish();
     job.check();
 }

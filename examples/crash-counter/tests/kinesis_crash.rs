@@ -30,7 +30,7 @@ use statefun_testkit::kinesis::{Emulator, REGION};
 use statefun_testkit::proxy::Proxy;
 
 mod common;
-use common::{apply, seed, start_app, start_app_with, terminate, Fault, Lcg, Service};
+use common::{apply, seed, start_app_with, terminate, Fault, Lcg, Service};
 
 const RECORDS: u64 = 2000;
 const KEYS: u64 = 40;
@@ -101,7 +101,12 @@ impl Reader {
 }
 
 fn start(dir: &Path, output: &str) -> Child {
-    start_app(dir, ("CRASH_OUT_STREAM", output))
+    // As the Kafka test's last run: a production job's restart policy.
+    start_app_with(
+        dir,
+        ("CRASH_OUT_STREAM", output),
+        &["--restart", "on-failure:backoff=500ms..5s"],
+    )
 }
 
 /// What was read: per line, the id of every copy.

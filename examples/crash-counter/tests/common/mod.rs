@@ -37,14 +37,9 @@ pub fn kills<T: std::str::FromStr>(default: T) -> T {
 
 /// Starts the app as the broker crash tests run it: `module.yaml` in `dir`,
 /// 2 workers, RocksDB state in `dir/state`, a checkpoint every 100 ms, the
-/// egress destination passed in the environment variable `output.0`.
+/// egress destination passed in the environment variable `output.0`, and
+/// `more` command-line arguments (e.g. `--restart`).
 #[allow(dead_code)] // crash.rs starts its own job shapes
-pub fn start_app(dir: &std::path::Path, output: (&str, &str)) -> std::process::Child {
-    start_app_with(dir, output, &[])
-}
-
-/// [`start_app`] with more command-line arguments (e.g. `--restart`).
-#[allow(dead_code)]
 pub fn start_app_with(
     dir: &std::path::Path,
     output: (&str, &str),

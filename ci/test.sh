@@ -38,6 +38,9 @@ bash ci/install-kafka.sh
 step "format"
 cargo fmt --all -- --check
 
+step "Kubernetes manifests (strict decoding into k8s.io/api; docs/DEPLOY.md)"
+bash ci/check-manifests.sh
+
 step "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
@@ -61,6 +64,8 @@ step "shipped binary"
 ls -l "$bin/statefun" | awk '{printf "statefun: %.1f MB\n", $5/1e6}'
 du -sh "$CARGO_TARGET_DIR" | awk '{print "target dir: " $1}'
 
-passed=$(grep -Eo '[0-9]+ passed' /tmp/statefun-rs-tests.log | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' /tmp/statefun-rs-tests.log | awk '{s+=$1} END {print s+0}')
+# Only libtest's summary lines count (log lines of the tests may say "N failed" too).
+results() { grep -E '^test result:' /tmp/statefun-rs-tests.log | grep -Eo "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'; }
+passed=$(results passed)
+failed=$(results failed)
 echo "all: ${passed} passed, ${failed} failed"

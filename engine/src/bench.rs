@@ -100,7 +100,7 @@ pub fn run_engine(args: &BenchArgs) -> Result<Duration, String> {
     let started = Instant::now();
     let report = dataflow::run(
         Arc::new(app),
-        &args.timely.cluster(),
+        &args.timely.cluster()?,
         shared.clone(),
         dataflow::memory_backend(),
         Duration::from_secs(2),

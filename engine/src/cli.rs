@@ -99,17 +99,44 @@ pub struct TimelyArgs {
     /// File with one host:port per process (default localhost:2101+i).
     #[arg(short = 'h', long = "hostfile")]
     pub hostfile: Option<PathBuf>,
+    /// The processes' addresses inline: a pattern with `{i}` for the process index
+    /// (`statefun-{i}.statefun:2101`, a StatefulSet's pods behind a headless Service) or a
+    /// comma-separated list.
+    #[arg(long = "hosts", conflicts_with = "hostfile")]
+    pub hosts: Option<String>,
+    /// Take this process's index from the ordinal at the end of the host name
+    /// (`statefun-3` → 3), as a Kubernetes StatefulSet names its pods; instead of -p.
+    #[arg(long = "process-from-hostname", conflicts_with = "process")]
+    pub process_from_hostname: bool,
 }
 
 impl TimelyArgs {
-    /// The cluster position these arguments describe.
-    pub fn cluster(&self) -> ClusterConfig {
-        ClusterConfig {
+    /// The cluster position these arguments describe; with `--process-from-hostname`, an
+    /// error if the host name ends in no ordinal.
+    pub fn cluster(&self) -> Result<ClusterConfig, String> {
+        let process = if self.process_from_hostname {
+            let hostname = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                .unwrap_or_default();
+            crate::dataflow::hostname_ordinal(&hostname).ok_or_else(|| {
+                format!(
+                    "--process-from-hostname: the host name `{}` does not end in `-<number>` \
+                     (a StatefulSet pod is named `<set>-<ordinal>`); give -p instead",
+                    hostname.trim()
+                )
+            })?
+        } else {
+            self.process
+        };
+        Ok(ClusterConfig {
             workers: self.workers,
             processes: self.processes,
-            process: self.process,
+            process,
             hostfile: self.hostfile.clone(),
-        }
+            hosts: self.hosts.clone(),
+        })
     }
 }
 
@@ -399,12 +426,11 @@ fn kafka_lag(
 /// connected to every other process) within `limit`.
 fn watch_connecting(shared: Arc<Shared>, cluster: &ClusterConfig, limit: Duration) {
     let (process, processes) = (cluster.process, cluster.processes);
-    let hosts = cluster
-        .hostfile
-        .as_ref()
-        .map_or("localhost:2101 and up".to_string(), |h| {
-            h.display().to_string()
-        });
+    let hosts = match (&cluster.hostfile, &cluster.hosts) {
+        (Some(h), _) => h.display().to_string(),
+        (None, Some(pattern)) => pattern.clone(),
+        (None, None) => "localhost:2101 and up".to_string(),
+    };
     let spawned = std::thread::Builder::new()
         .name("statefun-connect-watch".into())
         .spawn(move || {
@@ -512,6 +538,13 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
             block_cache_bytes: block_cache_mb.max(1) << 20,
         }),
     };
+    let cluster = match args.timely.cluster() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = RunOptions {
         settings: Settings {
             epoch_interval: Duration::from_millis(args.epoch_ms.max(1)),
@@ -522,7 +555,7 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
             fail_on_bad_records: args.on_bad_record == "fail",
             ..Settings::default()
         },
-        cluster: args.timely.cluster(),
+        cluster,
         backends: dataflow::memory_backend(),
         log_interval: Duration::from_secs_f64(args.log_interval.max(0.1)),
     };

@@ -62,6 +62,10 @@ pub struct ClusterConfig {
     pub process: usize,
     /// A file with one `host:port` per process (`-h`); default `localhost:2101+i`.
     pub hostfile: Option<PathBuf>,
+    /// The processes' addresses given inline (`--hosts`): a pattern with `{i}` expanded for
+    /// `i` in `0..processes` (`statefun-{i}.statefun:2101`, as a StatefulSet names its
+    /// pods), or a comma-separated list. Not together with `hostfile`.
+    pub hosts: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -71,8 +75,60 @@ impl Default for ClusterConfig {
             processes: 1,
             process: 0,
             hostfile: None,
+            hosts: None,
         }
     }
+}
+
+/// The addresses `--hosts` gives for `processes` processes: `pattern` with `{i}` replaced by
+/// 0, 1, …, or a comma-separated list of exactly `processes` addresses.
+///
+/// ```
+/// use statefun_engine::dataflow::expand_hosts;
+/// assert_eq!(
+///     expand_hosts("statefun-{i}.statefun:2101", 2).unwrap(),
+///     ["statefun-0.statefun:2101", "statefun-1.statefun:2101"]
+/// );
+/// assert_eq!(expand_hosts("a:1, b:2", 2).unwrap(), ["a:1", "b:2"]);
+/// assert!(expand_hosts("a:1", 2).is_err());
+/// ```
+pub fn expand_hosts(pattern: &str, processes: usize) -> Result<Vec<String>, String> {
+    if pattern.contains("{i}") {
+        return Ok((0..processes)
+            .map(|i| pattern.replace("{i}", &i.to_string()))
+            .collect());
+    }
+    let list: Vec<String> = pattern
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    if list.len() != processes {
+        return Err(format!(
+            "--hosts lists {} addresses, but -n is {processes}: give one host:port per process, \
+             comma-separated, or a pattern with {{i}} (e.g. `statefun-{{i}}.statefun:2101`)",
+            list.len()
+        ));
+    }
+    Ok(list)
+}
+
+/// The ordinal at the end of a host name (`statefun-3` → 3), as a Kubernetes StatefulSet
+/// names its pods: the process index for `--process-from-hostname`.
+///
+/// ```
+/// use statefun_engine::dataflow::hostname_ordinal;
+/// assert_eq!(hostname_ordinal("statefun-3"), Some(3));
+/// assert_eq!(hostname_ordinal("my-app-12.example"), None);
+/// assert_eq!(hostname_ordinal("statefun"), None);
+/// ```
+pub fn hostname_ordinal(hostname: &str) -> Option<usize> {
+    let (_, ordinal) = hostname.trim().rsplit_once('-')?;
+    if ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ordinal.parse().ok()
 }
 
 impl ClusterConfig {
@@ -90,8 +146,12 @@ impl ClusterConfig {
                     self.processes - 1
                 ));
             }
-            let addresses = match &self.hostfile {
-                Some(path) => {
+            let addresses = match (&self.hostfile, &self.hosts) {
+                (Some(_), Some(_)) => {
+                    return Err("give either -h/--hostfile or --hosts, not both".into())
+                }
+                (None, Some(pattern)) => expand_hosts(pattern, self.processes)?,
+                (Some(path), None) => {
                     let text = std::fs::read_to_string(path)
                         .map_err(|e| format!("cannot read hostfile {}: {e}", path.display()))?;
                     let lines: Vec<String> = text
@@ -111,7 +171,7 @@ impl ClusterConfig {
                     }
                     lines
                 }
-                None => (0..self.processes)
+                (None, None) => (0..self.processes)
                     .map(|i| format!("localhost:{}", 2101 + i))
                     .collect(),
             };
@@ -277,7 +337,7 @@ pub fn run(
         let shared = worker_shared.clone();
         shared.mark_started();
         let probe = ProbeHandle::new();
-        match &durability {
+        let stop = match &durability {
             None => {
                 worker.dataflow::<u64, _, _>(|scope| {
                     let ingress = ingress_stream(scope, &app, &shared, &probe);
@@ -286,8 +346,8 @@ pub fn run(
                     let egress =
                         build_function_graph(scope, ingress, function_worker).probe_with(&probe);
                     attach_sinks(egress, &app, &shared);
-                    stop::job_wide_stop(scope, &shared, &probe);
-                });
+                    stop::job_wide_stop(scope, &shared, &probe)
+                })
             }
             Some(d) => {
                 let Some((durable, recovered)) = recover(worker, d, &shared) else {
@@ -346,12 +406,16 @@ pub fn run(
                 }
                 return;
             }
-        }
+        };
         let mut progress = ProgressLog::new(log_interval);
         while worker.step_or_park(Some(Duration::from_millis(50))) {
             if index == 0 {
                 let epoch = probe.with_frontier(|f| f.first().copied());
                 progress.tick(&shared.metrics, epoch);
+            }
+            // The work is done: let the stop signal go now, not at its next poll.
+            if probe.done() {
+                stop.activate();
             }
         }
     })

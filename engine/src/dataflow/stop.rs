@@ -10,6 +10,8 @@
 //! would drain while the others read on, and the drained one could not finish
 //! (its dataflow waits for theirs): a half-running job.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Inspect;
 use timely::dataflow::{ProbeHandle, Scope};
+use timely::scheduling::Activator;
 
 use super::checkpointing::{take_peer_stop, Control};
 use crate::shared::Shared;
@@ -28,21 +31,27 @@ const POLL: Duration = Duration::from_millis(100);
 /// Adds the stop signal to `scope`: announces this process's stop or failure
 /// to every worker, and applies theirs to `shared`. It lets go of its
 /// capability once it announced, or once `done` (the job's main dataflow)
-/// has finished, so it never keeps a finished job alive.
+/// has finished, so it never keeps a finished job alive: the worker loop
+/// activates it through the returned activator as soon as `done` is, rather
+/// than leaving the finish to its next poll (which would add up to
+/// [`POLL`] to every finite job).
 pub(crate) fn job_wide_stop<'s>(
     scope: Scope<'s, u64>,
     shared: &Arc<Shared>,
     done: &ProbeHandle<u64>,
-) {
+) -> Activator {
     let index = scope.index();
     let worker = scope.worker();
     let local = shared.clone();
     let done = done.clone();
+    let handle: Rc<RefCell<Option<Activator>>> = Rc::new(RefCell::new(None));
+    let slot = handle.clone();
     let signals = source::<_, CapacityContainerBuilder<Vec<Control>>, _, _>(
         scope,
         "Job-wide stop",
         move |cap, info| {
             let activator = worker.activator_for(info.address.clone());
+            *slot.borrow_mut() = Some(worker.activator_for(info.address.clone()));
             let mut cap = Some(cap);
             move |output| {
                 let Some(c) = cap.as_ref() else { return };
@@ -66,4 +75,6 @@ pub(crate) fn job_wide_stop<'s>(
             take_peer_stop(&shared, *worker, failure.as_deref());
         }
     });
+    let activator = handle.borrow_mut().take();
+    activator.expect("timely builds a source's operator when it is added")
 }

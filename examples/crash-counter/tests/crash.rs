@@ -518,6 +518,57 @@ fn an_in_memory_job_of_two_processes_stops_together() {
     job.sigkill_one(1, true);
 }
 
+/// A cluster configured the way an orchestrator starts it: every process gets
+/// the same command line (`--hosts` lists the addresses, `{i}` patterns are
+/// unit-tested) and takes its index from its host name
+/// (`--process-from-hostname`: `statefun-1` → process 1, as StatefulSet pods
+/// are named). The job runs to completion on both and the output is whole.
+#[test]
+fn processes_take_their_index_from_the_host_name() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = Job::writing_to(dir.path(), 1, 2, RECORDS, Output::InMemoryFile);
+    let hosts = format!(
+        "127.0.0.1:{},127.0.0.1:{}",
+        statefun_testkit::free_port(),
+        statefun_testkit::free_port()
+    );
+    let mut children: Vec<Child> = (0..2)
+        .map(|p| {
+            Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+                .current_dir(dir.path())
+                .args(["run", "module.yaml", "-n", "2", "--hosts", &hosts])
+                .arg("--process-from-hostname")
+                .env("HOSTNAME", format!("statefun-{p}"))
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a process")
+        })
+        .collect();
+    for (p, child) in children.iter_mut().enumerate() {
+        let (status, err) = exit_within(child, Duration::from_secs(120))
+            .unwrap_or_else(|| panic!("process {p} did not finish within 120 s"));
+        assert!(status.success(), "process {p}: {status}\n{err}");
+    }
+    job.check();
+    // A host name without an ordinal is an error saying what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(dir.path())
+        .args(["run", "module.yaml", "-n", "2", "--hosts", &hosts])
+        .arg("--process-from-hostname")
+        .env("HOSTNAME", "worker-node")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`worker-node`") && err.contains("give -p"),
+        "{err}"
+    );
+}
+
 /// `--restart on-failure` on every process of a cluster: process 1 is killed,
 /// process 0 fails with the lost connection and runs the job again by itself,
 /// process 1 is started again (as an orchestrator would), they form the cluster

@@ -58,8 +58,10 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// List the checkpoints in a state directory (safe while a job runs).
     Checkpoints {
-        /// The state directory (`--state-dir` of `run`).
-        state_dir: PathBuf,
+        /// The state directory (`--state-dir` of `run`); for a cluster whose processes kept
+        /// their own, every process's directory (copied or mounted here).
+        #[arg(required = true, num_args = 1..)]
+        state_dirs: Vec<PathBuf>,
     },
     /// Kafka tools.
     Kafka {
@@ -262,8 +264,8 @@ where
         Command::Kafka {
             command: KafkaCommand::Lag { module, state_dir },
         } => print_report(kafka_lag(&module, state_dir.as_deref())),
-        Command::Checkpoints { state_dir } => {
-            print_report(crate::checkpoint::describe_dir(&state_dir))
+        Command::Checkpoints { state_dirs } => {
+            print_report(crate::checkpoint::describe_dirs(&state_dirs))
         }
     }
 }

@@ -314,17 +314,36 @@ fn damaged_state_dirs_give_errors_naming_them() {
         "{err}"
     );
     // The listing says so too, by the same rule.
-    let listing = statefun_engine::checkpoint::describe_dir(&app.path("state")).unwrap();
+    let listing = statefun_engine::checkpoint::describe_dirs(&[app.path("state")]).unwrap();
     assert!(
-        listing.contains("worker-1 is missing") && listing.contains("a restart would fail"),
+        listing.contains("worker-1 is in none of the directories given")
+            && listing.contains("key groups 2048..=4095 are missing")
+            && listing.contains("a restart would fail"),
         "{listing}"
     );
+    // As a cluster's processes keep them: worker-1 in a directory of its own. Given
+    // both, the listing reads them as one job; a worker given twice is an error.
+    let other = app.path("state-of-process-1");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::rename(&moved, other.join("worker-1")).unwrap();
+    let listing =
+        statefun_engine::checkpoint::describe_dirs(&[app.path("state"), other.clone()]).unwrap();
+    assert!(
+        listing.contains("key groups 0..=2047")
+            && listing.contains("key groups 2048..=4095")
+            && listing.contains("a restart resumes from checkpoint"),
+        "{listing}"
+    );
+    let twice = statefun_engine::checkpoint::describe_dirs(&[app.path("state"), app.path("state")])
+        .unwrap_err();
+    assert!(twice.contains("worker 0 is in two directories"), "{twice}");
+    std::fs::rename(other.join("worker-1"), &moved).unwrap();
     // Nothing changed, not even an empty worker-1 left behind: a second try says the same.
     assert!(!app.path("state/worker-1").exists());
     let again = app.run(&registry, 2).unwrap_err().to_string();
     assert!(again.contains("worker-1 are missing"), "{again}");
     std::fs::rename(&moved, app.path("state/worker-1")).unwrap();
-    let listing = statefun_engine::checkpoint::describe_dir(&app.path("state")).unwrap();
+    let listing = statefun_engine::checkpoint::describe_dirs(&[app.path("state")]).unwrap();
     assert!(
         listing.contains("a restart resumes from checkpoint"),
         "{listing}"

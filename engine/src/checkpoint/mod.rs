@@ -283,11 +283,44 @@ pub fn agree(reports: &[WorkerReport], peers: usize) -> Result<Option<u64>, Stri
     }
 }
 
-/// The listing `statefun checkpoints <state-dir>` prints: per worker, the
-/// restorable checkpoints with their age, contents and outbox.
-pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
+/// The listing `statefun checkpoints <state-dir>…` prints: per worker, the key groups it
+/// holds and the restorable checkpoints with their age, contents and outbox; then what a
+/// restart does. Several directories (one per process of a cluster, copied or mounted
+/// together) are read as one job; a worker found in two of them is an error naming both.
+pub fn describe_dirs(state_dirs: &[std::path::PathBuf]) -> Result<String, String> {
     use std::fmt::Write;
-    let workers = worker_dirs(state_dir)?;
+    let mut workers: Vec<(usize, std::path::PathBuf)> = Vec::new();
+    let mut readable = Vec::new();
+    for dir in state_dirs {
+        match worker_dirs(dir) {
+            Ok(found) => readable.extend(found),
+            // Each directory of a cluster need not hold workers, but one must.
+            Err(e) if state_dirs.len() == 1 => return Err(e),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    readable.sort();
+    for (n, path) in readable {
+        if let Some((_, first)) = workers.iter().find(|(w, _)| *w == n) {
+            return Err(format!(
+                "worker {n} is in two directories: {} and {}; give each process's state \
+                 directory once",
+                first.display(),
+                path.display()
+            ));
+        }
+        workers.push((n, path));
+    }
+    if workers.is_empty() {
+        return Err(format!(
+            "no worker-N state databases in {}",
+            state_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let now = crate::clock::Clock::now_ms();
     let mut out = String::new();
     // What each worker would report to the recovery agreement: the listing
@@ -300,8 +333,9 @@ pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
         let peers = listing.manifest.as_ref().map_or(0, |m| m.peers);
         let _ = writeln!(
             out,
-            "worker {n} ({}; job of {peers} workers; ~{} keys)",
+            "worker {n} ({}; job of {peers} workers; key groups {}; ~{} keys)",
             path.display(),
+            key_groups_of(*n, peers),
             listing.keys
         );
         job_peers = job_peers.max(peers);
@@ -339,7 +373,9 @@ pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
     for w in add_missing(&mut reports, job_peers) {
         let _ = writeln!(
             out,
-            "worker {w}: no state directory (worker-{w} is missing)"
+            "worker {w}: no state directory (worker-{w} is in none of the directories given: \
+             its key groups {} are missing)",
+            key_groups_of(w, job_peers)
         );
     }
     match agree(&reports, job_peers) {
@@ -357,6 +393,19 @@ pub fn describe_dir(state_dir: &std::path::Path) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// The key groups worker `n` of `peers` holds, as `lo..=hi` (contiguous ranges, see
+/// [`crate::keygroup`]).
+fn key_groups_of(n: usize, peers: usize) -> String {
+    use crate::keygroup::{worker_for_key_group, KEY_GROUPS};
+    let mine: Vec<u32> = (0..KEY_GROUPS)
+        .filter(|g| worker_for_key_group(*g, peers.max(1)) == n)
+        .collect();
+    match (mine.first(), mine.last()) {
+        (Some(lo), Some(hi)) => format!("{lo}..={hi}"),
+        _ => "none".to_string(),
+    }
 }
 
 /// The `worker-N` databases of a state directory, by worker.

@@ -352,7 +352,7 @@ impl Application {
                     value_size: g.value_size,
                 }),
                 IngressSpec::Kafka(k) => {
-                    let Some(properties) = kafka_properties(
+                    let Some(properties) = planned_kafka_properties(
                         file,
                         &ingress.id,
                         &k.properties,
@@ -439,7 +439,7 @@ impl Application {
                             }
                         }
                     }
-                    let Some(properties) = kafka_properties(
+                    let Some(properties) = planned_kafka_properties(
                         file,
                         &egress.id,
                         &k.properties,
@@ -572,39 +572,54 @@ fn dead_letter_plan(
     })
 }
 
-/// `clientConfigProperties` without an AWS SDK setting are ignored, with a
-/// warning that lists the supported names.
 /// A Kafka ingress's or egress's `properties` as librdkafka takes them
 /// ([`statefun_connectors::kafka::client_properties`]: Java client settings
-/// translated or dropped, every key checked by librdkafka): the notes are
-/// logged; errors go to `errors`, naming the file and the id, and the result
-/// is `None`.
+/// translated or dropped, every key checked by librdkafka), with its notes;
+/// notes and errors name the file and the id. `run` logs the notes and
+/// `validate` prints them: one rule for both.
 fn kafka_properties(
+    file: &str,
+    id: &TypeName,
+    properties: &statefun_module::Properties,
+    properties_file: Option<&str>,
+) -> Result<(statefun_module::Properties, Vec<String>), Vec<String>> {
+    let named = |items: &[String]| -> Vec<String> {
+        items
+            .iter()
+            .map(|x| format!("{file}: `{id}`: {x}"))
+            .collect()
+    };
+    match statefun_connectors::kafka::client_properties(properties, properties_file) {
+        Ok(translated) => Ok((translated.properties, named(&translated.notes))),
+        Err(problems) => Err(named(&problems)),
+    }
+}
+
+/// [`kafka_properties`] for the plan: notes logged, errors collected.
+fn planned_kafka_properties(
     file: &str,
     id: &TypeName,
     properties: &statefun_module::Properties,
     properties_file: Option<&str>,
     errors: &mut Vec<String>,
 ) -> Option<statefun_module::Properties> {
-    match statefun_connectors::kafka::client_properties(properties, properties_file) {
-        Ok(translated) => {
-            for note in &translated.notes {
-                tracing::warn!("{file}: `{id}`: {note}");
+    match kafka_properties(file, id, properties, properties_file) {
+        Ok((properties, notes)) => {
+            for note in notes {
+                tracing::warn!("{note}");
             }
-            Some(translated.properties)
+            Some(properties)
         }
         Err(problems) => {
-            errors.extend(problems.iter().map(|p| format!("{file}: `{id}`: {p}")));
+            errors.extend(problems);
             None
         }
     }
 }
 
 /// What `statefun validate` says of the Kafka client properties of `module`:
-/// (errors, notes), each naming the file and the ingress or egress, by the
-/// same rule a run applies ([`statefun_connectors::kafka::client_properties`]).
+/// (errors, notes), by the rule a run applies ([`kafka_properties`]).
 pub fn check_kafka_properties(module: &Module) -> (Vec<String>, Vec<String>) {
-    let file = &module.file;
     let (mut errors, mut notes) = (Vec::new(), Vec::new());
     let ingresses = module.ingresses.iter().filter_map(|i| match &i.spec {
         IngressSpec::Kafka(k) => Some((&i.id, &k.properties, &k.properties_file)),
@@ -614,15 +629,17 @@ pub fn check_kafka_properties(module: &Module) -> (Vec<String>, Vec<String>) {
         EgressSpec::Kafka(k) => Some((&e.id, &k.properties, &k.properties_file)),
         _ => None,
     });
-    for (id, properties, file_) in ingresses.chain(egresses) {
-        match statefun_connectors::kafka::client_properties(properties, file_.as_deref()) {
-            Ok(t) => notes.extend(t.notes.iter().map(|n| format!("{file}: `{id}`: {n}"))),
-            Err(e) => errors.extend(e.iter().map(|p| format!("{file}: `{id}`: {p}"))),
+    for (id, properties, properties_file) in ingresses.chain(egresses) {
+        match kafka_properties(&module.file, id, properties, properties_file.as_deref()) {
+            Ok((_, n)) => notes.extend(n),
+            Err(e) => errors.extend(e),
         }
     }
     (errors, notes)
 }
 
+/// `clientConfigProperties` without an AWS SDK setting are ignored, with a
+/// warning that lists the supported names.
 fn warn_unsupported_properties(
     file: &str,
     id: &TypeName,

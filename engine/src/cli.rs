@@ -345,7 +345,7 @@ fn kafka_lag(
     use std::fmt::Write;
     let module = statefun_module::load_file(module).map_err(|d| d.to_string())?;
     let resume = match state_dir {
-        Some(dir) => crate::checkpoint::resume_positions(dir)?,
+        Some(dir) => crate::checkpoint::resume_positions(&[dir.to_path_buf()])?,
         None => None,
     };
     let mut out = String::new();

@@ -130,8 +130,6 @@ impl PrivateBroker {
     /// Starts one (about 10 s); `None` means skip (under `CI` a failure panics).
     pub fn start() -> Option<PrivateBroker> {
         let shared = crate::service_home("KAFKA_HOME", "kafka")?;
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/install-kafka.sh");
         if !shared.join("lib").is_dir() {
             return crate::unavailable(
                 &format!("no Kafka jars in {}", shared.join("lib").display()),
@@ -159,7 +157,7 @@ impl PrivateBroker {
             );
         }
         let out = std::process::Command::new("bash")
-            .arg(&script)
+            .arg(install_script())
             .env("KAFKA_HOME", &home)
             // The broker's run dir (data, logs) goes under the home, deleted on drop.
             .env("TMPDIR", &home)
@@ -194,12 +192,15 @@ impl PrivateBroker {
     }
 }
 
+/// `ci/install-kafka.sh` of this checkout.
+fn install_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/install-kafka.sh")
+}
+
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/install-kafka.sh");
         let _ = std::process::Command::new("bash")
-            .arg(script)
+            .arg(install_script())
             .env("KAFKA_HOME", &self.home)
             .env("KAFKA_STOP", "1")
             .stdout(std::process::Stdio::null())

@@ -262,10 +262,15 @@ impl LogContext {
     }
 }
 
+/// How long a source or sink opening waits for a broker to answer at all (an authentication
+/// or TLS failure ends the wait at once, see [`first_contact`]).
+const CONTACT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Contacts the cluster (a metadata request) before the client is used, so that a
 /// connection that cannot be set up fails now, with its cause, instead of hanging in
 /// librdkafka's retries: returns at once when [`LogContext`] saw an authentication or TLS
-/// failure, and after `timeout` with the last error when the brokers do not answer. The
+/// failure, and after [`CONTACT_TIMEOUT`] with the last error when the brokers do not
+/// answer. The
 /// error is [`ConnectorError::Open`] on `address`, ending with what to change.
 ///
 /// `serve` serves the client's queue without taking records (a consumer's or producer's
@@ -276,8 +281,8 @@ pub(crate) fn first_contact<C: ClientContext>(
     serve: &dyn Fn(),
     log: &LogContext,
     address: &str,
-    timeout: std::time::Duration,
 ) -> Result<(), ConnectorError> {
+    let timeout = CONTACT_TIMEOUT;
     let fail = |cause: String, fix: &str| ConnectorError::Open {
         connector: log.connector,
         id: log.id.clone(),

@@ -80,7 +80,6 @@ fn producer(
         },
         &producer.context().log,
         address,
-        CONTACT_TIMEOUT,
     )
     .map_err(Ok)?;
     Ok(producer)
@@ -88,10 +87,6 @@ fn producer(
 
 /// The longest poll while waiting for acknowledgements (see `KafkaSink::drain`).
 const DRAIN_POLL_MAX: Duration = Duration::from_millis(20);
-
-/// How long opening the sink waits for a broker to answer at all (an authentication or TLS
-/// failure ends the wait at once, see `first_contact`); as long as the ingress waits.
-const CONTACT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One call of `abort_transaction` before delivery reports are served again.
 const ABORT_SLICE: Duration = Duration::from_millis(200);

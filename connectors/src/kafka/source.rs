@@ -713,7 +713,6 @@ fn consumer(id_text: &str, spec: &KafkaIngress) -> Result<Consumer_, ConnectorEr
         },
         &consumer.context().log,
         &spec.address,
-        REQUEST_TIMEOUT,
     )?;
     Ok(consumer)
 }

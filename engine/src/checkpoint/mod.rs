@@ -289,38 +289,7 @@ pub fn agree(reports: &[WorkerReport], peers: usize) -> Result<Option<u64>, Stri
 /// together) are read as one job; a worker found in two of them is an error naming both.
 pub fn describe_dirs(state_dirs: &[std::path::PathBuf]) -> Result<String, String> {
     use std::fmt::Write;
-    let mut workers: Vec<(usize, std::path::PathBuf)> = Vec::new();
-    let mut readable = Vec::new();
-    for dir in state_dirs {
-        match worker_dirs(dir) {
-            Ok(found) => readable.extend(found),
-            // Each directory of a cluster need not hold workers, but one must.
-            Err(e) if state_dirs.len() == 1 => return Err(e),
-            Err(e) => tracing::warn!("{e}"),
-        }
-    }
-    readable.sort();
-    for (n, path) in readable {
-        if let Some((_, first)) = workers.iter().find(|(w, _)| *w == n) {
-            return Err(format!(
-                "worker {n} is in two directories: {} and {}; give each process's state \
-                 directory once",
-                first.display(),
-                path.display()
-            ));
-        }
-        workers.push((n, path));
-    }
-    if workers.is_empty() {
-        return Err(format!(
-            "no worker-N state databases in {}",
-            state_dirs
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
+    let workers = workers_of(state_dirs)?;
     let now = crate::clock::Clock::now_ms();
     let mut out = String::new();
     // What each worker would report to the recovery agreement: the listing
@@ -328,8 +297,7 @@ pub fn describe_dirs(state_dirs: &[std::path::PathBuf]) -> Result<String, String
     let mut reports: Vec<WorkerReport> = Vec::new();
     let mut job_peers = 0;
     for (n, path) in &workers {
-        let store = RocksStore::open_read_only(path).map_err(|e| e.to_string())?;
-        let listing = list(&store)?;
+        let (listing, opened) = open_read_only(*n, path)?;
         let peers = listing.manifest.as_ref().map_or(0, |m| m.peers);
         let _ = writeln!(
             out,
@@ -339,8 +307,7 @@ pub fn describe_dirs(state_dirs: &[std::path::PathBuf]) -> Result<String, String
             listing.keys
         );
         job_peers = job_peers.max(peers);
-        // The report recovery itself makes of this store.
-        reports.push(match DurableBackend::open(store, *n, peers) {
+        reports.push(match opened {
             Ok((_, report)) => report,
             Err(e) => WorkerReport {
                 worker: *n,
@@ -408,6 +375,60 @@ fn key_groups_of(n: usize, peers: usize) -> String {
     }
 }
 
+/// What recovery's own open makes of a worker's store: the backend and its report.
+type Opened = Result<(DurableBackend<RocksStore>, WorkerReport), String>;
+
+/// Worker `n`'s store at `path`, opened read-only: its listing, and the report
+/// recovery's own open makes of it (so tools say what a restart does by the rule a
+/// restart applies).
+fn open_read_only(n: usize, path: &std::path::Path) -> Result<(WorkerCheckpoints, Opened), String> {
+    let store = RocksStore::open_read_only(path).map_err(|e| e.to_string())?;
+    let listing = list(&store)?;
+    let peers = listing.manifest.as_ref().map_or(0, |m| m.peers);
+    Ok((listing, DurableBackend::open(store, n, peers)))
+}
+
+/// The `worker-N` databases of several state directories (one per process of a cluster,
+/// copied or mounted together) as one job, by worker; a worker in two of them is an error
+/// naming both, and so is finding none.
+fn workers_of(
+    state_dirs: &[std::path::PathBuf],
+) -> Result<Vec<(usize, std::path::PathBuf)>, String> {
+    let mut readable = Vec::new();
+    for dir in state_dirs {
+        match worker_dirs(dir) {
+            Ok(found) => readable.extend(found),
+            // Each directory of a cluster need not hold workers, but one must.
+            Err(e) if state_dirs.len() == 1 => return Err(e),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    readable.sort();
+    let mut workers: Vec<(usize, std::path::PathBuf)> = Vec::new();
+    for (n, path) in readable {
+        if let Some((_, first)) = workers.iter().find(|(w, _)| *w == n) {
+            return Err(format!(
+                "worker {n} is in two directories: {} and {}; give each process's state \
+                 directory once",
+                first.display(),
+                path.display()
+            ));
+        }
+        workers.push((n, path));
+    }
+    if workers.is_empty() {
+        return Err(format!(
+            "no worker-N state databases in {}",
+            state_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(workers)
+}
+
 /// The `worker-N` databases of a state directory, by worker.
 fn worker_dirs(state_dir: &std::path::Path) -> Result<Vec<(usize, std::path::PathBuf)>, String> {
     let entries = std::fs::read_dir(state_dir).map_err(|e| {
@@ -460,19 +481,18 @@ pub struct Resume {
     pub positions: Vec<(String, Vec<u8>)>,
 }
 
-/// Where a restart on `state_dir` would resume every ingress: the checkpoint every
+/// Where a restart on `state_dirs` (see [`describe_dirs`]) would resume every ingress: the checkpoint every
 /// worker agrees on (by the rule recovery applies, [`agree`]) and each worker's source
 /// positions in it; `None` when a restart would start fresh. Reads the databases without
 /// changing them (safe while a job runs).
-pub fn resume_positions(state_dir: &std::path::Path) -> Result<Option<Resume>, String> {
+pub fn resume_positions(state_dirs: &[std::path::PathBuf]) -> Result<Option<Resume>, String> {
     let mut backends = Vec::new();
     let mut reports = Vec::new();
     let mut job_peers = 0;
-    for (n, path) in worker_dirs(state_dir)? {
-        let store = RocksStore::open_read_only(&path).map_err(|e| e.to_string())?;
-        let peers = list(&store)?.manifest.as_ref().map_or(0, |m| m.peers);
-        job_peers = job_peers.max(peers);
-        let (backend, report) = DurableBackend::open(store, n, peers)?;
+    for (n, path) in workers_of(state_dirs)? {
+        let (listing, opened) = open_read_only(n, &path)?;
+        job_peers = job_peers.max(listing.manifest.as_ref().map_or(0, |m| m.peers));
+        let (backend, report) = opened?;
         reports.push(report);
         backends.push(backend);
     }

@@ -51,7 +51,7 @@ pub(crate) fn job_wide_stop<'s>(
         "Job-wide stop",
         move |cap, info| {
             let activator = worker.activator_for(info.address.clone());
-            *slot.borrow_mut() = Some(worker.activator_for(info.address.clone()));
+            *slot.borrow_mut() = Some(activator.clone());
             let mut cap = Some(cap);
             move |output| {
                 let Some(c) = cap.as_ref() else { return };

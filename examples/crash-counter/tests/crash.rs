@@ -34,16 +34,14 @@ struct Job {
     records: u64,
     /// Where the exactly-once egress writes.
     output: Output,
-    /// No `--state-dir`: state in memory, no checkpoints (the file egress
-    /// is then at-least-once, and nothing survives a restart).
-    in_memory: bool,
 }
 
 /// Where a job's exactly-once egress goes.
 enum Output {
     /// The file `out.jsonl` (written by worker 0 alone).
     File,
-    /// The same file, at-least-once, for a job without state (`in_memory`).
+    /// The same file, at-least-once, for a job without state: no
+    /// `--state-dir`, no checkpoints, nothing survives a restart.
     InMemoryFile,
     /// A transactional Kafka egress to `topic`: every worker has its own
     /// producer and transactions, so sink faults hit every process.
@@ -105,7 +103,6 @@ impl Job {
             hostfile: None,
             separate_state_dirs: false,
             records,
-            in_memory: matches!(output, Output::InMemoryFile),
             output,
         }
     }
@@ -200,7 +197,7 @@ impl Job {
     fn start_process(&self, p: usize, failpoint: Option<&str>, more: &[&str]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"));
         cmd.current_dir(&self.dir).args(["run", "module.yaml"]);
-        if !self.in_memory {
+        if !matches!(self.output, Output::InMemoryFile) {
             cmd.arg("--state-dir")
                 .arg(self.state_dir(p))
                 .args(["--checkpoint-interval", "50ms"]);

@@ -471,11 +471,13 @@ impl RemoteInvoker {
         let pending = Arc::clone(&self.pending);
         let waker = Arc::clone(&self.waker);
         let finish = move |result: Result<Vec<u8>, RemoteError>| {
-            completed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((ticket, result));
+            // The count drops under the queue's lock, so whoever drains this
+            // completion also sees it no longer pending (found by CI: a
+            // drain between the push and the decrement saw both).
+            let mut queue = completed.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push((ticket, result));
             pending.fetch_sub(1, Ordering::SeqCst);
+            drop(queue);
             waker();
         };
         let Some(client) = self.client_for(function_type).cloned() else {

@@ -102,15 +102,15 @@ pub struct FileSource {
 /// [`encode_position`] with kind [`FILE_POSITION`].
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FilePosition {
+pub(crate) struct FilePosition {
     /// The byte offset just after the last consumed line.
-    offset: u64,
+    pub(crate) offset: u64,
     /// The number of that line (1-based; 0 before the first).
-    line: u64,
+    pub(crate) line: u64,
 }
 
 /// The `kind` of file ingress positions.
-const FILE_POSITION: &str = "file";
+pub(crate) const FILE_POSITION: &str = "file";
 
 /// Where a [`FileSource`] reads from.
 enum Input {

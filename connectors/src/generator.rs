@@ -17,7 +17,7 @@ use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus};
 
 const INGRESS: &str = "generator ingress";
 /// The `kind` of generator positions.
-const GENERATOR_POSITION: &str = "generator";
+pub(crate) const GENERATOR_POSITION: &str = "generator";
 
 /// The configuration of a generator ingress.
 #[derive(Clone, Debug)]

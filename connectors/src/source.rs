@@ -144,6 +144,155 @@ pub trait Source: Send {
     }
 }
 
+/// The position a source of a job with a different worker count resumes from: the
+/// positions every worker of the old job checkpointed for ingress `id`, merged into one
+/// that every new worker is given ([`Source::seek`] picks what it now owns).
+///
+/// This is what makes a rescale move source positions with their partitions: Kafka
+/// partitions and Kinesis shards (with the `SHARD_END` marks of finished parents) are
+/// united, and each new worker seeks the ones it owns under the new worker count; a file
+/// is read by worker 0 alone, so the one position that moved is kept. Two old workers with
+/// different positions for the same partition, shard or file would make some record be read
+/// twice or never, so that is an error naming it; so is a generator ingress, whose
+/// sequence is split by worker count and cannot be re-split.
+///
+/// ```
+/// use statefun_connectors::source::merge_positions;
+/// let a = br#"{"kind":"kafka","version":1,"position":[["t",0,5]]}"#.to_vec();
+/// let b = br#"{"kind":"kafka","version":1,"position":[["t",1,7]]}"#.to_vec();
+/// let merged = merge_positions("in", &[a, b]).unwrap();
+/// assert_eq!(merged, br#"{"kind":"kafka","version":1,"position":[["t",0,5],["t",1,7]]}"#);
+/// ```
+pub fn merge_positions(id: &str, positions: &[Vec<u8>]) -> Result<Vec<u8>, ConnectorError> {
+    const CONNECTOR: &str = "ingress";
+    let error = |message: String| ConnectorError::Config {
+        connector: CONNECTOR,
+        id: id.to_string(),
+        message,
+    };
+    let kind = match positions.first() {
+        Some(first) => serde_json::from_slice::<PositionIn>(first)
+            .map(|p| p.kind)
+            .map_err(|e| {
+                error(format!(
+                    "cannot rescale: a checkpointed position is not a position document ({e}); \
+                     the checkpoint is corrupt"
+                ))
+            })?,
+        None => {
+            return Err(error(
+                "cannot rescale: no worker checkpointed a position".into(),
+            ))
+        }
+    };
+    /// Unites per-partition entries `(a, b, position)`: the same partition twice with
+    /// different positions is an error naming it.
+    fn unite<A, B, P>(
+        lists: Vec<Vec<(A, B, P)>>,
+        what: &str,
+        error: impl Fn(String) -> ConnectorError,
+    ) -> Result<Vec<(A, B, P)>, ConnectorError>
+    where
+        A: Ord + Clone + std::fmt::Display,
+        B: Ord + Clone + std::fmt::Display,
+        P: PartialEq + std::fmt::Debug,
+    {
+        let mut all: std::collections::BTreeMap<(A, B), P> = std::collections::BTreeMap::new();
+        for (a, b, p) in lists.into_iter().flatten() {
+            match all.get(&(a.clone(), b.clone())) {
+                Some(q) if *q != p => {
+                    return Err(error(format!(
+                        "cannot rescale: two workers checkpointed different positions for \
+                         {what} `{a}` [{b}] ({q:?} and {p:?}); the state directories are from \
+                         different checkpoints or jobs"
+                    )))
+                }
+                _ => {
+                    all.insert((a, b), p);
+                }
+            }
+        }
+        Ok(all.into_iter().map(|((a, b), p)| (a, b, p)).collect())
+    }
+    if kind == crate::kafka::source::KAFKA_POSITION {
+        let lists = positions
+            .iter()
+            .map(|p| decode_position::<Vec<(String, i32, i64)>>(p, &kind, CONNECTOR, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let merged = unite(lists, "Kafka partition", error)?;
+        encode_position(&kind, &merged)
+            .ok_or_else(|| error("cannot encode the merged position".into()))
+    } else if kind == crate::kinesis::source::KINESIS_POSITION {
+        let lists = positions
+            .iter()
+            .map(|p| decode_position::<Vec<(String, String, String)>>(p, &kind, CONNECTOR, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A worker given every shard's position (after an earlier rescale) keeps those it
+        // does not read in its checkpoints, unchanged: the reader's is the furthest one.
+        let mut all: std::collections::BTreeMap<(String, String), String> =
+            std::collections::BTreeMap::new();
+        for (stream, shard, position) in lists.into_iter().flatten() {
+            let slot = all.entry((stream, shard)).or_default();
+            if kinesis_progress(&position) > kinesis_progress(slot) {
+                *slot = position;
+            }
+        }
+        let merged: Vec<(String, String, String)> =
+            all.into_iter().map(|((a, b), p)| (a, b, p)).collect();
+        encode_position(&kind, &merged)
+            .ok_or_else(|| error("cannot encode the merged position".into()))
+    } else if kind == crate::file::FILE_POSITION {
+        // Worker 0 reads the file; the others checkpoint the empty position.
+        let mut read: Option<crate::file::FilePosition> = None;
+        for p in positions {
+            let p: crate::file::FilePosition = decode_position(p, &kind, CONNECTOR, id)?;
+            if p.offset == 0 && p.line == 0 {
+                continue;
+            }
+            if let Some(q) = &read {
+                if *q != p {
+                    return Err(error(format!(
+                        "cannot rescale: two workers checkpointed different file positions \
+                         (line {} and line {}); the state directories are from different \
+                         checkpoints or jobs",
+                        q.line, p.line
+                    )));
+                }
+            }
+            read = Some(p);
+        }
+        let read = read.unwrap_or(crate::file::FilePosition { offset: 0, line: 0 });
+        encode_position(&kind, &read)
+            .ok_or_else(|| error("cannot encode the merged position".into()))
+    } else if kind == crate::generator::GENERATOR_POSITION {
+        Err(error(
+            "cannot rescale a generator ingress: its sequence is split by worker count; \
+             resume with the worker count of the checkpoint, or start from an empty --state-dir"
+                .into(),
+        ))
+    } else {
+        Err(error(format!(
+            "cannot rescale: the checkpointed position is of an unknown ingress kind `{kind}`"
+        )))
+    }
+}
+
+/// How far a Kinesis shard position is: `SHARD_END` beyond every sequence number, sequence
+/// numbers (decimal, up to 128 bits) by value, start marks (`TRIM_HORIZON`, `AT_TIMESTAMP:`)
+/// before all of them.
+fn kinesis_progress(position: &str) -> (u8, usize, &str) {
+    if position == crate::kinesis::SHARD_END {
+        (3, 0, "")
+    } else if !position.is_empty() && position.bytes().all(|b| b.is_ascii_digit()) {
+        let digits = position.trim_start_matches('0');
+        (2, digits.len(), digits)
+    } else if position.is_empty() {
+        (0, 0, "")
+    } else {
+        (1, 0, "")
+    }
+}
+
 /// The version of the position documents this build writes and reads.
 const POSITION_VERSION: u32 = 1;
 
@@ -229,4 +378,105 @@ pub(crate) fn decode_position<T: DeserializeOwned>(
             "cannot resume: the checkpointed {kind} position is malformed ({e}); {FIX}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(kind: &str, body: &str) -> Vec<u8> {
+        format!(r#"{{"kind":"{kind}","version":1,"position":{body}}}"#).into_bytes()
+    }
+
+    fn message(e: ConnectorError) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn kafka_and_kinesis_positions_are_united_by_partition() {
+        let merged = merge_positions(
+            "in",
+            &[
+                doc("kafka", r#"[["b",0,9],["a",1,3]]"#),
+                doc("kafka", r#"[["a",0,4]]"#),
+                // A worker may list a partition it restored but had not been assigned yet.
+                doc("kafka", r#"[["a",1,3]]"#),
+            ],
+        )
+        .unwrap();
+        assert_eq!(merged, doc("kafka", r#"[["a",0,4],["a",1,3],["b",0,9]]"#));
+        let merged = merge_positions(
+            "in",
+            &[
+                doc("kinesis", r#"[["s","shardId-0","SHARD_END"]]"#),
+                doc(
+                    "kinesis",
+                    r#"[["s","shardId-1","4955"],["s","shardId-0","TRIM_HORIZON"]]"#,
+                ),
+                // A stale copy of a shard another worker reads (given to it by a rescale).
+                doc("kinesis", r#"[["s","shardId-1","955"]]"#),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            merged,
+            doc(
+                "kinesis",
+                r#"[["s","shardId-0","SHARD_END"],["s","shardId-1","4955"]]"#
+            )
+        );
+    }
+
+    #[test]
+    fn conflicting_positions_are_an_error_naming_the_partition() {
+        let err = message(
+            merge_positions(
+                "in",
+                &[
+                    doc("kafka", r#"[["t",0,5]]"#),
+                    doc("kafka", r#"[["t",0,6]]"#),
+                ],
+            )
+            .unwrap_err(),
+        );
+        assert!(
+            err.contains("`t` [0]") && err.contains("different"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_file_position_of_the_reading_worker_is_kept() {
+        let empty = doc("file", r#"{"offset":0,"line":0}"#);
+        let read = doc("file", r#"{"offset":120,"line":10}"#);
+        let merged = merge_positions("in", &[empty.clone(), read.clone(), empty.clone()]).unwrap();
+        assert_eq!(merged, read);
+        assert_eq!(
+            merge_positions("in", std::slice::from_ref(&empty)).unwrap(),
+            empty
+        );
+        let other = doc("file", r#"{"offset":60,"line":5}"#);
+        assert!(merge_positions("in", &[read, other]).is_err());
+    }
+
+    #[test]
+    fn generator_mixed_and_corrupt_positions_are_errors() {
+        let err = message(
+            merge_positions("in", &[doc("generator", r#"{"next":3,"records":1}"#)]).unwrap_err(),
+        );
+        assert!(
+            err.contains("generator") && err.contains("worker count"),
+            "{err}"
+        );
+        let err = message(
+            merge_positions(
+                "in",
+                &[doc("kafka", "[]"), doc("file", r#"{"offset":0,"line":0}"#)],
+            )
+            .unwrap_err(),
+        );
+        assert!(err.contains("`file` ingress"), "{err}");
+        assert!(merge_positions("in", &[b"garbage".to_vec()]).is_err());
+        assert!(merge_positions("in", &[]).is_err());
+    }
 }

@@ -101,6 +101,58 @@ impl Timers {
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
+
+    /// Every pending message with its due time and token, oldest first: for moving
+    /// them to the workers that own their senders after a rescale.
+    pub fn into_delayed(self) -> Vec<Delayed> {
+        self.queue
+            .into_iter()
+            .map(|((due_ms, _), p)| Delayed {
+                due_ms,
+                token: p.token,
+                envelope: p.envelope,
+            })
+            .collect()
+    }
+
+    /// Adds a message taken out by [`Timers::into_delayed`], token included.
+    pub fn insert(&mut self, delayed: Delayed) {
+        let key = (delayed.due_ms, self.next_seq);
+        self.next_seq += 1;
+        if let Some(token) = &delayed.token {
+            self.tokens.insert(token.clone(), key);
+        }
+        self.queue.insert(
+            key,
+            Pending {
+                envelope: delayed.envelope,
+                token: delayed.token,
+            },
+        );
+    }
+}
+
+/// A pending delayed message outside of [`Timers`] (on its way to another worker).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Delayed {
+    /// When it is due (ms since the Unix epoch).
+    pub due_ms: u64,
+    /// Its cancellation token, scoped to the sender.
+    pub token: Option<(Address, String)>,
+    /// The message.
+    pub envelope: Envelope,
+}
+
+impl Delayed {
+    /// The id whose worker holds the message: its sender's (tokens are scoped to the
+    /// sender, who cancels them there), or the target's for a message without sender.
+    pub fn holder_id(&self) -> &str {
+        match (&self.token, &self.envelope.caller) {
+            (Some((sender, _)), _) => &sender.id,
+            (None, Some(caller)) => &caller.id,
+            (None, None) => &self.envelope.target.id,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +184,32 @@ mod tests {
         let ids: Vec<_> = t.pop_due(200).into_iter().map(|e| e.target.id).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn moved_messages_keep_due_order_and_tokens() {
+        let mut t = Timers::default();
+        t.schedule(300, &addr("s1"), Some("tok".into()), env("a"))
+            .unwrap();
+        t.schedule(100, &addr("s2"), None, env("b")).unwrap();
+        let moved = t.into_delayed();
+        assert_eq!(moved.len(), 2);
+        assert_eq!(moved[0].holder_id(), "b", "no token, no caller: the target");
+        assert_eq!(moved[1].holder_id(), "s1", "a token's sender holds it");
+        let mut other = Timers::default();
+        other.schedule(200, &addr("x"), None, env("c")).unwrap();
+        for d in moved {
+            other.insert(d);
+        }
+        assert!(other.token_in_use(&addr("s1"), "tok"));
+        let ids: Vec<_> = other
+            .pop_due(250)
+            .into_iter()
+            .map(|e| e.target.id)
+            .collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert!(other.cancel(&addr("s1"), "tok"));
+        assert!(other.is_empty());
     }
 
     #[test]

@@ -28,6 +28,28 @@ pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
     }
 }
 
+/// The sum of `topic`'s high watermarks over its partitions: how much was written to
+/// it (records, aborted ones and transaction markers included), to wait for progress.
+pub fn high_watermarks(bootstrap: &str, topic: &str) -> u64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("Kafka consumer");
+    let partitions = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()
+        .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+        .unwrap_or(0);
+    (0..partitions as i32)
+        .filter_map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .ok()
+        })
+        .map(|(_, high)| high.max(0) as u64)
+        .sum()
+}
+
 /// Reads `topic` from the beginning as a `read_committed` consumer until `n`
 /// records arrived (at most a minute), then keeps reading for `settle` so
 /// that a record beyond `n` (a duplicate) would show too.

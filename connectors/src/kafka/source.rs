@@ -41,7 +41,7 @@ use crate::source::{decode_position, encode_position};
 use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
 /// The `kind` of Kafka positions: `(topic, partition, next offset)` triples.
-const KAFKA_POSITION: &str = "kafka";
+pub(crate) const KAFKA_POSITION: &str = "kafka";
 
 /// How often each worker re-reads topic metadata to find partitions added after start.
 ///

@@ -21,7 +21,7 @@
 mod client;
 mod record_id;
 mod sink;
-mod source;
+pub(crate) mod source;
 
 pub use client::{unsupported_client_properties, SUPPORTED_CLIENT_PROPERTIES};
 pub use record_id::{

@@ -60,7 +60,7 @@ use crate::source::{decode_position, encode_position};
 use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
 /// The `kind` of Kinesis positions: `(stream key, shard id, sequence number)` triples.
-const KINESIS_POSITION: &str = "kinesis";
+pub(crate) const KINESIS_POSITION: &str = "kinesis";
 
 const CONNECTOR: &str = "kinesis ingress";
 

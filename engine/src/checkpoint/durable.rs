@@ -671,6 +671,72 @@ fn read_meta<S: Store>(store: &S, id: u64) -> Result<CheckpointMeta, String> {
     })
 }
 
+/// The key group of a raw main-state key (the two bytes after the prefix, see the layout).
+pub fn state_key_group(key: &[u8]) -> Option<u32> {
+    match key {
+        [STATE, hi, lo, ..] => Some(u32::from(u16::from_be_bytes([*hi, *lo]))),
+        _ => None,
+    }
+}
+
+/// Up to `limit` main-state entries (raw keys and values) after the key `after`: the
+/// state of a store rolled to a checkpoint, read in pieces to move its key groups to
+/// the workers that own them after a rescale.
+pub fn state_chunk<S: Store>(
+    store: &S,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<super::Entries, String> {
+    store
+        .scan_chunk(&[STATE], after, limit)
+        .map_err(|e| e.to_string())
+}
+
+/// Writes main-state entries from [`state_chunk`] of other stores into `store` (a new
+/// worker's store being built by a rescale); anything else is refused.
+pub fn put_state<S: Store>(store: &mut S, entries: super::Entries) -> Result<(), String> {
+    let mut batch = Batch::default();
+    for (k, v) in entries {
+        if state_key_group(&k).is_none() || decode_value(&v).is_none() {
+            return Err(format!(
+                "{}: a moved state entry is malformed; the source state dir is damaged",
+                store.location()
+            ));
+        }
+        batch.put(k, v);
+    }
+    store.write(batch).map_err(|e| e.to_string())
+}
+
+/// Seals a store built by a rescale as holding checkpoint `meta.id` of worker `worker`
+/// of `peers`, merged (it was complete on every old worker): the checkpoint's metadata,
+/// its range and the manifest, in one synced batch written last, so a store without a
+/// manifest is one whose building did not finish.
+pub fn seal_rescaled<S: Store>(
+    store: &mut S,
+    worker: usize,
+    peers: usize,
+    mut meta: CheckpointMeta,
+) -> Result<(), String> {
+    let id = meta.id;
+    meta.last = id;
+    meta.written_at_ms = crate::clock::Clock::now_ms();
+    let mut batch = Batch::default();
+    let meta_bytes =
+        bincode::serialize(&meta).map_err(|e| format!("cannot encode checkpoint {id}: {e}"))?;
+    batch.put(u64_key(META, id), meta_bytes);
+    batch.put(u64_key(RANGE, id), id.to_be_bytes().to_vec());
+    let manifest = bincode::serialize(&Manifest {
+        format: FORMAT,
+        worker,
+        peers,
+        merged_through: Some(id),
+    })
+    .map_err(|e| format!("cannot encode the manifest: {e}"))?;
+    batch.put(MANIFEST.to_vec(), manifest);
+    store.write(batch).map_err(|e| e.to_string())
+}
+
 /// Lists what `store` holds (for `statefun checkpoints`).
 pub fn list<S: Store>(store: &S) -> Result<WorkerCheckpoints, String> {
     let manifest = read_manifest(store)?;

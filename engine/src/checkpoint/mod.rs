@@ -36,6 +36,7 @@
 
 mod durable;
 mod evidence;
+pub mod rescale;
 mod rocks;
 mod store;
 
@@ -45,8 +46,9 @@ use statefun_sdk::EgressMessage;
 use crate::state::StateBackend;
 
 pub use durable::{
-    list, position_at, source_positions, CheckpointInfo, CheckpointMeta, CheckpointStats,
-    DurableBackend, Manifest, Recovered, WorkerCheckpoints,
+    list, position_at, put_state, seal_rescaled, source_positions, state_chunk, state_key_group,
+    CheckpointInfo, CheckpointMeta, CheckpointStats, DurableBackend, Manifest, Recovered,
+    WorkerCheckpoints,
 };
 pub use evidence::{Evidence, Verdict};
 pub use rocks::{RocksOptions, RocksStore};
@@ -82,7 +84,7 @@ impl<S: Store> CheckpointBackend for DurableBackend<S> {
 
 /// Bits of a checkpoint id that hold the epoch; the rest hold the run generation.
 const EPOCH_BITS: u32 = 42;
-const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
+pub(crate) const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
 
 /// Which epochs are checkpoints, and the id of each checkpoint.
 ///
@@ -223,8 +225,7 @@ pub fn agree(reports: &[WorkerReport], peers: usize) -> Result<Option<u64>, Stri
     if let Some(r) = reports.iter().find(|r| r.peers.is_some_and(|p| p != peers)) {
         return Err(format!(
             "the state was written by a job with {} workers, but this job has {peers}: \
-             restart with {} workers in total (-w threads × -n processes), or start from an empty --state-dir \
-             (redistributing key groups to another worker count is not supported yet)",
+             restart with {} workers in total (-w threads × -n processes), or start from an empty --state-dir",
             r.peers.unwrap_or(0),
             r.peers.unwrap_or(0)
         ));
@@ -364,7 +365,7 @@ pub fn describe_dirs(state_dirs: &[std::path::PathBuf]) -> Result<String, String
 
 /// The key groups worker `n` of `peers` holds, as `lo..=hi` (contiguous ranges, see
 /// [`crate::keygroup`]).
-fn key_groups_of(n: usize, peers: usize) -> String {
+pub(crate) fn key_groups_of(n: usize, peers: usize) -> String {
     use crate::keygroup::{worker_for_key_group, KEY_GROUPS};
     let mine: Vec<u32> = (0..KEY_GROUPS)
         .filter(|g| worker_for_key_group(*g, peers.max(1)) == n)
@@ -381,7 +382,10 @@ type Opened = Result<(DurableBackend<RocksStore>, WorkerReport), String>;
 /// Worker `n`'s store at `path`, opened read-only: its listing, and the report
 /// recovery's own open makes of it (so tools say what a restart does by the rule a
 /// restart applies).
-fn open_read_only(n: usize, path: &std::path::Path) -> Result<(WorkerCheckpoints, Opened), String> {
+pub(crate) fn open_read_only(
+    n: usize,
+    path: &std::path::Path,
+) -> Result<(WorkerCheckpoints, Opened), String> {
     let store = RocksStore::open_read_only(path).map_err(|e| e.to_string())?;
     let listing = list(&store)?;
     let peers = listing.manifest.as_ref().map_or(0, |m| m.peers);
@@ -430,7 +434,9 @@ fn workers_of(
 }
 
 /// The `worker-N` databases of a state directory, by worker.
-fn worker_dirs(state_dir: &std::path::Path) -> Result<Vec<(usize, std::path::PathBuf)>, String> {
+pub(crate) fn worker_dirs(
+    state_dir: &std::path::Path,
+) -> Result<Vec<(usize, std::path::PathBuf)>, String> {
     let entries = std::fs::read_dir(state_dir).map_err(|e| {
         format!(
             "cannot read the state directory {}: {e}; give the --state-dir of a run",

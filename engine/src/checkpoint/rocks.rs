@@ -142,6 +142,28 @@ impl Store for RocksStore {
         Ok(out)
     }
 
+    fn scan_chunk(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let mut out = Vec::new();
+        let from = after.unwrap_or(prefix);
+        let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
+        for item in self.db.iterator(mode) {
+            let (k, v) = item.map_err(|e| self.error("scanning", e))?;
+            if after.is_some_and(|a| &k[..] <= a) {
+                continue;
+            }
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
     fn write(&mut self, batch: Batch) -> Result<(), StoreError> {
         let mut wb = WriteBatch::default();
         for op in batch.ops() {

@@ -93,6 +93,15 @@ pub trait Store: 'static {
     fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+    /// At most `limit` entries whose key starts with `prefix` and sorts after `after`
+    /// (from the first when `None`), in key order: a scan in bounded pieces, for moving
+    /// state larger than memory (a rescale).
+    fn scan_chunk(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError>;
     /// Applies `batch` atomically and durably (synced to disk) before returning.
     fn write(&mut self, batch: Batch) -> Result<(), StoreError>;
     /// An estimate of the number of keys.
@@ -172,6 +181,28 @@ impl Store for MemoryStore {
             .data
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn scan_chunk(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        Ok(self
+            .lock()
+            .data
+            .range((start, Bound::Unbounded))
+            .skip_while(|(k, _)| k.as_slice() < prefix)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }

@@ -12,7 +12,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 use timely::worker::Worker;
 
-use crate::checkpoint::{Evidence, Schedule, WorkerReport};
+use crate::checkpoint::{Evidence, Schedule};
 use crate::shared::Shared;
 
 /// The outer-scope time at which function operators announce that they finished.
@@ -206,15 +206,19 @@ pub(crate) fn take_peer_stop(shared: &Shared, worker: usize, failure: Option<&st
     }
 }
 
-/// Every worker's report, exchanged before the main dataflow is built.
-pub(crate) fn exchange_reports(worker: &mut Worker, report: WorkerReport) -> Vec<WorkerReport> {
+/// Every worker's `report`, exchanged before the main dataflow is built (every worker
+/// must call it the same number of times: it waits for all of them).
+pub(crate) fn exchange_all<T: timely::ExchangeData + Clone>(
+    worker: &mut Worker,
+    report: T,
+) -> Vec<T> {
     let heard = Rc::new(RefCell::new(Vec::new()));
     let sink = heard.clone();
     let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-        let (input, stream) = scope.new_input::<Vec<WorkerReport>>();
+        let (input, stream) = scope.new_input::<Vec<T>>();
         let (probe, _) = stream
             .broadcast()
-            .inspect(move |r: &WorkerReport| sink.borrow_mut().push(r.clone()))
+            .inspect(move |r: &T| sink.borrow_mut().push(r.clone()))
             .probe();
         (input, probe)
     });

@@ -21,6 +21,7 @@
 pub mod baseline;
 pub mod checkpointing;
 mod function;
+mod rescale;
 mod sink;
 mod source;
 mod stop;
@@ -40,6 +41,7 @@ use timely::{CommunicationConfig, WorkerConfig};
 use statefun_sdk::EgressMessage;
 
 use crate::app::{Application, Durability};
+use crate::checkpoint::rescale::Decision;
 use crate::checkpoint::{agree, DurableBackend, RocksOptions, RocksStore, Schedule, WorkerReport};
 use crate::envelope::Envelope;
 use crate::shared::{Metrics, Shared};
@@ -316,6 +318,7 @@ pub fn run(
     log_interval: Duration,
 ) -> Result<RunReport, String> {
     let config = cluster.timely_config()?;
+    let local_workers = cluster.workers.max(1);
     let started = Instant::now();
     let worker_shared = shared.clone();
     let durability = app.settings.durability.clone();
@@ -350,7 +353,7 @@ pub fn run(
                 })
             }
             Some(d) => {
-                let Some((durable, recovered)) = recover(worker, d, &shared) else {
+                let Some((durable, recovered)) = recover(worker, d, &shared, &app, local_workers) else {
                     return;
                 };
                 let every = (d.checkpoint_interval.as_millis()
@@ -469,10 +472,16 @@ fn forget_outboxes(d: &Durability, index: usize, peers: usize) -> Result<(), Str
 /// Opens this worker's durable state, agrees with every worker on the
 /// checkpoint to restore, and restores it. `None` (after failing the job)
 /// if any worker cannot; every worker then returns, so none waits forever.
+///
+/// When the state was written by another number of workers, the workers first
+/// rescale it (`rescale`, decided by [`crate::checkpoint::rescale::decide`]) and then
+/// restore as usual.
 fn recover(
     worker: &mut timely::worker::Worker,
     durability: &Durability,
     shared: &Shared,
+    app: &Arc<Application>,
+    local_workers: usize,
 ) -> Option<(
     DurableBackend<RocksStore>,
     Option<crate::checkpoint::Recovered>,
@@ -490,15 +499,71 @@ fn recover(
         merged: false,
         missing: false,
     };
-    let missing = !path.exists();
-    let opened = RocksStore::open(&path, &options)
-        .map_err(|e| e.to_string())
-        .and_then(|store| DurableBackend::open(store, index, peers));
-    let (mut backend, report) = match opened {
-        Ok((backend, report)) => (Some(backend), WorkerReport { missing, ..report }),
-        Err(e) => (None, failed(e)),
+    let fail = |e: String| {
+        shared.fail(format!(
+            "cannot restore from {}: {e}",
+            durability.state_dir.display()
+        ))
     };
-    let reports = checkpointing::exchange_reports(worker, report);
+    let mut rescaled = false;
+    let (mut backend, reports, missing) = loop {
+        let missing = !path.exists();
+        let opened = RocksStore::open(&path, &options)
+            .map_err(|e| e.to_string())
+            .and_then(|store| DurableBackend::open(store, index, peers));
+        let (backend, report) = match opened {
+            Ok((backend, report)) => (Some(backend), WorkerReport { missing, ..report }),
+            Err(e) => (None, failed(e)),
+        };
+        let inventory = rescale::inventory(
+            &durability.state_dir,
+            index,
+            peers,
+            local_workers,
+            report.clone(),
+        );
+        let inventories = checkpointing::exchange_all(worker, inventory);
+        let decision = crate::checkpoint::rescale::decide(&inventories, peers);
+        let holds_nothing = report.peers.is_none() && report.restorable.is_empty();
+        let (plan, finish) = match decision {
+            Ok(Decision::Keep) => {
+                let reports = inventories
+                    .into_iter()
+                    .filter_map(|i| i.found.into_iter().find(|f| f.own))
+                    .map(|f| f.report)
+                    .collect::<Vec<_>>();
+                break (backend, reports, missing);
+            }
+            Ok(Decision::Rescale(plan)) => (plan, false),
+            Ok(Decision::Finish(plan)) => (plan, true),
+            Err(e) => {
+                if missing {
+                    // Leave no new empty directory behind: the next start must
+                    // see it missing again, not as a worker that wrote nothing.
+                    drop(backend);
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+                fail(e);
+                return None;
+            }
+        };
+        // The rescale opens the databases itself; a new worker's empty one makes room
+        // for the database the rescale builds.
+        drop(backend);
+        if holds_nothing {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+        let result = if rescaled {
+            Err("the rescale did not take effect (the state directories changed while the job started)".to_string())
+        } else {
+            rescale::carry_out(worker, durability, app, shared, &plan, finish)
+        };
+        if let Err(e) = result {
+            fail(e);
+            return None;
+        }
+        rescaled = true;
+    };
     let agreed = match agree(&reports, peers) {
         Ok(agreed) => agreed,
         Err(e) => {
@@ -508,10 +573,7 @@ fn recover(
                 drop(backend.take());
                 let _ = std::fs::remove_dir_all(&path);
             }
-            shared.fail(format!(
-                "cannot restore from {}: {e}",
-                durability.state_dir.display()
-            ));
+            fail(e);
             return None;
         }
     };
@@ -531,12 +593,9 @@ fn recover(
         },
         Err(e) => failed(e.clone()),
     };
-    let statuses = checkpointing::exchange_reports(worker, status);
+    let statuses = checkpointing::exchange_all(worker, status);
     if let Some(e) = statuses.iter().find_map(|r| r.error.as_ref()) {
-        shared.fail(format!(
-            "cannot restore from {}: {e}",
-            durability.state_dir.display()
-        ));
+        fail(e.clone());
         return None;
     }
     let (backend, recovered) = (backend?, restored.ok()?);

@@ -76,7 +76,7 @@ fn split_single_writers<'s>(
 
 /// Opens the sinks this operator writes on worker `index`: the
 /// single-writer ones on worker 0, or every other one on each worker.
-fn open_sinks(
+pub(crate) fn open_sinks(
     app: &Application,
     single_writers: bool,
     index: usize,
@@ -279,29 +279,7 @@ where
                         return;
                     }
                     replayed = true;
-                    replay.sort_by_key(|(checkpoint, _)| *checkpoint);
-                    let through = replay.last().map(|(c, _)| *c);
-                    let mut batch: Vec<(u64, Vec<EgressMessage>)> = Vec::new();
-                    let mut by_sink: BTreeMap<TypeName, (u64, u64)> = BTreeMap::new();
-                    for (checkpoint, message) in replay.drain(..) {
-                        let Some(sink) = sinks.get(&message.egress) else { continue };
-                        if sink.delivered().is_some_and(|d| checkpoint <= d) {
-                            by_sink.entry(message.egress.clone()).or_default().1 += 1;
-                            continue;
-                        }
-                        by_sink.entry(message.egress.clone()).or_default().0 += 1;
-                        match batch.last_mut() {
-                            Some((c, records)) if *c == checkpoint => records.push(message),
-                            _ => batch.push((checkpoint, vec![message])),
-                        }
-                    }
-                    for (egress, (sent, skipped)) in &by_sink {
-                        tracing::info!(%egress, redelivered = sent, skipped_as_delivered = skipped,
-                            "egress records of restored checkpoints");
-                    }
-                    if let Some(through) = through {
-                        deliver(&mut sinks, batch, labels, Some(through), &shared);
-                    }
+                    redeliver(&mut sinks, std::mem::take(&mut replay), labels, &shared);
                 }
                 // No token can arrive any more for checkpoints before the
                 // control frontier: one missing there was never written, and
@@ -368,6 +346,43 @@ where
             }
         },
     )
+}
+
+/// Delivers the egress records of restored checkpoints, `(checkpoint, record)`, that
+/// `sinks` did not deliver before (exactly-once sinks know what they delivered; the others
+/// write everything again), oldest checkpoint first, and commits them as the newest.
+/// `labels` as for [`deliver`].
+pub(crate) fn redeliver(
+    sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
+    mut replay: Vec<(u64, EgressMessage)>,
+    labels: Option<usize>,
+    shared: &Shared,
+) {
+    replay.sort_by_key(|(checkpoint, _)| *checkpoint);
+    let through = replay.last().map(|(c, _)| *c);
+    let mut batch: Vec<(u64, Vec<EgressMessage>)> = Vec::new();
+    let mut by_sink: BTreeMap<TypeName, (u64, u64)> = BTreeMap::new();
+    for (checkpoint, message) in replay {
+        let Some(sink) = sinks.get(&message.egress) else {
+            continue;
+        };
+        if sink.delivered().is_some_and(|d| checkpoint <= d) {
+            by_sink.entry(message.egress.clone()).or_default().1 += 1;
+            continue;
+        }
+        by_sink.entry(message.egress.clone()).or_default().0 += 1;
+        match batch.last_mut() {
+            Some((c, records)) if *c == checkpoint => records.push(message),
+            _ => batch.push((checkpoint, vec![message])),
+        }
+    }
+    for (egress, (sent, skipped)) in &by_sink {
+        tracing::info!(%egress, redelivered = sent, skipped_as_delivered = skipped,
+            "egress records of restored checkpoints");
+    }
+    if let Some(through) = through {
+        deliver(sinks, batch, labels, Some(through), shared);
+    }
 }
 
 /// Delivers (and commits, as checkpoint `c`) the records of `pending` of

@@ -26,8 +26,16 @@ pub const AUDIT: &str = "crash/audit";
 pub const OUT: &str = "crash/out";
 /// How many audit instances the counters spread over.
 pub const AUDITS: u32 = 7;
-/// The delay of a counter's tick message.
+/// The delay of a counter's tick message (`CRASH_TICK_MS` overrides it, so that a test
+/// can stop the job with ticks still pending).
 pub const TICK: Duration = Duration::from_millis(30);
+
+fn tick_delay() -> Duration {
+    std::env::var("CRASH_TICK_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(TICK, Duration::from_millis)
+}
 
 fn count() -> ValueSpec<IntType> {
     ValueSpec::new("count", IntType)
@@ -99,7 +107,7 @@ fn counter(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError>
     let tick = MessageBuilder::for_address(TypeName::parse(COUNTER)?, id)
         .with_string("tick")
         .build()?;
-    ctx.send_after(TICK, tick);
+    ctx.send_after(tick_delay(), tick);
     Ok(())
 }
 

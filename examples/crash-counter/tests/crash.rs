@@ -115,19 +115,7 @@ impl Job {
                 .map(|m| m.len())
                 .unwrap_or(0),
             Output::Kafka { bootstrap, topic } => {
-                use rdkafka::consumer::Consumer as _;
-                let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-                    .set("bootstrap.servers", bootstrap)
-                    .create()
-                    .expect("Kafka consumer");
-                (0..2)
-                    .filter_map(|p| {
-                        consumer
-                            .fetch_watermarks(topic, p, Duration::from_secs(10))
-                            .ok()
-                    })
-                    .map(|(_, high)| high.max(0) as u64)
-                    .sum()
+                statefun_testkit::kafka::high_watermarks(bootstrap, topic)
             }
         }
     }

@@ -281,20 +281,58 @@ fn expired_state_is_gone_after_a_restart() {
     );
 }
 
+/// A restart with another worker count rescales: counts go on from the state, whatever
+/// worker holds each key now, and the file source resumes after the lines already read.
 #[test]
-fn another_worker_count_is_refused_with_what_to_do() {
-    let app = App::new(&lines(&["a", "b", "c"]));
+fn the_state_rescales_to_any_worker_count() {
+    let keys = ["a", "b", "c", "d", "e", "f", "g"];
+    let app = App::new(&lines(&keys));
     let registry = registry(None);
+    let mut rounds = 1;
     app.run(&registry, 1).unwrap();
-    let err = app.run(&registry, 2).unwrap_err().to_string();
+    for workers in [3, 2, 4, 1, 2] {
+        app.append(&lines(&keys));
+        rounds += 1;
+        let report = app.run(&registry, workers).unwrap();
+        assert_eq!(report.records_in, keys.len() as u64, "{workers} workers");
+        let mut want: Vec<String> = keys
+            .iter()
+            .flat_map(|k| (1..=rounds).map(move |n| format!("{k} {n}")))
+            .collect();
+        want.sort();
+        assert_eq!(app.output(), want, "after rescaling to {workers} workers");
+    }
+}
+
+/// A generator's sequence is split by worker count: its job refuses to rescale, saying
+/// so, and leaves the state as it was for the old count.
+#[test]
+fn a_generator_job_refuses_to_rescale_and_changes_nothing() {
+    let app = App::new("");
+    std::fs::write(
+        app.path("module.yaml"),
+        "kind: io.statefun-rs.generator.v1/ingress\nspec:\n  id: test/in\n  valueType: io.statefun.types/string\n  \
+         keys: 5\n  count: 50\n  targets:\n    - test/counter\n---\nkind: io.statefun-rs.file.v1/egress\nspec:\n  \
+         id: test/out\n  path: out.jsonl\n  deliverySemantic: exactly-once\n",
+    )
+    .unwrap();
+    let registry = registry(None);
+    app.run(&registry, 2).unwrap();
+    let err = app.run(&registry, 3).unwrap_err().to_string();
     assert!(
-        err.contains("1 workers") && err.contains("this job has 2"),
+        err.contains("cannot rescale a generator") && err.contains("test/in"),
         "{err}"
     );
-    // Nothing was lost: the original worker count still resumes.
-    app.append(&lines(&["a"]));
-    app.run(&registry, 1).unwrap();
-    assert!(app.output().contains(&"a 2".to_string()));
+    assert!(
+        !app.path("state/rescale").exists(),
+        "nothing half-built is left"
+    );
+    app.run(&registry, 2).unwrap();
+    assert_eq!(
+        app.output().len(),
+        50,
+        "the old count resumes, nothing doubled"
+    );
 }
 
 #[test]

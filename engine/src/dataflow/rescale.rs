@@ -193,7 +193,12 @@ pub(crate) fn carry_out(
     // stops at the same one.
     if !finish {
         let built = build(worker, durability, app, shared, plan);
-        barrier(worker, built)?;
+        if let Err(e) = barrier(worker, built) {
+            // Nothing is committed: the old databases stay, the half-built one goes.
+            let _ = std::fs::remove_dir_all(staged_db(dir, index));
+            let _ = std::fs::remove_dir(staging(dir));
+            return Err(e);
+        }
         crate::failpoint::hit("rescale-before-commit");
         let marked = write_marker(dir, index, plan);
         barrier(worker, marked)?;

@@ -439,3 +439,39 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a file");
     }
 }
+
+/// A cluster of 8 processes × 1 worker on loopback (timely over TCP, each process its own
+/// state dir as on 8 machines), stopped and rescaled to 3 processes: the 5 directories of
+/// the processes that go are copied into those of the 3 that stay.
+#[test]
+fn eight_processes_rescale_to_three() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut app = App::new(dir.path(), Output::File);
+    let dirs: Vec<String> = (0..8).map(|p| format!("state{p}")).collect();
+    let dirs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+    app.append(400);
+    let eight = Shape {
+        processes: 8,
+        workers: 1,
+    };
+    app.run_and_stop(eight, &dirs);
+    let (delayed, workers) = app.pending_delayed(&dirs);
+    assert!(
+        workers == 8 && delayed > 0,
+        "{delayed} delayed, {workers} workers"
+    );
+    for k in 3..8 {
+        copy_dir(
+            &dir.path().join(format!("state{k}/worker-{k}")),
+            &dir.path().join(format!("state{}/worker-{k}", k % 3)),
+        );
+    }
+    app.append(400);
+    let three = Shape {
+        processes: 3,
+        workers: 1,
+    };
+    app.finish(three, &dirs[..3]);
+    app.check();
+}

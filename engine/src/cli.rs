@@ -80,9 +80,11 @@ enum KafkaCommand {
         /// The module.yaml file.
         module: PathBuf,
         /// The job's state directory (`--state-dir` of `run`): positions come from the
-        /// checkpoint a restart would resume from. Without it, from the consumer group.
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        /// checkpoint a restart would resume from. Given once per process of a cluster
+        /// whose processes keep their own (copied or mounted together), they are read as
+        /// one job. Without it, from the consumer group.
+        #[arg(long = "state-dir")]
+        state_dir: Vec<PathBuf>,
     },
 }
 
@@ -263,7 +265,7 @@ where
         },
         Command::Kafka {
             command: KafkaCommand::Lag { module, state_dir },
-        } => print_report(kafka_lag(&module, state_dir.as_deref())),
+        } => print_report(kafka_lag(&module, &state_dir)),
         Command::Checkpoints { state_dirs } => {
             print_report(crate::checkpoint::describe_dirs(&state_dirs))
         }
@@ -337,17 +339,19 @@ fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) 
 }
 
 /// The `statefun kafka lag` report of every Kafka ingress of `module`.
-fn kafka_lag(
-    module: &std::path::Path,
-    state_dir: Option<&std::path::Path>,
-) -> Result<String, String> {
+fn kafka_lag(module: &std::path::Path, state_dirs: &[PathBuf]) -> Result<String, String> {
     use statefun_connectors::kafka::{decode_kafka_positions, KafkaSource, PositionFrom};
     use std::fmt::Write;
     let module = statefun_module::load_file(module).map_err(|d| d.to_string())?;
-    let resume = match state_dir {
-        Some(dir) => crate::checkpoint::resume_positions(&[dir.to_path_buf()])?,
-        None => None,
+    let resume = match state_dirs {
+        [] => None,
+        dirs => crate::checkpoint::resume_positions(dirs)?,
     };
+    let dirs = state_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut out = String::new();
     let mut any = false;
     for ingress in &module.ingresses {
@@ -375,15 +379,10 @@ fn kafka_lag(
         }
         let rows =
             KafkaSource::lag(&ingress.id, &spec, &checkpointed).map_err(|e| e.to_string())?;
-        let source = match (&resume, state_dir) {
-            (Some(r), Some(dir)) => {
-                format!("checkpoint {} of {}", r.checkpoint, dir.display())
-            }
-            (None, Some(dir)) => format!(
-                "no complete checkpoint in {}; consumer group offsets",
-                dir.display()
-            ),
-            (_, None) => "consumer group offsets".to_string(),
+        let source = match (&resume, state_dirs.is_empty()) {
+            (Some(r), false) => format!("checkpoint {} of {dirs}", r.checkpoint),
+            (None, false) => format!("no complete checkpoint in {dirs}; consumer group offsets"),
+            (_, true) => "consumer group offsets".to_string(),
         };
         let _ = writeln!(
             out,

@@ -288,11 +288,9 @@ fn the_state_rescales_to_any_worker_count() {
     let keys = ["a", "b", "c", "d", "e", "f", "g"];
     let app = App::new(&lines(&keys));
     let registry = registry(None);
-    let mut rounds = 1;
     app.run(&registry, 1).unwrap();
-    for workers in [3, 2, 4, 1, 2] {
+    for (rounds, workers) in (2..).zip([3, 2, 4, 1, 2]) {
         app.append(&lines(&keys));
-        rounds += 1;
         let report = app.run(&registry, workers).unwrap();
         assert_eq!(report.records_in, keys.len() as u64, "{workers} workers");
         let mut want: Vec<String> = keys

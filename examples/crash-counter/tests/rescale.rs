@@ -30,8 +30,17 @@ enum Output {
     Kafka { bootstrap: String, topic: String },
 }
 
+/// Where the records come from.
+enum Input {
+    /// `in.txt`, appended to between runs (followed while a run runs).
+    File,
+    /// A 4-partition topic, produced to between runs.
+    Kafka { bootstrap: String, topic: String },
+}
+
 struct App {
     dir: PathBuf,
+    input: Input,
     output: Output,
     records: u64,
 }
@@ -45,8 +54,13 @@ struct Shape {
 
 impl App {
     fn new(dir: &Path, output: Output) -> App {
+        App::reading(dir, Input::File, output)
+    }
+
+    fn reading(dir: &Path, input: Input, output: Output) -> App {
         let app = App {
             dir: dir.to_path_buf(),
+            input,
             output,
             records: 0,
         };
@@ -66,27 +80,58 @@ impl App {
                  - transactional.id: {topic}\n    - statefun.progress.topic: {topic}-progress\n"
             ),
         };
+        let ingress = match &self.input {
+            Input::File => format!(
+                "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: rescale/in\n  path: in.txt\n  \
+                 valueType: io.statefun.types/string\n  follow: {follow}\n  targets:\n    - {COUNTER}\n"
+            ),
+            Input::Kafka { bootstrap, topic } => format!(
+                "kind: io.statefun.kafka.v1/ingress\nspec:\n  id: rescale/in\n  address: {bootstrap}\n  \
+                 consumerGroupId: {topic}\n  startupPosition: {{ type: earliest }}\n  topics:\n    - topic: {topic}\n      \
+                 valueType: io.statefun.types/string\n      targets: [{COUNTER}]\n"
+            ),
+        };
         std::fs::write(
             self.dir.join("module.yaml"),
-            format!(
-                "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: rescale/in\n  path: in.txt\n  \
-                 valueType: io.statefun.types/string\n  follow: {follow}\n  targets:\n    - {COUNTER}\n---\n{egress}"
-            ),
+            format!("{ingress}---\n{egress}"),
         )
         .expect("write module.yaml");
     }
 
-    /// Appends `n` more records (keys round-robin over `KEYS`).
+    /// Appends `n` more records (keys round-robin over `KEYS`; over the partitions too).
     fn append(&mut self, n: u64) {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.join("in.txt"))
-            .expect("open the input");
-        let mut text = String::new();
-        for i in self.records..self.records + n {
-            text.push_str(&format!("{}\tv{i}\n", i % KEYS));
+        let records = self.records..self.records + n;
+        match &self.input {
+            Input::File => {
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(self.dir.join("in.txt"))
+                    .expect("open the input");
+                let mut text = String::new();
+                for i in records {
+                    text.push_str(&format!("{}\tv{i}\n", i % KEYS));
+                }
+                f.write_all(text.as_bytes()).expect("append input");
+            }
+            Input::Kafka { bootstrap, topic } => {
+                use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+                let producer: BaseProducer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap)
+                    .create()
+                    .expect("producer");
+                for i in records {
+                    let (key, value) = ((i % KEYS).to_string(), format!("v{i}"));
+                    let record = BaseRecord::to(topic)
+                        .partition((i % 4) as i32)
+                        .key(&key)
+                        .payload(&value);
+                    producer.send(record).expect("queue a record");
+                }
+                producer
+                    .flush(Duration::from_secs(60))
+                    .expect("flush the input");
+            }
         }
-        f.write_all(text.as_bytes()).expect("append input");
         self.records += n;
     }
 
@@ -139,6 +184,17 @@ impl App {
     fn run_and_stop(&self, shape: Shape, state_dirs: &[&str]) {
         let children = self.start(shape, state_dirs, None);
         self.wait_for_output(2 * self.records);
+        for child in children {
+            let status = terminate(child);
+            assert!(status.success(), "a SIGTERMed process exited with {status}");
+        }
+    }
+
+    /// Runs `shape` until every line of the input so far is out (ticks included), then
+    /// stops it with SIGTERM: the last run of a job whose input never ends.
+    fn run_to_completion(&self, shape: Shape, state_dirs: &[&str]) {
+        let children = self.start(shape, state_dirs, None);
+        self.wait_for_output(3 * self.records);
         for child in children {
             let status = terminate(child);
             assert!(status.success(), "a SIGTERMed process exited with {status}");
@@ -473,5 +529,52 @@ fn eight_processes_rescale_to_three() {
         workers: 1,
     };
     app.finish(three, &dirs[..3]);
+    app.check();
+}
+
+/// Kafka partitions move with their key groups' owners: a 4-partition topic read by 2
+/// workers, then 3, then 2 processes × 1 worker with their own state dirs; `kafka lag` given
+/// both directories reads the job as one; every record is counted exactly once.
+#[test]
+fn kafka_partitions_follow_a_rescale() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
+        eprintln!("skipped: no Kafka broker (run ci/install-kafka.sh)");
+        return;
+    };
+    let topic = format!("rescale-in-{}", std::process::id());
+    statefun_testkit::kafka::create_topics(&bootstrap, &[(&topic, 4)]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = Input::Kafka {
+        bootstrap,
+        topic: topic.clone(),
+    };
+    let mut app = App::reading(dir.path(), input, Output::File);
+    let shape = |processes, workers| Shape { processes, workers };
+    app.append(200);
+    app.run_and_stop(shape(1, 2), &["state0"]);
+    app.append(200);
+    app.run_and_stop(shape(1, 3), &["state0"]);
+    // 3 workers → 2 processes: worker-2's directory goes with process 1's (now empty) one.
+    std::fs::create_dir_all(dir.path().join("state1")).expect("state1");
+    std::fs::rename(
+        dir.path().join("state0/worker-2"),
+        dir.path().join("state1/worker-2"),
+    )
+    .expect("move worker-2");
+    app.append(200);
+    let lag = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(dir.path())
+        .args(["kafka", "lag", "module.yaml"])
+        .args(["--state-dir", "state0", "--state-dir", "state1"])
+        .output()
+        .expect("kafka lag");
+    let text = String::from_utf8_lossy(&lag.stdout);
+    assert!(
+        lag.status.success() && text.contains("total lag: 200"),
+        "{text}{}",
+        String::from_utf8_lossy(&lag.stderr)
+    );
+    app.run_to_completion(shape(2, 1), &["state0", "state1"]);
     app.check();
 }

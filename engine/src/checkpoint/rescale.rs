@@ -128,25 +128,28 @@ pub fn decide(inventories: &[Inventory], peers: usize) -> Result<Decision, Strin
         }
         return Ok(Decision::Finish((*plan).clone()));
     }
-    // Per old worker, the database read: its own worker's copy, else the first finder's.
+    // Per old worker, the database read: one that holds something before an empty one
+    // (a worker that never wrote), its own worker's copy before another finder's, then
+    // the lowest finder's. A directory that did not exist is no database at all.
+    let rank = |finder: usize, f: &Found| (!holds(&f.report), !f.own, finder);
     let mut chosen: std::collections::BTreeMap<usize, (usize, &Found)> = Default::default();
     for inv in inventories {
-        // An empty database (a worker that never wrote) carries nothing to choose.
-        for found in inv.found.iter().filter(|f| holds(&f.report)) {
+        for found in inv.found.iter().filter(|f| !f.report.missing) {
             let k = found.report.worker;
-            match chosen.get(&k) {
-                Some((_, f)) if f.own => {}
-                Some((finder, _)) if !found.own && *finder <= inv.worker => {}
-                _ => {
-                    chosen.insert(k, (inv.worker, found));
-                }
+            let better = chosen
+                .get(&k)
+                .is_none_or(|(finder, f)| rank(inv.worker, found) < rank(*finder, f));
+            if better {
+                chosen.insert(k, (inv.worker, found));
             }
         }
     }
-    let holding: Vec<(usize, usize, &WorkerReport)> = chosen
+    let databases: Vec<(usize, usize, &WorkerReport)> = chosen
         .iter()
         .map(|(k, (finder, f))| (*k, *finder, &f.report))
         .collect();
+    let holding: Vec<&(usize, usize, &WorkerReport)> =
+        databases.iter().filter(|(_, _, r)| holds(r)).collect();
     let mut counts: Vec<usize> = holding.iter().filter_map(|(_, _, r)| r.peers).collect();
     counts.sort_unstable();
     counts.dedup();
@@ -169,7 +172,7 @@ pub fn decide(inventories: &[Inventory], peers: usize) -> Result<Decision, Strin
         return Ok(Decision::Keep);
     }
     let missing: Vec<usize> = (0..from)
-        .filter(|k| !holding.iter().any(|(h, _, _)| h == k))
+        .filter(|k| !databases.iter().any(|(h, _, _)| h == k))
         .collect();
     if !missing.is_empty() {
         let named: Vec<String> = missing
@@ -183,17 +186,11 @@ pub fn decide(inventories: &[Inventory], peers: usize) -> Result<Decision, Strin
             named.join(", ")
         ));
     }
-    let reports: Vec<WorkerReport> = holding
-        .iter()
-        .filter(|(k, _, _)| *k < from)
-        .map(|(_, _, r)| (*r).clone())
-        .collect();
+    let old: Vec<&(usize, usize, &WorkerReport)> =
+        databases.iter().filter(|(k, _, _)| *k < from).collect();
+    let reports: Vec<WorkerReport> = old.iter().map(|(_, _, r)| (*r).clone()).collect();
     let checkpoint = agree(&reports, from)?;
-    let readers = holding
-        .iter()
-        .filter(|(k, _, _)| *k < from)
-        .map(|(k, finder, _)| (*k, *finder))
-        .collect();
+    let readers = old.iter().map(|(k, finder, _)| (*k, *finder)).collect();
     Ok(Decision::Rescale(Plan {
         checkpoint,
         from,
@@ -340,6 +337,44 @@ mod tests {
             panic!("{d:?}")
         };
         assert_eq!(plan.checkpoint, None);
+    }
+
+    #[test]
+    fn an_old_worker_that_never_wrote_is_no_missing_database() {
+        // Worker 1 of 2 crashed before its first checkpoint; worker 0's was never
+        // complete everywhere: as a restart would, the rescale starts fresh.
+        let wrote = WorkerReport {
+            merged: false,
+            ..db(0, 2, &[9])
+        };
+        let empty = WorkerReport {
+            peers: None,
+            restorable: vec![],
+            merged: false,
+            ..db(1, 2, &[])
+        };
+        let d = decide(&[inv(0, &[(wrote, true), (empty.clone(), false)])], 1).unwrap();
+        let Decision::Rescale(plan) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            (plan.checkpoint, plan.readers),
+            (None, vec![(0, 0), (1, 0)])
+        );
+        // An own directory created just now (missing before) is not a database.
+        let created = WorkerReport {
+            missing: true,
+            ..empty
+        };
+        let err = decide(
+            &[
+                inv(0, &[(db(0, 2, &[5]), true)]),
+                inv(1, &[(created, true)]),
+            ],
+            3,
+        )
+        .unwrap_err();
+        assert!(err.contains("worker-1"), "{err}");
     }
 
     #[test]

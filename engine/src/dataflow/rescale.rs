@@ -139,9 +139,17 @@ pub(crate) fn inventory(
             if std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none()) {
                 continue;
             }
-            let (_, opened) = crate::checkpoint::open_read_only(k, &path)?;
-            let (_, report) = opened?;
-            inventory.found.push(Found { report, own: false });
+            let opened = crate::checkpoint::open_read_only(k, &path).and_then(|(_, o)| o);
+            match opened {
+                Ok((_, report)) => inventory.found.push(Found { report, own: false }),
+                // Worker `k` of this job reports its own database (in a directory shared
+                // by several processes it may be opening it right now): this copy is only
+                // needed when worker `k` has none.
+                Err(e) if k < peers => {
+                    tracing::debug!(worker = index, database = %path.display(), "not read: {e}")
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     })();

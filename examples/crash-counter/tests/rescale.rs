@@ -340,7 +340,7 @@ const ONE: Shape = Shape {
 };
 
 #[test]
-fn one_process_rescales_from_1_to_4_to_2_workers() {
+fn rescales_from_1_to_4_workers_to_2_processes_sharing_a_dir_to_2_workers() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().expect("temp dir");
     let mut app = App::new(dir.path(), Output::File);
@@ -361,6 +361,19 @@ fn one_process_rescales_from_1_to_4_to_2_workers() {
     let (delayed, workers) = app.pending_delayed(&["state"]);
     assert!(
         workers == 4 && delayed > 0,
+        "{delayed} delayed, {workers} workers"
+    );
+
+    // Two processes sharing the one directory (as on a shared volume): 6 workers.
+    app.append(300);
+    let shared = Shape {
+        processes: 2,
+        workers: 3,
+    };
+    app.run_and_stop(shared, &["state"]);
+    let (delayed, workers) = app.pending_delayed(&["state"]);
+    assert!(
+        workers == 6 && delayed > 0,
         "{delayed} delayed, {workers} workers"
     );
 

@@ -28,6 +28,30 @@ pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
     }
 }
 
+/// Produces `(partition, key, value)` records to `topic` and waits until the broker has
+/// them all.
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = (i32, String, String)>,
+) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("Kafka producer");
+    for (partition, key, value) in records {
+        let record = BaseRecord::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&value);
+        producer.send(record).expect("queue a record");
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("flush the records");
+}
+
 /// The sum of `topic`'s high watermarks over its partitions: how much was written to
 /// it (records, aborted ones and transaction markers included), to wait for progress.
 pub fn high_watermarks(bootstrap: &str, topic: &str) -> u64 {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use example_crash_counter::{expected_lines, COUNTER, OUT};
 
 mod common;
-use common::{kills, seed, Lcg};
+use common::{exit_within, kills, seed, Lcg};
 
 const RECORDS: u64 = 3000;
 const KEYS: u64 = 40;
@@ -76,17 +76,11 @@ impl Job {
         output: Output,
     ) -> Job {
         let egress = match &output {
-            Output::File => format!(
-                "kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {OUT}\n  path: out.jsonl\n  deliverySemantic: exactly-once\n"
-            ),
+            Output::File => common::file_egress(),
             Output::InMemoryFile => format!(
                 "kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {OUT}\n  path: out.jsonl\n"
             ),
-            Output::Kafka { bootstrap, topic } => format!(
-                "kind: io.statefun.kafka.v1/egress\nspec:\n  id: {OUT}\n  address: {bootstrap}\n  \
-                 deliverySemantic: {{ type: exactly-once, transactionTimeout: 60s }}\n  properties:\n    \
-                 - transactional.id: {topic}\n    - statefun.progress.topic: {topic}-progress\n"
-            ),
+            Output::Kafka { bootstrap, topic } => common::kafka_egress(bootstrap, topic),
         };
         std::fs::write(
             dir.join("module.yaml"),
@@ -408,28 +402,6 @@ impl Job {
                 panic!("process {q} ran on for 30 s after `{point}` in process {p}")
             });
         }
-    }
-}
-
-/// Waits up to `limit` for `child` to exit; its status and stderr, or `None`
-/// (and the child killed) if it was still running.
-fn exit_within(child: &mut Child, limit: Duration) -> Option<(std::process::ExitStatus, String)> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
-            return Some((status, err));
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use example_crash_counter::{expected_lines, COUNTER, OUT};
+use example_crash_counter::{expected_lines, COUNTER};
 
 mod common;
-use common::terminate;
+use common::{file_egress, kafka_egress, terminate};
 
 const KEYS: u64 = 40;
 /// Ticks are due this long after their record: a stop soon after input arrives leaves
@@ -71,14 +71,8 @@ impl App {
 
     fn module(&self, follow: bool) {
         let egress = match &self.output {
-            Output::File => format!(
-                "kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {OUT}\n  path: out.jsonl\n  deliverySemantic: exactly-once\n"
-            ),
-            Output::Kafka { bootstrap, topic } => format!(
-                "kind: io.statefun.kafka.v1/egress\nspec:\n  id: {OUT}\n  address: {bootstrap}\n  \
-                 deliverySemantic: {{ type: exactly-once, transactionTimeout: 60s }}\n  properties:\n    \
-                 - transactional.id: {topic}\n    - statefun.progress.topic: {topic}-progress\n"
-            ),
+            Output::File => file_egress(),
+            Output::Kafka { bootstrap, topic } => kafka_egress(bootstrap, topic),
         };
         let ingress = match &self.input {
             Input::File => format!(
@@ -113,24 +107,11 @@ impl App {
                 }
                 f.write_all(text.as_bytes()).expect("append input");
             }
-            Input::Kafka { bootstrap, topic } => {
-                use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-                let producer: BaseProducer = rdkafka::ClientConfig::new()
-                    .set("bootstrap.servers", bootstrap)
-                    .create()
-                    .expect("producer");
-                for i in records {
-                    let (key, value) = ((i % KEYS).to_string(), format!("v{i}"));
-                    let record = BaseRecord::to(topic)
-                        .partition((i % 4) as i32)
-                        .key(&key)
-                        .payload(&value);
-                    producer.send(record).expect("queue a record");
-                }
-                producer
-                    .flush(Duration::from_secs(60))
-                    .expect("flush the input");
-            }
+            Input::Kafka { bootstrap, topic } => statefun_testkit::kafka::produce(
+                bootstrap,
+                topic,
+                records.map(|i| ((i % 4) as i32, (i % KEYS).to_string(), format!("v{i}"))),
+            ),
         }
         self.records += n;
     }
@@ -315,23 +296,8 @@ impl App {
 }
 
 fn exit_within(mut child: Child, limit: Duration) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
-            return (status, err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("a run did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::exit_within(&mut child, limit)
+        .unwrap_or_else(|| panic!("a run did not finish within {limit:?}"))
 }
 
 const ONE: Shape = Shape {

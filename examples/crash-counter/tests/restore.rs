@@ -13,14 +13,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use example_crash_counter::{expected_lines, COUNTER, OUT};
+use example_crash_counter::{expected_lines, COUNTER};
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 mod common;
-use common::terminate;
+use common::{file_egress, terminate};
 
 const KEYS: u64 = 40;
 
@@ -103,11 +102,6 @@ fn check_exact(dir: &Path, expected: &BTreeMap<String, u32>, what: &str) {
     );
 }
 
-/// The exactly-once file egress `out.jsonl` the app's lines go to.
-fn file_egress() -> String {
-    format!("kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {OUT}\n  path: out.jsonl\n  deliverySemantic: exactly-once\n")
-}
-
 /// A `latest` job is stopped; while it is down its topic grows from 2 to 4
 /// partitions and records go into all four. The restarted job resumes the
 /// two partitions its checkpoint knows and reads the two new ones from their
@@ -149,22 +143,12 @@ fn kafka_partitions_added_while_the_job_is_down_are_read_from_the_beginning() {
     ))
     .expect("create partitions");
     assert!(grown.iter().all(|r| r.is_ok()), "grow the topic: {grown:?}");
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("producer");
     let records = 800u64;
-    for s in 0..records {
-        let (key, value) = (format!("k{}", s % KEYS), format!("v{s}"));
-        let record = BaseRecord::to(&input)
-            .partition((s % 4) as i32)
-            .key(&key)
-            .payload(&value);
-        producer.send(record).expect("queue a record");
-    }
-    producer
-        .flush(Duration::from_secs(60))
-        .expect("flush the input");
+    statefun_testkit::kafka::produce(
+        &bootstrap,
+        &input,
+        (0..records).map(|s| ((s % 4) as i32, format!("k{}", s % KEYS), format!("v{s}"))),
+    );
 
     let expected = expected_lines((0..records).map(|s| format!("k{}", s % KEYS)));
     let child = start(dir.path());
@@ -279,24 +263,16 @@ fn kafka_lag_reports_what_a_restart_would_read() {
     let run = format!("restore-lag-{}", std::process::id());
     let input = format!("{run}-in");
     statefun_testkit::kafka::create_topics(&bootstrap, &[(&input, 2)]);
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("producer");
     let produce = |per_partition: [u64; 2]| {
-        let mut keys = Vec::new();
-        for (p, n) in per_partition.iter().enumerate() {
-            for s in 0..*n {
-                let key = format!("k{}", s % KEYS);
-                let record = BaseRecord::to(&input)
-                    .partition(p as i32)
-                    .key(&key)
-                    .payload("v");
-                producer.send(record).expect("queue a record");
-                keys.push(key);
-            }
-        }
-        producer.flush(Duration::from_secs(60)).expect("flush");
+        let records: Vec<(i32, String, String)> = per_partition
+            .iter()
+            .enumerate()
+            .flat_map(|(p, n)| {
+                (0..*n).map(move |s| (p as i32, format!("k{}", s % KEYS), "v".to_string()))
+            })
+            .collect();
+        let keys: Vec<String> = records.iter().map(|(_, k, _)| k.clone()).collect();
+        statefun_testkit::kafka::produce(&bootstrap, &input, records);
         keys
     };
     let dir = tempfile::tempdir().expect("temp dir");

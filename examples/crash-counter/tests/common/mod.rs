@@ -83,6 +83,54 @@ pub fn kill_repeatedly(
     }
 }
 
+/// The exactly-once file egress `out.jsonl` the app's lines go to (module.yaml text).
+#[allow(dead_code)]
+pub fn file_egress() -> String {
+    format!(
+        "kind: io.statefun-rs.file.v1/egress\nspec:\n  id: {}\n  path: out.jsonl\n  deliverySemantic: exactly-once\n",
+        example_crash_counter::OUT
+    )
+}
+
+/// An exactly-once Kafka egress for the app's lines to `topic` (module.yaml text), with
+/// `topic` as the `transactional.id` prefix and `<topic>-progress` as the progress topic,
+/// so that runs of different tests never fence each other.
+#[allow(dead_code)]
+pub fn kafka_egress(bootstrap: &str, topic: &str) -> String {
+    format!(
+        "kind: io.statefun.kafka.v1/egress\nspec:\n  id: {}\n  address: {bootstrap}\n  \
+         deliverySemantic: {{ type: exactly-once, transactionTimeout: 60s }}\n  properties:\n    \
+         - transactional.id: {topic}\n    - statefun.progress.topic: {topic}-progress\n",
+        example_crash_counter::OUT
+    )
+}
+
+/// Waits up to `limit` for `child` to exit: its status and what it wrote to its (piped)
+/// stderr; `None`, after killing it, if it did not exit in time.
+#[allow(dead_code)]
+pub fn exit_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<(std::process::ExitStatus, String)> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            return Some((status, err));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// SIGTERMs `child` (drain, final checkpoint, delivery) and waits up to a
 /// minute for it to exit, killing it after that; its exit status.
 #[allow(dead_code)]

@@ -6,8 +6,11 @@
 //!
 //! | name                      | where                                               |
 //! |---------------------------|-----------------------------------------------------|
-//! | `checkpoint-before-write` | a worker is about to write its checkpoint batch     |
+//! | `checkpoint-before-write` | a worker is about to hand its checkpoint batch over |
+//! | `checkpoint-writing`      | the background writer is about to write a batch (the worker runs on) |
 //! | `checkpoint-after-write`  | the batch is durable; sinks do not know yet         |
+//! | `rescale-before-commit`   | every new database of a rescale is built; no commit marker yet |
+//! | `rescale-mid-commit`      | a rescale's old databases are moved aside; the new ones not yet in place |
 //! | `sink-before-commit`      | a sink wrote (and flushed) records, not its marker  |
 //! | `sink-after-commit`       | a sink committed; the outbox is not yet dropped     |
 //!

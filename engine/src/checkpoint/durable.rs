@@ -16,6 +16,8 @@
 //! id, and the spec name), so the state of a key group is one key range that
 //! a rescale could move.
 
+use std::collections::VecDeque;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -159,12 +161,14 @@ type Changes = FxHashMap<Box<[u8]>, Option<StoredValue>>;
 ///
 /// Reads go through the current checkpoint's window (values read or written
 /// since the last checkpoint), then the changes of written checkpoints not
-/// yet merged, then the store's main state; writes stay in the window until
-/// [`DurableBackend::checkpoint`] writes them. The store therefore only ever
-/// holds checkpointed data, and a crash at any moment leaves it at a
-/// checkpoint.
+/// yet merged, then the changes of batches still being written, then the store's
+/// main state; writes stay in the window until a checkpoint writes them
+/// ([`DurableBackend::checkpoint`], or [`DurableBackend::checkpoint_in_background`],
+/// which hands the batch to a writer thread so that the worker goes on). The store
+/// therefore only ever holds checkpointed data, and a crash at any moment leaves it at
+/// a checkpoint.
 pub struct DurableBackend<S: Store> {
-    store: S,
+    store: Arc<S>,
     worker: usize,
     peers: usize,
     key: Vec<u8>,
@@ -174,6 +178,81 @@ pub struct DurableBackend<S: Store> {
     pending: Vec<(u64, Changes)>,
     merged_through: Option<u64>,
     error: Option<String>,
+    /// Changes of batches handed to the writer and not yet durable, oldest first:
+    /// `(checkpoint id, changes)`. Values a batch moves out of memory (merged
+    /// checkpoints, a dropped window) are read from here until the store has them.
+    writing: VecDeque<(u64, Changes)>,
+    /// The background writer, started by the first background checkpoint.
+    writer: Option<Writer>,
+    /// Checkpoints handed to the writer and not yet reported back, oldest first.
+    submitted: VecDeque<u64>,
+    /// Cached entries kept between checkpoints before the window is dropped.
+    cache_limit: usize,
+    /// Bytes per changed entry in the last batch (to size the next one).
+    entry_bytes: usize,
+}
+
+/// What the writer reports for each batch: `(checkpoint id, how long the write took,
+/// or why it failed)`.
+pub type Written = (u64, Result<Duration, String>);
+
+/// A thread writing checkpoint batches in the order they were handed over, so that the
+/// worker's pause is the time to build a batch, not to make it durable.
+struct Writer {
+    jobs: Option<mpsc::Sender<(u64, Batch)>>,
+    done: mpsc::Receiver<Written>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start<S: Store>(
+        store: Arc<S>,
+        waker: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Writer, String> {
+        let (jobs, queue) = mpsc::channel::<(u64, Batch)>();
+        let (report, done) = mpsc::channel();
+        let location = store.location();
+        let thread = std::thread::Builder::new()
+            .name("statefun-checkpoint-writer".into())
+            .spawn(move || {
+                for (id, batch) in queue {
+                    crate::failpoint::hit("checkpoint-writing");
+                    let started = Instant::now();
+                    let mut batch = batch;
+                    batch.sort();
+                    let result = store
+                        .write(batch)
+                        .map(|()| started.elapsed())
+                        .map_err(|e| e.to_string());
+                    let failed = result.is_err();
+                    if report.send((id, result)).is_err() {
+                        return;
+                    }
+                    waker();
+                    if failed {
+                        // Nothing after a failed batch may be written: it would skip it.
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the checkpoint writer of {location}: {e}"))?;
+        Ok(Writer {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Batches handed over are still written (each atomically): the queue ends, the
+        // thread finishes it.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn u64_key(prefix: u8, id: u64) -> Vec<u8> {
@@ -189,9 +268,22 @@ fn id_of(key: &[u8]) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
-fn encode_value(v: &StoredValue, out: &mut Vec<u8>) {
-    out.extend_from_slice(&v.expires_at_ms.to_be_bytes());
-    out.extend_from_slice(&v.bytes);
+/// Writes `value` at the key made of `key` as main state (expiry, then the bytes; see
+/// [`decode_value`]); `None` deletes it.
+fn put_state_value(batch: &mut Batch, key: &[&[u8]], value: &Option<StoredValue>) {
+    match value {
+        Some(v) => batch.put_parts(key, &[&v.expires_at_ms.to_be_bytes(), &v.bytes]),
+        None => batch.delete_parts(key),
+    }
+}
+
+/// Writes `value` at the key made of `key` as a pending change: `0` for a deletion,
+/// else `1` and the main-state encoding.
+fn put_pending_value(batch: &mut Batch, key: &[&[u8]], value: &Option<StoredValue>) {
+    match value {
+        Some(v) => batch.put_parts(key, &[&[1], &v.expires_at_ms.to_be_bytes(), &v.bytes]),
+        None => batch.put_parts(key, &[&[0]]),
+    }
 }
 
 fn decode_value(bytes: &[u8]) -> Option<StoredValue> {
@@ -202,22 +294,11 @@ fn decode_value(bytes: &[u8]) -> Option<StoredValue> {
     })
 }
 
-fn pending_value(v: &Option<StoredValue>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + v.as_ref().map_or(0, |v| v.bytes.len()));
-    match v {
-        None => out.push(0),
-        Some(v) => {
-            out.push(1);
-            encode_value(v, &mut out);
-        }
-    }
-    out
-}
-
 impl<S: Store> DurableBackend<S> {
     /// Opens worker `worker`'s (of `peers`) state in `store`, reporting what it can restore.
     pub fn open(store: S, worker: usize, peers: usize) -> Result<(Self, WorkerReport), String> {
-        let manifest = read_manifest(&store)?;
+        let store = Arc::new(store);
+        let manifest = read_manifest(&*store)?;
         if let Some(m) = &manifest {
             if m.worker != worker {
                 return Err(format!(
@@ -227,7 +308,7 @@ impl<S: Store> DurableBackend<S> {
                 ));
             }
         }
-        let restorable = ranges(&store)?;
+        let restorable = ranges(&*store)?;
         let report = WorkerReport {
             worker,
             peers: manifest.as_ref().map(|m| m.peers),
@@ -249,6 +330,11 @@ impl<S: Store> DurableBackend<S> {
             pending: Vec::new(),
             merged_through: manifest.and_then(|m| m.merged_through),
             error: None,
+            writing: VecDeque::new(),
+            writer: None,
+            submitted: VecDeque::new(),
+            cache_limit: CACHE_LIMIT,
+            entry_bytes: 64,
         };
         Ok((backend, report))
     }
@@ -261,7 +347,7 @@ impl<S: Store> DurableBackend<S> {
         let Some(id) = id else {
             // A fresh start: anything here is from checkpoints that never
             // completed everywhere (see `agree`), so it goes.
-            if !ranges(&self.store)?.is_empty() {
+            if !ranges(&*self.store)?.is_empty() {
                 let mut batch = Batch::default();
                 batch.delete_range(vec![0], vec![0xff]);
                 self.store.write(batch).map_err(|e| e.to_string())?;
@@ -271,7 +357,7 @@ impl<S: Store> DurableBackend<S> {
             return Ok(None);
         };
         let location = self.store.location();
-        let all = ranges(&self.store)?;
+        let all = ranges(&*self.store)?;
         let metas: Vec<u64> = all.iter().map(|r| r.0).collect();
         let Some(&(first, _)) = all.iter().rev().find(|(lo, hi)| *lo <= id && id <= *hi) else {
             return Err(format!(
@@ -312,7 +398,7 @@ impl<S: Store> DurableBackend<S> {
         self.merged_through = Some(id);
         batch.put(MANIFEST.to_vec(), self.manifest_bytes()?);
         self.store.write(batch).map_err(|e| e.to_string())?;
-        let meta = read_meta(&self.store, first)?;
+        let meta = read_meta(&*self.store, first)?;
         let epoch = id & super::EPOCH_MASK;
         let sources = positions_in(&meta, id);
         let inflight = meta
@@ -343,57 +429,176 @@ impl<S: Store> DurableBackend<S> {
     ///
     /// Also merges the changes of earlier checkpoints up to `complete_through`
     /// (known complete on every worker) into the main state, and drops the
-    /// outboxes of checkpoints up to `delivered_through`.
+    /// outboxes of checkpoints up to `delivered_through`. Batches handed to the
+    /// background writer before are written first.
     pub fn checkpoint(
         &mut self,
-        mut meta: CheckpointMeta,
+        meta: CheckpointMeta,
         outbox: &[EgressMessage],
         complete_through: Option<u64>,
         delivered_through: Option<u64>,
     ) -> Result<CheckpointStats, String> {
         let started = Instant::now();
-        let id = meta.id;
-        let mut batch = Batch::default();
-        let mut changes: Changes = FxHashMap::default();
-        changes.reserve(self.dirty);
-        // Sorted, because RocksDB inserts a batch into its memtable (a skip
-        // list) in batch order: sorted keys reuse the search path of the
-        // previous insert instead of missing the cache on every level.
-        let mut dirty: Vec<(&[u8], &mut Slot)> = self
-            .window
-            .iter_mut()
-            .filter(|(_, slot)| slot.dirty)
-            .map(|(k, slot)| (&k[..], slot))
-            .collect();
-        dirty.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        // A single worker never has to roll back to an older checkpoint than
-        // its newest, so its changes go straight into the main state.
-        let direct = self.peers == 1;
-        let n = dirty.len() as u64;
-        for (k, slot) in dirty {
-            slot.dirty = false;
-            if direct {
-                match &slot.value {
-                    Some(v) => {
-                        let mut value = Vec::with_capacity(8 + v.bytes.len());
-                        encode_value(v, &mut value);
-                        batch.put(k.to_vec(), value);
-                    }
-                    None => batch.delete(k.to_vec()),
+        for (_, result) in self.wait_written() {
+            result?;
+        }
+        let (mut batch, mut stats) =
+            self.prepare(meta, outbox, complete_through, delivered_through)?;
+        batch.sort();
+        self.store.write(batch).map_err(|e| e.to_string())?;
+        self.acknowledge(stats.id);
+        stats.duration = started.elapsed();
+        Ok(stats)
+    }
+
+    /// [`DurableBackend::checkpoint`], with the write left to a background thread: returns
+    /// once the batch is built (`duration` is that time, the worker's pause), and what it
+    /// changed stays readable from memory until the store has it. The checkpoint is
+    /// durable only once [`DurableBackend::poll_written`] or
+    /// [`DurableBackend::wait_written`] reports it; batches are written in the order they
+    /// were handed over, and `waker` is called after each.
+    pub fn checkpoint_in_background(
+        &mut self,
+        meta: CheckpointMeta,
+        outbox: &[EgressMessage],
+        complete_through: Option<u64>,
+        delivered_through: Option<u64>,
+        waker: &Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<CheckpointStats, String> {
+        let (batch, stats) = self.prepare(meta, outbox, complete_through, delivered_through)?;
+        if self.writer.is_none() {
+            self.writer = Some(Writer::start(self.store.clone(), waker.clone())?);
+        }
+        let sent = self
+            .writer
+            .as_ref()
+            .and_then(|w| w.jobs.as_ref())
+            .is_some_and(|jobs| jobs.send((stats.id, batch)).is_ok());
+        if !sent {
+            return Err(format!(
+                "{}: the checkpoint writer stopped (an earlier write failed)",
+                self.store.location()
+            ));
+        }
+        self.submitted.push_back(stats.id);
+        Ok(stats)
+    }
+
+    /// Checkpoints the background writer finished since the last call, oldest first:
+    /// each one's id and write time, or why it failed.
+    pub fn poll_written(&mut self) -> Vec<Written> {
+        let mut out = Vec::new();
+        while let Some(done) = self.writer.as_ref().and_then(|w| w.done.try_recv().ok()) {
+            out.push(done);
+        }
+        self.take(&out);
+        out
+    }
+
+    /// Waits until every checkpoint handed to the background writer is written (or
+    /// failed); what [`DurableBackend::poll_written`] would have reported.
+    pub fn wait_written(&mut self) -> Vec<Written> {
+        let mut out = Vec::new();
+        while !self.submitted.is_empty() {
+            match self.writer.as_ref().map(|w| w.done.recv()) {
+                Some(Ok(done)) => {
+                    self.take(std::slice::from_ref(&done));
+                    out.push(done);
                 }
-                continue;
+                _ => {
+                    let id = self.submitted.pop_front().unwrap_or(0);
+                    out.push((
+                        id,
+                        Err(format!(
+                            "{}: the checkpoint writer stopped",
+                            self.store.location()
+                        )),
+                    ));
+                }
             }
-            let mut pk = Vec::with_capacity(8 + k.len());
-            pk.push(PENDING);
-            pk.extend_from_slice(&id.to_be_bytes());
-            pk.extend_from_slice(&k[1..]);
-            batch.put(pk, pending_value(&slot.value));
-            changes.insert(k.into(), slot.value.clone());
+        }
+        out
+    }
+
+    /// Whether checkpoints handed to the background writer are not reported yet.
+    pub fn writing(&self) -> bool {
+        !self.submitted.is_empty()
+    }
+
+    fn take(&mut self, done: &[Written]) {
+        for (id, result) in done {
+            self.submitted.retain(|s| s != id);
+            if result.is_ok() {
+                self.acknowledge(*id);
+            }
+        }
+    }
+
+    /// Checkpoint `id` is durable: what its batch moved out of memory is in the store.
+    fn acknowledge(&mut self, id: u64) {
+        while self.writing.front().is_some_and(|(w, _)| *w <= id) {
+            self.writing.pop_front();
+        }
+    }
+
+    /// Builds checkpoint `meta.id`'s batch (see [`DurableBackend::checkpoint`]) and
+    /// updates what is kept in memory as if it were written; what the batch moves out of
+    /// memory is kept in `writing` until [`DurableBackend::acknowledge`].
+    fn prepare(
+        &mut self,
+        mut meta: CheckpointMeta,
+        outbox: &[EgressMessage],
+        complete_through: Option<u64>,
+        delivered_through: Option<u64>,
+    ) -> Result<(Batch, CheckpointStats), String> {
+        let started = Instant::now();
+        let id = meta.id;
+        // Sized from the last batch, so the arena is not copied as it grows.
+        let mut batch = Batch::with_capacity(self.dirty * self.entry_bytes, self.dirty + 8);
+        // A single worker never has to roll back to an older checkpoint than
+        // its newest, so its changes go straight into the main state; the
+        // window keeps them readable, unless it is dropped for its size.
+        let direct = self.peers == 1;
+        let dropping = self.window.len() > self.cache_limit;
+        let mut changes: Changes = FxHashMap::default();
+        if !direct || dropping {
+            changes.reserve(self.dirty);
+        }
+        let id_bytes = id.to_be_bytes();
+        let encode = |batch: &mut Batch, k: &[u8], value: &Option<StoredValue>| {
+            if direct {
+                put_state_value(batch, &[k], value);
+            } else {
+                put_pending_value(batch, &[&[PENDING], &id_bytes, &k[1..]], value);
+            }
+        };
+        // In key order, but sorted by the writer (`Batch::sort`), off the worker.
+        let run = batch.len();
+        let mut n = 0u64;
+        if dropping {
+            // The window goes: its changes move (not copied) to where reads find them.
+            for (k, slot) in std::mem::take(&mut self.window) {
+                if slot.dirty {
+                    n += 1;
+                    encode(&mut batch, &k, &slot.value);
+                    changes.insert(k, slot.value);
+                }
+            }
+        } else {
+            for (k, slot) in self.window.iter_mut().filter(|(_, slot)| slot.dirty) {
+                slot.dirty = false;
+                n += 1;
+                encode(&mut batch, k, &slot.value);
+                if !direct {
+                    changes.insert(k.clone(), slot.value.clone());
+                }
+            }
+        }
+        batch.sorted_from(run);
+        if n > 0 {
+            self.entry_bytes = (batch.bytes() / n as usize).max(16);
         }
         self.dirty = 0;
-        if self.window.len() > CACHE_LIMIT {
-            self.window = FxHashMap::default();
-        }
         meta.state_changes = n;
         if direct {
             self.merged_through = Some(id);
@@ -406,19 +611,14 @@ impl<S: Store> DurableBackend<S> {
         if let Some(done) = complete_through {
             while self.pending.first().is_some_and(|(p, _)| *p <= done) {
                 let (p, delta) = self.pending.remove(0);
-                let mut delta: Vec<(Box<[u8]>, Option<StoredValue>)> = delta.into_iter().collect();
-                delta.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                for (k, v) in delta {
-                    match v {
-                        Some(v) => {
-                            let mut value = Vec::with_capacity(8 + v.bytes.len());
-                            encode_value(&v, &mut value);
-                            batch.put(k.into_vec(), value);
-                        }
-                        None => batch.delete(k.into_vec()),
-                    }
+                let run = batch.len();
+                for (k, v) in &delta {
+                    put_state_value(&mut batch, &[k], v);
                 }
+                batch.sorted_from(run);
                 batch.delete_range(u64_key(PENDING, p), u64_key(PENDING, p + 1));
+                // Readable from memory until this batch is in the store.
+                self.writing.push_back((id, delta));
                 self.merged_through = Some(p);
                 merged += 1;
             }
@@ -441,18 +641,24 @@ impl<S: Store> DurableBackend<S> {
             batch.put(u64_key(OUTBOX, id), bytes);
         }
         batch.put(MANIFEST.to_vec(), self.manifest_bytes()?);
-        let bytes = batch.bytes();
-        self.store.write(batch).map_err(|e| e.to_string())?;
-        if !direct {
+        if direct {
+            if dropping {
+                self.writing.push_back((id, changes));
+            }
+        } else {
             self.pending.push((id, changes));
         }
-        Ok(CheckpointStats {
-            id,
-            changes: n,
-            merged,
-            bytes,
-            duration: started.elapsed(),
-        })
+        let bytes = batch.bytes();
+        Ok((
+            batch,
+            CheckpointStats {
+                id,
+                changes: n,
+                merged,
+                bytes,
+                duration: started.elapsed(),
+            },
+        ))
     }
 
     /// Deletes every outbox: all egress records were delivered (after the
@@ -497,9 +703,10 @@ impl<S: Store> DurableBackend<S> {
         k.extend_from_slice(key.spec.as_bytes());
     }
 
-    /// The value of `self.key` below the window: unmerged checkpoints, then the store.
+    /// The value of `self.key` below the window: unmerged checkpoints, then batches being
+    /// written, then the store.
     fn load(&mut self) -> Option<StoredValue> {
-        for (_, changes) in self.pending.iter().rev() {
+        for (_, changes) in self.pending.iter().rev().chain(self.writing.iter().rev()) {
             if let Some(v) = changes.get(&self.key[..]) {
                 return v.clone();
             }
@@ -788,6 +995,91 @@ mod tests {
         DurableBackend::open(store.clone(), 0, 2).unwrap()
     }
 
+    fn waker() -> Arc<dyn Fn() + Send + Sync> {
+        Arc::new(|| {})
+    }
+
+    #[test]
+    fn a_background_write_stays_readable_until_the_store_has_it() {
+        // One worker: changes go straight into the main state.
+        let store = MemoryStore::default();
+        let (mut b, _) = DurableBackend::open(store.clone(), 0, 1).unwrap();
+        b.cache_limit = 0;
+        put(&mut b, "a", 1);
+        store.hold_writes();
+        let stats = b
+            .checkpoint_in_background(meta(10), &[egress(1)], None, None, &waker())
+            .unwrap();
+        assert_eq!((stats.id, stats.changes), (10, 1));
+        assert!(store.is_empty(), "the write is held");
+        assert!(b.poll_written().is_empty());
+        assert_eq!(
+            get(&mut b, "a"),
+            Some(1),
+            "read from the batch being written"
+        );
+        store.release_writes();
+        let done = b.wait_written();
+        assert!(matches!(done.as_slice(), [(10, Ok(_))]), "{done:?}");
+        assert_eq!(get(&mut b, "a"), Some(1));
+        assert!(!store.is_empty());
+
+        // Two workers: a merge moves a checkpoint's changes out of memory.
+        let store = MemoryStore::default();
+        let (mut b, _) = open(&store);
+        b.cache_limit = 0;
+        put(&mut b, "a", 1);
+        b.checkpoint_in_background(meta(10), &[], None, None, &waker())
+            .unwrap();
+        assert!(matches!(b.wait_written().as_slice(), [(10, Ok(_))]));
+        put(&mut b, "b", 2);
+        store.hold_writes();
+        let stats = b
+            .checkpoint_in_background(meta(20), &[], Some(10), None, &waker())
+            .unwrap();
+        assert_eq!(stats.merged, 1);
+        assert_eq!(get(&mut b, "a"), Some(1), "merged, not yet in the store");
+        assert_eq!(get(&mut b, "b"), Some(2));
+        // Two checkpoints in flight are written in order.
+        put(&mut b, "a", 3);
+        b.checkpoint_in_background(meta(30), &[], None, None, &waker())
+            .unwrap();
+        assert_eq!(get(&mut b, "a"), Some(3));
+        store.release_writes();
+        let done: Vec<u64> = b
+            .wait_written()
+            .into_iter()
+            .map(|(id, r)| {
+                assert!(r.is_ok());
+                id
+            })
+            .collect();
+        assert_eq!(done, [20, 30]);
+        drop(b);
+        let (mut b, report) = open(&store);
+        assert_eq!(report.restorable, vec![(10, 10), (20, 20), (30, 30)]);
+        b.restore(Some(30)).unwrap();
+        assert_eq!((get(&mut b, "a"), get(&mut b, "b")), (Some(3), Some(2)));
+    }
+
+    #[test]
+    fn a_failed_background_write_is_reported_and_stops_the_writer() {
+        let store = MemoryStore::default();
+        let (mut b, _) = DurableBackend::open(store.clone(), 0, 1).unwrap();
+        put(&mut b, "a", 1);
+        store.fail_write(1);
+        b.checkpoint_in_background(meta(10), &[], None, None, &waker())
+            .unwrap();
+        let done = b.wait_written();
+        assert!(matches!(done.as_slice(), [(10, Err(_))]), "{done:?}");
+        put(&mut b, "a", 2);
+        // Nothing after a failed batch is written: it would skip it.
+        let next = b.checkpoint_in_background(meta(20), &[], None, None, &waker());
+        let failed = next.is_err() || b.wait_written().iter().any(|(_, r)| r.is_err());
+        assert!(failed);
+        assert!(store.is_empty());
+    }
+
     #[test]
     fn a_single_worker_writes_its_state_directly() {
         let store = MemoryStore::default();
@@ -1068,7 +1360,7 @@ mod tests {
         let err = DurableBackend::open(store.clone(), 1, 2).err().unwrap();
         assert!(err.contains("worker 0, not worker 1"), "{err}");
         // A corrupt checkpoint.
-        let mut s = store.clone();
+        let s = store.clone();
         let mut batch = Batch::default();
         batch.put(u64_key(META, 10), b"garbage".to_vec());
         s.write(batch).unwrap();
@@ -1091,22 +1383,27 @@ mod tests {
 
     #[test]
     fn expired_entries_are_recognised_for_compaction() {
-        let mut value = Vec::new();
-        encode_value(
-            &StoredValue {
-                bytes: [1u8].as_slice().into(),
-                expires_at_ms: 100,
-            },
-            &mut value,
-        );
+        // The value bytes as the batch encodes them.
+        let encoded = |v: StoredValue| -> Vec<u8> {
+            let mut batch = Batch::default();
+            put_state_value(&mut batch, &[b"s"], &Some(v));
+            let value = match batch.ops().next() {
+                Some(crate::checkpoint::store::Op::Put(_, value)) => value.to_vec(),
+                other => panic!("{other:?}"),
+            };
+            value
+        };
+        let value = encoded(StoredValue {
+            bytes: [1u8].as_slice().into(),
+            expires_at_ms: 100,
+        });
         assert!(expired_state_entry(b"sxx", &value, 100));
         assert!(!expired_state_entry(b"sxx", &value, 99));
         assert!(
             !expired_state_entry(b"pxx", &value, 1000),
             "only main state is filtered"
         );
-        let mut never = Vec::new();
-        encode_value(&StoredValue::new(&[1]), &mut never);
+        let never = encoded(StoredValue::new(&[1]));
         assert!(!expired_state_entry(b"sxx", &never, u64::MAX - 1));
     }
 }

@@ -48,7 +48,7 @@ use crate::state::StateBackend;
 pub use durable::{
     list, position_at, put_state, seal_rescaled, source_positions, state_chunk, state_key_group,
     CheckpointInfo, CheckpointMeta, CheckpointStats, DurableBackend, Manifest, Recovered,
-    WorkerCheckpoints,
+    WorkerCheckpoints, Written,
 };
 pub use evidence::{Evidence, Verdict};
 pub use rocks::{RocksOptions, RocksStore};
@@ -60,25 +60,47 @@ pub type SourcePositions = Vec<(String, Vec<(u64, Vec<u8>)>)>;
 
 /// A state backend that can write checkpoints (what the function operator needs).
 pub trait CheckpointBackend: StateBackend {
-    /// Writes checkpoint `meta.id` (see [`DurableBackend::checkpoint`]).
-    fn checkpoint(
+    /// Writes checkpoint `meta.id` in the background (see
+    /// [`DurableBackend::checkpoint_in_background`]); `waker` is called when a write ends.
+    fn checkpoint_in_background(
         &mut self,
         meta: CheckpointMeta,
         outbox: &[EgressMessage],
         complete_through: Option<u64>,
         delivered_through: Option<u64>,
+        waker: &std::sync::Arc<dyn Fn() + Send + Sync>,
     ) -> Result<CheckpointStats, String>;
+    /// Background writes finished since the last call (see [`DurableBackend::poll_written`]).
+    fn poll_written(&mut self) -> Vec<Written>;
+    /// Waits for every background write (see [`DurableBackend::wait_written`]).
+    fn wait_written(&mut self) -> Vec<Written>;
 }
 
 impl<S: Store> CheckpointBackend for DurableBackend<S> {
-    fn checkpoint(
+    fn checkpoint_in_background(
         &mut self,
         meta: CheckpointMeta,
         outbox: &[EgressMessage],
         complete_through: Option<u64>,
         delivered_through: Option<u64>,
+        waker: &std::sync::Arc<dyn Fn() + Send + Sync>,
     ) -> Result<CheckpointStats, String> {
-        DurableBackend::checkpoint(self, meta, outbox, complete_through, delivered_through)
+        DurableBackend::checkpoint_in_background(
+            self,
+            meta,
+            outbox,
+            complete_through,
+            delivered_through,
+            waker,
+        )
+    }
+
+    fn poll_written(&mut self) -> Vec<Written> {
+        DurableBackend::poll_written(self)
+    }
+
+    fn wait_written(&mut self) -> Vec<Written> {
+        DurableBackend::wait_written(self)
     }
 }
 
@@ -290,6 +312,13 @@ pub fn agree(reports: &[WorkerReport], peers: usize) -> Result<Option<u64>, Stri
 /// together) are read as one job; a worker found in two of them is an error naming both.
 pub fn describe_dirs(state_dirs: &[std::path::PathBuf]) -> Result<String, String> {
     use std::fmt::Write;
+    if let Some(plan) = state_dirs.iter().find_map(|d| rescale::interrupted(d)) {
+        return Ok(format!(
+            "a rescale from {} to {} workers was interrupted while it committed: a start with \
+             {} workers in total finishes it\n",
+            plan.from, plan.to, plan.to
+        ));
+    }
     let workers = workers_of(state_dirs)?;
     let now = crate::clock::Clock::now_ms();
     let mut out = String::new();

@@ -71,6 +71,20 @@ impl Plan {
     }
 }
 
+/// The staging area of a rescale inside a state directory: new databases
+/// (`worker-N`), commit markers (`commit-N`) and retired old databases (`retired/`).
+pub const STAGING: &str = "rescale";
+
+/// The plan of a rescale whose commit had started in `state_dir` (a commit marker is
+/// there), for tools: a start with `plan.to` workers finishes it.
+pub fn interrupted(state_dir: &std::path::Path) -> Option<Plan> {
+    let entries = std::fs::read_dir(state_dir.join(STAGING)).ok()?;
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("commit-"))
+        .find_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+}
+
 /// What the workers do before the ordinary restore (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {

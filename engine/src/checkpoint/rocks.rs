@@ -164,7 +164,7 @@ impl Store for RocksStore {
         Ok(out)
     }
 
-    fn write(&mut self, batch: Batch) -> Result<(), StoreError> {
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
         let mut wb = WriteBatch::default();
         for op in batch.ops() {
             match op {
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn compaction_drops_expired_state_from_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+        let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
         let value = |expires: u64| {
             let mut v = expires.to_be_bytes().to_vec();
             v.push(7);

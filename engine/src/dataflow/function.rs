@@ -78,12 +78,16 @@ struct Snapshotter {
     evidence: SharedEvidence,
     /// The checkpoint epoch the operator waits to pass.
     next: u64,
-    /// Held on the egress output at `(next, 0)` until `next` is durable.
+    /// Held on the egress output at `(next, 0)` until `next` is handed to the
+    /// writer (sinks deliver a checkpoint only with every worker's token for it).
     egress_cap: Option<Capability<LoopTime>>,
-    /// Held on the control output at `(next, 0)` until `next` is durable and
-    /// its token sent, so the token stream's frontier passing a checkpoint
-    /// means every token for it has arrived.
+    /// Held on the control output at the oldest checkpoint not yet durable until
+    /// it is and its token sent, so the token stream's frontier passing a
+    /// checkpoint means every token for it has arrived.
     control_cap: Option<Capability<LoopTime>>,
+    /// Checkpoints handed to the background writer, oldest first: `(checkpoint
+    /// epoch, the next checkpoint epoch, id of the write, last checkpoint id it covers)`.
+    writing: std::collections::VecDeque<(u64, u64, u64, u64)>,
     /// Whether this worker told its peers that its process is stopping
     /// (`Some(true)`: with a failure).
     announced: Option<bool>,
@@ -130,6 +134,73 @@ impl Snapshotter {
             worker: index,
             failure,
         });
+    }
+
+    /// Takes the writer's reports (oldest first): for each durable checkpoint its
+    /// token goes out to every worker and the control capability moves to the next
+    /// checkpoint; a failed write fails the job (and no later token goes out).
+    /// Returns whether every reported write succeeded.
+    fn written(
+        &mut self,
+        done: Vec<crate::checkpoint::Written>,
+        control: &mut OutputBuilderSession<'_, LoopTime, CapacityContainerBuilder<Vec<Control>>>,
+        shared: &Shared,
+        index: usize,
+    ) -> bool {
+        let mut all_ok = true;
+        for (id, result) in done {
+            let Some(&(c, next, expected, last)) = self.writing.front() else {
+                continue;
+            };
+            if id != expected {
+                shared.fail(format!(
+                    "worker {index}: the checkpoint writer reported checkpoint {id}, expected {expected}"
+                ));
+                return false;
+            }
+            self.writing.pop_front();
+            match result {
+                Ok(took) if !shared.failed() => {
+                    crate::failpoint::hit("checkpoint-after-write");
+                    let m = &shared.metrics;
+                    Metrics::add(&m.checkpoints, 1);
+                    m.last_checkpoint_id
+                        .fetch_max(last, std::sync::atomic::Ordering::Relaxed);
+                    m.last_checkpoint_us.store(
+                        took.as_micros() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    m.last_checkpoint_at_ms
+                        .store(Clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(
+                        worker = index,
+                        checkpoint = last,
+                        write_us = took.as_micros() as u64,
+                        "checkpoint durable"
+                    );
+                    if c == FINISH_EPOCH {
+                        continue;
+                    }
+                    // The token goes out before the capability moves on: whoever
+                    // sees the frontier pass `c` has it.
+                    if let Some(cc) = self.control_cap.as_mut() {
+                        control.session(&*cc).give(Control::Written {
+                            worker: index,
+                            through: c,
+                        });
+                        cc.downgrade(&(next, 0));
+                    }
+                }
+                Ok(_) => all_ok = false,
+                Err(e) => {
+                    shared.fail(format!(
+                        "worker {index} could not write checkpoint {id}: {e}; the job stops and a restart resumes from the last complete checkpoint"
+                    ));
+                    all_ok = false;
+                }
+            }
+        }
+        all_ok
     }
 
     /// Logs `messages` sent into `epoch` if that is after the pending
@@ -188,6 +259,11 @@ pub(crate) fn functions<'s>(
     let address = builder.operator_info().address;
     let activator = scope.activator_for(address.clone());
     let sync_activator = scope.worker().sync_activator_for(address.to_vec());
+    let write_activator = scope.worker().sync_activator_for(address.to_vec());
+    // The checkpoint writer wakes the operator when a batch is durable.
+    let write_waker: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        let _ = write_activator.activate();
+    });
     // Route by id only, so all function types of one id share a worker.
     let mut input = builder.new_input(
         messages,
@@ -252,6 +328,7 @@ pub(crate) fn functions<'s>(
                     egress_cap,
                     control_cap,
                     announced: None,
+                    writing: std::collections::VecDeque::new(),
                     stash: BTreeMap::new(),
                     inflight: Vec::new(),
                     outbox: Vec::new(),
@@ -524,9 +601,16 @@ pub(crate) fn functions<'s>(
                 shared.fail(format!("worker {index}: {error}"));
             }
 
+            // Checkpoints the writer made durable: their tokens go out, and the
+            // control capability moves past them.
+            if let (Some(s), Backend::Durable(durable)) = (snap.as_mut(), &mut backend) {
+                let done = durable.poll_written();
+                s.written(done, &mut control_handle, &shared, index);
+            }
+
             // The checkpoint: once no message of its epochs can still arrive,
-            // write it, let the sinks know (the egress capability moves on),
-            // and release what was held back.
+            // hand it to the writer, let the sinks go on (they deliver it only
+            // with every worker's token), and release what was held back.
             if let (Some(s), Backend::Durable(durable)) = (snap.as_mut(), &mut backend) {
                 let frontier = &frontiers[0];
                 if s.egress_cap.is_some() && !frontier.less_equal(&(s.next, u32::MAX)) {
@@ -542,6 +626,10 @@ pub(crate) fn functions<'s>(
                     // The final checkpoint is written only if nothing was dropped.
                     let clean = first_epoch.is_some() || (!dropped_work && !shared.failed());
                     let mut ok = true;
+                    let next = match first_epoch {
+                        Some(_) => schedule.next_at_or_after(c + 1),
+                        None => FINISH_EPOCH,
+                    };
                     if clean {
                         // This worker received nothing after `next`, so one
                         // write stands for every checkpoint from `next` to `c`.
@@ -561,24 +649,20 @@ pub(crate) fn functions<'s>(
                             (id(evidence.written.through()), id(evidence.delivered.through()))
                         };
                         crate::failpoint::hit("checkpoint-before-write");
-                        match durable.checkpoint(meta, &s.outbox, complete, delivered) {
+                        match durable.checkpoint_in_background(meta, &s.outbox, complete, delivered, &write_waker) {
                             Ok(stats) => {
-                                crate::failpoint::hit("checkpoint-after-write");
                                 s.outbox.clear();
+                                s.writing.push_back((c, next, stats.id, id));
                                 let m = &shared.metrics;
                                 let us = stats.duration.as_micros() as u64;
-                                Metrics::add(&m.checkpoints, 1);
-                                m.last_checkpoint_id.fetch_max(id, std::sync::atomic::Ordering::Relaxed);
-                                m.last_checkpoint_us.store(us, std::sync::atomic::Ordering::Relaxed);
                                 m.last_checkpoint_bytes.store(stats.bytes as u64, std::sync::atomic::Ordering::Relaxed);
-                                m.last_checkpoint_at_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
                                 if let Ok(mut pauses) = m.checkpoint_pauses_us.lock() {
                                     if pauses.len() < 1_000_000 {
                                         pauses.push(us);
                                     }
                                 }
                                 tracing::debug!(worker = index, checkpoint = id, changes = stats.changes,
-                                    bytes = stats.bytes, merged = stats.merged, us, "checkpoint written");
+                                    bytes = stats.bytes, merged = stats.merged, us, "checkpoint handed to the writer");
                             }
                             Err(e) => {
                                 shared.fail(format!(
@@ -590,13 +674,7 @@ pub(crate) fn functions<'s>(
                     }
                     match first_epoch {
                         Some(_) if ok => {
-                            s.next = schedule.next_at_or_after(c + 1);
-                            // The token goes out before the capabilities move
-                            // on: whoever sees the frontier pass `c` has it.
-                            if let Some(cc) = s.control_cap.as_mut() {
-                                control_handle.session(&*cc).give(Control::Written { worker: index, through: c });
-                                cc.downgrade(&(s.next, 0));
-                            }
+                            s.next = next;
                             if let Some(cap) = s.egress_cap.as_mut() {
                                 cap.downgrade(&(s.next, 0));
                             }
@@ -608,6 +686,11 @@ pub(crate) fn functions<'s>(
                             }
                         }
                         _ => {
+                            // The end: every write finishes (and its token goes
+                            // out) before this worker says it finished.
+                            let done = durable.wait_written();
+                            let written = s.written(done, &mut control_handle, &shared, index);
+                            let ok = ok && written;
                             if first_epoch.is_none() && clean && ok {
                                 tracing::info!(worker = index, checkpoint = id, "final checkpoint written");
                             }

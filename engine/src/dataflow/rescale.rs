@@ -76,7 +76,7 @@ enum Moved {
 
 /// The staging area of a rescale inside a state directory.
 fn staging(state_dir: &Path) -> PathBuf {
-    state_dir.join("rescale")
+    state_dir.join(crate::checkpoint::rescale::STAGING)
 }
 
 fn staged_db(state_dir: &Path, worker: usize) -> PathBuf {

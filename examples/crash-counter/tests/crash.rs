@@ -294,6 +294,7 @@ fn crash_and_recover(workers: usize, processes: usize, default_kills: usize) {
     Job::wait_all(children, Duration::from_secs(20));
     for point in [
         "checkpoint-before-write",
+        "checkpoint-writing",
         "checkpoint-after-write",
         "sink-before-commit",
         "sink-after-commit",

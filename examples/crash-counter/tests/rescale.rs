@@ -439,7 +439,18 @@ fn rescaling_recovers_from_a_crash_and_finishes_an_interrupted_commit() {
         !status.success(),
         "the fail point did not abort the rescale"
     );
-    // Another worker count cannot start from a half-committed rescale...
+    // The listing says what happened and what a start does...
+    let listing = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(&app.dir)
+        .args(["checkpoints", "state"])
+        .output()
+        .expect("run checkpoints");
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        text.contains("a rescale from 2 to 3 workers was interrupted"),
+        "{text}"
+    );
+    // ...another worker count cannot start from a half-committed rescale...
     let child = app.start(two, &["state"], None).remove(0);
     let (status, err) = exit_within(child, Duration::from_secs(60));
     assert!(

@@ -39,7 +39,7 @@ const OUTBOX: u8 = b'o';
 const MANIFEST: &[u8] = b"x";
 /// The on-disk format; bumped on incompatible changes.
 const FORMAT: u32 = 1;
-/// Cached (clean) entries kept between checkpoints before the cache is dropped.
+/// Entries of durable checkpoints' windows kept in memory as a read cache.
 const CACHE_LIMIT: usize = 1 << 20;
 
 /// Whether a raw store entry is main state whose TTL has passed at `now_ms`
@@ -155,7 +155,13 @@ struct Slot {
     dirty: bool,
 }
 
-type Changes = FxHashMap<Box<[u8]>, Option<StoredValue>>;
+/// Values read or written since the last checkpoint, by state key.
+type Window = FxHashMap<Box<[u8]>, Slot>;
+
+/// A window a checkpoint froze: its dirty slots are that checkpoint's changes, and every
+/// slot's value is the current one as of that checkpoint. Shared with the writer, which
+/// encodes it, and read by the worker until the store has it.
+type Frozen = Arc<Window>;
 
 /// A [`StateBackend`] over a durable [`Store`].
 ///
@@ -173,33 +179,94 @@ pub struct DurableBackend<S: Store> {
     peers: usize,
     key: Vec<u8>,
     read: Vec<u8>,
-    window: FxHashMap<Box<[u8]>, Slot>,
+    window: Window,
     dirty: usize,
-    pending: Vec<(u64, Changes)>,
+    /// Windows of written checkpoints not yet merged (several workers), oldest first.
+    pending: Vec<(u64, Frozen)>,
     merged_through: Option<u64>,
     error: Option<String>,
-    /// Changes of batches handed to the writer and not yet durable, oldest first:
-    /// `(checkpoint id, changes)`. Values a batch moves out of memory (merged
-    /// checkpoints, a dropped window) are read from here until the store has them.
-    writing: VecDeque<(u64, Changes)>,
+    /// Windows whose changes are in batches handed to the writer and not yet durable,
+    /// oldest first, by the id of that batch: a single worker's checkpoint windows, and
+    /// merged ones. Read from here until the store has them.
+    writing: VecDeque<(u64, Frozen)>,
+    /// Windows of durable checkpoints kept as a read cache, oldest first, at most
+    /// `cache_limit` entries in all (the oldest go first, so a newer value is never
+    /// hidden behind an older one).
+    recent: VecDeque<Frozen>,
     /// The background writer, started by the first background checkpoint.
     writer: Option<Writer>,
     /// Checkpoints handed to the writer and not yet reported back, oldest first.
     submitted: VecDeque<u64>,
-    /// Cached entries kept between checkpoints before the window is dropped.
+    /// Entries of durable windows kept in `recent`.
     cache_limit: usize,
-    /// Bytes per changed entry in the last batch (to size the next one).
-    entry_bytes: usize,
 }
 
-/// What the writer reports for each batch: `(checkpoint id, how long the write took,
-/// or why it failed)`.
-pub type Written = (u64, Result<Duration, String>);
+/// What the writer reports for each batch: `(checkpoint id, how long encoding and
+/// writing it took and its size in bytes, or why it failed)`.
+pub type Written = (u64, Result<(Duration, usize), String>);
+
+/// What the worker hands the writer thread.
+enum Task {
+    /// Encode and write a checkpoint's batch.
+    Write(Job),
+    /// Free a window the worker no longer needs (off the worker).
+    Free(Frozen),
+}
+
+/// A checkpoint's batch as the worker hands it over: the windows to encode, and the
+/// rest of the batch (metadata, outbox, range deletions) already built.
+struct Job {
+    id: u64,
+    /// This checkpoint's window: its dirty slots go into the main state (one worker)
+    /// or as pending changes of `id` (several).
+    own: Frozen,
+    direct: bool,
+    /// Windows of checkpoints merged by this batch: their dirty slots go into the main
+    /// state.
+    merges: Vec<Frozen>,
+    rest: Batch,
+}
+
+impl Job {
+    /// The batch, changed values in key order (RocksDB inserts a batch into its memtable,
+    /// a skip list, in batch order: sorted keys reuse the search path of the previous
+    /// insert instead of missing the cache on every level).
+    fn encode(self) -> Batch {
+        let changed = self.own.values().filter(|s| s.dirty).count()
+            + self
+                .merges
+                .iter()
+                .map(|m| m.values().filter(|s| s.dirty).count())
+                .sum::<usize>();
+        let mut batch =
+            Batch::with_capacity(changed * 64 + self.rest.bytes(), changed + self.rest.len());
+        let id = self.id.to_be_bytes();
+        let run = batch.len();
+        for (k, slot) in self.own.iter().filter(|(_, s)| s.dirty) {
+            if self.direct {
+                put_state_value(&mut batch, &[k], &slot.value);
+            } else {
+                put_pending_value(&mut batch, &[&[PENDING], &id, &k[1..]], &slot.value);
+            }
+        }
+        batch.sorted_from(run);
+        for merged in &self.merges {
+            let run = batch.len();
+            for (k, slot) in merged.iter().filter(|(_, s)| s.dirty) {
+                put_state_value(&mut batch, &[k], &slot.value);
+            }
+            batch.sorted_from(run);
+        }
+        batch.append(&self.rest);
+        batch.sort();
+        batch
+    }
+}
 
 /// A thread writing checkpoint batches in the order they were handed over, so that the
 /// worker's pause is the time to build a batch, not to make it durable.
 struct Writer {
-    jobs: Option<mpsc::Sender<(u64, Batch)>>,
+    jobs: Option<mpsc::Sender<Task>>,
     done: mpsc::Receiver<Written>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -209,20 +276,29 @@ impl Writer {
         store: Arc<S>,
         waker: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Writer, String> {
-        let (jobs, queue) = mpsc::channel::<(u64, Batch)>();
+        let (jobs, queue) = mpsc::channel::<Task>();
         let (report, done) = mpsc::channel();
         let location = store.location();
         let thread = std::thread::Builder::new()
             .name("statefun-checkpoint-writer".into())
             .spawn(move || {
-                for (id, batch) in queue {
+                for task in queue {
+                    let job = match task {
+                        Task::Write(job) => job,
+                        // Freeing a million entries takes as long as a pause used to.
+                        Task::Free(window) => {
+                            drop(window);
+                            continue;
+                        }
+                    };
                     crate::failpoint::hit("checkpoint-writing");
                     let started = Instant::now();
-                    let mut batch = batch;
-                    batch.sort();
+                    let id = job.id;
+                    let batch = job.encode();
+                    let bytes = batch.bytes();
                     let result = store
                         .write(batch)
-                        .map(|()| started.elapsed())
+                        .map(|()| (started.elapsed(), bytes))
                         .map_err(|e| e.to_string());
                     let failed = result.is_err();
                     if report.send((id, result)).is_err() {
@@ -332,9 +408,9 @@ impl<S: Store> DurableBackend<S> {
             error: None,
             writing: VecDeque::new(),
             writer: None,
+            recent: VecDeque::new(),
             submitted: VecDeque::new(),
             cache_limit: CACHE_LIMIT,
-            entry_bytes: 64,
         };
         Ok((backend, report))
     }
@@ -442,19 +518,20 @@ impl<S: Store> DurableBackend<S> {
         for (_, result) in self.wait_written() {
             result?;
         }
-        let (mut batch, mut stats) =
-            self.prepare(meta, outbox, complete_through, delivered_through)?;
-        batch.sort();
+        let (job, mut stats) = self.prepare(meta, outbox, complete_through, delivered_through)?;
+        let batch = job.encode();
+        stats.bytes = batch.bytes();
         self.store.write(batch).map_err(|e| e.to_string())?;
         self.acknowledge(stats.id);
         stats.duration = started.elapsed();
         Ok(stats)
     }
 
-    /// [`DurableBackend::checkpoint`], with the write left to a background thread: returns
-    /// once the batch is built (`duration` is that time, the worker's pause), and what it
-    /// changed stays readable from memory until the store has it. The checkpoint is
-    /// durable only once [`DurableBackend::poll_written`] or
+    /// [`DurableBackend::checkpoint`], with the batch encoded and written by a background
+    /// thread: returns at once (`duration` is the worker's pause: freezing the window
+    /// and building the checkpoint's metadata, not proportional to the state changed),
+    /// and what the batch holds stays readable from memory until the store has it. The
+    /// checkpoint is durable only once [`DurableBackend::poll_written`] or
     /// [`DurableBackend::wait_written`] reports it; batches are written in the order they
     /// were handed over, and `waker` is called after each.
     pub fn checkpoint_in_background(
@@ -465,7 +542,7 @@ impl<S: Store> DurableBackend<S> {
         delivered_through: Option<u64>,
         waker: &Arc<dyn Fn() + Send + Sync>,
     ) -> Result<CheckpointStats, String> {
-        let (batch, stats) = self.prepare(meta, outbox, complete_through, delivered_through)?;
+        let (job, stats) = self.prepare(meta, outbox, complete_through, delivered_through)?;
         if self.writer.is_none() {
             self.writer = Some(Writer::start(self.store.clone(), waker.clone())?);
         }
@@ -473,7 +550,7 @@ impl<S: Store> DurableBackend<S> {
             .writer
             .as_ref()
             .and_then(|w| w.jobs.as_ref())
-            .is_some_and(|jobs| jobs.send((stats.id, batch)).is_ok());
+            .is_some_and(|jobs| jobs.send(Task::Write(job)).is_ok());
         if !sent {
             return Err(format!(
                 "{}: the checkpoint writer stopped (an earlier write failed)",
@@ -485,7 +562,7 @@ impl<S: Store> DurableBackend<S> {
     }
 
     /// Checkpoints the background writer finished since the last call, oldest first:
-    /// each one's id and write time, or why it failed.
+    /// each one's id and write time and size, or why it failed.
     pub fn poll_written(&mut self) -> Vec<Written> {
         let mut out = Vec::new();
         while let Some(done) = self.writer.as_ref().and_then(|w| w.done.try_recv().ok()) {
@@ -520,11 +597,6 @@ impl<S: Store> DurableBackend<S> {
         out
     }
 
-    /// Whether checkpoints handed to the background writer are not reported yet.
-    pub fn writing(&self) -> bool {
-        !self.submitted.is_empty()
-    }
-
     fn take(&mut self, done: &[Written]) {
         for (id, result) in done {
             self.submitted.retain(|s| s != id);
@@ -534,131 +606,110 @@ impl<S: Store> DurableBackend<S> {
         }
     }
 
-    /// Checkpoint `id` is durable: what its batch moved out of memory is in the store.
+    /// Checkpoint `id` is durable: the windows its batch held are in the store, and stay
+    /// in memory only as a read cache (`recent`), newest last, within `cache_limit`.
     fn acknowledge(&mut self, id: u64) {
         while self.writing.front().is_some_and(|(w, _)| *w <= id) {
-            self.writing.pop_front();
+            if let Some((_, window)) = self.writing.pop_front() {
+                self.recent.push_back(window);
+            }
+        }
+        let mut cached: usize = self.recent.iter().map(|w| w.len()).sum();
+        while cached > self.cache_limit {
+            let Some(oldest) = self.recent.pop_front() else {
+                break;
+            };
+            cached -= oldest.len();
+            match self.writer.as_ref().and_then(|w| w.jobs.as_ref()) {
+                Some(jobs) => {
+                    let _ = jobs.send(Task::Free(oldest));
+                }
+                None => drop(oldest),
+            }
         }
     }
 
-    /// Builds checkpoint `meta.id`'s batch (see [`DurableBackend::checkpoint`]) and
-    /// updates what is kept in memory as if it were written; what the batch moves out of
-    /// memory is kept in `writing` until [`DurableBackend::acknowledge`].
+    /// Freezes the window as checkpoint `meta.id` (see [`DurableBackend::checkpoint`])
+    /// and builds the rest of its batch; the changed values are encoded from the frozen
+    /// windows later, by [`Job::encode`]. Memory is updated as if the batch were written:
+    /// the frozen windows stay readable (in `pending`, or in `writing` until
+    /// [`DurableBackend::acknowledge`]).
     fn prepare(
         &mut self,
         mut meta: CheckpointMeta,
         outbox: &[EgressMessage],
         complete_through: Option<u64>,
         delivered_through: Option<u64>,
-    ) -> Result<(Batch, CheckpointStats), String> {
+    ) -> Result<(Job, CheckpointStats), String> {
         let started = Instant::now();
         let id = meta.id;
-        // Sized from the last batch, so the arena is not copied as it grows.
-        let mut batch = Batch::with_capacity(self.dirty * self.entry_bytes, self.dirty + 8);
+        let mut rest = Batch::default();
         // A single worker never has to roll back to an older checkpoint than
-        // its newest, so its changes go straight into the main state; the
-        // window keeps them readable, unless it is dropped for its size.
+        // its newest, so its changes go straight into the main state.
         let direct = self.peers == 1;
-        let dropping = self.window.len() > self.cache_limit;
-        let mut changes: Changes = FxHashMap::default();
-        if !direct || dropping {
-            changes.reserve(self.dirty);
-        }
-        let id_bytes = id.to_be_bytes();
-        let encode = |batch: &mut Batch, k: &[u8], value: &Option<StoredValue>| {
-            if direct {
-                put_state_value(batch, &[k], value);
-            } else {
-                put_pending_value(batch, &[&[PENDING], &id_bytes, &k[1..]], value);
-            }
-        };
-        // In key order, but sorted by the writer (`Batch::sort`), off the worker.
-        let run = batch.len();
-        let mut n = 0u64;
-        if dropping {
-            // The window goes: its changes move (not copied) to where reads find them.
-            for (k, slot) in std::mem::take(&mut self.window) {
-                if slot.dirty {
-                    n += 1;
-                    encode(&mut batch, &k, &slot.value);
-                    changes.insert(k, slot.value);
-                }
-            }
-        } else {
-            for (k, slot) in self.window.iter_mut().filter(|(_, slot)| slot.dirty) {
-                slot.dirty = false;
-                n += 1;
-                encode(&mut batch, k, &slot.value);
-                if !direct {
-                    changes.insert(k.clone(), slot.value.clone());
-                }
-            }
-        }
-        batch.sorted_from(run);
-        if n > 0 {
-            self.entry_bytes = (batch.bytes() / n as usize).max(16);
-        }
+        // The next window starts at the size this one reached: no rehashing as it grows.
+        let size = self.window.len();
+        let next = FxHashMap::with_capacity_and_hasher(size, Default::default());
+        let own: Frozen = Arc::new(std::mem::replace(&mut self.window, next));
+        let n = self.dirty as u64;
         self.dirty = 0;
         meta.state_changes = n;
         if direct {
             self.merged_through = Some(id);
-            batch.delete_range(u64_key(META, 0), u64_key(META, id));
-            batch.delete_range(u64_key(RANGE, 0), u64_key(RANGE, id));
+            rest.delete_range(u64_key(META, 0), u64_key(META, id));
+            rest.delete_range(u64_key(RANGE, 0), u64_key(RANGE, id));
         }
         meta.outbox_records = outbox.len() as u64;
         // Merge checkpoints every worker has completed.
-        let mut merged = 0;
+        let mut merges = Vec::new();
         if let Some(done) = complete_through {
             while self.pending.first().is_some_and(|(p, _)| *p <= done) {
-                let (p, delta) = self.pending.remove(0);
-                let run = batch.len();
-                for (k, v) in &delta {
-                    put_state_value(&mut batch, &[k], v);
-                }
-                batch.sorted_from(run);
-                batch.delete_range(u64_key(PENDING, p), u64_key(PENDING, p + 1));
+                let (p, window) = self.pending.remove(0);
+                rest.delete_range(u64_key(PENDING, p), u64_key(PENDING, p + 1));
                 // Readable from memory until this batch is in the store.
-                self.writing.push_back((id, delta));
+                self.writing.push_back((id, window.clone()));
+                merges.push(window);
                 self.merged_through = Some(p);
-                merged += 1;
             }
-            if let Some(m) = self.merged_through.filter(|_| merged > 0) {
-                batch.delete_range(u64_key(META, 0), u64_key(META, m));
-                batch.delete_range(u64_key(RANGE, 0), u64_key(RANGE, m));
+            if let Some(m) = self.merged_through.filter(|_| !merges.is_empty()) {
+                rest.delete_range(u64_key(META, 0), u64_key(META, m));
+                rest.delete_range(u64_key(RANGE, 0), u64_key(RANGE, m));
             }
         }
         if let Some(d) = delivered_through {
-            batch.delete_range(u64_key(OUTBOX, 0), u64_key(OUTBOX, d.saturating_add(1)));
+            rest.delete_range(u64_key(OUTBOX, 0), u64_key(OUTBOX, d.saturating_add(1)));
         }
         meta.written_at_ms = crate::clock::Clock::now_ms();
         let meta_bytes =
             bincode::serialize(&meta).map_err(|e| format!("cannot encode checkpoint {id}: {e}"))?;
-        batch.put(u64_key(META, id), meta_bytes);
-        batch.put(u64_key(RANGE, id), meta.last.max(id).to_be_bytes().to_vec());
+        rest.put(u64_key(META, id), meta_bytes);
+        rest.put(u64_key(RANGE, id), meta.last.max(id).to_be_bytes().to_vec());
         if !outbox.is_empty() {
             let bytes = bincode::serialize(outbox)
                 .map_err(|e| format!("cannot encode the outbox of checkpoint {id}: {e}"))?;
-            batch.put(u64_key(OUTBOX, id), bytes);
+            rest.put(u64_key(OUTBOX, id), bytes);
         }
-        batch.put(MANIFEST.to_vec(), self.manifest_bytes()?);
+        rest.put(MANIFEST.to_vec(), self.manifest_bytes()?);
         if direct {
-            if dropping {
-                self.writing.push_back((id, changes));
-            }
+            self.writing.push_back((id, own.clone()));
         } else {
-            self.pending.push((id, changes));
+            self.pending.push((id, own.clone()));
         }
-        let bytes = batch.bytes();
-        Ok((
-            batch,
-            CheckpointStats {
-                id,
-                changes: n,
-                merged,
-                bytes,
-                duration: started.elapsed(),
-            },
-        ))
+        let stats = CheckpointStats {
+            id,
+            changes: n,
+            merged: merges.len(),
+            bytes: rest.bytes(),
+            duration: started.elapsed(),
+        };
+        let job = Job {
+            id,
+            own,
+            direct,
+            merges,
+            rest,
+        };
+        Ok((job, stats))
     }
 
     /// Deletes every outbox: all egress records were delivered (after the
@@ -703,12 +754,17 @@ impl<S: Store> DurableBackend<S> {
         k.extend_from_slice(key.spec.as_bytes());
     }
 
-    /// The value of `self.key` below the window: unmerged checkpoints, then batches being
-    /// written, then the store.
+    /// The value of `self.key` below the window: frozen windows newest first (unmerged
+    /// checkpoints, batches being written, the recent ones kept as a cache), then the
+    /// store.
     fn load(&mut self) -> Option<StoredValue> {
-        for (_, changes) in self.pending.iter().rev().chain(self.writing.iter().rev()) {
-            if let Some(v) = changes.get(&self.key[..]) {
-                return v.clone();
+        let frozen = self.pending.iter().rev().map(|(_, w)| w);
+        let frozen = frozen
+            .chain(self.writing.iter().rev().map(|(_, w)| w))
+            .chain(self.recent.iter().rev());
+        for window in frozen {
+            if let Some(slot) = window.get(&self.key[..]) {
+                return slot.value.clone();
             }
         }
         match self.store.get_into(&self.key, &mut self.read) {

@@ -120,6 +120,17 @@ impl Batch {
         self.push(DELETE_RANGE, &[&from], &[&to]);
     }
 
+    /// Appends the writes of `other` (its marked runs are not carried over).
+    pub fn append(&mut self, other: &Batch) {
+        for op in other.ops() {
+            match op {
+                Op::Put(k, v) => self.push(PUT, &[k], &[v]),
+                Op::Delete(k) => self.push(DELETE, &[k], &[]),
+                Op::DeleteRange(from, to) => self.push(DELETE_RANGE, &[from], &[to]),
+            }
+        }
+    }
+
     /// The number of writes so far: where a run for [`Batch::sorted_from`] starts.
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -160,12 +160,14 @@ impl Snapshotter {
             }
             self.writing.pop_front();
             match result {
-                Ok(took) if !shared.failed() => {
+                Ok((took, bytes)) if !shared.failed() => {
                     crate::failpoint::hit("checkpoint-after-write");
                     let m = &shared.metrics;
                     Metrics::add(&m.checkpoints, 1);
                     m.last_checkpoint_id
                         .fetch_max(last, std::sync::atomic::Ordering::Relaxed);
+                    m.last_checkpoint_bytes
+                        .store(bytes as u64, std::sync::atomic::Ordering::Relaxed);
                     m.last_checkpoint_us.store(
                         took.as_micros() as u64,
                         std::sync::atomic::Ordering::Relaxed,
@@ -655,14 +657,13 @@ pub(crate) fn functions<'s>(
                                 s.writing.push_back((c, next, stats.id, id));
                                 let m = &shared.metrics;
                                 let us = stats.duration.as_micros() as u64;
-                                m.last_checkpoint_bytes.store(stats.bytes as u64, std::sync::atomic::Ordering::Relaxed);
                                 if let Ok(mut pauses) = m.checkpoint_pauses_us.lock() {
                                     if pauses.len() < 1_000_000 {
                                         pauses.push(us);
                                     }
                                 }
                                 tracing::debug!(worker = index, checkpoint = id, changes = stats.changes,
-                                    bytes = stats.bytes, merged = stats.merged, us, "checkpoint handed to the writer");
+                                    merged = stats.merged, us, "checkpoint handed to the writer");
                             }
                             Err(e) => {
                                 shared.fail(format!(

@@ -111,13 +111,15 @@ pub struct Metrics {
     pub checkpoints: AtomicU64,
     /// The id of the newest checkpoint written by a worker of this process.
     pub last_checkpoint_id: AtomicU64,
-    /// How long the newest checkpoint write took, in microseconds (the pause it caused).
+    /// How long the newest checkpoint took to encode and write, in microseconds (on the
+    /// background writer; the worker's pauses are `checkpoint_pauses_us`).
     pub last_checkpoint_us: AtomicU64,
     /// Bytes written by the newest checkpoint.
     pub last_checkpoint_bytes: AtomicU64,
     /// When the newest checkpoint was written (ms since the Unix epoch).
     pub last_checkpoint_at_ms: AtomicU64,
-    /// Checkpoint write durations (µs), for the p50/p99 in benchmarks.
+    /// The workers' checkpoint pauses (µs: freezing the window and handing it to the
+    /// writer), for the p50/p99 in benchmarks.
     pub checkpoint_pauses_us: std::sync::Mutex<Vec<u64>>,
 }
 

@@ -41,6 +41,8 @@ const MANIFEST: &[u8] = b"x";
 const FORMAT: u32 = 1;
 /// Entries of durable checkpoints' windows kept in memory as a read cache.
 const CACHE_LIMIT: usize = 1 << 20;
+/// Durable checkpoints' windows kept as a read cache, at most.
+const RECENT_WINDOWS: usize = 3;
 
 /// Whether a raw store entry is main state whose TTL has passed at `now_ms`
 /// (used by the RocksDB compaction filter).
@@ -190,8 +192,8 @@ pub struct DurableBackend<S: Store> {
     /// merged ones. Read from here until the store has them.
     writing: VecDeque<(u64, Frozen)>,
     /// Windows of durable checkpoints kept as a read cache, oldest first, at most
-    /// `cache_limit` entries in all (the oldest go first, so a newer value is never
-    /// hidden behind an older one).
+    /// [`RECENT_WINDOWS`] of them and `cache_limit` entries in all (the oldest go first,
+    /// so a newer value is never hidden behind an older one).
     recent: VecDeque<Frozen>,
     /// The background writer, started by the first background checkpoint.
     writer: Option<Writer>,
@@ -615,7 +617,8 @@ impl<S: Store> DurableBackend<S> {
             }
         }
         let mut cached: usize = self.recent.iter().map(|w| w.len()).sum();
-        while cached > self.cache_limit {
+        // A miss looks through every window: a few of them only.
+        while cached > self.cache_limit || self.recent.len() > RECENT_WINDOWS {
             let Some(oldest) = self.recent.pop_front() else {
                 break;
             };

@@ -207,6 +207,10 @@ struct RunArgs {
     /// `badRecords` in module.yaml wins (it can also dead-letter them).
     #[arg(long, default_value = "skip", value_parser = ["skip", "fail"])]
     on_bad_record: String,
+    /// Serve `/metrics` (Prometheus, OpenMetrics text), `/healthz` and `/readyz` on
+    /// this HOST:PORT, e.g. `0.0.0.0:9249` (also `metrics-addr` in `--config`).
+    #[arg(long)]
+    metrics_addr: Option<String>,
     #[command(flatten)]
     timely: TimelyArgs,
 }
@@ -567,6 +571,23 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
         );
     }
     let current = Arc::new(Mutex::new(Arc::new(Shared::default())));
+    // Up before the job forms and across restarts: probes see it start.
+    let _metrics = match args.metrics_addr.clone().or(file.metrics_addr) {
+        Some(addr) => {
+            let info = crate::observe::ProcessInfo {
+                process: options.cluster.process,
+                epoch_interval: options.settings.epoch_interval,
+            };
+            match crate::observe::serve(&addr, current.clone(), info) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
     let signalled = match install_signal_handlers(&current) {
         Ok(flag) => flag,
         Err(e) => {

@@ -6,6 +6,7 @@
 //! checkpoint-interval: 500ms   # Flink-style durations: 500ms, 1s, 2min
 //! block-cache-mb: 256
 //! state-backend: rocksdb       # or memory
+//! metrics-addr: 0.0.0.0:9249   # /metrics, /healthz, /readyz
 //! ```
 //!
 //! Flags given on the command line win over the file.
@@ -26,6 +27,8 @@ pub struct RunConfig {
     pub checkpoint_interval: Option<Duration>,
     /// `block-cache-mb`.
     pub block_cache_mb: Option<usize>,
+    /// `metrics-addr`: HOST:PORT of `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_addr: Option<String>,
 }
 
 const KEYS: &[&str] = &[
@@ -33,6 +36,7 @@ const KEYS: &[&str] = &[
     "state-backend",
     "checkpoint-interval",
     "block-cache-mb",
+    "metrics-addr",
 ];
 
 /// Reads a config file; errors name the file and the field.
@@ -110,6 +114,7 @@ pub fn load(path: &Path) -> Result<RunConfig, String> {
                 })?;
                 config.block_cache_mb = Some(mb);
             }
+            "metrics-addr" => config.metrics_addr = Some(text),
             other => {
                 return Err(format!(
                     "{file}: unknown setting `{other}`; known settings: {}",

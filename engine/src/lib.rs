@@ -24,6 +24,7 @@ pub mod envelope;
 pub mod failpoint;
 pub mod invoke;
 pub mod keygroup;
+pub mod observe;
 pub mod registry;
 pub mod remote;
 pub mod restart;

@@ -15,6 +15,9 @@ type PoolOrError = Result<Arc<RemotePool>, String>;
 pub struct Shared {
     shutdown: AtomicBool,
     started: AtomicBool,
+    /// Workers of this process whose dataflow is built, and how many there are.
+    ready_workers: std::sync::atomic::AtomicUsize,
+    local_workers: std::sync::atomic::AtomicUsize,
     failure: Mutex<Option<String>>,
     /// The remote-function HTTP pool of this process, made by the first worker that needs it.
     remote: OnceLock<(Vec<HttpEndpoint>, PoolOrError)>,
@@ -38,6 +41,23 @@ impl Shared {
     /// has connected to every other one.
     pub fn mark_started(&self) {
         self.started.store(true, Ordering::SeqCst);
+    }
+
+    /// Says how many workers this process runs (for [`Shared::ready`]).
+    pub fn expect_workers(&self, n: usize) {
+        self.local_workers.store(n, Ordering::SeqCst);
+    }
+
+    /// A worker of this process built its dataflow: state restored, sources opened.
+    pub fn worker_ready(&self) {
+        self.ready_workers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether every worker of this process built its dataflow (see
+    /// [`Shared::worker_ready`]); `/readyz` also requires no stop and no failure.
+    pub fn ready(&self) -> bool {
+        let expected = self.local_workers.load(Ordering::SeqCst);
+        expected > 0 && self.ready_workers.load(Ordering::SeqCst) >= expected
     }
 
     /// Whether this process's workers run (see [`Shared::mark_started`]).
@@ -100,7 +120,8 @@ pub struct Metrics {
     pub records_out: AtomicU64,
     /// Egress records for egress ids that module.yaml does not declare, each logged.
     pub unknown_egress: AtomicU64,
-    /// The newest epoch completed on every worker, as seen by this process.
+    /// The newest epoch whose egress records every worker has produced, as worker 0
+    /// of this process sees it (the egress frontier).
     pub completed_epoch: AtomicU64,
     /// Messages waiting behind in-flight remote requests (a gauge): sources
     /// pause while it exceeds `Settings::max_remote_queued`.

@@ -158,3 +158,26 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("no free port on 127.0.0.1")
 }
+
+/// A plain HTTP/1.1 `GET` of `path` from `addr` (`host:port`): the status code and body,
+/// or `None` if nothing answers (for probing endpoints a process serves, e.g. `/metrics`).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}

@@ -319,6 +319,7 @@ pub fn run(
 ) -> Result<RunReport, String> {
     let config = cluster.timely_config()?;
     let local_workers = cluster.workers.max(1);
+    shared.expect_workers(local_workers);
     let started = Instant::now();
     let worker_shared = shared.clone();
     let durability = app.settings.durability.clone();
@@ -342,7 +343,7 @@ pub fn run(
         let probe = ProbeHandle::new();
         let stop = match &durability {
             None => {
-                worker.dataflow::<u64, _, _>(|scope| {
+                let stop = worker.dataflow::<u64, _, _>(|scope| {
                     let ingress = ingress_stream(scope, &app, &shared, &probe);
                     let function_worker =
                         FunctionWorker::new(app.clone(), backends(index, peers), shared.clone());
@@ -350,7 +351,9 @@ pub fn run(
                         build_function_graph(scope, ingress, function_worker).probe_with(&probe);
                     attach_sinks(egress, &app, &shared);
                     stop::job_wide_stop(scope, &shared, &probe)
-                })
+                });
+                shared.worker_ready();
+                stop
             }
             Some(d) => {
                 let Some((durable, recovered)) = recover(worker, d, &shared, &app, local_workers) else {
@@ -392,6 +395,7 @@ pub fn run(
                         evidence.clone(),
                     );
                 });
+                shared.worker_ready();
                 let mut progress = ProgressLog::new(log_interval);
                 while worker.step_or_park(Some(Duration::from_millis(50))) {
                     if index == 0 {
@@ -649,6 +653,11 @@ impl ProgressLog {
     }
 
     fn tick(&mut self, m: &Metrics, epoch: Option<u64>) {
+        // The egress frontier at `epoch`: every epoch before it is complete.
+        if let Some(e) = epoch {
+            m.completed_epoch
+                .store(e.saturating_sub(1), std::sync::atomic::Ordering::Relaxed);
+        }
         let elapsed = self.last.elapsed();
         if elapsed < self.interval {
             return;

@@ -130,14 +130,6 @@ fn sink_operator<'s, P>(
         let now = frontier.frontier().first().copied();
         if now != frontier_seen {
             frontier_seen = now;
-            if let Some(epoch) = now {
-                if single_writers {
-                    shared.metrics.completed_epoch.store(
-                        epoch.saturating_sub(1),
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                }
-            }
             let finished = now.is_none();
             if dirty && (finished || last_flush.elapsed() >= FLUSH_INTERVAL) {
                 for (id, sink) in sinks.iter_mut() {

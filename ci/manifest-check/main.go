@@ -118,6 +118,11 @@ func checkStatefulSet(s *appsv1.StatefulSet, services map[string]*corev1.Service
 				hosts = args[i+1]
 			}
 		}
+		if c.ReadinessProbe != nil {
+			if svc, ok := services[s.Spec.ServiceName]; ok && !svc.Spec.PublishNotReadyAddresses {
+				problems = append(problems, fmt.Sprintf("container %s has a readinessProbe but Service %q lacks publishNotReadyAddresses: true: pods get DNS names only once ready, and become ready only once they found each other", c.Name, svc.Name))
+			}
+		}
 		if !strings.Contains(hosts, s.Name+"-{i}."+s.Spec.ServiceName) {
 			problems = append(problems, fmt.Sprintf("container %s: --hosts %q should name the pods through the headless Service (%s-{i}.%s:PORT)", c.Name, hosts, s.Name, s.Spec.ServiceName))
 		}

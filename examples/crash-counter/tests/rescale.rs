@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use example_crash_counter::{expected_lines, COUNTER};
 
 mod common;
-use common::{file_egress, kafka_egress, terminate};
+use common::{file_egress, kafka_egress, list_checkpoints, terminate};
 
 const KEYS: u64 = 40;
 /// Ticks are due this long after their record: a stop soon after input arrives leaves
@@ -219,14 +219,7 @@ impl App {
     /// Delayed messages in the newest checkpoint of each worker in `state_dirs`, from
     /// `checkpoints` (the listing a user reads), with the worker count they were written by.
     fn pending_delayed(&self, state_dirs: &[&str]) -> (u64, usize) {
-        let out = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
-            .current_dir(&self.dir)
-            .arg("checkpoints")
-            .args(state_dirs)
-            .output()
-            .expect("run checkpoints");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "checkpoints failed: {text}");
+        let text = list_checkpoints(&self.dir, state_dirs);
         let mut delayed = 0;
         let mut workers = 0;
         for line in text.lines() {
@@ -440,12 +433,7 @@ fn rescaling_recovers_from_a_crash_and_finishes_an_interrupted_commit() {
         "the fail point did not abort the rescale"
     );
     // The listing says what happened and what a start does...
-    let listing = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
-        .current_dir(&app.dir)
-        .args(["checkpoints", "state"])
-        .output()
-        .expect("run checkpoints");
-    let text = String::from_utf8_lossy(&listing.stdout);
+    let text = list_checkpoints(&app.dir, &["state"]);
     assert!(
         text.contains("a rescale from 2 to 3 workers was interrupted"),
         "{text}"

@@ -19,7 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 
 mod common;
-use common::{file_egress, terminate};
+use common::{file_egress, list_checkpoints, terminate};
 
 const KEYS: u64 = 40;
 
@@ -43,16 +43,10 @@ fn start(dir: &Path) -> Child {
 fn stop_with_a_checkpoint(dir: &Path, child: Child) {
     let status = terminate(child);
     assert!(status.success(), "the job's SIGTERM exit: {status}");
-    let listing = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
-        .current_dir(dir)
-        .args(["checkpoints", "state"])
-        .output()
-        .expect("list checkpoints");
-    let text = String::from_utf8_lossy(&listing.stdout);
+    let text = list_checkpoints(dir, &["state"]);
     assert!(
         text.contains("a restart resumes from checkpoint"),
-        "the stopped job left no checkpoint to resume from:\n{text}{}",
-        String::from_utf8_lossy(&listing.stderr)
+        "the stopped job left no checkpoint to resume from:\n{text}"
     );
 }
 

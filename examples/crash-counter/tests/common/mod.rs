@@ -131,6 +131,25 @@ pub fn exit_within(
     }
 }
 
+/// What `checkpoints STATE_DIR…` prints in `dir` (the listing a user reads), with its
+/// stderr; panics if it fails.
+#[allow(dead_code)]
+pub fn list_checkpoints(dir: &std::path::Path, state_dirs: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(dir)
+        .arg("checkpoints")
+        .args(state_dirs)
+        .output()
+        .expect("run checkpoints");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "checkpoints failed: {text}");
+    text
+}
+
 /// SIGTERMs `child` (drain, final checkpoint, delivery) and waits up to a
 /// minute for it to exit, killing it after that; its exit status.
 #[allow(dead_code)]

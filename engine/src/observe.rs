@@ -23,7 +23,8 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
@@ -172,11 +173,26 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         |registry: &mut Registry, name: &str, help: &str, value: &std::sync::atomic::AtomicU64| {
             registry.register(name, help, ConstCounter::new(Metrics::get(value)));
         };
-    counter(
+    let (read, written) = m.by_id();
+    let by_id = |registry: &mut Registry,
+                 name: &str,
+                 help: &str,
+                 label: &str,
+                 values: Vec<(String, u64)>| {
+        let family = Family::<Vec<(String, String)>, Counter>::default();
+        for (id, n) in values {
+            family
+                .get_or_create(&vec![(label.to_string(), id)])
+                .inc_by(n);
+        }
+        registry.register(name, help, family);
+    };
+    by_id(
         registry,
         "ingress_records",
-        "Records read from ingresses",
-        &m.records_in,
+        "Records read, by ingress",
+        "ingress",
+        read,
     );
     counter(
         registry,
@@ -202,11 +218,12 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "Invocations that failed (function error or unknown function type)",
         &m.failed_invocations,
     );
-    counter(
+    by_id(
         registry,
         "egress_records",
-        "Egress records written by sinks",
-        &m.records_out,
+        "Records written by sinks, by egress (with --state-dir once their checkpoint is durable everywhere)",
+        "egress",
+        written,
     );
     counter(
         registry,
@@ -297,14 +314,17 @@ mod tests {
     fn metrics_read_the_counters_and_readiness_follows_the_run() {
         let shared = Shared::default();
         shared.expect_workers(2);
-        Metrics::add(&shared.metrics.records_in, 42);
+        Metrics::add(&shared.metrics.ingress_counter("ns/in"), 42);
+        shared.metrics.count_egress([("ns/out", 7)]);
         let info = ProcessInfo {
             process: 3,
             epoch_interval: Duration::from_millis(10),
         };
         let text = render(&shared, info).unwrap();
         assert!(
-            text.contains("statefun_ingress_records_total{process=\"3\"} 42"),
+            text.contains("statefun_ingress_records_total{process=\"3\",ingress=\"ns/in\"} 42")
+                && text
+                    .contains("statefun_egress_records_total{process=\"3\",egress=\"ns/out\"} 7"),
             "{text}"
         );
         assert!(text.contains("statefun_ready{process=\"3\"} 0"), "{text}");

@@ -1,6 +1,7 @@
 //! What the workers of one process share: the shutdown flag, the first
 //! fatal failure, and metrics counters.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -103,6 +104,9 @@ impl Shared {
     }
 }
 
+/// Counts by id: `(id, count)`, in id order.
+pub type Counts = Vec<(String, u64)>;
+
 /// Counters of one process. Workers add their local counts in batches.
 #[derive(Default)]
 pub struct Metrics {
@@ -139,12 +143,56 @@ pub struct Metrics {
     pub last_checkpoint_bytes: AtomicU64,
     /// When the newest checkpoint was written (ms since the Unix epoch).
     pub last_checkpoint_at_ms: AtomicU64,
+    /// Records read per ingress id (see [`Metrics::ingress_counter`]).
+    by_ingress: std::sync::Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    /// Records written per egress id (see [`Metrics::count_egress`]).
+    by_egress: std::sync::Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     /// The workers' checkpoint pauses (µs: freezing the window and handing it to the
     /// writer), for the p50/p99 in benchmarks.
     pub checkpoint_pauses_us: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Metrics {
+    /// The counter of records read by ingress `id` (taken when an operator is built, so
+    /// that counting costs one atomic add per batch, as the process total does).
+    pub fn ingress_counter(&self, id: &str) -> Arc<AtomicU64> {
+        Self::counter_in(&self.by_ingress, id)
+    }
+
+    /// Counts records written by sinks, per egress id and in the process total.
+    pub fn count_egress<'a>(&self, written: impl IntoIterator<Item = (&'a str, u64)>) {
+        let mut total = 0;
+        if let Ok(mut map) = self.by_egress.lock() {
+            for (id, n) in written {
+                total += n;
+                map.entry(id.to_string())
+                    .or_default()
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        Self::add(&self.records_out, total);
+    }
+
+    /// Records read per ingress id, and written per egress id, so far.
+    pub fn by_id(&self) -> (Counts, Counts) {
+        let read = |map: &std::sync::Mutex<BTreeMap<String, Arc<AtomicU64>>>| {
+            map.lock()
+                .map(|m| m.iter().map(|(id, c)| (id.clone(), Self::get(c))).collect())
+                .unwrap_or_default()
+        };
+        (read(&self.by_ingress), read(&self.by_egress))
+    }
+
+    fn counter_in(
+        map: &std::sync::Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+        id: &str,
+    ) -> Arc<AtomicU64> {
+        match map.lock() {
+            Ok(mut m) => m.entry(id.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
     /// Adds `n` to a counter.
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {

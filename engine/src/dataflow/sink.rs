@@ -14,7 +14,7 @@ use timely::dataflow::Stream;
 use super::checkpointing::{sink_slot, Control, SharedEvidence, FINISH_EPOCH};
 use crate::app::Application;
 use crate::checkpoint::{Schedule, Verdict};
-use crate::shared::{Metrics, Shared};
+use crate::shared::Shared;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Inspect};
@@ -119,14 +119,14 @@ fn sink_operator<'s, P>(
         "Egress"
     };
     stream.sink(pact, name, move |(input, frontier)| {
-        let mut written = 0u64;
         input.for_each(|_cap, data| {
             let touched = write_runs(&mut sinks, data, &shared);
             dirty |= !touched.is_empty();
-            written += touched.values().sum::<u64>();
+            shared
+                .metrics
+                .count_egress(touched.iter().map(|(id, n)| (id.as_str(), *n)));
             data.clear();
         });
-        Metrics::add(&shared.metrics.records_out, written);
         let now = frontier.frontier().first().copied();
         if now != frontier_seen {
             frontier_seen = now;
@@ -440,7 +440,6 @@ fn deliver(
             *touched.entry(id).or_default() += n;
         }
     }
-    let written: u64 = touched.values().sum();
     if crate::failpoint::enabled() && !touched.is_empty() {
         // Make the uncommitted records reach the file, as a crash mid-write would.
         for id in touched.keys() {
@@ -464,7 +463,9 @@ fn deliver(
     if !touched.is_empty() {
         crate::failpoint::hit("sink-after-commit");
     }
-    Metrics::add(&shared.metrics.records_out, written);
+    shared
+        .metrics
+        .count_egress(touched.iter().map(|(id, n)| (id.as_str(), *n)));
 }
 
 /// Writes `records` to their sinks, one call per run of records for the same

@@ -239,6 +239,7 @@ pub(crate) fn ingress<'s>(
     source::<_, CapacityContainerBuilder<Vec<Envelope>>, _, _>(scope, &name, move |cap, info| {
         let activator = worker.activator_for(info.address.clone());
         let ingress_id = plan.id.to_string();
+        let read_here = shared.metrics.ingress_counter(&ingress_id);
         let mut source = match plan.open(index, peers) {
             Ok(mut source) => {
                 let sync = worker.sync_activator_for(info.address.to_vec());
@@ -367,7 +368,9 @@ pub(crate) fn ingress<'s>(
             let stats = src.stats();
             skipped += stats.skipped.saturating_sub(source_skipped);
             source_skipped = stats.skipped;
-            Metrics::add(&shared.metrics.records_in, std::mem::take(&mut read));
+            let n = std::mem::take(&mut read);
+            Metrics::add(&shared.metrics.records_in, n);
+            Metrics::add(&read_here, n);
             Metrics::add(
                 &shared.metrics.records_skipped,
                 std::mem::take(&mut skipped),

@@ -76,7 +76,7 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
         ))
     });
     for line in [
-        format!("statefun_ingress_records_total{{process=\"0\"}} {records}"),
+        format!("statefun_ingress_records_total{{process=\"0\",ingress=\"observe/in\"}} {records}"),
         "statefun_function_invocation_failures_total{process=\"0\"} 0".to_string(),
         "statefun_ready{process=\"0\"} 1".to_string(),
         "# TYPE statefun_epoch_lag_seconds gauge".to_string(),
@@ -86,7 +86,7 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
     // Egress records go out once their checkpoint is durable everywhere: all of them.
     wait_until(&addr, "/metrics", |_, text| {
         text.contains(&format!(
-            "statefun_egress_records_total{{process=\"0\"}} {}",
+            "statefun_egress_records_total{{process=\"0\",egress=\"crash/out\"}} {}",
             3 * records
         )) && text.contains("statefun_checkpoint_age_seconds")
     });

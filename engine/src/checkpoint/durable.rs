@@ -183,8 +183,9 @@ pub struct DurableBackend<S: Store> {
     read: Vec<u8>,
     window: Window,
     dirty: usize,
-    /// Windows of written checkpoints not yet merged (several workers), oldest first.
-    pending: Vec<(u64, Frozen)>,
+    /// Windows of written checkpoints not yet merged (several workers), oldest first, with
+    /// their numbers of changes.
+    pending: Vec<(u64, Frozen, usize)>,
     merged_through: Option<u64>,
     error: Option<String>,
     /// Windows whose changes are in batches handed to the writer and not yet durable,
@@ -226,6 +227,8 @@ struct Job {
     /// Windows of checkpoints merged by this batch: their dirty slots go into the main
     /// state.
     merges: Vec<Frozen>,
+    /// Dirty slots in `own` and `merges` together (to size the batch).
+    changed: usize,
     rest: Batch,
 }
 
@@ -234,12 +237,7 @@ impl Job {
     /// a skip list, in batch order: sorted keys reuse the search path of the previous
     /// insert instead of missing the cache on every level).
     fn encode(self) -> Batch {
-        let changed = self.own.values().filter(|s| s.dirty).count()
-            + self
-                .merges
-                .iter()
-                .map(|m| m.values().filter(|s| s.dirty).count())
-                .sum::<usize>();
+        let changed = self.changed;
         let mut batch =
             Batch::with_capacity(changed * 64 + self.rest.bytes(), changed + self.rest.len());
         let id = self.id.to_be_bytes();
@@ -664,10 +662,12 @@ impl<S: Store> DurableBackend<S> {
         }
         meta.outbox_records = outbox.len() as u64;
         // Merge checkpoints every worker has completed.
+        let mut changed = n as usize;
         let mut merges = Vec::new();
         if let Some(done) = complete_through {
-            while self.pending.first().is_some_and(|(p, _)| *p <= done) {
-                let (p, window) = self.pending.remove(0);
+            while self.pending.first().is_some_and(|(p, _, _)| *p <= done) {
+                let (p, window, dirty) = self.pending.remove(0);
+                changed += dirty;
                 rest.delete_range(u64_key(PENDING, p), u64_key(PENDING, p + 1));
                 // Readable from memory until this batch is in the store.
                 self.writing.push_back((id, window.clone()));
@@ -696,7 +696,7 @@ impl<S: Store> DurableBackend<S> {
         if direct {
             self.writing.push_back((id, own.clone()));
         } else {
-            self.pending.push((id, own.clone()));
+            self.pending.push((id, own.clone(), n as usize));
         }
         let stats = CheckpointStats {
             id,
@@ -710,6 +710,7 @@ impl<S: Store> DurableBackend<S> {
             own,
             direct,
             merges,
+            changed,
             rest,
         };
         Ok((job, stats))
@@ -761,7 +762,7 @@ impl<S: Store> DurableBackend<S> {
     /// checkpoints, batches being written, the recent ones kept as a cache), then the
     /// store.
     fn load(&mut self) -> Option<StoredValue> {
-        let frozen = self.pending.iter().rev().map(|(_, w)| w);
+        let frozen = self.pending.iter().rev().map(|(_, w, _)| w);
         let frozen = frozen
             .chain(self.writing.iter().rev().map(|(_, w)| w))
             .chain(self.recent.iter().rev());

@@ -75,6 +75,28 @@ impl Plan {
 /// (`worker-N`), commit markers (`commit-N`) and retired old databases (`retired/`).
 pub const STAGING: &str = "rescale";
 
+/// Where worker `worker`'s commit marker of a rescale lives in `state_dir`.
+pub fn marker_path(state_dir: &std::path::Path, worker: usize) -> std::path::PathBuf {
+    state_dir.join(STAGING).join(format!("commit-{worker}"))
+}
+
+/// The plan in the commit marker at `path`; `None` when there is none, an error naming
+/// the file when it cannot be read or is damaged.
+pub fn read_marker(path: &std::path::Path) -> Result<Option<Plan>, String> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    serde_json::from_slice(&text).map(Some).map_err(|e| {
+        format!(
+            "{} is not a rescale commit marker ({e}); it was damaged: restore the state \
+             directories from a backup",
+            path.display()
+        )
+    })
+}
+
 /// The plan of a rescale whose commit had started in `state_dir` (a commit marker is
 /// there), for tools: a start with `plan.to` workers finishes it.
 pub fn interrupted(state_dir: &std::path::Path) -> Option<Plan> {
@@ -82,7 +104,7 @@ pub fn interrupted(state_dir: &std::path::Path) -> Option<Plan> {
     entries
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with("commit-"))
-        .find_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .find_map(|e| read_marker(&e.path()).ok().flatten())
 }
 
 /// What the workers do before the ordinary restore (see the module docs).

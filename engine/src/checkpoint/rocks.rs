@@ -129,19 +129,6 @@ impl Store for RocksStore {
         }
     }
 
-    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        let mut out = Vec::new();
-        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
-        for item in self.db.iterator(mode) {
-            let (k, v) = item.map_err(|e| self.error("scanning", e))?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((k.into_vec(), v.into_vec()));
-        }
-        Ok(out)
-    }
-
     fn scan_chunk(
         &self,
         prefix: &[u8],

@@ -186,7 +186,9 @@ pub trait Store: Send + Sync + 'static {
     /// Reads `key` into `out` (replacing its contents); returns whether it was present.
     fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
-    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        self.scan_chunk(prefix, None, usize::MAX)
+    }
     /// At most `limit` entries whose key starts with `prefix` and sorts after `after`
     /// (from the first when `None`), in key order: a scan in bounded pieces, for moving
     /// state larger than memory (a rescale).
@@ -281,16 +283,6 @@ impl Store for MemoryStore {
             }
             None => Ok(false),
         }
-    }
-
-    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        Ok(self
-            .lock()
-            .data
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
     }
 
     fn scan_chunk(

@@ -44,9 +44,9 @@ use timely::dataflow::operators::{Input, Probe};
 use timely::worker::Worker;
 
 use super::checkpointing::exchange_all;
-use super::sink::{open_sinks, redeliver};
+use super::sink::{flush_all, open_sinks, redeliver};
 use crate::app::{Application, Durability};
-use crate::checkpoint::rescale::{Found, Inventory, Plan};
+use crate::checkpoint::rescale::{marker_path, read_marker, Found, Inventory, Plan};
 use crate::checkpoint::{
     put_state, seal_rescaled, state_chunk, state_key_group, CheckpointMeta, DurableBackend,
     Entries, Manifest, Recovered, RocksOptions, RocksStore, WorkerReport,
@@ -89,10 +89,6 @@ fn retired_db(state_dir: &Path, old: usize) -> PathBuf {
         .join(format!("worker-{old}"))
 }
 
-fn marker(state_dir: &Path, worker: usize) -> PathBuf {
-    staging(state_dir).join(format!("commit-{worker}"))
-}
-
 /// What worker `index` (of `peers`, with `local` workers per process) reports before
 /// anything is restored: its own database (`own`, as the restore opened it) and the
 /// databases of its process's directory that no worker of this process owns, split
@@ -116,19 +112,7 @@ pub(crate) fn inventory(
     let first_local = index - index % local.max(1);
     let locals = first_local..(first_local + local.max(1)).min(peers);
     let result = (|| -> Result<(), String> {
-        let path = marker(state_dir, index);
-        if path.exists() {
-            let text =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let plan: Plan = serde_json::from_slice(&text).map_err(|e| {
-                format!(
-                    "{} is not a rescale commit marker ({e}); it was damaged: restore the state \
-                     directories from a backup",
-                    path.display()
-                )
-            })?;
-            inventory.committing = Some(plan);
-        }
+        inventory.committing = read_marker(&marker_path(state_dir, index))?;
         let Ok(dirs) = crate::checkpoint::worker_dirs(state_dir) else {
             return Ok(());
         };
@@ -286,11 +270,7 @@ fn build(
             single.extend(rest);
             let mut sinks = open_sinks(app, false, *old, true, shared);
             redeliver(&mut sinks, own, Some(*old), shared);
-            for (id, sink) in sinks.iter_mut() {
-                if let Err(e) = sink.flush() {
-                    shared.fail(format!("egress `{id}` failed to flush: {e}"));
-                }
-            }
+            flush_all(&mut sinks, shared);
             if let Some(e) = shared.failure() {
                 status = Err(e);
                 break;
@@ -511,7 +491,7 @@ fn open_staged(path: &Path, options: &RocksOptions) -> Result<RocksStore, String
 
 /// Writes worker `index`'s commit marker (the plan), synced with its directory.
 fn write_marker(dir: &Path, index: usize, plan: &Plan) -> Result<(), String> {
-    let path = marker(dir, index);
+    let path = marker_path(dir, index);
     let text =
         serde_json::to_vec_pretty(plan).map_err(|e| format!("cannot encode the plan: {e}"))?;
     let write = || -> std::io::Result<()> {
@@ -603,7 +583,7 @@ fn clean_up(dir: &Path, index: usize, plan: &Plan) -> Result<(), String> {
                 .map_err(|e| format!("cannot delete {}: {e}", retired.display()))?;
         }
     }
-    let path = marker(dir, index);
+    let path = marker_path(dir, index);
     if path.exists() {
         std::fs::remove_file(&path)
             .map_err(|e| format!("cannot delete {}: {e}", path.display()))?;

@@ -132,11 +132,7 @@ fn sink_operator<'s, P>(
             frontier_seen = now;
             let finished = now.is_none();
             if dirty && (finished || last_flush.elapsed() >= FLUSH_INTERVAL) {
-                for (id, sink) in sinks.iter_mut() {
-                    if let Err(e) = sink.flush() {
-                        shared.fail(format!("egress `{id}` failed to flush: {e}"));
-                    }
-                }
+                flush_all(&mut sinks, &shared);
                 dirty = false;
                 last_flush = Instant::now();
             }
@@ -338,6 +334,15 @@ where
             }
         },
     )
+}
+
+/// Flushes every sink; a failure fails the job, naming the egress.
+pub(crate) fn flush_all(sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>, shared: &Shared) {
+    for (id, sink) in sinks.iter_mut() {
+        if let Err(e) = sink.flush() {
+            shared.fail(format!("egress `{id}` failed to flush: {e}"));
+        }
+    }
 }
 
 /// Delivers the egress records of restored checkpoints, `(checkpoint, record)`, that

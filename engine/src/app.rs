@@ -150,7 +150,7 @@ pub struct FunctionEntry {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoutePlan {
     /// The typename ingress values are delivered with.
-    pub value_type: String,
+    pub value_type: statefun_sdk::Symbol,
     /// The function types that receive every record (the record key is the id).
     pub targets: Vec<TypeName>,
 }
@@ -328,7 +328,7 @@ impl Application {
                 .routes()
                 .iter()
                 .map(|route| RoutePlan {
-                    value_type: route.value_type.to_string(),
+                    value_type: route.value_type.as_str().into(),
                     targets: route
                         .targets
                         .iter()
@@ -340,12 +340,12 @@ impl Application {
                 IngressSpec::File(f) => SourcePlan::File(FileIngressConfig {
                     id: ingress.id.clone(),
                     path: resolve_path(&f.path),
-                    value_type: f.value_type.to_string(),
+                    value_type: f.value_type.as_str().into(),
                     follow: f.follow,
                 }),
                 IngressSpec::Generator(g) => SourcePlan::Generator(GeneratorConfig {
                     id: ingress.id.clone(),
-                    value_type: g.value_type.to_string(),
+                    value_type: g.value_type.as_str().into(),
                     keys: g.keys,
                     rate: g.rate,
                     count: g.count,

@@ -136,36 +136,73 @@ pub fn run_engine(args: &BenchArgs) -> Result<Duration, String> {
     Ok(elapsed)
 }
 
-/// Runs both pipelines and prints records/s for each and the ratio.
+/// Runs both pipelines and prints, for each, records/s, CPU time and
+/// records per CPU-second, then the ratio (the last line).
+///
+/// The engine runs first, so the peak RSS printed after it is the engine's
+/// own; the baseline's would include the engine's, and is not printed.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     if args.timely.processes > 1 {
         return Err("bench runs in one process: use -w for more workers".into());
     }
-    let rate = |d: Duration| args.records as f64 / d.as_secs_f64();
+    let report = |name: &str, elapsed: Duration, cpu: f64| {
+        let secs = elapsed.as_secs_f64();
+        println!(
+            "{name:<9} {:>12.0} records/s ({secs:.3} s), cpu {cpu:.2} s, {:.0} records per CPU-second",
+            args.records as f64 / secs,
+            args.records as f64 / cpu.max(0.01),
+        );
+    };
     eprintln!(
         "bench: {} records, {} keys, {}-byte values, {} worker(s)",
         args.records, args.keys, args.value_size, args.timely.workers
     );
+    let cpu = cpu_seconds();
     let engine = run_engine(args)?;
-    println!(
-        "engine:   {:>12.0} records/s ({:.3} s)",
-        rate(engine),
-        engine.as_secs_f64()
-    );
+    report("engine:", engine, cpu_seconds() - cpu);
+    println!("engine peak RSS: {:.0} MiB", peak_rss_mib());
     if args.skip_baseline {
         return Ok(());
     }
+    let cpu = cpu_seconds();
     let base = baseline::run(
         args.timely.workers,
         args.keys.max(1),
         args.records,
         args.value_size,
     )?;
-    println!(
-        "baseline: {:>12.0} records/s ({:.3} s)",
-        rate(base),
-        base.as_secs_f64()
-    );
+    report("baseline:", base, cpu_seconds() - cpu);
     println!("ratio {:.3}", base.as_secs_f64() / engine.as_secs_f64());
     Ok(())
+}
+
+/// CPU seconds (user + system, all threads) this process used so far, from
+/// `/proc/self/stat` (10 ms resolution; 0 where there is no `/proc`).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) may contain spaces; fields after it are plain.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat (11 and 12 after the
+    // command name), in clock ticks of 1/100 s on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident memory of this process so far in MiB (`VmHWM`; 0 where
+/// there is no `/proc`).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -139,7 +139,7 @@ impl DeadLetterPlan {
                     value: value.to_vec(),
                 };
                 KafkaProducerRecord {
-                    key: address.id.clone(),
+                    key: address.id.to_string(),
                     topic: topic.clone(),
                     headers: vec![
                         header(REASON_HEADER, why.as_bytes()),
@@ -155,7 +155,7 @@ impl DeadLetterPlan {
                 partition_key: if address.id.is_empty() {
                     address.function_type.to_string()
                 } else {
-                    address.id.clone()
+                    address.id.to_string()
                 },
                 value_bytes: argument.value,
                 stream: stream.clone(),

@@ -14,7 +14,7 @@ use statefun_sdk::{
 };
 
 use crate::app::FunctionEntry;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Metadata};
 use crate::state::{StateBackend, StateKey, StoredValue, ValueBytes};
 use crate::timers::Timers;
 
@@ -55,6 +55,9 @@ impl std::fmt::Display for InvocationError {
 #[derive(Default)]
 pub struct Scratch {
     writes: Vec<(usize, Option<Vec<u8>>)>,
+    /// Buffers of written values whose bytes were copied inline into the
+    /// state: handed back to the next `Context::set`.
+    spare: Vec<Vec<u8>>,
     timer_ops: Vec<TimerOp>,
     effects: Effects,
 }
@@ -123,6 +126,10 @@ impl InvocationHost for Host<'_> {
         Ok(())
     }
 
+    fn state_buffer(&mut self) -> Vec<u8> {
+        self.scratch.spare.pop().unwrap_or_default()
+    }
+
     fn state_remove(&mut self, name: &str) -> Result<(), SdkError> {
         let slot = self.slot(name)?;
         self.scratch.writes.push((slot, None));
@@ -134,7 +141,7 @@ impl InvocationHost for Host<'_> {
             target: message.target,
             caller: Some(Box::new(self.target.clone())),
             value: message.value,
-            metadata: None,
+            metadata: Metadata::None,
         });
     }
 
@@ -156,7 +163,7 @@ impl InvocationHost for Host<'_> {
                 target: message.target,
                 caller: Some(Box::new(self.target.clone())),
                 value: message.value,
-                metadata: None,
+                metadata: Metadata::None,
             }),
         });
         Ok(())
@@ -208,6 +215,7 @@ pub fn invoke<'s>(
             now_ms,
             scratch: &mut *scratch,
         };
+        let metadata = metadata.get();
         let mut ctx = Context::new(&target, caller.as_deref(), metadata.as_deref(), &mut host);
         entry.function.invoke(&mut ctx, message)
     };
@@ -216,7 +224,7 @@ pub fn invoke<'s>(
         scratch.effects.egress.clear();
         return Err(InvocationError { target, error });
     }
-    apply_writes(entry, &target, backend, now_ms, &mut scratch.writes);
+    apply_writes(entry, &target, backend, now_ms, scratch);
     // Delays count from now, after the function returned, not from `now_ms`
     // (the start of the operator's activation, which may be well before the
     // `send_after` call): a delayed message must never fire early.
@@ -249,12 +257,18 @@ pub fn invoke<'s>(
     Ok(&mut scratch.effects)
 }
 
+/// Values up to this size are stored inline ([`ValueBytes`]), so their
+/// encoding buffer can be reused.
+const SPARE_BUFFER: usize = 16;
+/// How many such buffers an invocation scratch keeps.
+const SPARE_BUFFERS: usize = 8;
+
 fn apply_writes(
     entry: &FunctionEntry,
     target: &Address,
     backend: &mut dyn StateBackend,
     now_ms: u64,
-    writes: &mut Vec<(usize, Option<Vec<u8>>)>,
+    scratch: &mut Scratch,
 ) {
     let key = |slot: usize| StateKey {
         function: &target.function_type,
@@ -262,11 +276,21 @@ fn apply_writes(
         spec: &entry.specs[slot].name,
         slot: slot as u16,
     };
-    for (slot, value) in writes.drain(..) {
+    for (slot, value) in scratch.writes.drain(..) {
         match value {
-            Some(bytes) => {
+            Some(mut bytes) => {
+                // Small values are stored inline: copy them and keep the
+                // buffer for the next write (a few, so memory stays bounded).
+                let stored = if bytes.len() <= SPARE_BUFFER && scratch.spare.len() < SPARE_BUFFERS {
+                    let inline = ValueBytes::from_slice(&bytes);
+                    bytes.clear();
+                    scratch.spare.push(bytes);
+                    inline
+                } else {
+                    ValueBytes::from_vec(bytes)
+                };
                 let value = StoredValue {
-                    bytes: ValueBytes::from_vec(bytes),
+                    bytes: stored,
                     expires_at_ms: expiry(entry.specs[slot].expiration, now_ms),
                 };
                 backend.put(&key(slot), value);

@@ -23,7 +23,7 @@ use statefun_remote::{
 use statefun_sdk::{Address, EgressMessage, TypeName, TypedValue, ValueSpecDescriptor};
 
 use crate::dead_letter::DeadLetterPlan;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Metadata};
 use crate::invoke::{expiry, renew_after_call};
 use crate::state::{StateBackend, StateKey, StoredValue, ValueBytes};
 use crate::timers::Timers;
@@ -349,7 +349,7 @@ fn apply(
             target,
             caller: Some(Box::new(address.clone())),
             value,
-            metadata: None,
+            metadata: Metadata::None,
         })
         .collect();
     for d in effects.delayed {
@@ -365,7 +365,7 @@ fn apply(
                     target,
                     caller: Some(Box::new(address.clone())),
                     value,
-                    metadata: None,
+                    metadata: Metadata::None,
                 };
                 timers
                     .schedule(due, address, d.cancellation_token, envelope)

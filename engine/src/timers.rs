@@ -169,7 +169,7 @@ mod tests {
             target: addr(id),
             caller: None,
             value: TypedValue::new("ns/t", vec![]),
-            metadata: None,
+            metadata: crate::envelope::Metadata::None,
         }
     }
 

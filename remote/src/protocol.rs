@@ -186,7 +186,7 @@ pub fn build_request(
         .map(|(spec, value)| to_function::PersistedValue {
             state_name: spec.name.clone(),
             state_value: Some(TypedValue {
-                typename: spec.typename.to_string(),
+                typename: spec.typename.as_symbol().clone(),
                 has_value: value.is_some(),
                 value: value.clone().unwrap_or_default(),
             }),
@@ -366,7 +366,7 @@ fn convert_mutation(
                     address: target.clone(),
                     state: mutation.state_name,
                     expected: spec.typename.clone(),
-                    actual: value.typename,
+                    actual: value.typename.to_string(),
                 });
             }
             Ok(StateMutation {

@@ -18,6 +18,13 @@ pub trait InvocationHost {
     fn state_get(&mut self, name: &str) -> Result<Option<&[u8]>, SdkError>;
     /// Replaces a state value; `Err(SdkError::UnknownState)` when not registered.
     fn state_set(&mut self, name: &str, value: Vec<u8>) -> Result<(), SdkError>;
+    /// An empty buffer for [`Context::set`] to encode a value into before
+    /// handing it to [`InvocationHost::state_set`]: a host that keeps the
+    /// buffers it is given can return them here, so that a state write
+    /// allocates nothing. The default allocates a new one.
+    fn state_buffer(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
     /// Clears a state value; `Err(SdkError::UnknownState)` when not registered.
     fn state_remove(&mut self, name: &str) -> Result<(), SdkError>;
     /// Sends a message to a function.
@@ -138,7 +145,9 @@ impl<'a> Context<'a> {
 
     /// Writes a state value.
     pub fn set<T: Type>(&mut self, spec: &ValueSpec<T>, value: &T::Value) -> Result<(), SdkError> {
-        let bytes = spec.value_type().try_encode(value)?;
+        let mut bytes = self.host.state_buffer();
+        bytes.clear();
+        spec.value_type().try_encode_into(value, &mut bytes)?;
         self.host.state_set(spec.name(), bytes)
     }
 

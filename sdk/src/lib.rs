@@ -40,6 +40,7 @@ pub mod function;
 pub mod message;
 pub mod proto;
 pub mod spec;
+pub mod symbol;
 pub mod typename;
 pub mod types;
 pub mod value;
@@ -50,7 +51,8 @@ pub use error::SdkError;
 pub use function::{FunctionError, FunctionSpec, FunctionSpecBuilder, StatefulFunction};
 pub use message::MessageBuilder;
 pub use spec::{Expiration, ValueSpec, ValueSpecDescriptor};
-pub use typename::{Address, TypeName};
+pub use symbol::Symbol;
+pub use typename::{Address, Id, TypeName};
 pub use types::{
     BoolType, DoubleType, FloatType, IntType, JsonType, LongType, ProtobufType, RawType,
     StringType, Type,

@@ -51,7 +51,7 @@ impl Message {
         if !self.is(ty) {
             return Err(SdkError::TypeMismatch {
                 expected: ty.type_name().to_string(),
-                found: self.value.typename.clone(),
+                found: self.value.typename.to_string(),
             });
         }
         ty.decode(&self.value.value)
@@ -88,7 +88,7 @@ pub struct MessageBuilder {
 
 impl MessageBuilder {
     /// Starts a message for the instance `id` of `function_type`.
-    pub fn for_address(function_type: TypeName, id: impl Into<String>) -> Self {
+    pub fn for_address(function_type: TypeName, id: impl Into<crate::Id>) -> Self {
         Self::for_target(Address::new(function_type, id))
     }
 

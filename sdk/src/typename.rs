@@ -7,9 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::sync::Arc;
 
-use crate::SdkError;
+use crate::{SdkError, Symbol};
 
 /// A `namespace/name` pair naming a function type, a message type or an egress.
 ///
@@ -24,10 +23,10 @@ use crate::SdkError;
 #[derive(Clone)]
 pub struct TypeName {
     /// The full `namespace/name` text, validated to contain a `/` with
-    /// non-empty parts on both sides. One shared pointer (16 bytes) because
-    /// type names travel in every message: cloning is a reference-count
-    /// increment, and equal names from one source compare by pointer.
-    full: Arc<str>,
+    /// non-empty parts on both sides, and interned (see [`Symbol`]): type
+    /// names travel in every message, so copying one copies a pointer and
+    /// equal names are the same pointer.
+    full: Symbol,
 }
 
 impl TypeName {
@@ -58,9 +57,8 @@ impl TypeName {
                 "`{text}` contains white space"
             )));
         }
-        let _ = split;
         Ok(TypeName {
-            full: Arc::from(text),
+            full: Symbol::from(text),
         })
     }
 
@@ -82,13 +80,18 @@ impl TypeName {
 
     /// The whole `namespace/name` text.
     pub fn as_str(&self) -> &str {
+        self.full.as_str()
+    }
+
+    /// The name as a [`Symbol`].
+    pub fn as_symbol(&self) -> &Symbol {
         &self.full
     }
 }
 
 impl fmt::Display for TypeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.full)
+        f.write_str(self.as_str())
     }
 }
 
@@ -98,17 +101,17 @@ impl fmt::Debug for TypeName {
     }
 }
 
-/// Equal names usually share one allocation (they are cloned from the
-/// registry or the module), so compare pointers before bytes.
+/// Interned: equal names are one pointer, so equality is pointer equality.
 impl PartialEq for TypeName {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.full, &other.full) || *self.full == *other.full
+        self.full == other.full
     }
 }
 
 impl Eq for TypeName {}
 
+/// By text (not by pointer), so that hashes agree across processes.
 impl std::hash::Hash for TypeName {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.full.hash(state);
@@ -121,6 +124,7 @@ impl PartialOrd for TypeName {
     }
 }
 
+/// By text (not by pointer), so that orders agree across processes.
 impl Ord for TypeName {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.full.cmp(&other.full)
@@ -130,14 +134,25 @@ impl Ord for TypeName {
 /// Serialized as its `namespace/name` text; deserializing validates it.
 impl Serialize for TypeName {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.full)
+        serializer.serialize_str(self.as_str())
     }
 }
 
 impl<'de> Deserialize<'de> for TypeName {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        TypeName::parse(&text).map_err(serde::de::Error::custom)
+        // A visitor instead of `String::deserialize`: a name already interned
+        // costs no allocation when it arrives from another process.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = TypeName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a `namespace/name` type name")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<TypeName, E> {
+                TypeName::parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
     }
 }
 
@@ -160,12 +175,28 @@ pub struct Address {
     /// The function type.
     pub function_type: TypeName,
     /// The instance id (any UTF-8 string; ingress records use their key).
-    pub id: String,
+    pub id: Id,
 }
+
+/// An instance id: a string stored inline up to 24 bytes.
+///
+/// Ids travel in every message and are copied into every invocation, and
+/// almost all are short (user names, order numbers, decimal keys): inline,
+/// they cost no allocation and no cross-thread free when a message moves to
+/// the worker that owns its key. It derefs to `&str` and converts from
+/// `&str` and `String`.
+///
+/// ```
+/// use statefun_sdk::Id;
+/// let id = Id::from("alice");
+/// assert_eq!(id, "alice");
+/// assert_eq!(id.len(), 5);
+/// ```
+pub type Id = compact_str::CompactString;
 
 impl Address {
     /// Creates an address.
-    pub fn new(function_type: TypeName, id: impl Into<String>) -> Self {
+    pub fn new(function_type: TypeName, id: impl Into<Id>) -> Self {
         Address {
             function_type,
             id: id.into(),

@@ -65,6 +65,21 @@ pub trait Type: Send + Sync + 'static {
     fn try_encode(&self, value: &Self::Value) -> Result<Vec<u8>, SdkError> {
         Ok(self.encode(value))
     }
+
+    /// Encodes a value by appending to `out`, which the caller may reuse
+    /// across values (state writes do: no allocation per write).
+    ///
+    /// The default appends what [`Type::try_encode`] returns; the primitive
+    /// types write directly.
+    fn try_encode_into(&self, value: &Self::Value, out: &mut Vec<u8>) -> Result<(), SdkError> {
+        let bytes = self.try_encode(value)?;
+        if out.is_empty() {
+            *out = bytes;
+        } else {
+            out.extend_from_slice(&bytes);
+        }
+        Ok(())
+    }
 }
 
 /// The type name of [`StringType`].
@@ -118,6 +133,12 @@ macro_rules! primitive_type {
                 let mut bytes = Vec::with_capacity(16);
                 encode(value, &mut bytes);
                 bytes
+            }
+
+            fn try_encode_into(&self, value: &$value, out: &mut Vec<u8>) -> Result<(), SdkError> {
+                let encode: fn(&$value, &mut Vec<u8>) = $encode;
+                encode(value, out);
+                Ok(())
             }
 
             fn decode(&self, bytes: &[u8]) -> Result<$value, SdkError> {

@@ -4,33 +4,99 @@
 use serde::{Deserialize, Serialize};
 
 use crate::typename::{Address, TypeName};
+use crate::Symbol;
 
 /// A value with its StateFun type name, as in StateFun's `TypedValue` proto
 /// (`typename = 1`, `has_value = 2`, `value = 3`).
 ///
 /// `value` holds the type's wire encoding: for `io.statefun.types/string` that
-/// is the protobuf `StringWrapper`, not raw UTF-8.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
+/// is the protobuf `StringWrapper`, not raw UTF-8. The type name is a
+/// [`Symbol`]: every record of an ingress carries the same one, so it is
+/// interned rather than allocated per record (the protobuf encoding is
+/// written by hand below for that reason; it is byte-for-byte what `prost`
+/// derives for the proto).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypedValue {
     /// The type name, e.g. `io.statefun.types/string`.
-    #[prost(string, tag = "1")]
-    pub typename: String,
+    pub typename: Symbol,
     /// Whether a value is present (false for an absent state value).
-    #[prost(bool, tag = "2")]
     pub has_value: bool,
     /// The encoded bytes.
-    #[prost(bytes = "vec", tag = "3")]
     pub value: Vec<u8>,
 }
 
 impl TypedValue {
     /// A present value of the given type.
-    pub fn new(typename: impl Into<String>, value: Vec<u8>) -> Self {
+    pub fn new(typename: impl Into<Symbol>, value: Vec<u8>) -> Self {
         TypedValue {
             typename: typename.into(),
             has_value: true,
             value,
         }
+    }
+}
+
+impl prost::Message for TypedValue {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        if !self.typename.is_empty() {
+            encode_key(1, WireType::LengthDelimited, buf);
+            encode_varint(self.typename.len() as u64, buf);
+            buf.put_slice(self.typename.as_bytes());
+        }
+        if self.has_value {
+            prost::encoding::bool::encode(2, &self.has_value, buf);
+        }
+        if !self.value.is_empty() {
+            prost::encoding::bytes::encode(3, &self.value, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        let field = |mut e: prost::DecodeError, name| {
+            e.push("TypedValue", name);
+            e
+        };
+        match tag {
+            1 => {
+                let mut text = String::new();
+                prost::encoding::string::merge(wire_type, &mut text, buf, ctx)
+                    .map_err(|e| field(e, "typename"))?;
+                self.typename = Symbol::from(text);
+                Ok(())
+            }
+            2 => prost::encoding::bool::merge(wire_type, &mut self.has_value, buf, ctx)
+                .map_err(|e| field(e, "has_value")),
+            3 => prost::encoding::bytes::merge(wire_type, &mut self.value, buf, ctx)
+                .map_err(|e| field(e, "value")),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        use prost::encoding::{encoded_len_varint, key_len};
+        let text = if self.typename.is_empty() {
+            0
+        } else {
+            key_len(1) + encoded_len_varint(self.typename.len() as u64) + self.typename.len()
+        };
+        let flag = if self.has_value { key_len(2) + 1 } else { 0 };
+        let value = if self.value.is_empty() {
+            0
+        } else {
+            prost::encoding::bytes::encoded_len(3, &self.value)
+        };
+        text + flag + value
+    }
+
+    fn clear(&mut self) {
+        *self = TypedValue::default();
     }
 }
 

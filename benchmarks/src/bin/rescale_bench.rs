@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use statefun_engine::app::Durability;
+use statefun_engine::bench::{cpu_seconds, peak_rss_mib};
 use statefun_engine::dataflow::ClusterConfig;
 use statefun_engine::{run_module, FunctionRegistry, RunOptions, Settings, Shared};
 use statefun_sdk::{Context, FunctionError, FunctionSpec, Message, RawType, TypeName, ValueSpec};
@@ -72,33 +73,6 @@ fn registry(value_bytes: usize) -> Result<FunctionRegistry, String> {
             .map_err(|e| e.to_string())?;
     registry.register(function).map_err(|e| e.to_string())?;
     Ok(registry)
-}
-
-/// CPU seconds (user + system) this process used so far.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split(' ').collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat (11 and 12 after the command name).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Peak resident memory of this process so far, in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn run(

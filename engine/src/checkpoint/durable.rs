@@ -1287,7 +1287,7 @@ mod tests {
             target: statefun_sdk::Address::new(f(), id),
             caller: None,
             value: TypedValue::new("ns/t", vec![]),
-            metadata: None,
+            metadata: crate::envelope::Metadata::None,
         };
         let m = CheckpointMeta {
             id: 10,

@@ -14,7 +14,7 @@ use super::checkpointing::SharedCheckpoint;
 use crate::app::{Application, IngressPlan, RoutePlan};
 use crate::clock::Clock;
 use crate::dead_letter::{BadRecord, BadRecords, DEAD_LETTER_FUNCTION};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Metadata};
 use crate::shared::{Metrics, RateLimit, Shared};
 
 /// Turns source records into envelopes: one per target of the record's route,
@@ -102,7 +102,7 @@ impl Router {
                     target: target.clone(),
                     caller: None,
                     value,
-                    metadata: Some(Box::new(metadata)),
+                    metadata: Metadata::of(metadata),
                 });
                 Routed::DeadLettered
             }
@@ -181,22 +181,24 @@ impl Router {
             };
             return self.bad(bad, &mut out);
         };
+        // Inline when short (most keys): no allocation crosses workers.
+        let id = statefun_sdk::Id::from(id);
         let value = TypedValue::new(plan.value_type.clone(), value);
-        let metadata = Box::new(metadata);
+        let metadata = Metadata::of(metadata);
         if let Some((last, others)) = plan.targets.split_last() {
             for target in others {
                 out(Envelope {
                     target: Address::new(target.clone(), id.clone()),
                     caller: None,
                     value: value.clone(),
-                    metadata: Some(metadata.clone()),
+                    metadata: metadata.clone(),
                 });
             }
             out(Envelope {
                 target: Address::new(last.clone(), id),
                 caller: None,
                 value,
-                metadata: Some(metadata),
+                metadata,
             });
         }
         Routed::Delivered

@@ -37,7 +37,7 @@ fn bounce(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError> 
             Address::new(TypeName::parse(PONG)?, format!("{}-pong", me.id)),
         )
     } else {
-        let group = me.id.trim_end_matches("-pong").to_owned();
+        let group = statefun_sdk::Id::from(me.id.trim_end_matches("-pong"));
         (group.clone(), Address::new(TypeName::parse(PING)?, group))
     };
     if n <= 0 {

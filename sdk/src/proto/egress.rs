@@ -81,7 +81,7 @@ fn decode_typed<M: prost::Message + Default>(
     if value.typename != expected {
         return Err(SdkError::TypeMismatch {
             expected: expected.to_string(),
-            found: value.typename.clone(),
+            found: value.typename.to_string(),
         });
     }
     M::decode(value.value.as_slice()).map_err(|e| SdkError::Decode {

@@ -42,7 +42,7 @@ impl From<&crate::Address> for Address {
         Address {
             namespace: address.function_type.namespace().to_string(),
             r#type: address.function_type.name().to_string(),
-            id: address.id.clone(),
+            id: address.id.to_string(),
         }
     }
 }

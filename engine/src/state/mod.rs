@@ -6,11 +6,13 @@
 //! way (see [`StoredValue::is_live`]). The in-memory backend serves tests and
 //! benchmarks; a RocksDB backend implements the same trait for durable state.
 
-use compact_str::CompactString;
-use rustc_hash::FxHashMap;
+mod table;
+
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use statefun_sdk::TypeName;
+
+use table::{hash_id, Table};
 
 /// Value bytes, stored inline up to 16 bytes (every primitive type fits).
 pub type ValueBytes = SmallVec<[u8; 16]>;
@@ -83,6 +85,10 @@ pub trait StateBackend: 'static {
     fn put(&mut self, key: &StateKey<'_>, value: StoredValue);
     /// Deletes the value named by `key`; deleting nothing is fine.
     fn delete(&mut self, key: &StateKey<'_>);
+    /// A hint that `function`'s instance `id` is about to be invoked: a
+    /// backend may start loading its values so the invocation finds them in
+    /// cache. The function operator calls it a few messages ahead.
+    fn prefetch(&self, _function: &TypeName, _id: &str) {}
     /// The number of stored values (for metrics and tests).
     fn len(&self) -> usize;
     /// Whether nothing is stored.
@@ -96,18 +102,14 @@ pub trait StateBackend: 'static {
     }
 }
 
-/// The values of one instance: (slot, value) pairs, the usual single one inline.
-type Instance = SmallVec<[(u16, StoredValue); 1]>;
-
-/// An in-memory [`StateBackend`]: per function type, a hash map from id to
-/// the values of that instance.
+/// An in-memory [`StateBackend`]: per function type, a [`table`] of values
+/// keyed by `(id, slot)`.
 ///
 /// Laid out for cache behaviour, since state access dominates the cost of a
-/// keyed function: ids up to 24 bytes are stored inline in the key, an
-/// instance's usual single value is stored inline in the entry, and small
-/// values are stored inline in the slot — so an access touches one bucket of
-/// a table whose entries are 72 bytes, instead of chasing four pointers. The
-/// outer map has one entry per function type and stays in cache.
+/// keyed function: an entry is one 64-byte line holding the hash, the slot,
+/// the id (inline up to 24 bytes) and the value (inline up to 16 bytes), and
+/// [`StateBackend::prefetch`] starts loading it records ahead. The outer list
+/// has one entry per function type, found by the interned name's pointer.
 ///
 /// ```
 /// use statefun_engine::state::{MemoryBackend, StateBackend, StateKey, StoredValue};
@@ -122,55 +124,66 @@ type Instance = SmallVec<[(u16, StoredValue); 1]>;
 /// ```
 #[derive(Default)]
 pub struct MemoryBackend {
-    by_function: FxHashMap<TypeName, FxHashMap<CompactString, Instance>>,
+    by_function: Vec<(TypeName, Table)>,
     len: usize,
+}
+
+impl MemoryBackend {
+    #[inline]
+    fn table(&self, function: &TypeName) -> Option<&Table> {
+        self.by_function
+            .iter()
+            .find(|(f, _)| f == function)
+            .map(|(_, t)| t)
+    }
 }
 
 impl StateBackend for MemoryBackend {
     #[inline]
     fn get(&mut self, key: &StateKey<'_>) -> Option<&StoredValue> {
-        self.by_function
-            .get(key.function)?
-            .get(key.id)?
-            .iter()
-            .find(|(slot, _)| *slot == key.slot)
-            .map(|(_, v)| v)
+        self.table(key.function)?
+            .get(hash_id(key.id), key.id, key.slot)
     }
 
     #[inline]
     fn put(&mut self, key: &StateKey<'_>, value: StoredValue) {
-        let instances = match self.by_function.get_mut(key.function) {
-            Some(instances) => instances,
-            None => self.by_function.entry(key.function.clone()).or_default(),
-        };
-        let slots = match instances.get_mut(key.id) {
-            Some(slots) => slots,
-            None => instances.entry(CompactString::from(key.id)).or_default(),
-        };
-        match slots.iter_mut().find(|(slot, _)| *slot == key.slot) {
-            Some((_, v)) => *v = value,
+        let at = match self.by_function.iter().position(|(f, _)| f == key.function) {
+            Some(at) => at,
             None => {
-                slots.push((key.slot, value));
-                self.len += 1;
+                self.by_function
+                    .push((key.function.clone(), Table::default()));
+                self.by_function.len() - 1
             }
+        };
+        if self.by_function[at]
+            .1
+            .put(hash_id(key.id), key.id, key.slot, value)
+        {
+            self.len += 1;
         }
     }
 
     fn delete(&mut self, key: &StateKey<'_>) {
-        let Some(instances) = self.by_function.get_mut(key.function) else {
+        let Some((_, table)) = self.by_function.iter_mut().find(|(f, _)| f == key.function) else {
             return;
         };
-        if let Some(slots) = instances.get_mut(key.id) {
-            let before = slots.len();
-            slots.retain(|(slot, _)| *slot != key.slot);
-            self.len -= before - slots.len();
-            if slots.is_empty() {
-                instances.remove(key.id);
-            }
+        if table.remove(hash_id(key.id), key.id, key.slot) {
+            self.len -= 1;
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, function: &TypeName, id: &str) {
+        if let Some(table) = self.table(function) {
+            table.prefetch(hash_id(id));
         }
     }
 
     fn len(&self) -> usize {
+        debug_assert_eq!(
+            self.len,
+            self.by_function.iter().map(|(_, t)| t.len()).sum::<usize>()
+        );
         self.len
     }
 }

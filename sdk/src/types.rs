@@ -113,7 +113,7 @@ fn decode_error(typename: &str, error: prost::DecodeError) -> SdkError {
 }
 
 macro_rules! primitive_type {
-    ($(#[$doc:meta])* $ty:ident, $const_name:ident, $value:ty, $typename:ident, $wrapper:ident, $encode:expr) => {
+    ($(#[$doc:meta])* $ty:ident, $const_name:ident, $value:ty, $typename:ident, $wrapper:ident, $encode:expr, $fast_decode:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
         pub struct $ty;
@@ -142,6 +142,14 @@ macro_rules! primitive_type {
             }
 
             fn decode(&self, bytes: &[u8]) -> Result<$value, SdkError> {
+                // The usual encodings (nothing for the default value, or the one
+                // field with its wire type) directly; anything else (repeated or
+                // unknown fields, other valid encodings) through prost, which
+                // gives the same value for the usual ones.
+                let fast: fn(&[u8]) -> Option<$value> = $fast_decode;
+                if let Some(value) = fast(bytes) {
+                    return Ok(value);
+                }
                 $wrapper::decode(bytes)
                     .map(|w| w.value)
                     .map_err(|e| decode_error($typename, e))
@@ -161,32 +169,58 @@ primitive_type!(
             buf.reserve(1 + prost::encoding::encoded_len_varint(v.len() as u64) + v.len());
             prost::encoding::string::encode(1, v, buf);
         }
-    }
+    },
+    |_| None
 );
 primitive_type!(
     /// `io.statefun.types/int`: an `i32` as an `IntWrapper` (sfixed32).
     IntType, INT, i32, INT_TYPENAME, IntWrapper,
-    |v, buf| if *v != 0 { prost::encoding::sfixed32::encode(1, v, buf) }
+    |v, buf| if *v != 0 { prost::encoding::sfixed32::encode(1, v, buf) },
+    |b| match b {
+        [] => Some(0),
+        [0x0d, rest @ ..] => Some(i32::from_le_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
 );
 primitive_type!(
     /// `io.statefun.types/long`: an `i64` as a `LongWrapper` (sfixed64).
     LongType, LONG, i64, LONG_TYPENAME, LongWrapper,
-    |v, buf| if *v != 0 { prost::encoding::sfixed64::encode(1, v, buf) }
+    |v, buf| if *v != 0 { prost::encoding::sfixed64::encode(1, v, buf) },
+    |b| match b {
+        [] => Some(0),
+        [0x09, rest @ ..] => Some(i64::from_le_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
 );
 primitive_type!(
     /// `io.statefun.types/float`: an `f32` as a `FloatWrapper`.
     FloatType, FLOAT, f32, FLOAT_TYPENAME, FloatWrapper,
-    |v, buf| if v.to_bits() != 0 { prost::encoding::float::encode(1, v, buf) }
+    |v, buf| if v.to_bits() != 0 { prost::encoding::float::encode(1, v, buf) },
+    |b| match b {
+        [] => Some(0.0),
+        [0x0d, rest @ ..] => Some(f32::from_le_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
 );
 primitive_type!(
     /// `io.statefun.types/double`: an `f64` as a `DoubleWrapper`.
     DoubleType, DOUBLE, f64, DOUBLE_TYPENAME, DoubleWrapper,
-    |v, buf| if v.to_bits() != 0 { prost::encoding::double::encode(1, v, buf) }
+    |v, buf| if v.to_bits() != 0 { prost::encoding::double::encode(1, v, buf) },
+    |b| match b {
+        [] => Some(0.0),
+        [0x09, rest @ ..] => Some(f64::from_le_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
 );
 primitive_type!(
     /// `io.statefun.types/bool`: a `bool` as a `BooleanWrapper`.
     BoolType, BOOL, bool, BOOL_TYPENAME, BooleanWrapper,
-    |v, buf| if *v { prost::encoding::bool::encode(1, v, buf) }
+    |v, buf| if *v { prost::encoding::bool::encode(1, v, buf) },
+    |b| match b {
+        [] => Some(false),
+        [0x08, v @ (0 | 1)] => Some(*v == 1),
+        _ => None,
+    }
 );
 
 /// A user type encoded as JSON with serde_json.
@@ -566,6 +600,44 @@ mod tests {
         );
         assert!(STRING.decode(&[0x0a, 0x02, 0xff, 0xfe]).is_err());
         assert!(BOOL.decode(&[0x08]).is_err());
+    }
+
+    /// The direct decoding of the usual encodings gives what prost gives, and
+    /// unusual but valid encodings still decode (through prost).
+    #[test]
+    fn primitive_fast_paths_agree_with_prost() {
+        for v in [0i64, 1, -1, i64::MAX, i64::MIN, 42] {
+            let bytes = LONG.encode(&v);
+            assert_eq!(LONG.decode(&bytes), Ok(v));
+            assert_eq!(LongWrapper::decode(&bytes[..]).unwrap().value, v);
+        }
+        for v in [0i32, 1, -1, i32::MAX, i32::MIN] {
+            assert_eq!(INT.decode(&INT.encode(&v)), Ok(v));
+        }
+        for v in [0.0f64, -0.0, 1.5, f64::MAX] {
+            assert_eq!(
+                DOUBLE.decode(&DOUBLE.encode(&v)).map(f64::to_bits),
+                Ok(v.to_bits())
+            );
+        }
+        for v in [0.0f32, 1.5, f32::MIN] {
+            assert_eq!(
+                FLOAT.decode(&FLOAT.encode(&v)).map(f32::to_bits),
+                Ok(v.to_bits())
+            );
+        }
+        for v in [false, true] {
+            assert_eq!(BOOL.decode(&BOOL.encode(&v)), Ok(v));
+        }
+        // Field 1 twice (the last wins), an unknown field, a bool varint of 2.
+        let twice = [0x09, 1, 0, 0, 0, 0, 0, 0, 0, 0x09, 2, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(LONG.decode(&twice), Ok(2));
+        let unknown = [0x10, 5, 0x0d, 7, 0, 0, 0];
+        assert_eq!(INT.decode(&unknown), Ok(7));
+        assert_eq!(BOOL.decode(&[0x08, 2]), Ok(true));
+        // Truncated values are still errors.
+        assert!(LONG.decode(&[0x09, 1, 2]).is_err());
+        assert!(DOUBLE.decode(&[0x09]).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use statefun_sdk::EgressMessage;
+use statefun_sdk::{EgressMessage, TypeName};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -473,6 +473,10 @@ pub(crate) fn functions<'s>(
                 }
             });
 
+            // The function type of the last message, and its entry: messages
+            // usually come in runs for one type, and the hit costs a pointer
+            // comparison instead of hashing the name.
+            let mut last: Option<(&TypeName, &Arc<crate::app::FunctionEntry>)> = None;
             for (loop_cap, egress_cap, mut data) in work.drain(..) {
                 let time @ (epoch, _) = *loop_cap.time();
                 let send_time = send_time(time, hop_cap);
@@ -487,7 +491,15 @@ pub(crate) fn functions<'s>(
                     if let Some(ahead) = pending.as_slice().get(PREFETCH_AHEAD) {
                         backend.state().prefetch(&ahead.target.function_type, &ahead.target.id);
                     }
-                    let Some(entry) = app.functions.get(&envelope.target.function_type) else {
+                    let function_type = &envelope.target.function_type;
+                    let found = match last {
+                        Some((t, entry)) if t == function_type => Some(entry),
+                        _ => {
+                            last = app.functions.get_key_value(function_type);
+                            last.map(|(_, entry)| entry)
+                        }
+                    };
+                    let Some(entry) = found else {
                         if let Some(driver) = remote.as_mut().filter(|d| d.serves(&envelope.target.function_type)) {
                             held.entry(time)
                                 .or_insert_with(|| (loop_cap.clone(), egress_cap.clone(), 0))

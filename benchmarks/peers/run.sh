@@ -66,6 +66,26 @@ trap 'rm -rf "$tmp"' EXIT
 echo "workload: $records records, $keys keys, ${value_size}-byte values, parallelism $parallelism, state $state" \
   "$([ "$state" = rocksdb ] && echo "(checkpoints every $checkpoint_interval)")"
 
+# timed NAME MARKER COMMAND...: runs COMMAND under GNU time (into $tmp/NAME.time,
+# its output into $tmp/NAME.out and .err), shows its output, and succeeds when
+# it exited 0 and printed a line matching MARKER.
+timed() {
+  local name=$1 marker=$2 rc=0
+  shift 2
+  /usr/bin/time -f '%e %U %S %M' -o "$tmp/$name.time" "$@" \
+    >"$tmp/$name.out" 2>"$tmp/$name.err" </dev/null || rc=$?
+  sed 's/^/  | /' "$tmp/$name.out"
+  if [ "$rc" -ne 0 ]; then
+    echo "run.sh: $name failed (exit $rc):" >&2
+    tail -n 30 "$tmp/$name.err" >&2
+    return 1
+  fi
+  if ! grep -q "$marker" "$tmp/$name.out"; then
+    echo "run.sh: $name printed no line matching '$marker'" >&2
+    return 1
+  fi
+}
+
 # --- ours ---------------------------------------------------------------------
 ours_ok=0
 if [ -x "$bin" ]; then
@@ -74,18 +94,7 @@ if [ -x "$bin" ]; then
     ours_args+=(--state-dir "$tmp/ours-state" --checkpoint-interval "$checkpoint_interval")
   fi
   echo "ours:   $bin ${ours_args[*]}"
-  rc=0
-  /usr/bin/time -f '%e %U %S %M' -o "$tmp/ours.time" "$bin" "${ours_args[@]}" \
-    >"$tmp/ours.out" 2>"$tmp/ours.err" </dev/null || rc=$?
-  sed 's/^/  | /' "$tmp/ours.out"
-  if [ "$rc" -ne 0 ]; then
-    echo "run.sh: ours failed (exit $rc):" >&2
-    tail -n 20 "$tmp/ours.err" >&2
-  elif ! grep -q '^engine:' "$tmp/ours.out"; then
-    echo "run.sh: ours printed no 'engine:' line" >&2
-  else
-    ours_ok=1
-  fi
+  timed ours '^engine:' "$bin" "${ours_args[@]}" && ours_ok=1
 else
   echo "ours:   SKIPPED: no statefun binary at $bin (build it with cargo build --release, or set STATEFUN_BIN)"
 fi
@@ -97,19 +106,8 @@ if [ "$state" = rocksdb ]; then
   peer_args+=(--checkpoint-interval "$checkpoint_interval")
 fi
 echo "theirs: flink-statefun/run-peer.sh ${peer_args[*]}"
-rc=0
-/usr/bin/time -f '%e %U %S %M' -o "$tmp/peer.time" "$here/flink-statefun/run-peer.sh" "${peer_args[@]}" \
-  >"$tmp/peer.out" 2>"$tmp/peer.err" </dev/null || rc=$?
-sed 's/^/  | /' "$tmp/peer.out"
 peer_ok=0
-if [ "$rc" -ne 0 ]; then
-  echo "run.sh: the peer failed (exit $rc):" >&2
-  tail -n 30 "$tmp/peer.err" >&2
-elif ! grep -q '^peer: records=' "$tmp/peer.out"; then
-  echo "run.sh: the peer printed no 'peer:' line" >&2
-else
-  peer_ok=1
-fi
+timed peer '^peer: records=' "$here/flink-statefun/run-peer.sh" "${peer_args[@]}" && peer_ok=1
 
 # --- table ----------------------------------------------------------------------
 # field NAME FILE: the value of NAME=... on the peer's result line.

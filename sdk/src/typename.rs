@@ -37,26 +37,7 @@ impl TypeName {
 
     /// Parses `namespace/name`, splitting at the last `/`.
     pub fn parse(text: &str) -> Result<Self, SdkError> {
-        let split = text.rfind('/').ok_or_else(|| {
-            SdkError::InvalidTypeName(format!(
-                "`{text}` has no namespace; write it as `<namespace>/<name>`"
-            ))
-        })?;
-        if split == 0 {
-            return Err(SdkError::InvalidTypeName(format!(
-                "`{text}` has an empty namespace; write it as `<namespace>/<name>`"
-            )));
-        }
-        if split + 1 == text.len() {
-            return Err(SdkError::InvalidTypeName(format!(
-                "`{text}` has an empty name; write it as `<namespace>/<name>`"
-            )));
-        }
-        if text.chars().any(char::is_whitespace) {
-            return Err(SdkError::InvalidTypeName(format!(
-                "`{text}` contains white space"
-            )));
-        }
+        check(text)?;
         Ok(TypeName {
             full: Symbol::from(text),
         })
@@ -87,6 +68,32 @@ impl TypeName {
     pub fn as_symbol(&self) -> &Symbol {
         &self.full
     }
+}
+
+/// Whether `text` is a valid `namespace/name`: a `/` with non-empty text on
+/// both sides of the last one, and no white space.
+fn check(text: &str) -> Result<(), SdkError> {
+    let split = text.rfind('/').ok_or_else(|| {
+        SdkError::InvalidTypeName(format!(
+            "`{text}` has no namespace; write it as `<namespace>/<name>`"
+        ))
+    })?;
+    if split == 0 {
+        return Err(SdkError::InvalidTypeName(format!(
+            "`{text}` has an empty namespace; write it as `<namespace>/<name>`"
+        )));
+    }
+    if split + 1 == text.len() {
+        return Err(SdkError::InvalidTypeName(format!(
+            "`{text}` has an empty name; write it as `<namespace>/<name>`"
+        )));
+    }
+    if text.chars().any(char::is_whitespace) {
+        return Err(SdkError::InvalidTypeName(format!(
+            "`{text}` contains white space"
+        )));
+    }
+    Ok(())
 }
 
 impl fmt::Display for TypeName {
@@ -140,19 +147,11 @@ impl Serialize for TypeName {
 
 impl<'de> Deserialize<'de> for TypeName {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // A visitor instead of `String::deserialize`: a name already interned
-        // costs no allocation when it arrives from another process.
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = TypeName;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a `namespace/name` type name")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<TypeName, E> {
-                TypeName::parse(text).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Text)
+        // Through `Symbol`: a name already interned costs no allocation when
+        // it arrives from another process.
+        let full = Symbol::deserialize(deserializer)?;
+        check(&full).map_err(serde::de::Error::custom)?;
+        Ok(TypeName { full })
     }
 }
 

@@ -53,6 +53,7 @@ bin="$CARGO_TARGET_DIR/release"
 
 step "bench smoke run"
 "$bin/statefun" bench --records 300000 --keys 10000
+"$bin/statefun" bench --latency --hops 20000 -w 2
 
 step "quick start"
 greetings=$("$bin/example-greeter" run examples/greeter/module.yaml | wc -l)

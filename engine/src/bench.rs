@@ -45,6 +45,17 @@ pub struct BenchArgs {
     /// RocksDB block cache per worker in MiB, with --state-dir.
     #[arg(long, default_value_t = 64)]
     pub block_cache_mb: usize,
+    /// Measure per-hop latency instead of throughput: messages bounce
+    /// between pairs of function instances and every hop's time from send to
+    /// invocation goes into a histogram.
+    #[arg(long)]
+    pub latency: bool,
+    /// Hops per rally, with --latency.
+    #[arg(long, default_value_t = 100_000)]
+    pub hops: u64,
+    /// Rallies bouncing at once, each between its own two instances, with --latency.
+    #[arg(long, default_value_t = 1)]
+    pub rallies: u64,
     /// Timely workers (`-w`); bench runs in one process.
     #[command(flatten)]
     pub timely: TimelyArgs,
@@ -145,6 +156,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     if args.timely.processes > 1 {
         return Err("bench runs in one process: use -w for more workers".into());
     }
+    if args.latency {
+        return latency::run(args);
+    }
     let report = |name: &str, elapsed: Duration, cpu: f64| {
         let secs = elapsed.as_secs_f64();
         println!(
@@ -205,4 +219,181 @@ pub fn peak_rss_mib() -> f64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// `statefun bench --latency`: the time a message takes from one function to
+/// the next.
+///
+/// Each rally starts with a generator record for id `r` of `bench/ping`,
+/// which sends a hop message to id `r~`; every invocation records the time
+/// since the hop was sent (a stamp in the message, against a clock shared by
+/// the process's workers) and sends the next hop to its partner, until the
+/// rally's hops are used up. A hop's time is everything the runtime does
+/// between two functions: the sender's effects applied, the message through
+/// the timely feedback loop and the exchange (to another worker when the
+/// partner's key group lives there), and the receiver's invocation up to the
+/// point it reads the clock.
+mod latency {
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Instant;
+
+    use statefun_sdk::{
+        Context, FunctionError, FunctionSpec, Message, MessageBuilder, RawType, TypeName,
+    };
+
+    use super::BenchArgs;
+    use crate::app::{Application, Settings};
+    use crate::dataflow;
+    use crate::registry::FunctionRegistry;
+    use crate::shared::Shared;
+
+    const PING: &str = "bench/ping";
+    const HOP: &str = "bench/hop";
+
+    /// Nanoseconds since the first call in this process (every worker's clock).
+    fn now_ns() -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+
+    /// The partner of an instance: `r` ↔ `r~`.
+    fn partner(id: &str) -> String {
+        match id.strip_suffix('~') {
+            Some(base) => base.to_owned(),
+            None => format!("{id}~"),
+        }
+    }
+
+    fn hop(target: &TypeName, id: &str, remaining: u64) -> Result<Message, FunctionError> {
+        let hop = RawType::new(TypeName::parse(HOP)?);
+        let mut bytes = now_ns().to_le_bytes().to_vec();
+        bytes.extend_from_slice(&remaining.to_le_bytes());
+        Ok(MessageBuilder::for_address(target.clone(), partner(id))
+            .with_value(&hop, &bytes)
+            .build()?)
+    }
+
+    /// Runs the rallies and prints percentiles and a histogram of hop latency.
+    pub fn run(args: &BenchArgs) -> Result<(), String> {
+        let hops = args.hops.max(1);
+        let rallies = args.rallies.max(1);
+        let samples: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::with_capacity(
+            (hops * rallies).min(100_000_000) as usize,
+        )));
+        let recorded = samples.clone();
+        let ping = TypeName::parse(PING).map_err(|e| e.to_string())?;
+        let function =
+            move |ctx: &mut Context<'_>, message: Message| -> Result<(), FunctionError> {
+                let me = ctx.self_address().clone();
+                if message.value_typename() != HOP {
+                    // The generator's record: serve the rally's first hop.
+                    ctx.send(hop(&me.function_type, &me.id, hops - 1)?);
+                    return Ok(());
+                }
+                let now = now_ns();
+                let bytes = &message.value.value;
+                let field = |at: usize| {
+                    bytes
+                        .get(at..at + 8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes)
+                        .ok_or_else(|| FunctionError::from("a hop message is 16 bytes"))
+                };
+                let (sent, remaining) = (field(0)?, field(8)?);
+                if let Ok(mut samples) = recorded.lock() {
+                    samples.push(now.saturating_sub(sent));
+                }
+                if remaining > 0 {
+                    ctx.send(hop(&me.function_type, &me.id, remaining - 1)?);
+                }
+                Ok(())
+            };
+        let mut registry = FunctionRegistry::new();
+        registry.register(
+            FunctionSpec::builder(ping)
+                .with_function(function)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )?;
+        let yaml = format!(
+            "kind: io.statefun-rs.generator.v1/ingress\nspec:\n  id: bench/serve\n  valueType: bench/serve\n  targets: [{PING}]\n  keys: {rallies}\n  count: {rallies}\n  valueSize: 1\n"
+        );
+        let module =
+            statefun_module::load_str(&yaml, "<bench --latency>").map_err(|d| d.to_string())?;
+        let app =
+            Application::new(&module, &registry, Settings::default()).map_err(|e| e.join("\n"))?;
+        eprintln!(
+            "bench --latency: {rallies} rall{} of {hops} hops, {} worker(s)",
+            if rallies == 1 { "y" } else { "ies" },
+            args.timely.workers
+        );
+        let started = Instant::now();
+        dataflow::run(
+            Arc::new(app),
+            &args.timely.cluster()?,
+            Arc::new(Shared::default()),
+            dataflow::memory_backend(),
+            std::time::Duration::from_secs(2),
+        )?;
+        let elapsed = started.elapsed();
+        let mut samples = std::mem::take(&mut *samples.lock().map_err(|e| e.to_string())?);
+        if samples.len() as u64 != hops * rallies {
+            return Err(format!(
+                "recorded {} hops, expected {}",
+                samples.len(),
+                hops * rallies
+            ));
+        }
+        samples.sort_unstable();
+        let at =
+            |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        println!(
+            "hops: {} in {:.3} s; latency p50 {:.2} µs, p90 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs, max {:.1} µs",
+            samples.len(),
+            elapsed.as_secs_f64(),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(0.999),
+            at(1.0)
+        );
+        for (upper, count) in histogram(&samples) {
+            println!("  ≤ {upper:>7} µs {count:>10}");
+        }
+        Ok(())
+    }
+
+    /// Counts per power-of-two bucket of microseconds (`≤ 1`, `≤ 2`, `≤ 4`, …),
+    /// up to the bucket of the largest sample.
+    pub(super) fn histogram(sorted_ns: &[u64]) -> Vec<(u64, usize)> {
+        let mut buckets = Vec::new();
+        let mut upper_us = 1u64;
+        let mut from = 0;
+        while from < sorted_ns.len() {
+            let to = sorted_ns.partition_point(|ns| *ns <= upper_us * 1000);
+            buckets.push((upper_us, to - from));
+            from = to;
+            upper_us *= 2;
+        }
+        buckets
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn histogram_buckets_are_powers_of_two_microseconds() {
+            let ns = [10, 900, 1_000, 1_001, 3_000, 9_000];
+            assert_eq!(
+                super::histogram(&ns),
+                vec![(1, 3), (2, 1), (4, 1), (8, 0), (16, 1)]
+            );
+            assert!(super::histogram(&[]).is_empty());
+        }
+
+        #[test]
+        fn partners_pair_up() {
+            assert_eq!(super::partner("7"), "7~");
+            assert_eq!(super::partner("7~"), "7");
+        }
+    }
 }

@@ -18,9 +18,10 @@ use statefun_module::{
     BadRecordPolicy, EgressSpec, FunctionPattern, HttpEndpoint, IngressSpec, KafkaDeliverySemantic,
     KafkaEgress, KafkaIngress, KinesisEgress, KinesisIngress, Module,
 };
-use statefun_sdk::{StatefulFunction, TypeName, ValueSpecDescriptor};
+use statefun_sdk::TypeName;
 
 use crate::dead_letter::{BadRecords, DeadLetterPlan, Destination, DEAD_LETTER_FUNCTION};
+pub use crate::entry::FunctionEntry;
 use crate::registry::FunctionRegistry;
 
 /// Runtime settings that are not part of module.yaml.
@@ -132,18 +133,6 @@ impl Default for Settings {
             fail_on_bad_records: false,
         }
     }
-}
-
-/// A function the runtime can invoke, with the state it declared.
-pub struct FunctionEntry {
-    /// The function type.
-    pub function_type: TypeName,
-    /// The declared state values; slots are indexes into this list.
-    pub specs: Vec<ValueSpecDescriptor>,
-    /// The implementation.
-    pub function: Arc<dyn StatefulFunction>,
-    /// Whether any spec expires after call (their TTL is renewed on every call).
-    pub has_expire_after_call: bool,
 }
 
 /// Where the records of one `topics[]`/`streams[]` entry go.
@@ -266,15 +255,7 @@ impl Application {
         for spec in registry.iter() {
             functions.insert(
                 spec.function_type.clone(),
-                Arc::new(FunctionEntry {
-                    function_type: spec.function_type.clone(),
-                    specs: spec.value_specs.clone(),
-                    function: spec.function.clone(),
-                    has_expire_after_call: spec
-                        .value_specs
-                        .iter()
-                        .any(|s| matches!(s.expiration, statefun_sdk::Expiration::AfterCall(_))),
-                }),
+                Arc::new(FunctionEntry::of(spec)),
             );
         }
         let file = &module.file;

@@ -22,7 +22,7 @@ use statefun_sdk::{
     TypeName, TypedValue,
 };
 
-use crate::app::FunctionEntry;
+use crate::entry::FunctionEntry;
 
 /// The function type of the built-in function that forwards dead letters to
 /// their egress; the instance id is the egress id.
@@ -227,12 +227,7 @@ pub(crate) fn function_entry() -> Result<Arc<FunctionEntry>, String> {
         .with_function(forward)
         .build()
         .map_err(|e| e.to_string())?;
-    Ok(Arc::new(FunctionEntry {
-        function_type: spec.function_type.clone(),
-        specs: Vec::new(),
-        function: spec.function.clone(),
-        has_expire_after_call: false,
-    }))
+    Ok(Arc::new(FunctionEntry::of(&spec)))
 }
 
 fn forward(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError> {

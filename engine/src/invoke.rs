@@ -13,7 +13,7 @@ use statefun_sdk::{
     ValueSpecDescriptor,
 };
 
-use crate::app::FunctionEntry;
+use crate::entry::FunctionEntry;
 use crate::envelope::{Envelope, Metadata};
 use crate::state::{StateBackend, StateKey, StoredValue, ValueBytes};
 use crate::timers::Timers;

@@ -9,6 +9,21 @@
 //!   registers its own Rust functions in a [`FunctionRegistry`].
 //! * [`dataflow::build_function_graph`] builds the function graph inside a
 //!   caller's timely scope, so it can be embedded in a larger dataflow.
+//!
+//! Invariants the modules keep (docs/DURABILITY.md has the full argument):
+//! * Only [`dataflow`] touches timely; everything else is plain code that
+//!   its operators call, testable without a dataflow.
+//! * Decisions are pure and I/O sits at the edges: routing ([`keygroup`]),
+//!   the checkpoint protocol ([`checkpoint`]'s `evidence`, `rescale`, the
+//!   restore agreement) and invocation ([`invoke`]: atomic, applied only on
+//!   `Ok`) take and return values; stores, sources and sinks are behind traits.
+//! * Within the crate, dependencies run one way: [`app`] resolves the module
+//!   into [`entry::FunctionEntry`]s, routes and sinks; [`remote`] and
+//!   [`dead_letter`] use [`invoke`], which uses [`entry`], [`state`] and
+//!   [`timers`]; [`dataflow`] sits on top of all of them.
+//! * A sink delivers a checkpoint's output only with evidence that every
+//!   worker wrote it; a restart resumes from the last checkpoint every worker
+//!   completed, so output is exactly once under any crash.
 
 #![warn(missing_docs)]
 
@@ -20,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod dataflow;
 pub mod dead_letter;
+pub mod entry;
 pub mod envelope;
 pub mod failpoint;
 pub mod invoke;

@@ -476,7 +476,7 @@ pub(crate) fn functions<'s>(
             // The function type of the last message, and its entry: messages
             // usually come in runs for one type, and the hit costs a pointer
             // comparison instead of hashing the name.
-            let mut last: Option<(&TypeName, &Arc<crate::app::FunctionEntry>)> = None;
+            let mut last: Option<(&TypeName, &Arc<crate::entry::FunctionEntry>)> = None;
             for (loop_cap, egress_cap, mut data) in work.drain(..) {
                 let time @ (epoch, _) = *loop_cap.time();
                 let send_time = send_time(time, hop_cap);

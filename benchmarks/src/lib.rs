@@ -1,8 +1,16 @@
-//! Benchmark harnesses of statefun-rs: helpers shared by the connector
-//! benchmarks in `src/bin` (`kafka_bench`, `kinesis_bench`).
+//! Benchmark harnesses of statefun-rs, and helpers shared by them.
 //!
-//! Each binary runs the engine next to a baseline written directly against the
-//! same client library, on the same broker or emulator, and prints the ratio.
+//! * `src/bin/kafka_bench`, `src/bin/kinesis_bench`: each runs the engine next
+//!   to a baseline written directly against the same client library, on the
+//!   same broker or emulator, and prints the ratio.
+//! * `src/bin/rescale_bench`: a checkpoint taken with one worker count,
+//!   restored with another; time, CPU and peak RSS of the rescale.
+//! * `peers/`: the same workloads on Apache Flink StateFun 3.3.0, side by side
+//!   (Maven and shell, not part of the cargo build; see `peers/README.md`).
+//!
+//! The engine's own throughput against hand-written timely, and its per-hop
+//! latency, are `statefun bench` (`engine/src/bench.rs`). Every harness
+//! checks its counts, so a faster run that skipped work fails instead.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -46,6 +46,8 @@
 #![deny(missing_docs)]
 
 mod diag;
+mod fields;
+mod kinds;
 mod load;
 mod model;
 mod report;

@@ -1,5 +1,6 @@
 //! The one error type of all connectors.
 
+use std::fmt;
 use std::io;
 
 /// A connector failure.
@@ -48,6 +49,60 @@ pub enum ConnectorError {
         /// What is wrong and how to fix it.
         message: String,
     },
+}
+
+/// Constructors, so that building an error takes one line. `hint` comes before
+/// `source` so that it can be computed from the error before the error moves in.
+impl ConnectorError {
+    /// A [`ConnectorError::Open`] of connector kind `connector` (e.g.
+    /// `file ingress`) with ingress or egress id `id`.
+    pub(crate) fn open(
+        connector: &'static str,
+        id: impl fmt::Display,
+        path: impl Into<String>,
+        hint: impl Into<String>,
+        source: io::Error,
+    ) -> Self {
+        ConnectorError::Open {
+            connector,
+            id: id.to_string(),
+            path: path.into(),
+            source,
+            hint: hint.into(),
+        }
+    }
+
+    /// A [`ConnectorError::Io`] of connector kind `connector` with ingress or
+    /// egress id `id`.
+    pub(crate) fn io(
+        connector: &'static str,
+        id: impl fmt::Display,
+        path: impl Into<String>,
+        hint: impl Into<String>,
+        source: io::Error,
+    ) -> Self {
+        ConnectorError::Io {
+            connector,
+            id: id.to_string(),
+            path: path.into(),
+            source,
+            hint: hint.into(),
+        }
+    }
+
+    /// A [`ConnectorError::Config`] of connector kind `connector` with ingress
+    /// or egress id `id`.
+    pub(crate) fn config(
+        connector: &'static str,
+        id: impl fmt::Display,
+        message: impl Into<String>,
+    ) -> Self {
+        ConnectorError::Config {
+            connector,
+            id: id.to_string(),
+            message: message.into(),
+        }
+    }
 }
 
 /// A hint for an open failure, by error kind.

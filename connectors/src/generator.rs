@@ -297,16 +297,16 @@ impl Source for GeneratorSource {
         if next != u64::MAX
             && (next < self.first || !(next - self.first).is_multiple_of(self.stride))
         {
-            return Err(ConnectorError::Config {
-                connector: INGRESS,
+            return Err(ConnectorError::config(
+                INGRESS,
                 id,
-                message: format!(
+                format!(
                     "cannot resume: the checkpointed sequence number {next} is not one of \
                      worker {} of {} (was the number of workers changed?); resume with the \
                      worker count of the checkpoint, or delete the state directory to start over",
                     self.first, self.stride
                 ),
-            });
+            ));
         }
         self.next = next;
         self.stats.records = records;

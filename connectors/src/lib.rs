@@ -23,6 +23,7 @@ mod codec;
 mod error;
 pub mod file;
 pub mod generator;
+pub mod hash;
 pub mod kafka;
 pub mod kinesis;
 pub mod sink;

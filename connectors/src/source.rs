@@ -123,14 +123,13 @@ pub trait Source: Send {
     /// and silently starting from the beginning would duplicate its input.
     fn seek(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
         let _ = position;
-        Err(ConnectorError::Config {
-            connector: "ingress",
-            id: "(unnamed source)".to_string(),
-            message: "this ingress cannot resume from a checkpoint (its source does not \
-                      implement `Source::seek`); start the job without restoring, or use an \
-                      ingress that can resume"
-                .to_string(),
-        })
+        Err(ConnectorError::config(
+            "ingress",
+            "(unnamed source)",
+            "this ingress cannot resume from a checkpoint (its source does not \
+             implement `Source::seek`); start the job without restoring, or use an \
+             ingress that can resume",
+        ))
     }
 
     /// Told that a checkpoint covering everything up to `position` is
@@ -165,11 +164,7 @@ pub trait Source: Send {
 /// ```
 pub fn merge_positions(id: &str, positions: &[Vec<u8>]) -> Result<Vec<u8>, ConnectorError> {
     const CONNECTOR: &str = "ingress";
-    let error = |message: String| ConnectorError::Config {
-        connector: CONNECTOR,
-        id: id.to_string(),
-        message,
-    };
+    let error = |message: String| ConnectorError::config(CONNECTOR, id, message);
     let kind = match positions.first() {
         Some(first) => serde_json::from_slice::<PositionIn>(first)
             .map(|p| p.kind)
@@ -344,11 +339,7 @@ pub(crate) fn decode_position<T: DeserializeOwned>(
     connector: &'static str,
     id: &str,
 ) -> Result<T, ConnectorError> {
-    let error = |message: String| ConnectorError::Config {
-        connector,
-        id: id.to_string(),
-        message,
-    };
+    let error = |message: String| ConnectorError::config(connector, id, message);
     const FIX: &str = "the checkpoint is corrupt or was not written for this ingress; \
                        restore an older checkpoint, or delete the state directory to start over";
     let envelope: PositionIn = serde_json::from_slice(bytes).map_err(|e| {

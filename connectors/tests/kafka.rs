@@ -25,6 +25,7 @@ use statefun_module::{
 };
 use statefun_sdk::proto::egress::{kafka_producer_record, KafkaProducerRecord};
 use statefun_sdk::{EgressMessage, IngressMetadata, TypeName};
+use statefun_testkit::unique_name;
 
 // ---------------------------------------------------------------------------------------
 // Broker and helpers
@@ -36,20 +37,6 @@ macro_rules! broker_or_skip {
             None => return,
         }
     };
-}
-
-fn unique(name: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{name}-{}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn now_ms() -> i64 {
@@ -67,7 +54,7 @@ fn admin(b: &str) -> AdminClient<DefaultClientContext> {
 }
 
 fn create_topic(b: &str, partitions: i32) -> String {
-    let name = unique("t");
+    let name = unique_name("t");
     let admin = admin(b);
     let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
@@ -164,7 +151,7 @@ fn produce(b: &str, topic: &str, records: &[Rec<'_>]) {
 fn ingress(b: &str, topics: &[&str], start: KafkaStartupPosition) -> KafkaIngress {
     KafkaIngress {
         address: b.to_string(),
-        consumer_group_id: unique("g"),
+        consumer_group_id: unique_name("g"),
         topics: topics
             .iter()
             .enumerate()
@@ -755,7 +742,7 @@ fn read_back(
 ) -> Vec<(i32, String, String, String)> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", b)
-        .set("group.id", unique("reader"))
+        .set("group.id", unique_name("reader"))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .create()
@@ -843,7 +830,7 @@ fn sink_none_does_not_wait_but_delivers() {
 #[test]
 fn sink_error_for_an_unknown_topic_names_sink_and_topic() {
     let b = broker_or_skip!();
-    let missing = unique("missing");
+    let missing = unique_name("missing");
     let mut sink = KafkaSink::open(
         &sink_id(),
         &egress(
@@ -879,8 +866,8 @@ struct ExactlyOnce {
 }
 
 fn exactly_once(b: &str) -> ExactlyOnce {
-    let progress = unique("progress");
-    let prefix = unique("txn");
+    let progress = unique_name("progress");
+    let prefix = unique_name("txn");
     let spec = egress(
         b,
         KafkaDeliverySemantic::ExactlyOnce {
@@ -1076,7 +1063,7 @@ fn wait_acknowledged(sink: &mut KafkaSink, n: u64) {
 fn read_uncommitted(b: &str, topic: &str, n: usize) -> Vec<String> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", b)
-        .set("group.id", unique("raw"))
+        .set("group.id", unique_name("raw"))
         .set("isolation.level", "read_uncommitted")
         .set("enable.auto.commit", "false")
         .create()
@@ -1202,7 +1189,7 @@ fn sink_exactly_once_reads_progress_behind_another_open_transaction() {
                                     // transaction open on the progress topic, in front of worker 0's next progress record.
     let other: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &b)
-        .set("transactional.id", unique("other"))
+        .set("transactional.id", unique_name("other"))
         .create()
         .expect("producer");
     other.init_transactions(T).expect("init");

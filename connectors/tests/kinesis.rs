@@ -6,10 +6,9 @@
 //! (`CI` set), where a missing emulator fails. Every test creates its own
 //! uniquely named streams. Throttling, partial `PutRecords` failures, an
 //! expired iterator and refused credentials are tested against a tiny fake
-//! endpoint in this file (module `fake`), which needs no emulator.
+//! endpoint ([`statefun_testkit::kinesis::fake`]), which needs no emulator.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use statefun_connectors::kinesis::{
@@ -23,7 +22,8 @@ use statefun_module::{
 };
 use statefun_sdk::{EgressMessage, IngressMetadata, KinesisEgressMessage, TypedValue};
 
-use statefun_testkit::kinesis::{Emulator, REGION};
+use statefun_testkit::kinesis::{fake, Emulator, REGION};
+use statefun_testkit::unique_name;
 
 /// The emulator's client plus the connector specs the tests open on it.
 struct Emu(Emulator);
@@ -33,21 +33,6 @@ impl std::ops::Deref for Emu {
     fn deref(&self) -> &Emulator {
         &self.0
     }
-}
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 impl Emu {
@@ -173,8 +158,8 @@ fn value(r: &SourceRecord) -> String {
 #[test]
 fn two_streams_route_with_metadata() {
     let Some(emu) = Emu::new() else { return };
-    let a = unique("routes-a");
-    let b = unique("routes-b");
+    let a = unique_name("routes-a");
+    let b = unique_name("routes-b");
     emu.create(&a, 2);
     emu.create(&b, 2);
     let mut expected = BTreeMap::new();
@@ -235,7 +220,7 @@ fn two_streams_route_with_metadata() {
 #[test]
 fn shards_spread_over_three_workers_exactly_once() {
     let Some(emu) = Emu::new() else { return };
-    let s = unique("spread");
+    let s = unique_name("spread");
     emu.create(&s, 6);
     for i in 0..90 {
         emu.put(&s, &format!("k{i}"), format!("v{i}").as_bytes());
@@ -283,7 +268,7 @@ fn shards_spread_over_three_workers_exactly_once() {
 #[test]
 fn startup_positions() {
     let Some(emu) = Emu::new() else { return };
-    let s = unique("startup");
+    let s = unique_name("startup");
     emu.create(&s, 2);
     for i in 0..5 {
         emu.put(&s, &format!("k{i}"), format!("before{i}").as_bytes());
@@ -356,7 +341,7 @@ fn chrono_like_iso(ms: i64) -> String {
 #[test]
 fn restore_reads_after_the_recorded_sequence_number() {
     let Some(emu) = Emu::new() else { return };
-    let s = unique("restore");
+    let s = unique_name("restore");
     emu.create(&s, 1);
     for i in 0..10 {
         emu.put(&s, "k", format!("v{i}").as_bytes());
@@ -400,7 +385,7 @@ fn restore_reads_after_the_recorded_sequence_number() {
 #[test]
 fn restore_keeps_the_startup_position_of_shards_never_read() {
     let Some(emu) = Emu::new() else { return };
-    let s = unique("idle");
+    let s = unique_name("idle");
     emu.create(&s, 2);
     let shards = emu.shard_ids(&s);
     // A key for each shard (the emulator hashes keys as Kinesis does).
@@ -460,7 +445,7 @@ fn restore_keeps_the_startup_position_of_shards_never_read() {
 #[test]
 fn split_shard_mid_read_loses_nothing() {
     let Some(emu) = Emu::new() else { return };
-    let s = unique("split");
+    let s = unique_name("split");
     emu.create(&s, 1);
     for i in 0..20 {
         emu.put(&s, &format!("k{i}"), format!("p{i}").as_bytes());
@@ -537,8 +522,8 @@ fn egress_record(
 #[test]
 fn sink_writes_exactly_the_records_read_back() {
     let Some(emu) = Emu::new() else { return };
-    let main = unique("sink-main");
-    let other = unique("sink-other");
+    let main = unique_name("sink-main");
+    let other = unique_name("sink-other");
     emu.create(&main, 2);
     emu.create(&other, 1);
     let id = TypeName::parse("t/out").expect("id");
@@ -595,7 +580,7 @@ fn sink_writes_exactly_the_records_read_back() {
 #[test]
 fn sink_to_a_missing_stream_fails_clearly() {
     let Some(emu) = Emu::new() else { return };
-    let missing = unique("sink-missing");
+    let missing = unique_name("sink-missing");
     let id = TypeName::parse("t/out").expect("id");
     let mut sink = KinesisSink::open("t/out", &emu.egress(&missing, 100)).expect("open sink");
     sink.write(&[egress_record(&id, None, "k", "v", None)])
@@ -612,7 +597,7 @@ fn sink_to_a_missing_stream_fails_clearly() {
 #[test]
 fn bad_configurations_fail_at_open_with_clear_errors() {
     let Some(emu) = Emu::new() else { return };
-    let s = unique("errors");
+    let s = unique_name("errors");
     emu.create(&s, 1);
     let open = |spec: &KinesisIngress| {
         KinesisSource::open_with("t/bad", spec, 0, 1, fast())
@@ -622,7 +607,7 @@ fn bad_configurations_fail_at_open_with_clear_errors() {
     };
 
     // Unknown stream, by name and by ARN.
-    let missing = unique("nope");
+    let missing = unique_name("nope");
     let err = open(&emu.ingress(
         &[(&missing, false, "example/v")],
         KinesisStartupPosition::Latest,
@@ -742,8 +727,8 @@ fn record_ids_option_is_validated_in_module_yaml() {
 #[test]
 fn sink_frames_records_with_ids_only_when_asked() {
     let Some(emu) = Emu::new() else { return };
-    let plain_stream = unique("ids-plain");
-    let framed_stream = unique("ids-framed");
+    let plain_stream = unique_name("ids-plain");
+    let framed_stream = unique_name("ids-framed");
     emu.create(&plain_stream, 1);
     emu.create(&framed_stream, 1);
     let id = TypeName::parse("t/out").expect("id");
@@ -809,7 +794,7 @@ fn sink_frames_records_with_ids_only_when_asked() {
 #[test]
 fn egress_bad_configurations_fail_with_clear_errors() {
     let Some(emu) = Emu::new() else { return };
-    let s = unique("egress-errors");
+    let s = unique_name("egress-errors");
     emu.create(&s, 1);
     let id = TypeName::parse("t/out").expect("id");
     let flush_error = |spec: &KinesisEgress, record: EgressMessage| {
@@ -841,7 +826,7 @@ fn egress_bad_configurations_fail_with_clear_errors() {
     );
 
     // A record naming a stream by an ARN of an unknown stream.
-    let arn = Emu::arn(&unique("nope"));
+    let arn = Emu::arn(&unique_name("nope"));
     let err = flush_error(
         &emu.egress(&s, 10),
         egress_record(&id, Some(&arn), "k", "v", None),
@@ -888,269 +873,6 @@ fn egress_bad_configurations_fail_with_clear_errors() {
         err.contains("empty partition key") && err.contains(&s),
         "{err}"
     );
-}
-
-/// A tiny Kinesis endpoint (the x-amz-json-1.1 protocol over HTTP/1.1) for
-/// what the emulator cannot do on demand: throttle reads and writes, fail
-/// some entries of a `PutRecords`, expire an iterator, refuse credentials.
-/// One stream with one shard, whose records are `records`.
-mod fake {
-    use std::collections::BTreeMap;
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::{Arc, Mutex};
-
-    use base64::Engine as _;
-    use serde_json::{json, Value};
-
-    pub const SHARD: &str = "shardId-000000000000";
-
-    #[derive(Default)]
-    pub struct State {
-        /// The shard's records: (partition key, data).
-        pub records: Vec<(String, Vec<u8>)>,
-        /// Calls per operation (`GetRecords`, …), throttled ones included.
-        pub calls: BTreeMap<String, u64>,
-        /// Calls answered with `ProvisionedThroughputExceededException`, per operation.
-        pub throttled: BTreeMap<String, u64>,
-        /// How many more `GetRecords` calls to throttle (every other call until used up).
-        pub throttle_get_records: u64,
-        /// Answer `ExpiredIteratorException` once, after this many records were served.
-        pub expire_after: Option<usize>,
-        /// How many more `PutRecords` calls to throttle as a whole.
-        pub throttle_put_records: u64,
-        /// How many more `PutRecords` calls fail every other entry.
-        pub partial_put_records: u64,
-        /// Entries failed inside otherwise successful `PutRecords` calls.
-        pub failed_entries: u64,
-        /// Shard iterator types asked for, in order.
-        pub iterator_types: Vec<String>,
-        /// Requests signed with this access key are refused.
-        pub refuse_access_key: Option<String>,
-    }
-
-    pub struct Fake {
-        pub endpoint: String,
-        pub state: Arc<Mutex<State>>,
-    }
-
-    impl Fake {
-        pub fn start(state: State) -> Fake {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-            let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-            let state = Arc::new(Mutex::new(state));
-            let shared = state.clone();
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    let Ok(conn) = conn else { continue };
-                    let state = shared.clone();
-                    std::thread::spawn(move || serve(conn, &state));
-                }
-            });
-            Fake { endpoint, state }
-        }
-
-        pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
-            self.state.lock().unwrap_or_else(|p| p.into_inner())
-        }
-    }
-
-    fn serve(conn: TcpStream, state: &Mutex<State>) {
-        let mut writer = match conn.try_clone() {
-            Ok(w) => w,
-            Err(_) => return,
-        };
-        let mut reader = BufReader::new(conn);
-        loop {
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-                return;
-            }
-            let mut headers: BTreeMap<String, String> = BTreeMap::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                let line = line.trim_end();
-                if line.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = line.split_once(':') {
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                }
-            }
-            let length: usize = headers
-                .get("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let mut body = vec![0u8; length];
-            if reader.read_exact(&mut body).is_err() {
-                return;
-            }
-            let target = headers.get("x-amz-target").cloned().unwrap_or_default();
-            let operation = target.rsplit('.').next().unwrap_or_default().to_string();
-            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let (status, response) = {
-                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                let refused = s.refuse_access_key.as_ref().is_some_and(|key| {
-                    headers
-                        .get("authorization")
-                        .is_some_and(|a| a.contains(&format!("Credential={key}/")))
-                });
-                if refused {
-                    *s.calls.entry(operation.clone()).or_default() += 1;
-                    (
-                        400,
-                        json!({"__type": "UnrecognizedClientException",
-                               "message": "The security token included in the request is invalid."}),
-                    )
-                } else {
-                    answer(&mut s, &operation, &request)
-                }
-            };
-            let text = response.to_string();
-            let reason = if status == 200 { "OK" } else { "Bad Request" };
-            let head = format!(
-                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/x-amz-json-1.1\r\n\
-                 x-amzn-RequestId: fake\r\nContent-Length: {}\r\n\r\n",
-                text.len()
-            );
-            if writer.write_all(head.as_bytes()).is_err()
-                || writer.write_all(text.as_bytes()).is_err()
-            {
-                return;
-            }
-        }
-    }
-
-    fn throttle(s: &mut State, operation: &str) -> (u16, Value) {
-        *s.throttled.entry(operation.to_string()).or_default() += 1;
-        (
-            400,
-            json!({"__type": "ProvisionedThroughputExceededException",
-                   "message": "Rate exceeded for shard shardId-000000000000"}),
-        )
-    }
-
-    fn sequence(i: usize) -> String {
-        format!("4960{i:020}")
-    }
-
-    fn position_after(seq: &str) -> usize {
-        seq.strip_prefix("4960")
-            .and_then(|n| n.parse::<usize>().ok())
-            .map_or(0, |i| i + 1)
-    }
-
-    fn answer(s: &mut State, operation: &str, request: &Value) -> (u16, Value) {
-        let calls = {
-            let n = s.calls.entry(operation.to_string()).or_default();
-            *n += 1;
-            *n
-        };
-        match operation {
-            "ListShards" => (
-                200,
-                json!({"Shards": [{
-                    "ShardId": SHARD,
-                    "HashKeyRange": {"StartingHashKey": "0",
-                        "EndingHashKey": "340282366920938463463374607431768211455"},
-                    "SequenceNumberRange": {"StartingSequenceNumber": sequence(0)}
-                }]}),
-            ),
-            "GetShardIterator" => {
-                let kind = request["ShardIteratorType"].as_str().unwrap_or_default();
-                s.iterator_types.push(kind.to_string());
-                let position = match kind {
-                    "AFTER_SEQUENCE_NUMBER" => {
-                        position_after(request["StartingSequenceNumber"].as_str().unwrap_or(""))
-                    }
-                    "LATEST" => s.records.len(),
-                    _ => 0,
-                };
-                (200, json!({"ShardIterator": format!("it-{position}")}))
-            }
-            "GetRecords" => {
-                if s.throttle_get_records > 0 && calls % 2 == 1 {
-                    s.throttle_get_records -= 1;
-                    return throttle(s, operation);
-                }
-                let position: usize = request["ShardIterator"]
-                    .as_str()
-                    .and_then(|i| i.strip_prefix("it-"))
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
-                if s.expire_after.is_some_and(|n| position >= n) {
-                    s.expire_after = None;
-                    return (
-                        400,
-                        json!({"__type": "ExpiredIteratorException", "message": "Iterator expired"}),
-                    );
-                }
-                let end = (position + 7).min(s.records.len());
-                let records: Vec<Value> = s.records[position.min(end)..end]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (key, data))| {
-                        json!({
-                            "Data": base64::engine::general_purpose::STANDARD.encode(data),
-                            "PartitionKey": key,
-                            "SequenceNumber": sequence(position + i),
-                            "ApproximateArrivalTimestamp": 1.7e9,
-                        })
-                    })
-                    .collect();
-                (
-                    200,
-                    json!({"Records": records, "NextShardIterator": format!("it-{end}"),
-                           "MillisBehindLatest": 0}),
-                )
-            }
-            "PutRecords" => {
-                if s.throttle_put_records > 0 {
-                    s.throttle_put_records -= 1;
-                    return throttle(s, operation);
-                }
-                let partial = s.partial_put_records > 0;
-                if partial {
-                    s.partial_put_records -= 1;
-                }
-                let entries = request["Records"].as_array().cloned().unwrap_or_default();
-                let mut results = Vec::new();
-                let mut failed = 0;
-                for (i, entry) in entries.iter().enumerate() {
-                    if partial && i % 2 == 1 {
-                        failed += 1;
-                        results.push(
-                            json!({"ErrorCode": "ProvisionedThroughputExceededException",
-                                            "ErrorMessage": "Rate exceeded for shard"}),
-                        );
-                        continue;
-                    }
-                    let data = base64::engine::general_purpose::STANDARD
-                        .decode(entry["Data"].as_str().unwrap_or_default())
-                        .unwrap_or_default();
-                    let key = entry["PartitionKey"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    s.records.push((key, data));
-                    results.push(json!({"SequenceNumber": sequence(s.records.len() - 1),
-                                        "ShardId": SHARD}));
-                }
-                s.failed_entries += failed;
-                (
-                    200,
-                    json!({"FailedRecordCount": failed, "Records": results}),
-                )
-            }
-            other => (
-                400,
-                json!({"__type": "UnknownOperationException", "message": other}),
-            ),
-        }
-    }
 }
 
 /// An ingress spec on the fake endpoint; `MaxErrorRetry: 0` turns the SDK's

@@ -5,30 +5,18 @@
 //! State is stored under its key group, so a later rescale moves whole key
 //! groups instead of rehashing every key. The hash must never change: it
 //! decides where persisted state lives. It is 64-bit FNV-1a over the UTF-8
-//! bytes of the id, which is fast for short ids and stable across platforms
-//! and Rust versions (unlike `std`'s `DefaultHasher`).
+//! bytes of the id ([`statefun_connectors::hash::fnv1a`], the hash that also
+//! places Kafka partitions and Kinesis shards on workers), which is fast for
+//! short ids and stable across platforms and Rust versions (unlike `std`'s
+//! `DefaultHasher`).
 //!
 //! Routing uses the id only (not the function type), so all functions with
 //! the same id live together and messages between them never cross workers.
 
+pub use statefun_connectors::hash::fnv1a;
+
 /// The number of key groups. Fixed: changing it relocates all persisted state.
 pub const KEY_GROUPS: u32 = 4096;
-
-/// 64-bit FNV-1a of `bytes`.
-///
-/// ```
-/// assert_eq!(statefun_engine::keygroup::fnv1a(b""), 0xcbf29ce484222325);
-/// assert_eq!(statefun_engine::keygroup::fnv1a(b"a"), 0xaf63dc4c8601ec8c);
-/// ```
-#[inline]
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
 
 /// The key group of an address id.
 ///

@@ -25,7 +25,11 @@
 //! at 1 s, jittered to 50–100 %) on I/O errors, read/write/connect timeouts and
 //! the statuses StateFun retries (408, 409, 420, 429, 499, 5xx), until the call
 //! timeout would pass. Other statuses, oversized payloads and invalid URLs
-//! fail at once: retrying cannot fix them.
+//! fail at once: retrying cannot fix them. The jitter is not shared with the
+//! Kinesis connectors' backoff: `statefun-connectors` would pull librdkafka and
+//! the AWS SDK into this crate, and the only crates both depend on
+//! (`statefun-sdk`, `statefun-module`) are the function API and the module.yaml
+//! model, no place for retry timing.
 //!
 //! Two failures are retried at once, without backoff, because they say
 //! nothing about the server's health: the first I/O error of a call (most

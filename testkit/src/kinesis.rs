@@ -1,4 +1,5 @@
-//! A plain AWS client on the Kinesis emulator, for tests: streams, input, read-back.
+//! A plain AWS client on the Kinesis emulator, for tests: streams, input, read-back;
+//! and, in [`fake`], a fake endpoint for the failures the emulator cannot produce.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,8 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
 use aws_sdk_kinesis::Client;
 use tokio::runtime::Runtime;
+
+pub mod fake;
 
 /// The region the emulator's streams live in.
 pub const REGION: &str = "us-east-1";

@@ -18,7 +18,8 @@
 
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod kafka;
 pub mod kinesis;
@@ -149,6 +150,23 @@ pub fn kinesis_endpoint() -> Option<String> {
         Some(e) if answers(&e) => Some(e),
         candidate => missing("Kinesis emulator", candidate, "ci/install-kinesis.sh"),
     }
+}
+
+/// `<prefix>-<pid>-<nanoseconds>-<counter>`: a name no other test, run or
+/// concurrent process has used, for the topics, streams and consumer groups a
+/// test creates on a shared broker or emulator (which keep them between runs).
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (for timely process addresses).

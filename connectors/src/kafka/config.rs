@@ -11,6 +11,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 use statefun_module::{is_secret_key, Properties};
 
+use crate::hash::fnv1a;
 use crate::ConnectorError;
 
 /// The worker (of `peers`, counted over all processes) that reads `partition` of `topic`.
@@ -20,11 +21,7 @@ use crate::ConnectorError;
 /// by it. Adding the partition number (instead of hashing it) spreads the consecutive
 /// partitions of one topic evenly over the workers.
 pub fn partition_owner(topic: &str, partition: i32, peers: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in topic.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = fnv1a(topic.as_bytes());
     let peers = peers.max(1) as u64;
     // Partitions are never negative; `max(0)` keeps a bad value from wrapping around.
     (h.wrapping_add(u64::from(partition.max(0).unsigned_abs())) % peers) as usize
@@ -283,12 +280,14 @@ pub(crate) fn first_contact<C: ClientContext>(
     address: &str,
 ) -> Result<(), ConnectorError> {
     let timeout = CONTACT_TIMEOUT;
-    let fail = |cause: String, fix: &str| ConnectorError::Open {
-        connector: log.connector,
-        id: log.id.clone(),
-        path: address.to_string(),
-        source: std::io::Error::other(cause),
-        hint: fix.to_string(),
+    let fail = |cause: String, fix: &str| {
+        ConnectorError::open(
+            log.connector,
+            &log.id,
+            address,
+            fix,
+            std::io::Error::other(cause),
+        )
     };
     let deadline = std::time::Instant::now() + timeout;
     loop {

@@ -272,11 +272,7 @@ impl KafkaSink {
     /// and whether the job resumes.
     pub fn open(id: &TypeName, spec: &KafkaEgress) -> Result<Self, ConnectorError> {
         let id_text = id.to_string();
-        let config_error = |message: String| ConnectorError::Config {
-            connector: CONNECTOR,
-            id: id_text.clone(),
-            message,
-        };
+        let config_error = |message: String| ConnectorError::config(CONNECTOR, &id_text, message);
         let wait = match spec.delivery_semantic {
             KafkaDeliverySemantic::ExactlyOnce { .. } => {
                 return Err(config_error(
@@ -369,11 +365,7 @@ impl KafkaSink {
         resume: bool,
     ) -> Result<Self, ConnectorError> {
         let id_text = id.to_string();
-        let config_error = |message: String| ConnectorError::Config {
-            connector: CONNECTOR,
-            id: id_text.clone(),
-            message,
-        };
+        let config_error = |message: String| ConnectorError::config(CONNECTOR, &id_text, message);
         let KafkaDeliverySemantic::ExactlyOnce {
             transaction_timeout,
         } = spec.delivery_semantic
@@ -443,15 +435,17 @@ impl KafkaSink {
         let producer = producer(config, context, &spec.address)
             .map_err(|e| e.unwrap_or_else(&config_error))?;
 
-        let progress_error = |e: String| ConnectorError::Io {
-            connector: CONNECTOR,
-            id: id_text.clone(),
-            path: spec.address.clone(),
-            source: std::io::Error::other(format!("progress topic `{progress_topic}`: {e}")),
-            hint: format!(
-                "check that the brokers are reachable and that this client may create, read \
-                 and write the topic (property `{PROGRESS_TOPIC_PROPERTY}` names another)"
-            ),
+        let progress_error = |e: String| {
+            ConnectorError::io(
+                CONNECTOR,
+                &id_text,
+                &spec.address,
+                format!(
+                    "check that the brokers are reachable and that this client may create, read \
+                     and write the topic (property `{PROGRESS_TOPIC_PROPERTY}` names another)"
+                ),
+                std::io::Error::other(format!("progress topic `{progress_topic}`: {e}")),
+            )
         };
         let progress = ProgressTopic {
             connector: CONNECTOR,
@@ -467,18 +461,17 @@ impl KafkaSink {
                 Some((code, reason)) => format!("{e} ({code}: {reason})"),
                 None => e.to_string(),
             };
-            ConnectorError::Io {
-                connector: CONNECTOR,
-                id: id_text.clone(),
-                path: spec.address.clone(),
-                source: std::io::Error::other(format!(
+            ConnectorError::io(
+                CONNECTOR,
+                &id_text,
+                &spec.address,
+                "check that the brokers are reachable, support transactions (a cluster \
+                 needs at least `transaction.state.log.min.isr` brokers) and allow this \
+                 client to use the transactional id",
+                std::io::Error::other(format!(
                     "cannot initialise transactions for transactional.id `{txn_id}`: {detail}"
                 )),
-                hint: "check that the brokers are reachable, support transactions (a cluster \
-                       needs at least `transaction.state.log.min.isr` brokers) and allow this \
-                       client to use the transactional id"
-                    .into(),
-            }
+            )
         })?;
 
         let delivered = progress
@@ -561,28 +554,27 @@ impl KafkaSink {
         let Some((count, detail)) = self.take_failed() else {
             return Ok(());
         };
-        Err(ConnectorError::Io {
-            connector: CONNECTOR,
-            id: self.id.clone(),
-            path: self.address.clone(),
-            source: std::io::Error::other(format!("{count} record(s) not acknowledged ({detail})")),
-            hint: "check that the topics exist (the broker may not create topics \
-                   automatically) and that this client may write to them"
-                .to_string(),
-        })
+        Err(ConnectorError::io(
+            CONNECTOR,
+            &self.id,
+            &self.address,
+            "check that the topics exist (the broker may not create topics \
+             automatically) and that this client may write to them",
+            std::io::Error::other(format!("{count} record(s) not acknowledged ({detail})")),
+        ))
     }
 
     fn record_error(&self, message: &EgressMessage, reason: String) -> ConnectorError {
-        ConnectorError::Config {
-            connector: CONNECTOR,
-            id: self.id.clone(),
-            message: format!(
+        ConnectorError::config(
+            CONNECTOR,
+            &self.id,
+            format!(
                 "cannot write a record of type `{}`: {reason}; a Kafka egress takes \
                  `{}` values (build them with KafkaEgressMessage)",
                 message.value.typename,
                 crate::codec::KAFKA_PRODUCER_RECORD_TYPENAME
             ),
-        }
+        )
     }
 
     /// `e`, with the producer's fatal error if it has one (librdkafka reports only
@@ -640,16 +632,18 @@ impl KafkaSink {
         if let Some(p) = record.partition {
             base = base.partition(p);
         }
-        self.produce(base).map_err(|e| ConnectorError::Io {
-            connector: CONNECTOR,
-            id: self.id.clone(),
-            path: self.address.clone(),
-            source: std::io::Error::other(format!(
-                "producing to topic `{}` failed: {}",
-                record.topic,
-                self.describe(&e)
-            )),
-            hint: "check the topic, partition and producer properties".into(),
+        self.produce(base).map_err(|e| {
+            ConnectorError::io(
+                CONNECTOR,
+                &self.id,
+                &self.address,
+                "check the topic, partition and producer properties",
+                std::io::Error::other(format!(
+                    "producing to topic `{}` failed: {}",
+                    record.topic,
+                    self.describe(&e)
+                )),
+            )
         })
     }
 
@@ -664,13 +658,13 @@ impl KafkaSink {
             .as_ref()
             .map(|t| t.transactional_id.as_str())
             .unwrap_or_default();
-        ConnectorError::Io {
-            connector: CONNECTOR,
-            id: self.id.clone(),
-            path: self.address.clone(),
-            source: std::io::Error::other(format!("transactional.id `{txn_id}`: {what}")),
-            hint: hint.to_string(),
-        }
+        ConnectorError::io(
+            CONNECTOR,
+            &self.id,
+            &self.address,
+            hint,
+            std::io::Error::other(format!("transactional.id `{txn_id}`: {what}")),
+        )
     }
 
     /// Fails if an earlier fatal error made the producer unusable (also if librdkafka
@@ -934,17 +928,17 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         if !self.drain(Instant::now() + self.flush_timeout) {
-            return Err(ConnectorError::Io {
-                connector: CONNECTOR,
-                id: self.id.clone(),
-                path: self.address.clone(),
-                source: std::io::Error::other(format!(
+            return Err(ConnectorError::io(
+                CONNECTOR,
+                &self.id,
+                &self.address,
+                "check that the brokers are reachable",
+                std::io::Error::other(format!(
                     "{} record(s) still unacknowledged after {:?}",
                     self.producer.in_flight_count(),
                     self.flush_timeout
                 )),
-                hint: "check that the brokers are reachable".into(),
-            });
+            ));
         }
         self.take_failures()
     }

@@ -170,11 +170,7 @@ impl KafkaSource {
         peers: usize,
     ) -> Result<Self, ConnectorError> {
         let id_text = id.to_string();
-        let config_error = |message: String| ConnectorError::Config {
-            connector: CONNECTOR,
-            id: id_text.clone(),
-            message,
-        };
+        let config_error = |message: String| ConnectorError::config(CONNECTOR, &id_text, message);
         if spec.topics.is_empty() {
             return Err(config_error(
                 "`topics` is empty; list at least one topic".into(),
@@ -395,13 +391,13 @@ impl KafkaSource {
     }
 
     fn kafka_error(&self, what: &str, e: KafkaError) -> ConnectorError {
-        ConnectorError::Io {
-            connector: CONNECTOR,
-            id: self.id.clone(),
-            path: self.address.clone(),
-            source: std::io::Error::other(e),
-            hint: format!("{what} failed; check that the brokers are reachable"),
-        }
+        ConnectorError::io(
+            CONNECTOR,
+            &self.id,
+            &self.address,
+            format!("{what} failed; check that the brokers are reachable"),
+            std::io::Error::other(e),
+        )
     }
 
     /// Adds partitions to the assignment at the given offsets (restored positions win) and
@@ -433,11 +429,11 @@ impl KafkaSource {
             .map_err(|e| self.kafka_error("assign", e))?;
         for (topic, partition, next) in parts {
             let Some(mut queue) = self.consumer.split_partition_queue(&topic, partition) else {
-                return Err(ConnectorError::Config {
-                    connector: CONNECTOR,
-                    id: self.id.clone(),
-                    message: format!("cannot split a queue for `{topic}` [{partition}]"),
-                });
+                return Err(ConnectorError::config(
+                    CONNECTOR,
+                    &self.id,
+                    format!("cannot split a queue for `{topic}` [{partition}]"),
+                ));
             };
             let waker = self.waker.clone();
             queue.set_nonempty_callback(move || wake(&waker));
@@ -645,11 +641,7 @@ fn unique(topics: &[String]) -> Vec<&str> {
 /// the runtime owns), created, and its first contact with the cluster made (an
 /// authentication or TLS failure ends the open here, naming the cause).
 fn consumer(id_text: &str, spec: &KafkaIngress) -> Result<Consumer_, ConnectorError> {
-    let config_error = |message: String| ConnectorError::Config {
-        connector: CONNECTOR,
-        id: id_text.to_string(),
-        message,
-    };
+    let config_error = |message: String| ConnectorError::config(CONNECTOR, id_text, message);
     let reset = match spec.auto_offset_reset {
         AutoOffsetReset::Latest => "latest",
         AutoOffsetReset::Earliest => "earliest",
@@ -935,14 +927,15 @@ impl KafkaSource {
         checkpointed: &[(String, i32, i64)],
     ) -> Result<Vec<PartitionLag>, ConnectorError> {
         let id_text = id.to_string();
-        let io_error = |what: String, e: KafkaError| ConnectorError::Io {
-            connector: CONNECTOR,
-            id: id_text.clone(),
-            path: spec.address.clone(),
-            source: std::io::Error::other(format!("{what}: {e}")),
-            hint: "check that the brokers are reachable and that this client may describe \
-                   the topics and the consumer group"
-                .into(),
+        let io_error = |what: String, e: KafkaError| {
+            ConnectorError::io(
+                CONNECTOR,
+                &id_text,
+                &spec.address,
+                "check that the brokers are reachable and that this client may describe \
+                 the topics and the consumer group",
+                std::io::Error::other(format!("{what}: {e}")),
+            )
         };
         let consumer = consumer(&id_text, spec)?;
         let topics: Vec<String> = spec.topics.iter().map(|t| t.topic.clone()).collect();

@@ -4,6 +4,12 @@
 //! `clientConfigProperties` onto the AWS SDK, so that the ingress and the
 //! egress can never disagree about what a setting means, and the SDK types stay
 //! out of the rest of the crate.
+//!
+//! [`backoff`] is not shared with the remote-function client's jitter
+//! (`statefun-remote`): that crate cannot depend on this one without pulling in
+//! librdkafka and the AWS SDK, and the only crates both depend on
+//! (`statefun-sdk`, `statefun-module`) are the function API and the module.yaml
+//! model, no place for retry timing.
 
 use std::time::Duration;
 
@@ -74,11 +80,7 @@ pub(crate) struct Who<'a> {
 
 impl Who<'_> {
     pub(crate) fn error(&self, message: impl Into<String>) -> ConnectorError {
-        ConnectorError::Config {
-            connector: self.connector,
-            id: self.id.to_string(),
-            message: message.into(),
-        }
+        ConnectorError::config(self.connector, self.id, message)
     }
 }
 
@@ -229,6 +231,18 @@ where
         _ => Failure::Fatal,
     };
     (failure, text)
+}
+
+/// The error of a call on `stream` that failed for good: the SDK's `message`,
+/// with the hint [`hint_for`] gives for it.
+pub(crate) fn stream_error(
+    connector: &'static str,
+    id: &str,
+    stream: &str,
+    message: String,
+) -> ConnectorError {
+    let hint = hint_for(&message);
+    ConnectorError::io(connector, id, stream, hint, std::io::Error::other(message))
 }
 
 /// A hint for a fatal error, by AWS error code.

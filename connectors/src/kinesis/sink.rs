@@ -43,7 +43,7 @@ use statefun_sdk::proto::egress::KinesisEgressRecord;
 use statefun_sdk::EgressMessage;
 use tokio::runtime::Runtime;
 
-use super::client::{backoff, build_client, classify, hint_for, Failure, Who};
+use super::client::{backoff, build_client, classify, stream_error, Failure, Who};
 use super::record_id::{content_digest, frame_record, RecordId, RECORD_ID_PREFIX_LEN};
 use crate::{ConnectorError, Sink};
 
@@ -170,21 +170,11 @@ impl KinesisSink {
     }
 
     fn error(&self, message: String) -> ConnectorError {
-        ConnectorError::Config {
-            connector: CONNECTOR,
-            id: self.id.clone(),
-            message,
-        }
+        ConnectorError::config(CONNECTOR, &self.id, message)
     }
 
     fn io_error(&self, stream: &str, message: String) -> ConnectorError {
-        ConnectorError::Io {
-            connector: CONNECTOR,
-            id: self.id.clone(),
-            path: stream.to_string(),
-            hint: hint_for(&message).to_string(),
-            source: std::io::Error::other(message),
-        }
+        stream_error(CONNECTOR, &self.id, stream, message)
     }
 
     /// The id of a record with content `digest` (and counts it).

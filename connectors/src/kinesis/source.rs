@@ -55,7 +55,8 @@ use statefun_sdk::IngressMetadata;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
-use super::client::{backoff, build_client, classify, hint_for, Failure, Who};
+use super::client::{backoff, build_client, classify, hint_for, stream_error, Failure, Who};
+use crate::hash::fnv1a;
 use crate::source::{decode_position, encode_position};
 use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
@@ -292,12 +293,11 @@ impl KinesisSource {
         positions: &[(String, String, String)],
     ) -> Result<(), ConnectorError> {
         if self.rx.is_some() {
-            return Err(ConnectorError::Config {
-                connector: CONNECTOR,
-                id: self.id.clone(),
-                message: "seek_to after reading started; restore positions before the first poll"
-                    .to_string(),
-            });
+            return Err(ConnectorError::config(
+                CONNECTOR,
+                &self.id,
+                "seek_to after reading started; restore positions before the first poll",
+            ));
         }
         let mut map = HashMap::new();
         self.positions.clear();
@@ -312,11 +312,11 @@ impl KinesisSource {
 
     fn start(&mut self) -> Result<(), ConnectorError> {
         let Some(runtime) = &self.runtime else {
-            return Err(ConnectorError::Config {
-                connector: CONNECTOR,
-                id: self.id.clone(),
-                message: "the source was shut down".to_string(),
-            });
+            return Err(ConnectorError::config(
+                CONNECTOR,
+                &self.id,
+                "the source was shut down",
+            ));
         };
         let (tx, rx) = mpsc::channel(self.options.channel_batches.max(1));
         let ctx = Arc::new(Ctx {
@@ -381,11 +381,11 @@ impl Source for KinesisSource {
                 Ok(Msg::Fatal(err)) => return Err(err),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return Err(ConnectorError::Config {
-                        connector: CONNECTOR,
-                        id: self.id.clone(),
-                        message: "the shard readers stopped unexpectedly".to_string(),
-                    })
+                    return Err(ConnectorError::config(
+                        CONNECTOR,
+                        &self.id,
+                        "the shard readers stopped unexpectedly",
+                    ))
                 }
             }
         }
@@ -529,13 +529,7 @@ impl Ctx {
     }
 
     fn error(&self, stream: &str, message: String) -> ConnectorError {
-        ConnectorError::Io {
-            connector: CONNECTOR,
-            id: self.id.clone(),
-            path: stream.to_string(),
-            hint: hint_for(&message).to_string(),
-            source: std::io::Error::other(message),
-        }
+        stream_error(CONNECTOR, &self.id, stream, message)
     }
 }
 
@@ -550,12 +544,7 @@ struct Plan {
 /// FNV-1a 64 over the stream key, a zero byte and the shard id: fixed, so that
 /// every worker of every process computes the same owner.
 fn shard_hash(stream: &str, shard: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in stream.bytes().chain([0u8]).chain(shard.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    fnv1a(&[stream.as_bytes(), &[0], shard.as_bytes()].concat())
 }
 
 /// The worker that reads `shard`: its parent's owner while the parent is

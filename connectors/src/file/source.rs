@@ -1,40 +1,34 @@
-//! The file connectors: `KEY<TAB>VALUE` lines in, JSON lines out.
+//! The file and stdin ingress: [`FileSource`] turns `KEY<TAB>VALUE` lines into
+//! records.
 //!
-//! They exist so that a module can be tried, tested and demonstrated without
-//! a broker: feed a file (or a pipe on stdin) and read what the functions
-//! sent to their egresses from a file (or stdout).
+//! It owns everything on the reading side: opening the file (or starting the
+//! thread that reads stdin), following a growing file, decoding lines with the
+//! rate-limited log of skipped ones, and the checkpoint position (byte offset
+//! and line number) a file is resumed from. It shares nothing with the sink
+//! but the buffer size, so it lives apart from it.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
-use statefun_sdk::{EgressMessage, IngressMetadata, SdkError, TypeName, TypedValue};
+use statefun_sdk::{IngressMetadata, SdkError, TypeName};
 
-use crate::codec::{
-    decode_primitive_to_text, encode_primitive_from_text, KafkaProducerRecord, KinesisEgressRecord,
-    KAFKA_PRODUCER_RECORD_TYPENAME, KINESIS_EGRESS_RECORD_TYPENAME,
-};
+use super::READ_BUFFER;
+use crate::codec::encode_primitive_from_text;
 use crate::error::open_hint;
 use crate::source::{decode_position, encode_position};
-use crate::{ConnectorError, Sink, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
 const INGRESS: &str = "file ingress";
-const EGRESS: &str = "file egress";
 
 /// How long a following source waits at the end of the file before looking
 /// again: short enough for interactive use, long enough not to spin.
 const FOLLOW_RETRY: Duration = Duration::from_millis(100);
-/// Read buffer size: large enough that a poll of many short lines makes few
-/// system calls.
-const READ_BUFFER: usize = 64 * 1024;
 /// Lines per message from the stdin thread, so the channel is not crossed
 /// once per line.
 const STDIN_BATCH: usize = 1024;
@@ -261,16 +255,16 @@ impl LineDecoder {
     }
 
     fn io_error(&self, e: io::Error) -> ConnectorError {
-        ConnectorError::Io {
-            connector: INGRESS,
-            id: self.id.to_string(),
-            path: self.path.clone(),
-            source: e,
-            hint: format!(
+        ConnectorError::io(
+            INGRESS,
+            &self.id,
+            &self.path,
+            format!(
                 "reading stopped after line {}; check the file or device, then restart the job",
                 self.line
             ),
-        }
+            e,
+        )
     }
 }
 
@@ -294,11 +288,11 @@ impl FileSource {
             follow,
         } = config;
         if let Err(e) = TypeName::parse(&value_type) {
-            return Err(ConnectorError::Config {
-                connector: INGRESS,
-                id: id.to_string(),
-                message: format!("valueType of `{path}`: {e}; use e.g. `io.statefun.types/string`"),
-            });
+            return Err(ConnectorError::config(
+                INGRESS,
+                &id,
+                format!("valueType of `{path}`: {e}; use e.g. `io.statefun.types/string`"),
+            ));
         }
         let primitive = encode_primitive_from_text(&value_type, "").is_some();
         let input = if worker_index != 0 {
@@ -306,12 +300,8 @@ impl FileSource {
         } else if path == "-" {
             Input::Stdin(spawn_line_reader(Box::new(io::stdin()), &id)?)
         } else {
-            let file = File::open(&path).map_err(|e| ConnectorError::Open {
-                connector: INGRESS,
-                id: id.to_string(),
-                path: path.clone(),
-                hint: open_hint(e.kind(), false),
-                source: e,
+            let file = File::open(&path).map_err(|e| {
+                ConnectorError::open(INGRESS, &id, &path, open_hint(e.kind(), false), e)
             })?;
             Input::File {
                 reader: BufReader::with_capacity(READ_BUFFER, file),
@@ -346,13 +336,14 @@ fn spawn_line_reader(
     std::thread::Builder::new()
         .name(format!("stdin-ingress-{}", id.name()))
         .spawn(move || read_lines(input, tx, &thread_wake))
-        .map_err(|e| ConnectorError::Open {
-            connector: INGRESS,
-            id: id.to_string(),
-            path: "-".to_string(),
-            source: e,
-            hint: "could not start the stdin reader thread; check the process's thread limit"
-                .to_string(),
+        .map_err(|e| {
+            ConnectorError::open(
+                INGRESS,
+                id,
+                "-",
+                "could not start the stdin reader thread; check the process's thread limit",
+                e,
+            )
         })?;
     Ok(StdinInput {
         rx,
@@ -532,28 +523,29 @@ impl Source for FileSource {
         let path = &self.decoder.path;
         match &mut self.input {
             Input::Inactive => Ok(()),
-            Input::Stdin(_) => Err(ConnectorError::Config {
-                connector: INGRESS,
+            Input::Stdin(_) => Err(ConnectorError::config(
+                INGRESS,
                 id,
-                message: "stdin (`-`) cannot resume from a checkpoint: what was read is gone; \
-                          read from a file to resume, or start the job without restoring"
-                    .to_string(),
-            }),
-            Input::Done => Err(ConnectorError::Config {
-                connector: INGRESS,
+                "stdin (`-`) cannot resume from a checkpoint: what was read is gone; \
+                 read from a file to resume, or start the job without restoring",
+            )),
+            Input::Done => Err(ConnectorError::config(
+                INGRESS,
                 id,
-                message: format!(
+                format!(
                     "cannot seek `{path}` after it was read to its end; restore positions \
                      right after opening, before the first poll"
                 ),
-            }),
+            )),
             Input::File { reader, partial } => {
-                let io_error = |e: io::Error, what: &str| ConnectorError::Io {
-                    connector: INGRESS,
-                    id: id.clone(),
-                    path: path.clone(),
-                    source: e,
-                    hint: format!("{what} failed while resuming from a checkpoint; check the file"),
+                let io_error = |e: io::Error, what: &str| {
+                    ConnectorError::io(
+                        INGRESS,
+                        &id,
+                        path,
+                        format!("{what} failed while resuming from a checkpoint; check the file"),
+                        e,
+                    )
                 };
                 let length = reader
                     .get_ref()
@@ -561,16 +553,16 @@ impl Source for FileSource {
                     .map_err(|e| io_error(e, "reading the file's length"))?
                     .len();
                 if length < offset {
-                    return Err(ConnectorError::Config {
-                        connector: INGRESS,
+                    return Err(ConnectorError::config(
+                        INGRESS,
                         id,
-                        message: format!(
+                        format!(
                             "cannot resume: `{path}` is {length} bytes long, but the checkpoint \
                              was taken after reading {offset} bytes (line {line}); the file was \
                              truncated or replaced since the checkpoint. Restore the file, or \
                              delete the state directory to start the job over"
                         ),
-                    });
+                    ));
                 }
                 reader
                     .seek(SeekFrom::Start(offset))
@@ -584,494 +576,12 @@ impl Source for FileSource {
     }
 }
 
-/// The configuration of a file (or stdout) egress.
-#[derive(Clone, Debug)]
-pub struct FileEgressConfig {
-    /// The egress id, used in errors.
-    pub id: TypeName,
-    /// The file to append to; `-` writes to stdout.
-    pub path: String,
-    /// Deliver every line exactly once across crashes and restores
-    /// (`deliverySemantic: exactly-once`): the sink keeps a delivery marker
-    /// beside the file and, on resume, cuts off lines of checkpoints that never
-    /// completed. Needs a regular file (not `-`), since it must truncate it.
-    pub exactly_once: bool,
-    /// The job restarts from a checkpoint: with `exactly_once`, the sink reads
-    /// its delivery marker and truncates the file to what was delivered instead
-    /// of starting a new marker. Without `exactly_once` it changes nothing.
-    pub resume: bool,
-}
-
-/// A sink that writes one JSON object per egress record and line.
-///
-/// The format is meant for people and for `jq`:
-/// `{"egress":"ns/name","typename":"…","topic":…,"key":…,"value":…}`.
-/// Kafka and Kinesis records are unpacked (`topic`/`key`, `headers` as
-/// `[key, value]` pairs when a Kafka record has any, and
-/// `explicit_hash_key` when set) so the same module can run with a file egress
-/// in place of a broker. `value` is the decoded text of an `io.statefun.types`
-/// primitive, otherwise the UTF-8 text of the bytes, otherwise
-/// `{"base64":"…"}`. A record that cannot be decoded is written raw with an
-/// `"error"` field rather than dropped, because a debugging sink that hides
-/// records defeats its purpose.
-///
-/// The file is opened in append mode so restarts add to it instead of
-/// overwriting what earlier runs wrote.
-///
-/// # Exactly-once
-///
-/// With [`FileEgressConfig::exactly_once`] a marker file `<path>.delivered`
-/// beside the output holds `{"checkpoint":C,"length":L}`: the file's first `L`
-/// bytes are everything delivered up to checkpoint `C`. [`Sink::commit`]
-/// makes the lines written so far durable (`fdatasync`) before it moves the
-/// marker, and the marker is always replaced atomically (write
-/// `<path>.delivered.tmp`, sync it, rename it over, sync the directory), so a
-/// crash at any point leaves a marker that describes durable data. A job
-/// resumed from a checkpoint truncates the file to `L`, dropping the lines of
-/// checkpoints that never completed, and reports `C` as
-/// [`Sink::delivered`] so the engine does not write them again. A fresh job
-/// writes the marker `{"checkpoint":0,"length":<current length>}` so that
-/// lines of earlier runs are kept.
-pub struct FileSink {
-    id: TypeName,
-    path: String,
-    output: Output,
-    /// The JSON lines of the current batch, reused between batches.
-    buf: Vec<u8>,
-    /// The exactly-once bookkeeping; `None` in at-least-once mode.
-    exactly_once: Option<ExactlyOnce>,
-}
-
-/// What an exactly-once [`FileSink`] knows about its delivery marker.
-struct ExactlyOnce {
-    /// `<path>.delivered`.
-    marker: PathBuf,
-    /// The last checkpoint the marker records (`None` for checkpoint 0, the
-    /// marker of a fresh start).
-    delivered: Option<u64>,
-}
-
-/// The content of the delivery marker `<path>.delivered`.
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeliveryMarker {
-    /// The last delivered checkpoint; 0 when none was yet.
-    checkpoint: u64,
-    /// The file's length in bytes when that checkpoint was delivered.
-    length: u64,
-}
-
-/// The delivery marker of the output file `path`.
-fn marker_path(path: &str) -> PathBuf {
-    PathBuf::from(format!("{path}.delivered"))
-}
-
-/// Replaces the marker at `marker` atomically and durably: a reader (after any
-/// crash) sees either the old or the new marker, never a partial one.
-fn write_marker(marker: &Path, content: &DeliveryMarker) -> io::Result<()> {
-    let json = serde_json::to_vec(content).map_err(io::Error::other)?;
-    let mut tmp = marker.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, marker)?;
-    sync_parent_dir(marker)
-}
-
-/// Makes a rename in `path`'s directory durable.
-#[cfg(unix)]
-fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
-}
-
-/// Directories cannot be opened for syncing here; the rename is as durable as
-/// the platform makes it.
-#[cfg(not(unix))]
-fn sync_parent_dir(_path: &Path) -> io::Result<()> {
-    Ok(())
-}
-
-enum Output {
-    File(BufWriter<File>),
-    Stdout,
-}
-
-/// One output line; field order is the order of the JSON keys.
-#[derive(Serialize)]
-struct JsonLine<'a> {
-    egress: &'a str,
-    typename: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    topic: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    explicit_hash_key: Option<&'a str>,
-    value: JsonValue<'a>,
-    /// Kafka record headers, in order, as `[key, value]` pairs.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    headers: Vec<(&'a str, JsonValue<'a>)>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum JsonValue<'a> {
-    /// A record without a value (`has_value: false`).
-    Null,
-    Text(std::borrow::Cow<'a, str>),
-    Base64 {
-        base64: String,
-    },
-}
-
-impl<'a> JsonValue<'a> {
-    /// UTF-8 text when the bytes are valid UTF-8, base64 otherwise.
-    fn raw(bytes: &'a [u8]) -> Self {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => JsonValue::Text(text.into()),
-            Err(_) => JsonValue::Base64 {
-                base64: base64::engine::general_purpose::STANDARD.encode(bytes),
-            },
-        }
-    }
-}
-
-impl FileSink {
-    /// Opens (creating if needed, appending if present) the egress file.
-    ///
-    /// The parent directory is not created: a missing directory is more often
-    /// a typo than an intent, and the error names the path.
-    ///
-    /// With `exactly_once` it also writes a fresh delivery marker, or with
-    /// `resume` reads it and truncates the file to the delivered length; a
-    /// missing or corrupt marker, or a file shorter than the marker says, is an
-    /// error naming the file (see [`FileSink`]).
-    pub fn open(config: FileEgressConfig) -> Result<FileSink, ConnectorError> {
-        let FileEgressConfig {
-            id,
-            path,
-            exactly_once,
-            resume,
-        } = config;
-        if path == "-" {
-            if exactly_once {
-                return Err(ConnectorError::Config {
-                    connector: EGRESS,
-                    id: id.to_string(),
-                    message: "deliverySemantic exactly-once needs a file it can truncate after a \
-                              crash, and stdout (`-`) is not one; set `path` to a file, or use \
-                              `at-least-once` for stdout"
-                        .to_string(),
-                });
-            }
-            return Ok(FileSink {
-                id,
-                path,
-                output: Output::Stdout,
-                buf: Vec::new(),
-                exactly_once: None,
-            });
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| ConnectorError::Open {
-                connector: EGRESS,
-                id: id.to_string(),
-                path: path.clone(),
-                hint: open_hint(e.kind(), true),
-                source: e,
-            })?;
-        let exactly_once = if exactly_once {
-            Some(prepare_exactly_once(&id, &path, &file, resume)?)
-        } else {
-            None
-        };
-        Ok(FileSink {
-            id,
-            path,
-            output: Output::File(BufWriter::with_capacity(READ_BUFFER, file)),
-            buf: Vec::new(),
-            exactly_once,
-        })
-    }
-
-    fn io_error(&self, e: io::Error) -> ConnectorError {
-        let hint = match (&self.output, e.kind()) {
-            (Output::Stdout, io::ErrorKind::BrokenPipe) => {
-                "stdout was closed (did the program reading it exit?); keep the reader running \
-                 or write to a file instead"
-            }
-            (Output::Stdout, _) => "check where stdout is redirected to",
-            (Output::File(_), _) => {
-                "check free space and permissions of the file system, then restart the job"
-            }
-        };
-        ConnectorError::Io {
-            connector: EGRESS,
-            id: self.id.to_string(),
-            path: self.path.clone(),
-            source: e,
-            hint: hint.to_string(),
-        }
-    }
-}
-
-/// Sets up exactly-once delivery for the freshly opened `file` at `path`: a
-/// new marker for a fresh job, or (with `resume`) the marker read back and the
-/// file truncated to the delivered length.
-fn prepare_exactly_once(
-    id: &TypeName,
-    path: &str,
-    file: &File,
-    resume: bool,
-) -> Result<ExactlyOnce, ConnectorError> {
-    let marker = marker_path(path);
-    let shown = marker.display().to_string();
-    let io_error = |e: io::Error, on: &str, hint: String| ConnectorError::Io {
-        connector: EGRESS,
-        id: id.to_string(),
-        path: on.to_string(),
-        source: e,
-        hint,
-    };
-    let config_error = |message: String| ConnectorError::Config {
-        connector: EGRESS,
-        id: id.to_string(),
-        message,
-    };
-    const START_OVER: &str = "or delete the state directory to start the job over";
-    let length = file
-        .metadata()
-        .map_err(|e| io_error(e, path, "cannot read the file's length".to_string()))?
-        .len();
-    if !resume {
-        // Remember where this job's lines start, so a later recovery keeps
-        // what earlier runs wrote.
-        write_marker(
-            &marker,
-            &DeliveryMarker {
-                checkpoint: 0,
-                length,
-            },
-        )
-        .map_err(|e| {
-            io_error(
-                e,
-                &shown,
-                "cannot write the delivery marker of exactly-once delivery; check free space \
-                 and write permission on the directory of the egress file"
-                    .to_string(),
-            )
-        })?;
-        return Ok(ExactlyOnce {
-            marker,
-            delivered: None,
-        });
-    }
-    let bytes = match std::fs::read(&marker) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(config_error(format!(
-                "cannot resume exactly-once delivery to `{path}`: its delivery marker `{shown}` \
-                 does not exist (it is written beside the file when the job starts); restore \
-                 the marker together with the file, {START_OVER}"
-            )))
-        }
-        Err(e) => {
-            return Err(io_error(
-                e,
-                &shown,
-                format!(
-                "cannot read the delivery marker of `{path}`; check its permissions, {START_OVER}"
-            ),
-            ))
-        }
-    };
-    let delivered: DeliveryMarker = serde_json::from_slice(&bytes).map_err(|e| {
-        config_error(format!(
-            "cannot resume exactly-once delivery to `{path}`: its delivery marker `{shown}` is \
-             corrupt ({e}; expected {{\"checkpoint\":N,\"length\":N}}); restore the marker \
-             together with the file, {START_OVER}"
-        ))
-    })?;
-    if length < delivered.length {
-        return Err(config_error(format!(
-            "cannot resume exactly-once delivery: `{path}` is {length} bytes long, but \
-             checkpoint {} delivered {} bytes to it (marker `{shown}`); the file was truncated \
-             or replaced by someone else since. Restore the file, {START_OVER}",
-            delivered.checkpoint, delivered.length
-        )));
-    }
-    // Drop the lines of checkpoints that never completed; the engine writes
-    // them again from the restored state.
-    file.set_len(delivered.length)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| {
-            io_error(
-                e,
-                path,
-                "cannot truncate the file to its delivered length; check permissions".to_string(),
-            )
-        })?;
-    Ok(ExactlyOnce {
-        marker,
-        delivered: (delivered.checkpoint != 0).then_some(delivered.checkpoint),
-    })
-}
-
-/// Appends the JSON line of one egress record to `buf`.
-fn render(message: &EgressMessage, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-    let value: &TypedValue = &message.value;
-    let typename = value.typename.as_str();
-    let mut line = JsonLine {
-        egress: message.egress.as_str(),
-        typename,
-        topic: None,
-        key: None,
-        explicit_hash_key: None,
-        value: JsonValue::Null,
-        headers: Vec::new(),
-        error: None,
-    };
-    // Decoded egress records must outlive `line`, which borrows from them.
-    let kafka;
-    let kinesis;
-    if !value.has_value {
-        // Nothing to decode: `value` stays null.
-    } else if typename == KAFKA_PRODUCER_RECORD_TYPENAME {
-        match KafkaProducerRecord::decode(value.value.as_slice()) {
-            Ok(record) => {
-                kafka = record;
-                line.topic = Some(&kafka.topic);
-                line.key = Some(&kafka.key);
-                line.value = JsonValue::raw(&kafka.value_bytes);
-                line.headers = kafka
-                    .headers
-                    .iter()
-                    .map(|h| (h.key.as_str(), JsonValue::raw(&h.value)))
-                    .collect();
-            }
-            Err(e) => {
-                line.value = JsonValue::raw(&value.value);
-                line.error = Some(format!("cannot decode the KafkaProducerRecord: {e}"));
-            }
-        }
-    } else if typename == KINESIS_EGRESS_RECORD_TYPENAME {
-        match KinesisEgressRecord::decode(value.value.as_slice()) {
-            Ok(record) => {
-                kinesis = record;
-                line.topic = Some(&kinesis.stream);
-                line.key = Some(&kinesis.partition_key);
-                if !kinesis.explicit_hash_key.is_empty() {
-                    line.explicit_hash_key = Some(&kinesis.explicit_hash_key);
-                }
-                line.value = JsonValue::raw(&kinesis.value_bytes);
-            }
-            Err(e) => {
-                line.value = JsonValue::raw(&value.value);
-                line.error = Some(format!("cannot decode the KinesisEgressRecord: {e}"));
-            }
-        }
-    } else {
-        line.value = match decode_primitive_to_text(typename, &value.value) {
-            Some(Ok(text)) => JsonValue::Text(text.into()),
-            Some(Err(e)) => {
-                line.error = Some(e.to_string());
-                JsonValue::raw(&value.value)
-            }
-            None => JsonValue::raw(&value.value),
-        };
-    }
-    serde_json::to_writer(&mut *buf, &line)?;
-    buf.push(b'\n');
-    Ok(())
-}
-
-impl Sink for FileSink {
-    fn write(&mut self, records: &[EgressMessage]) -> Result<(), ConnectorError> {
-        self.buf.clear();
-        for record in records {
-            if let Err(e) = render(record, &mut self.buf) {
-                // Serializing strings to memory cannot fail in practice; if it
-                // does, it is a bug here, not bad data.
-                return Err(ConnectorError::Config {
-                    connector: EGRESS,
-                    id: self.id.to_string(),
-                    message: format!(
-                        "cannot render a record of type `{}` as JSON: {e}; please report this bug",
-                        record.value.typename
-                    ),
-                });
-            }
-        }
-        let result = match &mut self.output {
-            Output::File(w) => w.write_all(&self.buf),
-            Output::Stdout => io::stdout().lock().write_all(&self.buf),
-        };
-        result.map_err(|e| self.io_error(e))
-    }
-
-    fn flush(&mut self) -> Result<(), ConnectorError> {
-        let result = match &mut self.output {
-            Output::File(w) => w.flush(),
-            Output::Stdout => io::stdout().lock().flush(),
-        };
-        result.map_err(|e| self.io_error(e))
-    }
-
-    fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
-        // The data first: the marker must never claim bytes a crash can lose.
-        let synced = match &mut self.output {
-            Output::File(w) if self.exactly_once.is_some() => w
-                .flush()
-                .and_then(|()| w.get_ref().sync_data())
-                .and_then(|()| w.get_ref().metadata())
-                .map(|m| m.len()),
-            // At-least-once (exactly-once never has stdout): flushing is all.
-            _ => return self.flush(),
-        };
-        let length = synced.map_err(|e| self.io_error(e))?;
-        let Some(exactly_once) = &mut self.exactly_once else {
-            return Ok(());
-        };
-        let marker = DeliveryMarker { checkpoint, length };
-        if let Err(e) = write_marker(&exactly_once.marker, &marker) {
-            return Err(ConnectorError::Io {
-                connector: EGRESS,
-                id: self.id.to_string(),
-                path: exactly_once.marker.display().to_string(),
-                source: e,
-                hint: format!(
-                    "cannot record checkpoint {checkpoint} as delivered; check free space and \
-                     write permission on the directory, then restart the job"
-                ),
-            });
-        }
-        exactly_once.delivered = Some(checkpoint);
-        Ok(())
-    }
-
-    fn delivered(&self) -> Option<u64> {
-        self.exactly_once.as_ref().and_then(|e| e.delivered)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    use super::super::test_support::{enc, INT, STRING};
     use super::*;
-    use statefun_sdk::proto::egress::kafka_producer_record::Header;
 
     fn id() -> TypeName {
         TypeName::parse("example/lines").unwrap()
@@ -1115,10 +625,6 @@ mod tests {
         }
     }
 
-    fn enc(typename: &str, text: &str) -> Vec<u8> {
-        encode_primitive_from_text(typename, text).unwrap().unwrap()
-    }
-
     fn record(path: &std::path::Path, line: u64, key: &[u8], value: Vec<u8>) -> SourceRecord {
         SourceRecord {
             key: Some(key.to_vec()),
@@ -1130,9 +636,6 @@ mod tests {
             },
         }
     }
-
-    const STRING: &str = "io.statefun.types/string";
-    const INT: &str = "io.statefun.types/int";
 
     #[test]
     fn good_and_bad_lines() {
@@ -1306,12 +809,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stdin_lines_arrive_through_the_thread_and_wake_the_engine() {
-        let (tx, rx) = mpsc::channel();
-        let (woken_tx, woken) = mpsc::channel::<()>();
-        let woken_tx = Mutex::new(woken_tx);
-        let mut s = FileSource {
+    /// An `INT` source reading "stdin" from `rx` on the reader thread, as
+    /// [`FileSource::open`] builds it for `-`.
+    fn stdin_source(rx: mpsc::Receiver<Vec<u8>>) -> FileSource {
+        FileSource {
             input: Input::Stdin(spawn_line_reader(Box::new(ChannelReader(rx)), &id()).unwrap()),
             decoder: LineDecoder {
                 id: id(),
@@ -1323,7 +824,15 @@ mod tests {
             },
             follow: false,
             consumed: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn stdin_lines_arrive_through_the_thread_and_wake_the_engine() {
+        let (tx, rx) = mpsc::channel();
+        let (woken_tx, woken) = mpsc::channel::<()>();
+        let woken_tx = Mutex::new(woken_tx);
+        let mut s = stdin_source(rx);
         let mut out = Vec::new();
         // Before a waker is set, the source asks to be polled again soon.
         assert!(matches!(
@@ -1366,135 +875,6 @@ mod tests {
                 record(p, 3, b"c", enc(INT, "3")),
             ]
         );
-    }
-
-    // --- sink ---
-
-    fn sink_lines(records: &[EgressMessage]) -> Vec<String> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.jsonl");
-        let config = FileEgressConfig {
-            id: TypeName::parse("example/out").unwrap(),
-            path: path.to_str().unwrap().to_string(),
-            exactly_once: false,
-            resume: false,
-        };
-        let mut sink = FileSink::open(config.clone()).unwrap();
-        sink.write(records).unwrap();
-        sink.flush().unwrap();
-        drop(sink);
-        // Append mode: a second sink adds to the file.
-        let mut sink = FileSink::open(config).unwrap();
-        sink.write(&records[..1]).unwrap();
-        sink.flush().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-        assert_eq!(lines.pop().as_ref(), lines.first());
-        lines
-    }
-
-    fn egress(typename: &str, value: Vec<u8>) -> EgressMessage {
-        EgressMessage {
-            egress: TypeName::parse("example/out").unwrap(),
-            value: TypedValue::new(typename, value),
-        }
-    }
-
-    #[test]
-    fn sink_writes_exact_json_lines() {
-        let kafka = KafkaProducerRecord {
-            key: "k1".into(),
-            value_bytes: b"hello".to_vec(),
-            topic: "greetings".into(),
-            headers: vec![
-                Header {
-                    key: "trace".into(),
-                    value: b"t-1".to_vec(),
-                },
-                Header {
-                    key: "raw".into(),
-                    value: vec![0xff],
-                },
-            ],
-            ..Default::default()
-        };
-        let kinesis = KinesisEgressRecord {
-            partition_key: "pk".into(),
-            value_bytes: vec![0xff, 0x00],
-            stream: "s1".into(),
-            explicit_hash_key: "123".into(),
-        };
-        let kinesis_plain = KinesisEgressRecord {
-            partition_key: "pk".into(),
-            value_bytes: b"x".to_vec(),
-            stream: "s2".into(),
-            explicit_hash_key: String::new(),
-        };
-        let mut absent = egress("com.example/Thing", Vec::new());
-        absent.value.has_value = false;
-        let lines = sink_lines(&[
-            egress(STRING, enc(STRING, "hi \"you\"")),
-            egress(INT, enc(INT, "-7")),
-            egress(KAFKA_PRODUCER_RECORD_TYPENAME, kafka.encode_to_vec()),
-            egress(KINESIS_EGRESS_RECORD_TYPENAME, kinesis.encode_to_vec()),
-            egress(
-                KINESIS_EGRESS_RECORD_TYPENAME,
-                kinesis_plain.encode_to_vec(),
-            ),
-            egress("com.example/Blob", vec![0xde, 0xad, 0xbe, 0xef]),
-            egress("com.example/Json", b"{\"a\":1}".to_vec()),
-            egress(KAFKA_PRODUCER_RECORD_TYPENAME, vec![0xff, 0xff]),
-            egress(INT, vec![0x0d, 0xff]),
-            absent,
-        ]);
-        let k = KAFKA_PRODUCER_RECORD_TYPENAME;
-        let n = KINESIS_EGRESS_RECORD_TYPENAME;
-        let expected = [
-            r#"{"egress":"example/out","typename":"io.statefun.types/string","value":"hi \"you\""}"#.to_string(),
-            r#"{"egress":"example/out","typename":"io.statefun.types/int","value":"-7"}"#.to_string(),
-            format!(r#"{{"egress":"example/out","typename":"{k}","topic":"greetings","key":"k1","value":"hello","headers":[["trace","t-1"],["raw",{{"base64":"/w=="}}]]}}"#),
-            format!(r#"{{"egress":"example/out","typename":"{n}","topic":"s1","key":"pk","explicit_hash_key":"123","value":{{"base64":"/wA="}}}}"#),
-            format!(r#"{{"egress":"example/out","typename":"{n}","topic":"s2","key":"pk","value":"x"}}"#),
-            r#"{"egress":"example/out","typename":"com.example/Blob","value":{"base64":"3q2+7w=="}}"#.to_string(),
-            r#"{"egress":"example/out","typename":"com.example/Json","value":"{\"a\":1}"}"#.to_string(),
-        ];
-        assert_eq!(lines[..expected.len()], expected);
-        let bad_kafka: serde_json::Value = serde_json::from_str(&lines[7]).unwrap();
-        assert_eq!(bad_kafka["typename"], k);
-        assert_eq!(bad_kafka["value"]["base64"], "//8=");
-        assert!(bad_kafka["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("cannot decode the KafkaProducerRecord"));
-        let bad_int: serde_json::Value = serde_json::from_str(&lines[8]).unwrap();
-        assert_eq!(bad_int["value"]["base64"], "Df8=");
-        assert!(bad_int["error"].is_string());
-        assert_eq!(
-            lines[9],
-            r#"{"egress":"example/out","typename":"com.example/Thing","value":null}"#
-        );
-        assert_eq!(lines.len(), 10);
-    }
-
-    #[test]
-    fn sink_missing_directory_names_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("missing").join("out.jsonl");
-        let Err(e) = FileSink::open(FileEgressConfig {
-            id: TypeName::parse("example/out").unwrap(),
-            path: path.to_str().unwrap().to_string(),
-            exactly_once: false,
-            resume: false,
-        }) else {
-            panic!("a missing directory must fail");
-        };
-        let text = e.to_string();
-        assert!(
-            text.starts_with("file egress `example/out`: cannot open `"),
-            "{text}"
-        );
-        assert!(text.contains(path.to_str().unwrap()), "{text}");
-        assert!(text.contains("create it first"), "{text}");
     }
 
     // --- resuming the source ---
@@ -1637,179 +1017,12 @@ mod tests {
     #[test]
     fn stdin_cannot_resume() {
         let (_tx, rx) = mpsc::channel();
-        let mut s = FileSource {
-            input: Input::Stdin(spawn_line_reader(Box::new(ChannelReader(rx)), &id()).unwrap()),
-            decoder: LineDecoder {
-                id: id(),
-                path: "-".to_string(),
-                value_type: INT.to_string(),
-                primitive: true,
-                line: 0,
-                stats: SourceStats::default(),
-            },
-            follow: false,
-            consumed: 0,
-        };
+        let mut s = stdin_source(rx);
         assert_eq!(s.position(), None);
         let position = encode_position(FILE_POSITION, &FilePosition { offset: 0, line: 0 });
         let Err(e) = s.seek(&position.unwrap()) else {
             panic!("stdin must not seek");
         };
         assert!(e.to_string().contains("stdin"), "{e}");
-    }
-
-    // --- exactly-once sink ---
-
-    fn eo_config(path: &std::path::Path, resume: bool) -> FileEgressConfig {
-        FileEgressConfig {
-            id: TypeName::parse("example/out").unwrap(),
-            path: path.to_str().unwrap().to_string(),
-            exactly_once: true,
-            resume,
-        }
-    }
-
-    fn marker_of(path: &std::path::Path) -> DeliveryMarker {
-        let bytes = std::fs::read(marker_path(path.to_str().unwrap())).unwrap();
-        serde_json::from_slice(&bytes).unwrap()
-    }
-
-    #[test]
-    fn exactly_once_commit_then_resume_reports_the_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.jsonl");
-        std::fs::write(&path, b"earlier run\n").unwrap();
-        let mut sink = FileSink::open(eo_config(&path, false)).unwrap();
-        assert_eq!(sink.delivered(), None);
-        assert_eq!(
-            marker_of(&path),
-            DeliveryMarker {
-                checkpoint: 0,
-                length: 12
-            }
-        );
-        sink.write(&[egress(STRING, enc(STRING, "one"))]).unwrap();
-        sink.commit(3).unwrap();
-        assert_eq!(sink.delivered(), Some(3));
-        let length = std::fs::metadata(&path).unwrap().len();
-        assert_eq!(
-            marker_of(&path),
-            DeliveryMarker {
-                checkpoint: 3,
-                length
-            }
-        );
-        assert!(!dir.path().join("out.jsonl.delivered.tmp").exists());
-        drop(sink);
-        let sink = FileSink::open(eo_config(&path, true)).unwrap();
-        assert_eq!(sink.delivered(), Some(3));
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), length);
-    }
-
-    #[test]
-    fn exactly_once_resume_truncates_undelivered_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.jsonl");
-        std::fs::write(&path, b"earlier run\n").unwrap();
-        let mut sink = FileSink::open(eo_config(&path, false)).unwrap();
-        // Nothing delivered yet: a crash now keeps only the earlier run.
-        sink.write(&[egress(STRING, enc(STRING, "lost"))]).unwrap();
-        drop(sink);
-        let mut sink = FileSink::open(eo_config(&path, true)).unwrap();
-        assert_eq!(sink.delivered(), None, "checkpoint 0 is no delivery");
-        assert_eq!(std::fs::read(&path).unwrap(), b"earlier run\n");
-
-        sink.write(&[egress(STRING, enc(STRING, "one"))]).unwrap();
-        sink.commit(1).unwrap();
-        let committed = std::fs::read(&path).unwrap();
-        sink.write(&[egress(STRING, enc(STRING, "two"))]).unwrap();
-        sink.flush().unwrap();
-        // A "crash": the BufWriter's drop writes the rest, which a resume drops.
-        drop(sink);
-        assert!(std::fs::read(&path).unwrap().len() > committed.len());
-        let mut sink = FileSink::open(eo_config(&path, true)).unwrap();
-        assert_eq!(sink.delivered(), Some(1));
-        assert_eq!(std::fs::read(&path).unwrap(), committed);
-        // Writing continues right after the delivered lines.
-        sink.write(&[egress(STRING, enc(STRING, "two"))]).unwrap();
-        sink.commit(2).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
-        assert_eq!(lines[0], "earlier run");
-        assert!(
-            lines[1].contains("\"one\"") && lines[2].contains("\"two\""),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn exactly_once_missing_or_corrupt_marker_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.jsonl");
-        let marker = marker_path(path.to_str().unwrap());
-        let Err(e) = FileSink::open(eo_config(&path, true)) else {
-            panic!("resuming without a marker must fail");
-        };
-        let text = e.to_string();
-        assert!(text.contains(marker.to_str().unwrap()), "{text}");
-        assert!(text.contains("does not exist"), "{text}");
-        assert!(text.contains("delete the state directory"), "{text}");
-
-        for corrupt in [
-            &b"{\"checkpoint\":1"[..],
-            b"\xff\xfe",
-            b"{\"checkpoint\":-1,\"length\":0}",
-        ] {
-            std::fs::write(&marker, corrupt).unwrap();
-            let Err(e) = FileSink::open(eo_config(&path, true)) else {
-                panic!("a corrupt marker must fail");
-            };
-            let text = e.to_string();
-            assert!(text.contains(marker.to_str().unwrap()), "{text}");
-            assert!(text.contains("corrupt"), "{text}");
-        }
-
-        // A file shorter than the marker says was truncated by someone else.
-        std::fs::write(&path, b"short\n").unwrap();
-        std::fs::write(&marker, br#"{"checkpoint":4,"length":100}"#).unwrap();
-        let Err(e) = FileSink::open(eo_config(&path, true)) else {
-            panic!("a truncated file must fail");
-        };
-        let text = e.to_string();
-        assert!(text.contains(path.to_str().unwrap()), "{text}");
-        assert!(text.contains("truncated or replaced"), "{text}");
-        assert_eq!(std::fs::read(&path).unwrap(), b"short\n", "left untouched");
-    }
-
-    #[test]
-    fn exactly_once_rejects_stdout() {
-        let config = FileEgressConfig {
-            id: TypeName::parse("example/out").unwrap(),
-            path: "-".to_string(),
-            exactly_once: true,
-            resume: false,
-        };
-        let Err(e) = FileSink::open(config) else {
-            panic!("stdout cannot be exactly-once");
-        };
-        assert!(matches!(e, ConnectorError::Config { .. }));
-        let text = e.to_string();
-        assert!(text.starts_with("file egress `example/out`:"), "{text}");
-        assert!(text.contains("exactly-once"), "{text}");
-    }
-
-    #[test]
-    fn at_least_once_commit_flushes_and_tracks_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.jsonl");
-        let mut config = eo_config(&path, true);
-        config.exactly_once = false;
-        let mut sink = FileSink::open(config).unwrap();
-        sink.write(&[egress(STRING, enc(STRING, "x"))]).unwrap();
-        sink.commit(7).unwrap();
-        assert_eq!(sink.delivered(), None);
-        assert!(!std::fs::read(&path).unwrap().is_empty());
-        assert!(!marker_path(path.to_str().unwrap()).exists());
     }
 }

@@ -15,7 +15,13 @@
 //! * **New partitions.** A background thread re-reads topic metadata every
 //!   [`PARTITION_DISCOVERY_INTERVAL`]; partitions that appear later (and topics created
 //!   after start) are read from their beginning, because every record in them is newer than
-//!   the job's start (Flink's Kafka source does the same).
+//!   the job's start (Flink's Kafka source does the same). The Kinesis source discovers
+//!   shards differently, on its tokio runtime, and that is deliberate: librdkafka's
+//!   metadata call is blocking and needs only a plain thread and a channel, while the
+//!   Kinesis reader is async end to end (the AWS SDK) and already has a runtime whose
+//!   reader tasks must learn of new shards (and of finished parents) directly. One shape
+//!   for both would put a tokio runtime under every Kafka source or a blocking thread
+//!   beside every Kinesis one, for no gain.
 //! * **Values are passed through unchanged.** Like upstream StateFun, the record value is
 //!   the message payload as is: producers write the wire format of the topic's `valueType`
 //!   (for `io.statefun.types/string` that is StateFun's `StringWrapper` encoding).

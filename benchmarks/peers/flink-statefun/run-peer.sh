@@ -2,10 +2,14 @@
 # Runs the Apache Flink StateFun 3.3.0 peer of `statefun bench` (see ../README.md).
 #
 #   run-peer.sh [--xmx 2g] [--build-only] [PeerBench options]
+#   run-peer.sh --remote [--xmx 2g] [RemotePeerBench options]
 #
 # PeerBench options: --records N --keys K --value-size B --parallelism P
 #   --state heap|rocksdb --checkpoint-interval 1s --rocksdb-managed-mb 64
 #   --linger S --timeout S
+# RemotePeerBench options (the remote-function peer, see ../run-remote.sh):
+#   --module-yaml PATH --stats-url http://127.0.0.1:PORT --records N --keys K
+#   --value-size B --parallelism P --timeout S
 #
 # Builds the Maven project on first use (downloads ~330 MB from Maven Central
 # into ~/.m2 the first time; offline afterwards), then replaces itself with the
@@ -15,6 +19,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 xmx=2g
 build_only=0
+main_class=statefun.peer.PeerBench
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,6 +27,7 @@ while [ $# -gt 0 ]; do
            xmx=$2; shift 2 ;;
     --xmx=*) xmx=${1#--xmx=}; shift ;;
     --build-only) build_only=1; shift ;;
+    --remote) main_class=statefun.peer.RemotePeerBench; shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -91,4 +97,4 @@ jvm_opens=(
 
 exec java -Xmx"$xmx" "${jvm_opens[@]}" \
   -cp "$classes:$(cat "$cpfile")" \
-  statefun.peer.PeerBench ${args[@]+"${args[@]}"} </dev/null
+  "$main_class" ${args[@]+"${args[@]}"} </dev/null

@@ -28,7 +28,14 @@ public final class GeneratorSource extends RichParallelSourceFunction<Record>
 
   private final long records;
   private final long keys;
-  private final int valueSize;
+  /** The payload every record carries a fresh copy of. */
+  private final byte[] value;
+  /**
+   * Whether {@link #run} stays (idle) after the last record until cancelled, like an unbounded
+   * source (Kafka). The remote peer needs it: when a bounded source returns, the job finishes and
+   * StateFun closes its HTTP client under the remote requests still in flight, losing them.
+   */
+  private final boolean holdOpen;
 
   private transient ListState<Long> positionState;
   /** The next sequence to emit; -1 until run() or a restore sets it. */
@@ -37,9 +44,18 @@ public final class GeneratorSource extends RichParallelSourceFunction<Record>
   private volatile boolean running = true;
 
   public GeneratorSource(long records, long keys, int valueSize) {
+    this(records, keys, pattern(valueSize), false);
+  }
+
+  /**
+   * A source whose records carry copies of {@code value} (the remote peer's StringWrapper) and
+   * that, with {@code holdOpen}, does not return after its last record (see {@link #holdOpen}).
+   */
+  public GeneratorSource(long records, long keys, byte[] value, boolean holdOpen) {
     this.records = records;
     this.keys = Math.max(1, keys);
-    this.valueSize = valueSize;
+    this.value = value.clone();
+    this.holdOpen = holdOpen;
   }
 
   /** {@code size} ASCII bytes of the same pattern statefun-rs' generator uses. */
@@ -72,7 +88,7 @@ public final class GeneratorSource extends RichParallelSourceFunction<Record>
     if (next < 0) {
       next = getRuntimeContext().getIndexOfThisSubtask();
     }
-    final byte[] value = pattern(valueSize);
+    final byte[] value = this.value;
     final Object lock = ctx.getCheckpointLock();
     while (running && next < records) {
       synchronized (lock) {
@@ -81,6 +97,14 @@ public final class GeneratorSource extends RichParallelSourceFunction<Record>
           ctx.collect(new Record(Long.toString(s % keys), value.clone()));
           next = s + stride;
         }
+      }
+    }
+    while (holdOpen && running) {
+      try {
+        Thread.sleep(50);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        return;
       }
     }
   }

@@ -21,8 +21,17 @@ final class Ids {
    */
   static final EgressIdentifier<Long> DONE = new EgressIdentifier<>("bench", "done", Long.class);
 
+  /** The remote counter (served by ../remote/counter_server.py) in the remote peer. */
+  static final FunctionType REMOTE_COUNTER = new FunctionType("bench", "remote-counter");
+
+  /** The type of the messages to the remote counter: a StateFun StringWrapper. */
+  static final String STRING_TYPENAME = "io.statefun.types/string";
+
   /** Global configuration keys read by {@link BenchModule}. */
   static final String RECORDS = "bench.records";
 
   static final String KEYS = "bench.keys";
+
+  /** {@code embedded} (default: {@link PeerBench}) or {@code remote} ({@link RemotePeerBench}). */
+  static final String MODE = "bench.mode";
 }

@@ -239,10 +239,18 @@ pub fn stall_after(latency: Option<Duration>) -> Duration {
 }
 
 /// An endpoint's [`Limits`] shared by its requests and its connector.
+///
+/// A freed slot wakes waiters one at a time, oldest first, and only as many
+/// as could now start: with thousands of addresses waiting, waking them all
+/// per answer (each to find the slot taken and queue again) cost CPU in
+/// proportion to the queue on every answer.
 #[derive(Debug)]
 pub struct Concurrency {
     limits: Mutex<Limits>,
-    changed: Notify,
+    /// Waiters for a request slot.
+    requests: Notify,
+    /// Waiters for a connection slot.
+    connections: Notify,
 }
 
 /// A request slot: released (and a waiter woken) on drop.
@@ -266,7 +274,8 @@ impl Concurrency {
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(Concurrency {
             limits: Mutex::new(Limits::new(max)),
-            changed: Notify::new(),
+            requests: Notify::new(),
+            connections: Notify::new(),
         })
     }
 
@@ -281,8 +290,9 @@ impl Concurrency {
 
     /// Waits for a request slot.
     pub async fn request(self: &Arc<Self>) -> RequestSlot {
-        let (started_at, limit_then, generation) =
-            self.wait(|l| l.may_start(), Limits::start).await;
+        let (started_at, limit_then, generation) = self
+            .wait(&self.requests, |l| l.may_start(), Limits::start)
+            .await;
         RequestSlot {
             owner: Arc::clone(self),
             started_at,
@@ -294,16 +304,27 @@ impl Concurrency {
 
     /// Waits for a connection slot.
     pub async fn connection(self: &Arc<Self>) -> ConnectionSlot {
-        self.wait(|l| l.may_open(), |l| l.open += 1).await;
+        self.wait(&self.connections, |l| l.may_open(), |l| l.open += 1)
+            .await;
         ConnectionSlot {
             owner: Arc::clone(self),
         }
     }
 
-    async fn wait<R>(&self, ready: impl Fn(&Limits) -> bool, take: impl Fn(&mut Limits) -> R) -> R {
+    async fn wait<R>(
+        &self,
+        freed: &Notify,
+        ready: impl Fn(&Limits) -> bool,
+        take: impl Fn(&mut Limits) -> R,
+    ) -> R {
         let mut counted = false;
         loop {
-            let notified = self.changed.notified();
+            // In the queue before looking, so that a slot freed between the
+            // look and the await still wakes this waiter. A notified waiter
+            // that is dropped (its caller timed out) passes the wake-up on.
+            let notified = freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             {
                 let mut l = self.lock();
                 if ready(&l) {
@@ -328,9 +349,23 @@ impl Concurrency {
         }
     }
 
+    /// Applies `f` and wakes as many waiters of each kind as could now take
+    /// a slot (the limit may also have grown), at most as many as wait.
     fn release(&self, f: impl FnOnce(&mut Limits)) {
-        f(&mut self.lock());
-        self.changed.notify_waiters();
+        let (requests, connections) = {
+            let mut l = self.lock();
+            f(&mut l);
+            (
+                l.limit.saturating_sub(l.in_flight).min(l.waiting),
+                l.limit.saturating_sub(l.open).min(l.waiting),
+            )
+        };
+        for _ in 0..requests {
+            self.requests.notify_one();
+        }
+        for _ in 0..connections {
+            self.connections.notify_one();
+        }
     }
 }
 

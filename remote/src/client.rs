@@ -25,11 +25,8 @@
 //! at 1 s, jittered to 50–100 %) on I/O errors, read/write/connect timeouts and
 //! the statuses StateFun retries (408, 409, 420, 429, 499, 5xx), until the call
 //! timeout would pass. Other statuses, oversized payloads and invalid URLs
-//! fail at once: retrying cannot fix them. The jitter is not shared with the
-//! Kinesis connectors' backoff: `statefun-connectors` would pull librdkafka and
-//! the AWS SDK into this crate, and the only crates both depend on
-//! (`statefun-sdk`, `statefun-module`) are the function API and the module.yaml
-//! model, no place for retry timing.
+//! fail at once: retrying cannot fix them. The jitter is `statefun-retry`'s,
+//! the schedule every retrying client of the runtime shares.
 //!
 //! Two failures are retried at once, without backoff, because they say
 //! nothing about the server's health: the first I/O error of a call (most
@@ -49,10 +46,8 @@
 //! ([`crate::concurrency`]), so that a server that serves one connection at a
 //! time is not buried under connections it cannot accept.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -712,7 +707,7 @@ impl EndpointClient {
             if now {
                 continue;
             }
-            let pause = jitter(backoff, attempts);
+            let pause = statefun_retry::jitter(backoff, 0.5, 1.0);
             if Instant::now() + pause >= deadline {
                 return Err(timeout_error(attempts, last_cause));
             }
@@ -865,14 +860,6 @@ async fn read_body(
 /// The statuses StateFun retries: timeouts, conflicts, rate limits and server errors.
 fn is_retryable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 409 | 420 | 429 | 499) || status.is_server_error()
-}
-
-/// `d` scaled to a random 50–100 %, so that many addresses failing together
-/// do not retry in lockstep.
-fn jitter(d: Duration, salt: u32) -> Duration {
-    let r = RandomState::new().hash_one(salt);
-    let fraction = 0.5 + (r % 1000) as f64 / 2000.0;
-    d.mul_f64(fraction)
 }
 
 /// An error and its sources, `a: b: c`.
@@ -1282,17 +1269,6 @@ mod tests {
         }
         for s in [400, 401, 403, 404, 413, 302] {
             assert!(!is_retryable(StatusCode::from_u16(s).unwrap()), "{s}");
-        }
-    }
-
-    #[test]
-    fn jitter_stays_within_half_to_full() {
-        for i in 0..100 {
-            let d = jitter(Duration::from_millis(100), i);
-            assert!(
-                d >= Duration::from_millis(50) && d <= Duration::from_millis(100),
-                "{d:?}"
-            );
         }
     }
 

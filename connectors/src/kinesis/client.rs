@@ -4,12 +4,6 @@
 //! `clientConfigProperties` onto the AWS SDK, so that the ingress and the
 //! egress can never disagree about what a setting means, and the SDK types stay
 //! out of the rest of the crate.
-//!
-//! [`backoff`] is not shared with the remote-function client's jitter
-//! (`statefun-remote`): that crate cannot depend on this one without pulling in
-//! librdkafka and the AWS SDK, and the only crates both depend on
-//! (`statefun-sdk`, `statefun-module`) are the function API and the module.yaml
-//! model, no place for retry timing.
 
 use std::time::Duration;
 
@@ -264,16 +258,11 @@ pub(crate) fn hint_for(text: &str) -> &'static str {
     }
 }
 
-/// Exponential backoff: `base * 2^attempt`, capped, with ±25% jitter so that
-/// many shard readers throttled together do not retry together.
+/// The pause before retry `attempt` of a Kinesis call: `base * 2^attempt`,
+/// capped, with ±25 % jitter (the schedule of `statefun-retry`) so that many
+/// shard readers throttled together do not retry together.
 pub(crate) fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let jitter = f64::from(nanos % 1000) / 1000.0 * 0.5 + 0.75;
-    exp.mul_f64(jitter)
+    statefun_retry::jitter(statefun_retry::exponential(base, cap, attempt), 0.75, 1.25)
 }
 
 #[cfg(test)]

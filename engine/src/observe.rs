@@ -237,6 +237,12 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "Checkpoints made durable by this process's workers",
         &m.checkpoints,
     );
+    counter(
+        registry,
+        "remote_state_handshakes",
+        "Remote requests answered IncompleteInvocationContext (state the runtime had not sent) and sent again",
+        &m.remote_state_handshakes,
+    );
     let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
         registry.register(name, help, ConstGauge::new(value));
     };

@@ -47,6 +47,9 @@ pub enum RemoteFailurePolicy {
     },
 }
 
+/// A request held back until its function type first answers: the address and its batch.
+type Held<T> = (Address, Vec<Queued<T>>);
+
 struct Queued<T> {
     input: InvocationInput,
     time: T,
@@ -83,6 +86,17 @@ pub struct RemoteDriver<T> {
     /// Value specs registered per function type, grown by the
     /// missing-state handshake (`IncompleteInvocationContext`).
     specs: FxHashMap<TypeName, Vec<ValueSpecDescriptor>>,
+    /// Function types whose first answer has not arrived yet, with the requests
+    /// held back meanwhile. Until a type has answered once its value specs are
+    /// unknown, so every request would come back `IncompleteInvocationContext`
+    /// and go again: the first request of a type goes alone and the others wait
+    /// for its answer (one round trip per type, as upstream, instead of one per
+    /// new address). A held request counts as in flight for its address.
+    probing: FxHashMap<TypeName, Vec<Held<T>>>,
+    /// Function types that have answered once: their specs are known.
+    answered: rustc_hash::FxHashSet<TypeName>,
+    /// `IncompleteInvocationContext` answers since [`RemoteDriver::take_handshakes`].
+    handshakes: u64,
     next_ticket: u64,
     completed: Vec<Completion>,
     /// Where messages of failed invocations go; `None` fails the job.
@@ -107,6 +121,9 @@ impl<T: Copy + Ord> RemoteDriver<T> {
             batchers: FxHashMap::default(),
             in_flight: FxHashMap::default(),
             specs: FxHashMap::default(),
+            probing: FxHashMap::default(),
+            answered: rustc_hash::FxHashSet::default(),
+            handshakes: 0,
             next_ticket: 0,
             completed: Vec::new(),
             dead_letter,
@@ -121,6 +138,11 @@ impl<T: Copy + Ord> RemoteDriver<T> {
     /// Whether nothing is queued or in flight.
     pub fn is_idle(&self) -> bool {
         self.in_flight.is_empty() && self.batchers.values().all(|b| b.is_idle())
+    }
+
+    /// The `IncompleteInvocationContext` answers (state handshakes) since the last call.
+    pub fn take_handshakes(&mut self) -> u64 {
+        std::mem::take(&mut self.handshakes)
     }
 
     /// Messages queued behind in-flight requests, over all addresses.
@@ -169,6 +191,18 @@ impl<T: Copy + Ord> RemoteDriver<T> {
         backend: &mut dyn StateBackend,
         now_ms: u64,
     ) {
+        if !self.answered.contains(&address.function_type) {
+            match self.probing.get_mut(&address.function_type) {
+                Some(held) => {
+                    held.push((address, batch));
+                    return;
+                }
+                None => {
+                    self.probing
+                        .insert(address.function_type.clone(), Vec::new());
+                }
+            }
+        }
         let specs = self.specs.entry(address.function_type.clone()).or_default();
         let state: Vec<(ValueSpecDescriptor, Option<Vec<u8>>)> = specs
             .iter()
@@ -227,14 +261,29 @@ impl<T: Copy + Ord> RemoteDriver<T> {
             let outcome = result.map_err(|e| e.to_string()).and_then(|body| {
                 parse_response(&body, &address, &registered).map_err(|e| e.to_string())
             });
-            match outcome {
-                Ok(RemoteOutcome::Incomplete { missing }) => {
-                    let specs = self.specs.entry(address.function_type.clone()).or_default();
-                    for spec in missing {
-                        if !specs.iter().any(|s| s.name == spec.name) {
-                            specs.push(spec);
-                        }
+            // The first answer of a type (or its failure) releases the requests
+            // held behind it; they go out below, after the specs it taught.
+            let held = self
+                .probing
+                .remove(&address.function_type)
+                .unwrap_or_default();
+            if outcome.is_ok() {
+                self.answered.insert(address.function_type.clone());
+            }
+            if let Ok(RemoteOutcome::Incomplete { missing }) = &outcome {
+                self.handshakes += 1;
+                let specs = self.specs.entry(address.function_type.clone()).or_default();
+                for spec in missing {
+                    if !specs.iter().any(|s| s.name == spec.name) {
+                        specs.push(spec.clone());
                     }
+                }
+            }
+            for (held_address, held_batch) in held {
+                self.send(held_address, held_batch, backend, now_ms);
+            }
+            match outcome {
+                Ok(RemoteOutcome::Incomplete { .. }) => {
                     // Re-send the same batch, now with the missing values (as unset).
                     self.send(address, batch, backend, now_ms);
                     continue;

@@ -132,6 +132,9 @@ pub struct Metrics {
     pub remote_queued: AtomicU64,
     /// The highest `remote_queued` seen by this process.
     pub remote_queued_peak: AtomicU64,
+    /// Remote requests answered `IncompleteInvocationContext` (the function
+    /// declared state the runtime did not send yet) and sent again.
+    pub remote_state_handshakes: AtomicU64,
     /// Checkpoints written by this process's workers.
     pub checkpoints: AtomicU64,
     /// The id of the newest checkpoint written by a worker of this process.

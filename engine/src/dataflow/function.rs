@@ -552,7 +552,9 @@ pub(crate) fn functions<'s>(
             }
 
             if let Some(driver) = remote.as_mut() {
-                if let Err(failure) = driver.poll(backend.state(), &mut timers, now_ms, &mut finished) {
+                let polled = driver.poll(backend.state(), &mut timers, now_ms, &mut finished);
+                Metrics::add(&shared.metrics.remote_state_handshakes, driver.take_handshakes());
+                if let Err(failure) = polled {
                     shared.fail(failure.message);
                 }
                 for Finished { times, messages, egress } in finished.drain(..) {

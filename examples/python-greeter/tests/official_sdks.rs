@@ -120,6 +120,16 @@ fn run(
     registry: &FunctionRegistry,
     workers: usize,
 ) -> statefun_engine::dataflow::RunReport {
+    run_sharing(path, registry, workers, Arc::new(Shared::default()))
+}
+
+/// [`run`] with the caller's [`Shared`], to read the run's metrics after.
+fn run_sharing(
+    path: &Path,
+    registry: &FunctionRegistry,
+    workers: usize,
+    shared: Arc<Shared>,
+) -> statefun_engine::dataflow::RunReport {
     let options = RunOptions {
         cluster: ClusterConfig {
             workers,
@@ -127,7 +137,7 @@ fn run(
         },
         ..RunOptions::default()
     };
-    run_module(path, registry, &options, Arc::new(Shared::default())).expect("run succeeds")
+    run_module(path, registry, &options, shared).expect("run succeeds")
 }
 
 /// The Go SDK greeter (examples/go-greeter), built with `go build`. In CI a
@@ -190,8 +200,19 @@ fn check_server_shape(shape: &str, server: Server) {
     let dir = tempfile::tempdir().unwrap();
     let path = many_names(dir.path(), server.port);
     let started = std::time::Instant::now();
-    let report = run(&path, &FunctionRegistry::new(), 2);
+    let shared = Arc::new(Shared::default());
+    let report = run_sharing(&path, &FunctionRegistry::new(), 2, shared.clone());
     let elapsed = started.elapsed();
+    // The greeter declares its `seen` state, which the runtime learns from the first
+    // `IncompleteInvocationContext`: once per worker, not once per new name (300).
+    let handshakes = shared
+        .metrics
+        .remote_state_handshakes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (1..=2).contains(&handshakes),
+        "{shape}: {handshakes} state handshakes for one function type on 2 workers"
+    );
     // Throughput for docs/BENCHMARKS.md (printed, never asserted).
     println!(
         "server shape {shape}: {} invocations in {:.2} s = {:.0} records/s",

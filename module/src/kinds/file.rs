@@ -2,6 +2,7 @@
 //! a file (or `-` for stdin and stdout) to read records from and write them to, so that a
 //! module can be tried without a broker.
 
+use super::MetaId;
 use crate::load::Loader;
 use crate::model::{
     EgressLocation, EgressSpec, FileDeliverySemantic, FileEgress, FileIngress, IngressLocation,
@@ -10,12 +11,7 @@ use crate::model::{
 use crate::yaml::Node;
 
 impl Loader<'_> {
-    pub(super) fn file_ingress(
-        &mut self,
-        spec: &Node,
-        path: &str,
-        meta_id: Option<&(&Node, String)>,
-    ) {
+    pub(super) fn file_ingress(&mut self, spec: &Node, path: &str, meta_id: MetaId<'_>) {
         let Some(o) = self.obj(
             spec,
             path,
@@ -55,12 +51,7 @@ impl Loader<'_> {
         );
     }
 
-    pub(super) fn file_egress(
-        &mut self,
-        spec: &Node,
-        path: &str,
-        meta_id: Option<&(&Node, String)>,
-    ) {
+    pub(super) fn file_egress(&mut self, spec: &Node, path: &str, meta_id: MetaId<'_>) {
         let Some(o) = self.obj(spec, path, &["id", "path", "deliverySemantic"]) else {
             return;
         };

@@ -1,17 +1,13 @@
 //! Our development kind `io.statefun-rs.generator.v1/ingress`: synthetic records for
 //! benchmarks and smoke tests, with the number of keys, the rate, the count and the value size.
 
+use super::MetaId;
 use crate::load::Loader;
 use crate::model::{GeneratorIngress, IngressLocation, IngressSpec};
 use crate::yaml::Node;
 
 impl Loader<'_> {
-    pub(super) fn generator_ingress(
-        &mut self,
-        spec: &Node,
-        path: &str,
-        meta_id: Option<&(&Node, String)>,
-    ) {
+    pub(super) fn generator_ingress(&mut self, spec: &Node, path: &str, meta_id: MetaId<'_>) {
         let Some(o) = self.obj(
             spec,
             path,

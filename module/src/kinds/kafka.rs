@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use super::MetaId;
 use crate::diag::Location;
 use crate::fields::{index, join, Obj};
 use crate::load::Loader;
@@ -23,12 +24,7 @@ use crate::yaml::{Node, Value};
 const BROKER_MAX_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 impl Loader<'_> {
-    pub(super) fn kafka_ingress(
-        &mut self,
-        spec: &Node,
-        path: &str,
-        meta_id: Option<&(&Node, String)>,
-    ) {
+    pub(super) fn kafka_ingress(&mut self, spec: &Node, path: &str, meta_id: MetaId<'_>) {
         let Some(o) = self.obj(
             spec,
             path,
@@ -330,12 +326,7 @@ impl Loader<'_> {
         ok.then_some(out)
     }
 
-    pub(super) fn kafka_egress(
-        &mut self,
-        spec: &Node,
-        path: &str,
-        meta_id: Option<&(&Node, String)>,
-    ) {
+    pub(super) fn kafka_egress(&mut self, spec: &Node, path: &str, meta_id: MetaId<'_>) {
         let Some(o) = self.obj(
             spec,
             path,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::MetaId;
 use crate::fields::{index, Obj};
 use crate::load::Loader;
 use crate::model::{
@@ -140,12 +141,7 @@ impl Loader<'_> {
         }
     }
 
-    pub(super) fn kinesis_ingress(
-        &mut self,
-        spec: &Node,
-        path: &str,
-        meta_id: Option<&(&Node, String)>,
-    ) {
+    pub(super) fn kinesis_ingress(&mut self, spec: &Node, path: &str, meta_id: MetaId<'_>) {
         let Some(o) = self.obj(
             spec,
             path,
@@ -303,12 +299,7 @@ impl Loader<'_> {
         }
     }
 
-    pub(super) fn kinesis_egress(
-        &mut self,
-        spec: &Node,
-        path: &str,
-        meta_id: Option<&(&Node, String)>,
-    ) {
+    pub(super) fn kinesis_egress(&mut self, spec: &Node, path: &str, meta_id: MetaId<'_>) {
         let Some(o) = self.obj(
             spec,
             path,

@@ -21,6 +21,10 @@ use crate::time::parse_timestamp;
 use crate::yaml::{Mark, Node, Value};
 use legacy::LEGACY_KINDS;
 
+/// A legacy document's `meta.id` node and its path, when the spec comes from
+/// one (its id may be given there instead of in `spec.id`).
+pub(crate) type MetaId<'a> = Option<&'a (&'a Node, String)>;
+
 /// The kinds a document (or a legacy `meta.type`) can declare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -186,11 +190,7 @@ impl Loader<'_> {
     // ----- shared ingress/egress parts -------------------------------------
 
     /// The id: `spec.id`, or the legacy `meta.id`.
-    fn id(
-        &mut self,
-        o: &Obj<'_>,
-        meta_id: Option<&(&Node, String)>,
-    ) -> Option<(TypeName, Declared)> {
+    fn id(&mut self, o: &Obj<'_>, meta_id: MetaId<'_>) -> Option<(TypeName, Declared)> {
         match (o.get("id"), meta_id) {
             (Some(n), Some((m, mpath))) => {
                 let a = self.typename(n, &o.field("id"))?;

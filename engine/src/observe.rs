@@ -206,17 +206,24 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "Bad ingress records written to a dead-letter egress",
         &m.records_dead_lettered,
     );
-    counter(
+    let (invoked, failed): (Vec<_>, Vec<_>) = m
+        .by_function()
+        .into_iter()
+        .map(|(function, i, e)| ((function.clone(), i), (function, e)))
+        .unzip();
+    by_id(
         registry,
         "function_invocations",
-        "Function invocations",
-        &m.invocations,
+        "Function invocations (Rust and remote), by function type",
+        "function",
+        invoked,
     );
-    counter(
+    by_id(
         registry,
         "function_invocation_failures",
-        "Invocations that failed (function error or unknown function type)",
-        &m.failed_invocations,
+        "Invocations that failed, by function type ((unregistered): a type nothing serves)",
+        "function",
+        failed,
     );
     by_id(
         registry,

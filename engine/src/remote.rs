@@ -62,6 +62,11 @@ struct InFlight<T> {
 
 /// A finished batch: the times to release and what to send on.
 pub struct Finished<T> {
+    /// The function type the batch was for.
+    pub function: TypeName,
+    /// Whether the batch failed for good (its messages went nowhere or to the
+    /// dead-letter egress).
+    pub failed: bool,
     /// The times of the batch's messages (one per message).
     pub times: Vec<T>,
     /// Messages to functions, to send at the batch's least time.
@@ -294,6 +299,8 @@ impl<T: Copy + Ord> RemoteDriver<T> {
                     let applied_ms = crate::clock::Clock::now_ms().max(now_ms);
                     match apply(&address, &registered, effects, backend, timers, applied_ms) {
                         Ok((messages, egress)) => finished.push(Finished {
+                            function: address.function_type.clone(),
+                            failed: false,
                             times: batch.iter().map(|q| q.time).collect(),
                             messages,
                             egress,
@@ -331,6 +338,8 @@ impl<T: Copy + Ord> RemoteDriver<T> {
         let times = batch.iter().map(|q| q.time).collect();
         let Some(plan) = &self.dead_letter else {
             finished.push(Finished {
+                function: address.function_type.clone(),
+                failed: true,
                 times,
                 messages: Vec::new(),
                 egress: Vec::new(),
@@ -345,6 +354,8 @@ impl<T: Copy + Ord> RemoteDriver<T> {
         tracing::error!(%address, messages = batch.len(), dead_letter = %plan.egress,
             "remote invocation failed for good; messages sent to the dead-letter egress: {cause}");
         finished.push(Finished {
+            function: address.function_type.clone(),
+            failed: true,
             times,
             messages: Vec::new(),
             egress: batch

@@ -150,6 +150,8 @@ pub struct Metrics {
     by_ingress: std::sync::Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     /// Records written per egress id (see [`Metrics::count_egress`]).
     by_egress: std::sync::Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    /// `(invocations, failures)` per function type (see [`Metrics::count_functions`]).
+    by_function: std::sync::Mutex<BTreeMap<String, (u64, u64)>>,
     /// The workers' checkpoint pauses (µs: freezing the window and handing it to the
     /// writer), for the p50/p99 in benchmarks.
     pub checkpoint_pauses_us: std::sync::Mutex<Vec<u64>>,
@@ -174,6 +176,32 @@ impl Metrics {
             }
         }
         Self::add(&self.records_out, total);
+    }
+
+    /// Counts invocations and failures per function type (an operator's
+    /// tally of one activation: one lock per activation, not per message).
+    /// Failures for a type nothing serves are counted under
+    /// [`Metrics::UNREGISTERED`], so a stream of bad targets cannot create
+    /// one series per invented name.
+    pub fn count_functions(&self, tally: impl IntoIterator<Item = (String, u64, u64)>) {
+        if let Ok(mut map) = self.by_function.lock() {
+            for (function, invocations, failures) in tally {
+                let entry = map.entry(function).or_default();
+                entry.0 += invocations;
+                entry.1 += failures;
+            }
+        }
+    }
+
+    /// The label of failures for function types nothing serves.
+    pub const UNREGISTERED: &'static str = "(unregistered)";
+
+    /// `(function type, invocations, failures)` so far.
+    pub fn by_function(&self) -> Vec<(String, u64, u64)> {
+        self.by_function
+            .lock()
+            .map(|m| m.iter().map(|(f, (i, e))| (f.clone(), *i, *e)).collect())
+            .unwrap_or_default()
     }
 
     /// Records read per ingress id, and written per egress id, so far.
@@ -222,5 +250,28 @@ impl RateLimit {
     pub fn hit(&mut self) -> Option<u64> {
         self.seen += 1;
         (self.seen <= 10 || self.seen.is_multiple_of(1000)).then_some(self.seen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_tallies_add_up_per_type() {
+        let m = Metrics::default();
+        m.count_functions([("ns/a".to_string(), 3, 1), ("ns/b".to_string(), 2, 0)]);
+        m.count_functions([
+            ("ns/a".to_string(), 1, 0),
+            (Metrics::UNREGISTERED.to_string(), 0, 4),
+        ]);
+        assert_eq!(
+            m.by_function(),
+            vec![
+                (Metrics::UNREGISTERED.to_string(), 0, 4),
+                ("ns/a".to_string(), 4, 1),
+                ("ns/b".to_string(), 2, 0),
+            ]
+        );
     }
 }

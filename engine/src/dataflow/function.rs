@@ -106,6 +106,24 @@ struct Snapshotter {
 /// 3.91 M; 12 3.82 M; 24 3.51 M; 48 2.91 M).
 const PREFETCH_AHEAD: usize = 6;
 
+/// Adds to the invocations and failures of `function` in an activation's
+/// tally (a short list: an operator serves few function types, the latest
+/// first is the usual hit).
+fn tally(
+    counts: &mut Vec<(TypeName, u64, u64)>,
+    function: &TypeName,
+    invocations: u64,
+    failures: u64,
+) {
+    match counts.iter_mut().rev().find(|(f, _, _)| f == function) {
+        Some(entry) => {
+            entry.1 += invocations;
+            entry.2 += failures;
+        }
+        None => counts.push((function.clone(), invocations, failures)),
+    }
+}
+
 type Stashed = (Capability<LoopTime>, Capability<LoopTime>, Vec<Envelope>);
 
 impl Snapshotter {
@@ -375,10 +393,13 @@ pub(crate) fn functions<'s>(
         // Messages to invoke now: (loop capability, egress capability, messages), at one time.
         let mut work: Vec<Stashed> = Vec::new();
         let mut started = false;
+        // Invocations and failures per function type in one activation.
+        let mut by_function: Vec<(TypeName, u64, u64)> = Vec::new();
 
         move |frontiers| {
             let now_ms = Clock::now_ms();
             let (mut invocations, mut failures, mut bad_egress) = (0u64, 0u64, 0u64);
+            let mut unregistered = 0u64;
             let mut loop_handle = loop_out.activate();
             let mut egress_handle = egress_out.activate();
             let mut control_handle = control_out.activate();
@@ -508,6 +529,7 @@ pub(crate) fn functions<'s>(
                             continue;
                         }
                         failures += 1;
+                        unregistered += 1;
                         let why = format!(
                             "no function of type `{}` is registered or served by an endpoint",
                             envelope.target.function_type
@@ -520,6 +542,7 @@ pub(crate) fn functions<'s>(
                         continue;
                     };
                     invocations += 1;
+                    tally(&mut by_function, &entry.function_type, 1, 0);
                     // The message, kept only where a failure would dead-letter it.
                     let kept = matches!(app.function_error, FunctionErrorAction::DeadLetter(_))
                         .then(|| (envelope.target.clone(), envelope.value.clone()));
@@ -538,6 +561,7 @@ pub(crate) fn functions<'s>(
                         }
                         Err(error) => {
                             failures += 1;
+                            tally(&mut by_function, &entry.function_type, 0, 1);
                             let why = error.to_string();
                             if let Some(dead) = function_failed(&app, &shared, index, &why, kept, &mut failed) {
                                 Snapshotter::keep(&mut snap, &dead);
@@ -557,8 +581,10 @@ pub(crate) fn functions<'s>(
                 if let Err(failure) = polled {
                     shared.fail(failure.message);
                 }
-                for Finished { times, messages, egress } in finished.drain(..) {
+                for Finished { function, failed, times, messages, egress } in finished.drain(..) {
                     invocations += times.len() as u64;
+                    let n = times.len() as u64;
+                    tally(&mut by_function, &function, n, if failed { n } else { 0 });
                     // Effects go out at the batch's least time, whose capabilities we hold.
                     if let Some(least) = times.iter().min() {
                         if let Some((loop_cap, egress_cap, _)) = held.get(least) {
@@ -749,6 +775,16 @@ pub(crate) fn functions<'s>(
             }
             Metrics::add(&m.invocations, invocations);
             Metrics::add(&m.failed_invocations, failures);
+            if !by_function.is_empty() || unregistered > 0 {
+                let unregistered = (unregistered > 0)
+                    .then(|| (Metrics::UNREGISTERED.to_string(), 0, unregistered));
+                m.count_functions(
+                    by_function
+                        .drain(..)
+                        .map(|(f, i, e)| (f.as_str().to_string(), i, e))
+                        .chain(unregistered),
+                );
+            }
             Metrics::add(&m.unknown_egress, bad_egress);
         }
     });

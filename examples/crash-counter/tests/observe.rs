@@ -68,16 +68,19 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
     assert_eq!(body, "ready\n");
     assert_eq!(http_get(&addr, "/healthz"), Some((200, "ok\n".to_string())));
     assert_eq!(http_get(&addr, "/nothing-here").map(|(s, _)| s), Some(404));
-    // Each record: one counter invocation, one audit and one delayed tick.
+    // Each record: one counter invocation, one audit and one delayed tick (to the counter).
     let (_, metrics) = wait_until(&addr, "/metrics", |_, text| {
         text.contains(&format!(
-            "statefun_function_invocations_total{{process=\"0\"}} {}",
-            3 * records
+            "statefun_function_invocations_total{{process=\"0\",function=\"crash/counter\"}} {}",
+            2 * records
+        )) && text.contains(&format!(
+            "statefun_function_invocations_total{{process=\"0\",function=\"crash/audit\"}} {records}"
         ))
     });
     for line in [
         format!("statefun_ingress_records_total{{process=\"0\",ingress=\"observe/in\"}} {records}"),
-        "statefun_function_invocation_failures_total{process=\"0\"} 0".to_string(),
+        "statefun_function_invocation_failures_total{process=\"0\",function=\"crash/counter\"} 0"
+            .to_string(),
         "statefun_ready{process=\"0\"} 1".to_string(),
         "# TYPE statefun_epoch_lag_seconds gauge".to_string(),
     ] {

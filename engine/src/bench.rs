@@ -264,12 +264,16 @@ mod latency {
         }
     }
 
-    fn hop(target: &TypeName, id: &str, remaining: u64) -> Result<Message, FunctionError> {
-        let hop = RawType::new(TypeName::parse(HOP)?);
+    fn hop(
+        hop: &RawType,
+        target: &TypeName,
+        id: &str,
+        remaining: u64,
+    ) -> Result<Message, FunctionError> {
         let mut bytes = now_ns().to_le_bytes().to_vec();
         bytes.extend_from_slice(&remaining.to_le_bytes());
         Ok(MessageBuilder::for_address(target.clone(), partner(id))
-            .with_value(&hop, &bytes)
+            .with_value(hop, &bytes)
             .build()?)
     }
 
@@ -282,12 +286,14 @@ mod latency {
         )));
         let recorded = samples.clone();
         let ping = TypeName::parse(PING).map_err(|e| e.to_string())?;
+        // The hop message's type, built once rather than per hop.
+        let hop_type = RawType::new(TypeName::parse(HOP).map_err(|e| e.to_string())?);
         let function =
             move |ctx: &mut Context<'_>, message: Message| -> Result<(), FunctionError> {
                 let me = ctx.self_address().clone();
                 if message.value_typename() != HOP {
                     // The generator's record: serve the rally's first hop.
-                    ctx.send(hop(&me.function_type, &me.id, hops - 1)?);
+                    ctx.send(hop(&hop_type, &me.function_type, &me.id, hops - 1)?);
                     return Ok(());
                 }
                 let now = now_ns();
@@ -304,7 +310,7 @@ mod latency {
                     samples.push(now.saturating_sub(sent));
                 }
                 if remaining > 0 {
-                    ctx.send(hop(&me.function_type, &me.id, remaining - 1)?);
+                    ctx.send(hop(&hop_type, &me.function_type, &me.id, remaining - 1)?);
                 }
                 Ok(())
             };

@@ -6,9 +6,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Comparator;
 import java.util.Locale;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicReference;
 import java.util.stream.Stream;
 import org.apache.flink.statefun.flink.harness.Harness;
 
@@ -120,22 +118,7 @@ public final class PeerBench {
         o.state,
         checkpointMs > 0 ? "every " + checkpointMs + " ms" : "off");
 
-    final AtomicReference<Throwable> jobError = new AtomicReference<>();
-    final CountDownLatch jobEnded = new CountDownLatch(1);
-    Thread job =
-        new Thread(
-            () -> {
-              try {
-                harness.start(); // blocks until the job finishes
-              } catch (Throwable t) {
-                jobError.set(t);
-              } finally {
-                jobEnded.countDown();
-              }
-            },
-            "statefun-harness");
-    job.setDaemon(true);
-    job.start();
+    HarnessJob job = HarnessJob.start(harness);
 
     // Wait for the last completion, the job's end (a failure, or a mismatch), or the timeout.
     final long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(o.timeoutSeconds);
@@ -146,7 +129,7 @@ public final class PeerBench {
         complete = true;
         break;
       }
-      if (jobEnded.getCount() == 0) {
+      if (job.ended.getCount() == 0) {
         complete = Stats.done.getCount() == 0;
         break;
       }
@@ -156,7 +139,7 @@ public final class PeerBench {
       }
     }
     final long completeNanos = System.nanoTime();
-    boolean jobFinished = jobEnded.await(complete ? o.lingerSeconds : 0, TimeUnit.SECONDS);
+    boolean jobFinished = job.ended.await(complete ? o.lingerSeconds : 0, TimeUnit.SECONDS);
     final long teardownMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - completeNanos);
 
     final long invocations = Stats.invocations();
@@ -168,7 +151,7 @@ public final class PeerBench {
         complete ? (Stats.doneNanos - Stats.firstInvocationNanos.get()) / 1e9 : Double.NaN;
     final long startupMs = started ? Stats.firstInvocationMillis - jvmStartMillis : -1;
 
-    Throwable error = jobError.get();
+    Throwable error = job.error.get();
     boolean ok =
         complete
             && error == null

@@ -11,9 +11,7 @@ import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.time.Duration;
 import java.util.Locale;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicReference;
 import org.apache.flink.statefun.flink.harness.Harness;
 
 /**
@@ -136,22 +134,7 @@ public final class RemotePeerBench {
         parallelism,
         module);
 
-    final AtomicReference<Throwable> jobError = new AtomicReference<>();
-    final CountDownLatch jobEnded = new CountDownLatch(1);
-    Thread job =
-        new Thread(
-            () -> {
-              try {
-                harness.start(); // blocks until the job finishes
-              } catch (Throwable t) {
-                jobError.set(t);
-              } finally {
-                jobEnded.countDown();
-              }
-            },
-            "statefun-harness");
-    job.setDaemon(true);
-    job.start();
+    HarnessJob job = HarnessJob.start(harness);
 
     HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
     HttpRequest poll =
@@ -179,7 +162,7 @@ public final class RemotePeerBench {
         }
         Thread.sleep(200);
       }
-      if (jobEnded.getCount() == 0) {
+      if (job.ended.getCount() == 0) {
         // A failure, or (should the source ever return) a job that finished with remote
         // requests in flight: either way the function will not see every message.
         jobEndedEarly = true;
@@ -193,8 +176,8 @@ public final class RemotePeerBench {
       }
     }
     final long jvmCpuNanos = processCpuNanos();
-    final boolean ok = done && stats.contains(" ok=true") && jobError.get() == null;
-    Throwable error = jobError.get();
+    final boolean ok = done && stats.contains(" ok=true") && job.error.get() == null;
+    Throwable error = job.error.get();
     if (error != null) {
       System.err.println("remote-peer: the job failed:");
       error.printStackTrace();

@@ -30,11 +30,10 @@ bin=${STATEFUN_BIN:-$HOME/.cache/statefun-rs/target/release/statefun}
 venv=${STATEFUN_VENV:-$HOME/.cache/statefun-rs/venv}
 py=$venv/bin/python
 
-usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-  exit 2
-}
-need() { [ $# -ge 2 ] || { echo "run-remote.sh: $1 needs a value" >&2; exit 2; }; }
+me=run-remote.sh
+help_lines=2,17
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 while [ $# -gt 0 ]; do
   case "$1" in
     --records) need "$@"; records=$2; shift 2 ;;
@@ -67,18 +66,9 @@ if [ ! -x "$py" ] || ! "$py" -c 'import statefun, aiohttp' </dev/null >/dev/null
   echo "run-remote.sh: run 'bash ci/install-python-sdk.sh' from $repo first (or set STATEFUN_VENV)" >&2
   exit 127
 fi
-for tool in java mvn; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "run-remote.sh: '$tool' not found: the Flink StateFun peer needs a JDK (17 tested) and Maven 3" >&2
-    exit 127
-  fi
-done
+require_peer_tools
 if ! command -v curl >/dev/null 2>&1; then
   echo "run-remote.sh: 'curl' not found (it talks to the function server); install the 'curl' package" >&2
-  exit 127
-fi
-if [ ! -x /usr/bin/time ]; then
-  echo "run-remote.sh: /usr/bin/time (GNU time) not found; install the 'time' package" >&2
   exit 127
 fi
 if ! command -v timeout >/dev/null 2>&1 || ! command -v pgrep >/dev/null 2>&1; then

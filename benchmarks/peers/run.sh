@@ -23,11 +23,10 @@ value_size=100
 checkpoint_interval=1s
 bin=${STATEFUN_BIN:-$HOME/.cache/statefun-rs/target/release/statefun}
 
-usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-  exit 2
-}
-need() { [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }; }
+me=run.sh
+help_lines=2,13
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 while [ $# -gt 0 ]; do
   case "$1" in
     --records) need "$@"; records=$2; shift 2 ;;
@@ -46,16 +45,7 @@ for n in "$records" "$keys" "$parallelism" "$value_size"; do
 done
 case "$state" in heap|rocksdb) ;; *) echo "run.sh: --state must be heap or rocksdb" >&2; exit 2 ;; esac
 
-for tool in java mvn; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "run.sh: '$tool' not found: the Flink StateFun peer needs a JDK (17 tested) and Maven 3" >&2
-    exit 127
-  fi
-done
-if [ ! -x /usr/bin/time ]; then
-  echo "run.sh: /usr/bin/time (GNU time) not found; install the 'time' package" >&2
-  exit 127
-fi
+require_peer_tools
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/statefun-peers.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

@@ -398,7 +398,7 @@ pub(crate) fn functions<'s>(
 
         move |frontiers| {
             let now_ms = Clock::now_ms();
-            let (mut invocations, mut failures, mut bad_egress) = (0u64, 0u64, 0u64);
+            let (mut failures, mut bad_egress) = (0u64, 0u64);
             let mut unregistered = 0u64;
             let mut loop_handle = loop_out.activate();
             let mut egress_handle = egress_out.activate();
@@ -541,7 +541,6 @@ pub(crate) fn functions<'s>(
                         }
                         continue;
                     };
-                    invocations += 1;
                     tally(&mut by_function, &entry.function_type, 1, 0);
                     // The message, kept only where a failure would dead-letter it.
                     let kept = matches!(app.function_error, FunctionErrorAction::DeadLetter(_))
@@ -582,7 +581,6 @@ pub(crate) fn functions<'s>(
                     shared.fail(failure.message);
                 }
                 for Finished { function, failed, times, messages, egress } in finished.drain(..) {
-                    invocations += times.len() as u64;
                     let n = times.len() as u64;
                     tally(&mut by_function, &function, n, if failed { n } else { 0 });
                     // Effects go out at the batch's least time, whose capabilities we hold.
@@ -773,6 +771,8 @@ pub(crate) fn functions<'s>(
                 let total = Metrics::get(&m.remote_queued);
                 m.remote_queued_peak.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
             }
+            // Every invocation is in the tally by its type.
+            let invocations = by_function.iter().map(|(_, i, _)| i).sum();
             Metrics::add(&m.invocations, invocations);
             Metrics::add(&m.failed_invocations, failures);
             if !by_function.is_empty() || unregistered > 0 {

@@ -249,6 +249,7 @@ impl Source for GeneratorSource {
                 value: Some(self.value.make(s)),
                 route: 0,
                 metadata: IngressMetadata::Generator { sequence: s },
+                rejected: None,
             });
             self.stats.records += 1;
             self.paced += 1;

@@ -42,6 +42,11 @@ pub struct SourceRecord {
     pub route: usize,
     /// Where the record came from, handed to Rust functions as metadata.
     pub metadata: IngressMetadata,
+    /// Why the connector could not make a message of it (a corrupt KPL
+    /// aggregate, say), if it could not: the engine then gives the record to
+    /// the ingress's bad-record policy with this reason, whatever its key and
+    /// value, so the policy (skip, fail, dead-letter) names the real problem.
+    pub rejected: Option<String>,
 }
 
 /// What a [`Source::poll`] call found out about the source.
@@ -218,22 +223,25 @@ pub fn merge_positions(id: &str, positions: &[Vec<u8>]) -> Result<Vec<u8>, Conne
         encode_position(&kind, &merged)
             .ok_or_else(|| error("cannot encode the merged position".into()))
     } else if kind == crate::kinesis::source::KINESIS_POSITION {
+        use crate::kinesis::ShardPosition;
         let lists = positions
             .iter()
-            .map(|p| decode_position::<Vec<(String, String, String)>>(p, &kind, CONNECTOR, id))
+            .map(|p| decode_position::<Vec<ShardPosition>>(p, &kind, CONNECTOR, id))
             .collect::<Result<Vec<_>, _>>()?;
         // A worker given every shard's position (after an earlier rescale) keeps those it
         // does not read in its checkpoints, unchanged: the reader's is the furthest one.
-        let mut all: std::collections::BTreeMap<(String, String), String> =
+        let mut all: std::collections::BTreeMap<(String, String), ShardPosition> =
             std::collections::BTreeMap::new();
-        for (stream, shard, position) in lists.into_iter().flatten() {
-            let slot = all.entry((stream, shard)).or_default();
-            if kinesis_progress(&position) > kinesis_progress(slot) {
-                *slot = position;
+        for position in lists.into_iter().flatten() {
+            let key = (position.stream.clone(), position.shard.clone());
+            match all.get(&key) {
+                Some(slot) if kinesis_progress(slot) >= kinesis_progress(&position) => {}
+                _ => {
+                    all.insert(key, position);
+                }
             }
         }
-        let merged: Vec<(String, String, String)> =
-            all.into_iter().map(|((a, b), p)| (a, b, p)).collect();
+        let merged: Vec<ShardPosition> = all.into_values().collect();
         encode_position(&kind, &merged)
             .ok_or_else(|| error("cannot encode the merged position".into()))
     } else if kind == crate::file::FILE_POSITION {
@@ -274,17 +282,24 @@ pub fn merge_positions(id: &str, positions: &[Vec<u8>]) -> Result<Vec<u8>, Conne
 
 /// How far a Kinesis shard position is: `SHARD_END` beyond every sequence number, sequence
 /// numbers (decimal, up to 128 bits) by value, start marks (`TRIM_HORIZON`, `AT_TIMESTAMP:`)
-/// before all of them.
-fn kinesis_progress(position: &str) -> (u8, usize, &str) {
-    if position == crate::kinesis::SHARD_END {
-        (3, 0, "")
-    } else if !position.is_empty() && position.bytes().all(|b| b.is_ascii_digit()) {
-        let digits = position.trim_start_matches('0');
-        (2, digits.len(), digits)
-    } else if position.is_empty() {
-        (0, 0, "")
+/// before all of them. At one sequence number, a position inside a KPL aggregate (a
+/// sub-sequence number: part of the record handed out) is before the record handed out
+/// whole, and a later sub-record is further than an earlier one.
+fn kinesis_progress(position: &crate::kinesis::ShardPosition) -> (u8, usize, &str, (u8, u64)) {
+    let sequence = position.sequence.as_str();
+    let within = match position.sub_sequence {
+        Some(sub) => (0, sub),
+        None => (1, 0),
+    };
+    if sequence == crate::kinesis::SHARD_END {
+        (3, 0, "", (1, 0))
+    } else if !sequence.is_empty() && sequence.bytes().all(|b| b.is_ascii_digit()) {
+        let digits = sequence.trim_start_matches('0');
+        (2, digits.len(), digits, within)
+    } else if sequence.is_empty() {
+        (0, 0, "", (1, 0))
     } else {
-        (1, 0, "")
+        (1, 0, "", (1, 0))
     }
 }
 
@@ -414,6 +429,35 @@ mod tests {
             doc(
                 "kinesis",
                 r#"[["s","shardId-0","SHARD_END"],["s","shardId-1","4955"]]"#
+            )
+        );
+    }
+
+    #[test]
+    fn kinesis_positions_inside_an_aggregate_merge_by_sub_sequence() {
+        let merged = merge_positions(
+            "in",
+            &[
+                // The reader's positions, in the format with and without a sub-sequence.
+                doc(
+                    "kinesis",
+                    r#"[["s","shardId-0","4955",2],["s","shardId-1","70"]]"#,
+                ),
+                // Stale copies: an earlier sub-record of the same aggregate, and a part of
+                // an aggregate the reader has since handed out whole.
+                doc("kinesis", r#"[["s","shardId-0","4955",1]]"#),
+                doc("kinesis", r#"[["s","shardId-1","70",5]]"#),
+                // Inside a later record is further than a whole earlier one.
+                doc("kinesis", r#"[["s","shardId-2","79"]]"#),
+                doc("kinesis", r#"[["s","shardId-2","80",0]]"#),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            merged,
+            doc(
+                "kinesis",
+                r#"[["s","shardId-0","4955",2],["s","shardId-1","70"],["s","shardId-2","80",0]]"#
             )
         );
     }

@@ -141,12 +141,18 @@ fn meta(r: &SourceRecord) -> (String, String, String, Option<i64>) {
             shard_id,
             sequence_number,
             approximate_arrival_ms,
-        } => (
-            stream.clone(),
-            shard_id.clone(),
-            sequence_number.clone(),
-            *approximate_arrival_ms,
-        ),
+            sub_sequence_number,
+            explicit_hash_key,
+        } => {
+            // Plain records: no KPL sub-record index, no explicit hash key (GetRecords has none).
+            assert_eq!((sub_sequence_number, explicit_hash_key), (&None, &None));
+            (
+                stream.clone(),
+                shard_id.clone(),
+                sequence_number.clone(),
+                *approximate_arrival_ms,
+            )
+        }
         other => panic!("not Kinesis metadata: {other:?}"),
     }
 }
@@ -362,8 +368,8 @@ fn restore_reads_after_the_recorded_sequence_number() {
     let positions = first.positions();
     assert_eq!(positions.len(), 1);
     assert_eq!(
-        positions[0].2,
-        meta(&got[3]).2,
+        (positions[0].sequence.clone(), positions[0].sub_sequence),
+        (meta(&got[3]).2, None),
         "position = last record handed out"
     );
     drop(first);
@@ -488,7 +494,7 @@ fn split_shard_mid_read_loses_nothing() {
     assert!(
         positions
             .iter()
-            .any(|(_, sh, seq)| *sh == parent && seq == SHARD_END),
+            .any(|p| p.shard == parent && p.sequence == SHARD_END),
         "{positions:?}"
     );
 }
@@ -962,7 +968,7 @@ fn reader_backs_off_when_throttled_and_loses_nothing() {
         "{:?}",
         state.iterator_types
     );
-    assert!(source.positions()[0].2.ends_with("39"));
+    assert!(source.positions()[0].sequence.ends_with("39"));
 }
 
 #[test]

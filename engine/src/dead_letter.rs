@@ -322,6 +322,8 @@ mod tests {
             shard_id: "shardId-0".into(),
             sequence_number: "9".into(),
             approximate_arrival_ms: None,
+            sub_sequence_number: None,
+            explicit_hash_key: None,
         };
         let p = plan(Destination::Kinesis {
             stream: "dlq".into(),

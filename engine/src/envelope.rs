@@ -73,20 +73,320 @@ impl Metadata {
     }
 }
 
-/// Envelopes are kept in checkpoints (in-flight and delayed messages): the
-/// metadata is written as the `Option<IngressMetadata>` it always was, so
-/// checkpoints of earlier versions restore.
+/// Envelopes are kept in checkpoints (in-flight and delayed messages) and cross workers,
+/// both with bincode, which writes an enum as its variant's index and then its fields in
+/// order, nothing more: the metadata is written as the `Option<IngressMetadata>` it always
+/// was — its four original variants with their original fields, in their original order —
+/// so checkpoints of earlier versions restore. Fields added since (a KPL sub-record's
+/// sub-sequence number and explicit hash key) travel in a variant appended after them, used
+/// only when they are set.
 mod metadata_as_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use statefun_sdk::IngressMetadata;
 
     use super::Metadata;
 
+    /// What is written, borrowed from the metadata (no copy per record crossing workers).
+    #[derive(Serialize)]
+    enum WireRef<'a> {
+        Kafka {
+            topic: &'a str,
+            partition: i32,
+            offset: i64,
+            timestamp_ms: Option<i64>,
+            headers: &'a [(String, Option<Vec<u8>>)],
+        },
+        Kinesis {
+            stream: &'a str,
+            shard_id: &'a str,
+            sequence_number: &'a str,
+            approximate_arrival_ms: Option<i64>,
+        },
+        File {
+            path: &'a str,
+            line: u64,
+        },
+        Generator {
+            sequence: u64,
+        },
+        KinesisSubRecord {
+            stream: &'a str,
+            shard_id: &'a str,
+            sequence_number: &'a str,
+            approximate_arrival_ms: Option<i64>,
+            sub_sequence_number: Option<u64>,
+            explicit_hash_key: Option<&'a str>,
+        },
+    }
+
+    /// What is read: [`WireRef`], owned.
+    #[derive(Deserialize)]
+    enum Wire {
+        Kafka {
+            topic: String,
+            partition: i32,
+            offset: i64,
+            timestamp_ms: Option<i64>,
+            headers: Vec<(String, Option<Vec<u8>>)>,
+        },
+        Kinesis {
+            stream: String,
+            shard_id: String,
+            sequence_number: String,
+            approximate_arrival_ms: Option<i64>,
+        },
+        File {
+            path: String,
+            line: u64,
+        },
+        Generator {
+            sequence: u64,
+        },
+        KinesisSubRecord {
+            stream: String,
+            shard_id: String,
+            sequence_number: String,
+            approximate_arrival_ms: Option<i64>,
+            sub_sequence_number: Option<u64>,
+            explicit_hash_key: Option<String>,
+        },
+    }
+
+    fn wire(metadata: &IngressMetadata) -> WireRef<'_> {
+        match metadata {
+            IngressMetadata::Kafka {
+                topic,
+                partition,
+                offset,
+                timestamp_ms,
+                headers,
+            } => WireRef::Kafka {
+                topic,
+                partition: *partition,
+                offset: *offset,
+                timestamp_ms: *timestamp_ms,
+                headers,
+            },
+            IngressMetadata::Kinesis {
+                stream,
+                shard_id,
+                sequence_number,
+                approximate_arrival_ms,
+                sub_sequence_number: None,
+                explicit_hash_key: None,
+            } => WireRef::Kinesis {
+                stream,
+                shard_id,
+                sequence_number,
+                approximate_arrival_ms: *approximate_arrival_ms,
+            },
+            IngressMetadata::Kinesis {
+                stream,
+                shard_id,
+                sequence_number,
+                approximate_arrival_ms,
+                sub_sequence_number,
+                explicit_hash_key,
+            } => WireRef::KinesisSubRecord {
+                stream,
+                shard_id,
+                sequence_number,
+                approximate_arrival_ms: *approximate_arrival_ms,
+                sub_sequence_number: *sub_sequence_number,
+                explicit_hash_key: explicit_hash_key.as_deref(),
+            },
+            IngressMetadata::File { path, line } => WireRef::File { path, line: *line },
+            IngressMetadata::Generator { sequence } => WireRef::Generator {
+                sequence: *sequence,
+            },
+        }
+    }
+
+    impl From<Wire> for IngressMetadata {
+        fn from(w: Wire) -> Self {
+            match w {
+                Wire::Kafka {
+                    topic,
+                    partition,
+                    offset,
+                    timestamp_ms,
+                    headers,
+                } => IngressMetadata::Kafka {
+                    topic,
+                    partition,
+                    offset,
+                    timestamp_ms,
+                    headers,
+                },
+                Wire::Kinesis {
+                    stream,
+                    shard_id,
+                    sequence_number,
+                    approximate_arrival_ms,
+                } => IngressMetadata::Kinesis {
+                    stream,
+                    shard_id,
+                    sequence_number,
+                    approximate_arrival_ms,
+                    sub_sequence_number: None,
+                    explicit_hash_key: None,
+                },
+                Wire::KinesisSubRecord {
+                    stream,
+                    shard_id,
+                    sequence_number,
+                    approximate_arrival_ms,
+                    sub_sequence_number,
+                    explicit_hash_key,
+                } => IngressMetadata::Kinesis {
+                    stream,
+                    shard_id,
+                    sequence_number,
+                    approximate_arrival_ms,
+                    sub_sequence_number,
+                    explicit_hash_key,
+                },
+                Wire::File { path, line } => IngressMetadata::File { path, line },
+                Wire::Generator { sequence } => IngressMetadata::Generator { sequence },
+            }
+        }
+    }
+
     pub fn serialize<S: Serializer>(metadata: &Metadata, s: S) -> Result<S::Ok, S::Error> {
-        metadata.get().as_deref().serialize(s)
+        match metadata {
+            Metadata::None => None::<WireRef<'_>>.serialize(s),
+            Metadata::Generator(sequence) => Some(WireRef::Generator {
+                sequence: *sequence,
+            })
+            .serialize(s),
+            Metadata::Record(record) => Some(wire(record)).serialize(s),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Metadata, D::Error> {
-        Ok(Option::<IngressMetadata>::deserialize(d)?.map_or(Metadata::None, Metadata::of))
+        Ok(Option::<Wire>::deserialize(d)?
+            .map_or(Metadata::None, |w| Metadata::of(IngressMetadata::from(w))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use statefun_sdk::{Address, IngressMetadata, TypeName, TypedValue};
+
+    use super::*;
+
+    /// The metadata as versions before KPL sub-records wrote it (their `IngressMetadata`).
+    #[derive(Serialize)]
+    enum Before {
+        Kafka {
+            topic: String,
+            partition: i32,
+            offset: i64,
+            timestamp_ms: Option<i64>,
+            headers: Vec<(String, Option<Vec<u8>>)>,
+        },
+        Kinesis {
+            stream: String,
+            shard_id: String,
+            sequence_number: String,
+            approximate_arrival_ms: Option<i64>,
+        },
+        #[allow(dead_code)]
+        File { path: String, line: u64 },
+        #[allow(dead_code)]
+        Generator { sequence: u64 },
+    }
+
+    #[derive(Serialize)]
+    struct EnvelopeBefore {
+        target: Address,
+        caller: Option<Box<Address>>,
+        value: TypedValue,
+        metadata: Option<Before>,
+    }
+
+    fn envelope(metadata: Metadata) -> Envelope {
+        Envelope {
+            target: Address::new(TypeName::parse("a/b").unwrap(), "id".to_string()),
+            caller: None,
+            value: TypedValue::new("a/t", b"v".to_vec()),
+            metadata,
+        }
+    }
+
+    #[test]
+    fn envelopes_written_before_kpl_sub_records_still_read() {
+        let kinesis = EnvelopeBefore {
+            target: Address::new(TypeName::parse("a/b").unwrap(), "id".to_string()),
+            caller: None,
+            value: TypedValue::new("a/t", b"v".to_vec()),
+            metadata: Some(Before::Kinesis {
+                stream: "s".into(),
+                shard_id: "shardId-000000000001".into(),
+                sequence_number: "42".into(),
+                approximate_arrival_ms: Some(7),
+            }),
+        };
+        let bytes = bincode::serialize(&kinesis).unwrap();
+        let read: Envelope = bincode::deserialize(&bytes).unwrap();
+        let expected = IngressMetadata::Kinesis {
+            stream: "s".into(),
+            shard_id: "shardId-000000000001".into(),
+            sequence_number: "42".into(),
+            approximate_arrival_ms: Some(7),
+            sub_sequence_number: None,
+            explicit_hash_key: None,
+        };
+        assert_eq!(read, envelope(Metadata::of(expected.clone())));
+        // And a plain Kinesis record is written exactly as before.
+        assert_eq!(
+            bincode::serialize(&envelope(Metadata::of(expected))).unwrap(),
+            bytes
+        );
+        let kafka = EnvelopeBefore {
+            metadata: Some(Before::Kafka {
+                topic: "t".into(),
+                partition: 1,
+                offset: 2,
+                timestamp_ms: None,
+                headers: vec![("h".into(), None)],
+            }),
+            ..kinesis
+        };
+        let bytes = bincode::serialize(&kafka).unwrap();
+        let read: Envelope = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(bincode::serialize(&read).unwrap(), bytes);
+    }
+
+    #[test]
+    fn every_kind_of_metadata_round_trips() {
+        for metadata in [
+            Metadata::None,
+            Metadata::Generator(9),
+            Metadata::of(IngressMetadata::File {
+                path: "in.txt".into(),
+                line: 3,
+            }),
+            Metadata::of(IngressMetadata::Kinesis {
+                stream: "s".into(),
+                shard_id: "x".into(),
+                sequence_number: "1".into(),
+                approximate_arrival_ms: None,
+                sub_sequence_number: Some(4),
+                explicit_hash_key: Some("123".into()),
+            }),
+            Metadata::of(IngressMetadata::Kinesis {
+                stream: "s".into(),
+                shard_id: "x".into(),
+                sequence_number: "1".into(),
+                approximate_arrival_ms: None,
+                sub_sequence_number: Some(0),
+                explicit_hash_key: None,
+            }),
+        ] {
+            let e = envelope(metadata);
+            let read: Envelope = bincode::deserialize(&bincode::serialize(&e).unwrap()).unwrap();
+            assert_eq!(read, e);
+        }
     }
 }

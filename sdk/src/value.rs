@@ -125,10 +125,22 @@ pub enum IngressMetadata {
         stream: String,
         /// The shard id.
         shard_id: String,
-        /// The record's sequence number.
+        /// The record's sequence number (for a sub-record of a KPL aggregate,
+        /// the aggregate's: all its sub-records share it).
         sequence_number: String,
         /// Approximate arrival time in milliseconds since the Unix epoch.
         approximate_arrival_ms: Option<i64>,
+        /// The sub-record's index inside a KPL-aggregated record (0-based, as
+        /// the KCL numbers them); `None` for a plain record. With
+        /// `sequence_number` it identifies the sub-record, as producers using
+        /// the KPL expect.
+        #[serde(default)]
+        sub_sequence_number: Option<u64>,
+        /// The explicit hash key the producer gave a KPL sub-record; `None`
+        /// when it gave none, and for plain records (`GetRecords` does not
+        /// return one).
+        #[serde(default)]
+        explicit_hash_key: Option<String>,
     },
     /// A line of a file ingress.
     File {

@@ -233,6 +233,7 @@ impl LineDecoder {
                 path: self.path.clone(),
                 line: self.line,
             },
+            rejected: None,
         });
     }
 
@@ -634,6 +635,7 @@ mod tests {
                 path: path.to_str().unwrap().to_string(),
                 line,
             },
+            rejected: None,
         }
     }
 

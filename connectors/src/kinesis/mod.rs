@@ -7,8 +7,9 @@
 //! map onto SDK settings). The SDK is async; each source and sink owns a small
 //! tokio runtime so the engine's workers stay synchronous.
 //!
-//! * [`KinesisSource`] reads the shards this worker owns, follows resharding
-//!   and reports per-shard sequence numbers for checkpoints.
+//! * [`KinesisSource`] reads the shards this worker owns, follows resharding,
+//!   splits KPL-aggregated records into their sub-records ([`deaggregate`])
+//!   and reports per-shard positions ([`ShardPosition`]) for checkpoints.
 //! * [`KinesisSink`] writes `KinesisEgressRecord`s with `PutRecords`,
 //!   at-least-once (see its module docs for exactly what may be duplicated).
 //!   With `recordIds: true` it frames each record's data with a deterministic
@@ -18,14 +19,16 @@
 //! reach the engine with `key: None`; the engine's skip policy counts and logs
 //! them.
 
+mod aggregate;
 mod client;
 mod record_id;
 mod sink;
 pub(crate) mod source;
 
+pub use aggregate::{deaggregate, AggregateError, SubRecord, KPL_MAGIC};
 pub use client::{unsupported_client_properties, SUPPORTED_CLIENT_PROPERTIES};
 pub use record_id::{
     content_digest, frame_record, split_record_id, RecordId, RECORD_ID_PREFIX_LEN,
 };
 pub use sink::{KinesisSink, KinesisSinkOptions};
-pub use source::{KinesisSource, KinesisSourceOptions, SHARD_END};
+pub use source::{KinesisSource, KinesisSourceOptions, ShardPosition, SHARD_END};

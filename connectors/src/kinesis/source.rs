@@ -27,15 +27,36 @@
 //! only guaranteed for keys of the first parent (a documented limitation, lifted
 //! when workers can tell each other that a shard is finished).
 //!
+//! # KPL aggregates
+//!
+//! Records written by the Kinesis Producer Library in its aggregated format
+//! are split into their sub-records, each handed out as a record of its own
+//! with its own partition key (the function id), its index in the aggregate
+//! (`sub_sequence_number` in the metadata) and its explicit hash key
+//! ([`super::aggregate`] has the format and the rules). A record that starts
+//! with the KPL magic but is not a good aggregate (MD5 mismatch, protobuf that
+//! does not decode) is a bad record: it is handed out whole, with its
+//! partition key and [`SourceRecord::rejected`] saying why (`KPL aggregate:
+//! MD5 mismatch …`), so that the engine's router gives it to the ingress's
+//! `badRecords` policy — skipped, counted and logged with the reason, stream,
+//! shard and sequence number; the job stopped naming them; or written to the
+//! dead-letter egress with its data — instead of delivering it to a function.
+//!
 //! # Positions
 //!
 //! [`KinesisSource::positions`] reports, per shard, the sequence number of the
 //! last record handed out by `poll` ([`SHARD_END`] once a shard has been read
-//! to its end). [`KinesisSource::seek_to`] restores them before reading starts:
-//! shards with a position are read `AFTER_SEQUENCE_NUMBER` (never `AT`, which
-//! would re-read a record), finished shards are skipped, and every other shard
-//! starts at `TRIM_HORIZON` so nothing written since the checkpoint is lost.
-//! Pass the positions of all workers: ownership is recomputed at restore.
+//! to its end) and, while an aggregate is handed out only in part, the
+//! sub-sequence number of its last sub-record handed out ([`ShardPosition`]).
+//! [`KinesisSource::seek_to`] restores them before reading starts: shards with
+//! a sequence number alone are read `AFTER_SEQUENCE_NUMBER` (never `AT`, which
+//! would re-read a record); shards stopped inside an aggregate are read
+//! `AT_SEQUENCE_NUMBER`, dropping the aggregate's sub-records up to the
+//! recorded one; finished shards are skipped, and every other shard starts at
+//! `TRIM_HORIZON` so nothing written since the checkpoint is lost. Pass the
+//! positions of all workers: ownership is recomputed at restore. The
+//! invariant that makes a checkpoint taken in the middle of an aggregate
+//! neither repeat nor lose a sub-record is stated in [`super::aggregate`].
 //!
 //! A shard the job owned from its first start but has not read a record from
 //! yet is not new: its position is where the job's startup position put it —
@@ -50,17 +71,21 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
 use aws_sdk_kinesis::Client;
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use statefun_module::{KinesisIngress, KinesisStartupPosition};
 use statefun_sdk::IngressMetadata;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
+use super::aggregate::expand;
 use super::client::{backoff, build_client, classify, hint_for, stream_error, Failure, Who};
 use crate::hash::fnv1a;
 use crate::source::{decode_position, encode_position};
 use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
-/// The `kind` of Kinesis positions: `(stream key, shard id, sequence number)` triples.
+/// The `kind` of Kinesis positions: a list of [`ShardPosition`]s.
 pub(crate) const KINESIS_POSITION: &str = "kinesis";
 
 const CONNECTOR: &str = "kinesis ingress";
@@ -116,6 +141,88 @@ struct StreamRef {
     arn: Option<String>,
 }
 
+/// Where one shard stands in a checkpoint: what [`KinesisSource::positions`]
+/// reports and [`KinesisSource::seek_to`] takes.
+///
+/// In the checkpoint's position document it is a JSON array
+/// `[stream, shard, sequence]`, or `[stream, shard, sequence, sub_sequence]`
+/// while a KPL aggregate has been handed out only in part: one format, so the
+/// positions of builds that knew no sub-sequence restore unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ShardPosition {
+    /// The stream key: the ARN when the ingress names the stream by ARN, else its name.
+    pub stream: String,
+    /// The shard id.
+    pub shard: String,
+    /// The sequence number of the last record handed out, or a mark:
+    /// [`SHARD_END`], [`TRIM_HORIZON_MARK`], [`AT_TIMESTAMP_MARK`]`<ms>`.
+    pub sequence: String,
+    /// When the record `sequence` is a KPL aggregate handed out only in part:
+    /// the sub-sequence number of its last sub-record handed out. `None` when
+    /// the record was handed out whole (a plain record, or an aggregate's last
+    /// sub-record).
+    pub sub_sequence: Option<u64>,
+}
+
+impl ShardPosition {
+    /// A position of a whole record (or a mark), without a sub-sequence.
+    pub fn new(stream: &str, shard: &str, sequence: &str) -> Self {
+        ShardPosition {
+            stream: stream.to_string(),
+            shard: shard.to_string(),
+            sequence: sequence.to_string(),
+            sub_sequence: None,
+        }
+    }
+}
+
+impl Serialize for ShardPosition {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(3 + usize::from(self.sub_sequence.is_some())))?;
+        seq.serialize_element(&self.stream)?;
+        seq.serialize_element(&self.shard)?;
+        seq.serialize_element(&self.sequence)?;
+        if let Some(sub) = self.sub_sequence {
+            seq.serialize_element(&sub)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ShardPosition {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> Visitor<'de> for Entry {
+            type Value = ShardPosition;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("[stream, shard, sequence] or [stream, shard, sequence, sub-sequence]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<ShardPosition, A::Error> {
+                let stream = a
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let shard = a
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                let sequence = a
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(2, &self))?;
+                let sub_sequence = a.next_element::<u64>()?;
+                if a.next_element::<IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(5, &self));
+                }
+                Ok(ShardPosition {
+                    stream,
+                    shard,
+                    sequence,
+                    sub_sequence,
+                })
+            }
+        }
+        d.deserialize_seq(Entry)
+    }
+}
+
 /// Where a shard reader starts.
 #[derive(Clone, Debug)]
 enum Start {
@@ -123,11 +230,24 @@ enum Start {
     TrimHorizon,
     AtTimestamp(i64),
     After(String),
+    /// Inside the KPL aggregate with this sequence number: read
+    /// `AT_SEQUENCE_NUMBER` and drop its sub-records up to `through`.
+    Inside {
+        sequence: String,
+        through: u64,
+    },
+}
+
+/// A record on its way to the worker, with the sub-sequence number of the
+/// shard's position once it is handed out (see [`super::aggregate`]).
+struct Pending {
+    record: SourceRecord,
+    resume_sub: Option<u64>,
 }
 
 /// What the readers send to the worker, in order per shard.
 enum Msg {
-    Records(Vec<SourceRecord>),
+    Records(Vec<Pending>),
     ShardEnd { stream: String, shard_id: String },
     Fatal(ConnectorError),
 }
@@ -143,15 +263,20 @@ pub struct KinesisSource {
     /// The shards listed at open, per stream key: they start at the startup
     /// position; shards found later start at `TRIM_HORIZON`.
     initial: HashSet<(String, String)>,
-    restored: Option<HashMap<(String, String), String>>,
+    restored: Option<HashMap<(String, String), Restored>>,
     client: Client,
     runtime: Option<Runtime>,
     rx: Option<mpsc::Receiver<Msg>>,
     waker: Arc<Mutex<Option<Waker>>>,
-    pending: VecDeque<SourceRecord>,
-    positions: BTreeMap<(String, String), String>,
+    pending: VecDeque<Pending>,
+    /// Per `(stream key, shard)`: sequence number (or mark) and sub-sequence.
+    positions: BTreeMap<(String, String), Restored>,
     stats: SourceStats,
 }
+
+/// A shard's position without the shard's name: sequence number (or mark)
+/// and the sub-sequence number inside a partly handed-out aggregate.
+type Restored = (String, Option<u64>);
 
 impl KinesisSource {
     /// Opens the ingress `id` for worker `worker_index` of `peers` with default
@@ -232,7 +357,8 @@ impl KinesisSource {
             Start::TrimHorizon => TRIM_HORIZON_MARK.to_string(),
             Start::Latest => format!("{AT_TIMESTAMP_MARK}{opened_ms}"),
             Start::AtTimestamp(ms) => format!("{AT_TIMESTAMP_MARK}{ms}"),
-            Start::After(seq) => seq.clone(),
+            // Never a startup position; listed for completeness.
+            Start::After(seq) | Start::Inside { sequence: seq, .. } => seq.clone(),
         };
         let mut initial = HashSet::new();
         let mut positions = BTreeMap::new();
@@ -251,7 +377,10 @@ impl KinesisSource {
             for shard_id in listing.keys() {
                 initial.insert((s.key.clone(), shard_id.clone()));
                 if owner(&s.key, shard_id, &listing, peers) == worker_index {
-                    positions.insert((s.key.clone(), shard_id.clone()), unread_mark.clone());
+                    positions.insert(
+                        (s.key.clone(), shard_id.clone()),
+                        (unread_mark.clone(), None),
+                    );
                 }
             }
         }
@@ -274,24 +403,28 @@ impl KinesisSource {
         })
     }
 
-    /// `(stream key, shard id, sequence number)` of the last record handed out
-    /// by `poll` per shard ([`SHARD_END`] for a shard read to its end), sorted;
-    /// what a checkpoint records for this worker.
-    pub fn positions(&self) -> Vec<(String, String, String)> {
+    /// Per shard, the sequence number of the last record handed out by `poll`
+    /// ([`SHARD_END`] for a shard read to its end), with the sub-sequence
+    /// number of the last sub-record handed out while a KPL aggregate is
+    /// handed out only in part; sorted. What a checkpoint records for this worker.
+    pub fn positions(&self) -> Vec<ShardPosition> {
         self.positions
             .iter()
-            .map(|((s, sh), seq)| (s.clone(), sh.clone(), seq.clone()))
+            .map(|((stream, shard), (sequence, sub))| ShardPosition {
+                stream: stream.clone(),
+                shard: shard.clone(),
+                sequence: sequence.clone(),
+                sub_sequence: *sub,
+            })
             .collect()
     }
 
     /// Restores positions from a checkpoint (those of all workers; each keeps
     /// the shards it owns). Must be called before the first `poll`. Replaces
     /// the startup marks of [`KinesisSource::open`]: the checkpoint says where
-    /// every shard the job knew stands.
-    pub fn seek_to(
-        &mut self,
-        positions: &[(String, String, String)],
-    ) -> Result<(), ConnectorError> {
+    /// every shard the job knew stands. A sub-sequence number beside a mark
+    /// rather than a sequence number is a damaged checkpoint, and an error.
+    pub fn seek_to(&mut self, positions: &[ShardPosition]) -> Result<(), ConnectorError> {
         if self.rx.is_some() {
             return Err(ConnectorError::config(
                 CONNECTOR,
@@ -299,12 +432,31 @@ impl KinesisSource {
                 "seek_to after reading started; restore positions before the first poll",
             ));
         }
+        if let Some(p) = positions
+            .iter()
+            .find(|p| p.sub_sequence.is_some() && !is_sequence_number(&p.sequence))
+        {
+            return Err(ConnectorError::config(
+                CONNECTOR,
+                &self.id,
+                format!(
+                    "cannot resume: the checkpointed position of shard `{}` of stream `{}` is \
+                     `{}` with sub-sequence number {}, but only a sequence number has \
+                     sub-sequences; the checkpoint is damaged",
+                    p.shard,
+                    p.stream,
+                    p.sequence,
+                    p.sub_sequence.unwrap_or_default()
+                ),
+            ));
+        }
         let mut map = HashMap::new();
         self.positions.clear();
-        for (stream, shard, seq) in positions {
-            map.insert((stream.clone(), shard.clone()), seq.clone());
-            self.positions
-                .insert((stream.clone(), shard.clone()), seq.clone());
+        for p in positions {
+            let key = (p.stream.clone(), p.shard.clone());
+            let at = (p.sequence.clone(), p.sub_sequence);
+            map.insert(key.clone(), at.clone());
+            self.positions.insert(key, at);
         }
         self.restored = Some(map);
         Ok(())
@@ -339,7 +491,11 @@ impl KinesisSource {
         Ok(())
     }
 
-    fn hand_out(&mut self, record: SourceRecord, out: &mut Vec<SourceRecord>) {
+    /// Hands one record out and moves its shard's position to it: the only
+    /// place a position moves forward, one record at a time (the invariant of
+    /// [`super::aggregate`]).
+    fn hand_out(&mut self, pending: Pending, out: &mut Vec<SourceRecord>) {
+        let Pending { record, resume_sub } = pending;
         if let IngressMetadata::Kinesis {
             stream,
             shard_id,
@@ -347,8 +503,10 @@ impl KinesisSource {
             ..
         } = &record.metadata
         {
-            self.positions
-                .insert((stream.clone(), shard_id.clone()), sequence_number.clone());
+            self.positions.insert(
+                (stream.clone(), shard_id.clone()),
+                (sequence_number.clone(), resume_sub),
+            );
         }
         self.stats.records += 1;
         out.push(record);
@@ -376,7 +534,7 @@ impl Source for KinesisSource {
                 Ok(Msg::Records(records)) => self.pending.extend(records),
                 Ok(Msg::ShardEnd { stream, shard_id }) => {
                     self.positions
-                        .insert((stream, shard_id), SHARD_END.to_string());
+                        .insert((stream, shard_id), (SHARD_END.to_string(), None));
                 }
                 Ok(Msg::Fatal(err)) => return Err(err),
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -409,14 +567,16 @@ impl Source for KinesisSource {
     }
 
     /// [`KinesisSource::positions`]: per shard, the sequence number of the last record
-    /// handed out (reading resumes `AFTER_SEQUENCE_NUMBER`), or [`SHARD_END`].
+    /// handed out (reading resumes `AFTER_SEQUENCE_NUMBER`), with a sub-sequence number
+    /// inside a partly handed-out KPL aggregate (`AT_SEQUENCE_NUMBER`, dropping the
+    /// sub-records up to it), or [`SHARD_END`].
     fn position(&self) -> Option<Vec<u8>> {
         encode_position(KINESIS_POSITION, &self.positions())
     }
 
     /// [`KinesisSource::seek_to`] with the positions of [`Source::position`].
     fn seek(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
-        let positions: Vec<(String, String, String)> =
+        let positions: Vec<ShardPosition> =
             decode_position(position, KINESIS_POSITION, CONNECTOR, &self.id)?;
         self.seek_to(&positions)
     }
@@ -428,6 +588,11 @@ impl Drop for KinesisSource {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Whether a position is a sequence number (decimal digits) rather than a mark.
+fn is_sequence_number(position: &str) -> bool {
+    !position.is_empty() && position.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Checks an ARN's shape and that its region is the configured one (a call
@@ -538,7 +703,7 @@ struct Plan {
     streams: Vec<StreamRef>,
     startup: Start,
     initial: HashSet<(String, String)>,
-    restored: Option<HashMap<(String, String), String>>,
+    restored: Option<HashMap<(String, String), Restored>>,
 }
 
 /// FNV-1a 64 over the stream key, a zero byte and the shard id: fixed, so that
@@ -614,7 +779,7 @@ async fn coordinate(ctx: Arc<Ctx>, plan: Plan) {
     let mut started: HashSet<(String, String)> = HashSet::new();
     let mut owners = Owners::default();
     if let Some(restored) = &plan.restored {
-        for (key, seq) in restored {
+        for (key, (seq, _)) in restored {
             if seq == SHARD_END {
                 finished.insert(key.clone());
             }
@@ -661,8 +826,12 @@ async fn coordinate(ctx: Arc<Ctx>, plan: Plan) {
                     continue;
                 }
                 let start = match plan.restored.as_ref().and_then(|r| r.get(&key)) {
-                    Some(mark) if mark == TRIM_HORIZON_MARK => Start::TrimHorizon,
-                    Some(mark) if mark.starts_with(AT_TIMESTAMP_MARK) => {
+                    Some((seq, Some(through))) => Start::Inside {
+                        sequence: seq.clone(),
+                        through: *through,
+                    },
+                    Some((mark, None)) if mark == TRIM_HORIZON_MARK => Start::TrimHorizon,
+                    Some((mark, None)) if mark.starts_with(AT_TIMESTAMP_MARK) => {
                         match mark[AT_TIMESTAMP_MARK.len()..].parse() {
                             Ok(ms) => Start::AtTimestamp(ms),
                             Err(_) => {
@@ -675,7 +844,7 @@ async fn coordinate(ctx: Arc<Ctx>, plan: Plan) {
                             }
                         }
                     }
-                    Some(seq) => Start::After(seq.clone()),
+                    Some((seq, None)) => Start::After(seq.clone()),
                     None if plan.restored.is_none() && plan.initial.contains(&key) => {
                         plan.startup.clone()
                     }
@@ -737,6 +906,9 @@ async fn shard_iterator(
             Start::After(seq) => call
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(seq),
+            Start::Inside { sequence, .. } => call
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(sequence),
         };
         match call.send().await {
             Ok(out) => return Ok(out.shard_iterator),
@@ -771,6 +943,12 @@ async fn read_shard(
         Start::After(seq) => Some(seq.clone()),
         _ => None,
     };
+    // Restored inside an aggregate: the first record read is that aggregate,
+    // whose sub-records up to `through` were handed out before the checkpoint.
+    let mut inside: Option<(String, u64)> = match &start {
+        Start::Inside { sequence, through } => Some((sequence.clone(), *through)),
+        _ => None,
+    };
     let restart = |last: &Option<String>| match last {
         Some(seq) => Start::After(seq.clone()),
         None => start.clone(),
@@ -798,38 +976,41 @@ async fn read_shard(
                 attempt = 0;
                 let records = out.records;
                 let empty = records.is_empty();
-                if !empty {
-                    let batch: Vec<SourceRecord> = records
-                        .into_iter()
-                        .map(|r| {
-                            let key = r
-                                .partition_key()
-                                .filter(|k| !k.is_empty())
-                                .map(|k| k.as_bytes().to_vec());
-                            SourceRecord {
-                                key,
-                                value: Some(r.data.into_inner()),
+                if let Some(last) = records.last() {
+                    last_seq = Some(last.sequence_number.clone());
+                }
+                let mut batch = Vec::with_capacity(records.len());
+                for r in records {
+                    let through = match inside.take() {
+                        Some((seq, through)) if seq == r.sequence_number => Some(through),
+                        _ => None,
+                    };
+                    let arrival = r
+                        .approximate_arrival_timestamp
+                        .and_then(|t| t.to_millis().ok());
+                    let pieces = expand(r.partition_key.as_deref(), r.data.into_inner(), through);
+                    for piece in pieces {
+                        batch.push(Pending {
+                            record: SourceRecord {
+                                key: piece.key,
+                                value: Some(piece.data),
                                 route: stream.route,
                                 metadata: IngressMetadata::Kinesis {
                                     stream: stream.key.clone(),
                                     shard_id: shard_id.to_string(),
-                                    sequence_number: r.sequence_number,
-                                    approximate_arrival_ms: r
-                                        .approximate_arrival_timestamp
-                                        .and_then(|t| t.to_millis().ok()),
+                                    sequence_number: r.sequence_number.clone(),
+                                    approximate_arrival_ms: arrival,
+                                    sub_sequence_number: piece.sub_sequence_number,
+                                    explicit_hash_key: piece.explicit_hash_key,
                                 },
-                            }
-                        })
-                        .collect();
-                    if let Some(IngressMetadata::Kinesis {
-                        sequence_number, ..
-                    }) = batch.last().map(|r| &r.metadata)
-                    {
-                        last_seq = Some(sequence_number.clone());
+                                rejected: piece.rejected.map(|why| why.to_string()),
+                            },
+                            resume_sub: piece.resume_sub,
+                        });
                     }
-                    if !ctx.send(Msg::Records(batch)).await {
-                        return Ok(()); // the source was dropped
-                    }
+                }
+                if !batch.is_empty() && !ctx.send(Msg::Records(batch)).await {
+                    return Ok(()); // the source was dropped
                 }
                 match out.next_shard_iterator {
                     Some(next) if !next.is_empty() => iterator = next,
@@ -961,6 +1142,61 @@ mod tests {
         // And one whose listed parent's decision is known but whose own parent is gone.
         let orphan = listing(&[shard(&format!("x-{grand}"), Some(&grand))]);
         assert_eq!(owners.of("s", &format!("x-{grand}"), &orphan, peers), first);
+    }
+
+    #[test]
+    fn shard_positions_keep_one_format_with_an_optional_sub_sequence() {
+        // A position document of a build without sub-sequences restores unchanged and
+        // is written back byte for byte.
+        let old = br#"{"kind":"kinesis","version":1,"position":[["s","shardId-0","4955"],["s","shardId-1","SHARD_END"]]}"#;
+        let positions: Vec<ShardPosition> =
+            decode_position(old, KINESIS_POSITION, CONNECTOR, "t/in").expect("old format");
+        assert_eq!(
+            positions,
+            vec![
+                ShardPosition::new("s", "shardId-0", "4955"),
+                ShardPosition::new("s", "shardId-1", SHARD_END),
+            ]
+        );
+        assert_eq!(
+            encode_position(KINESIS_POSITION, &positions).as_deref(),
+            Some(&old[..])
+        );
+        // Inside an aggregate: a fourth element.
+        let inside = ShardPosition {
+            sub_sequence: Some(7),
+            ..ShardPosition::new("s", "shardId-0", "4955")
+        };
+        let bytes = encode_position(KINESIS_POSITION, &vec![inside.clone()]).expect("encode");
+        assert_eq!(
+            bytes,
+            br#"{"kind":"kinesis","version":1,"position":[["s","shardId-0","4955",7]]}"#
+        );
+        let back: Vec<ShardPosition> =
+            decode_position(&bytes, KINESIS_POSITION, CONNECTOR, "t/in").expect("new format");
+        assert_eq!(back, vec![inside]);
+        // Anything else is a damaged checkpoint, with an error naming the ingress.
+        for bad in [
+            r#"[["s","shardId-0"]]"#,
+            r#"[["s","shardId-0","1",2,3]]"#,
+            r#"[["s","shardId-0","1",-1]]"#,
+            r#"[["s","shardId-0","1","2"]]"#,
+            r#"[["s","shardId-0",1]]"#,
+        ] {
+            let doc = format!(r#"{{"kind":"kinesis","version":1,"position":{bad}}}"#);
+            let err = decode_position::<Vec<ShardPosition>>(
+                doc.as_bytes(),
+                KINESIS_POSITION,
+                CONNECTOR,
+                "t/in",
+            )
+            .expect_err(bad)
+            .to_string();
+            assert!(
+                err.contains("`t/in`") && err.contains("malformed"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

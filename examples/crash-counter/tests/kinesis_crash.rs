@@ -12,8 +12,17 @@
 //! duplicates at-least-once may write are the re-sends of one record, which a
 //! consumer drops by id).
 //!
+//! The KPL variant puts the same user records, most of them packed by AWS's
+//! own aggregator (`connectors/tests/kpl/produce.py`) into KPL-aggregated
+//! records of up to 1100 sub-records, so that the app is killed, and
+//! checkpoints are taken, while aggregates are handed out only in part (a poll
+//! hands out at most 1024 records); plus one corrupt aggregate, which the
+//! ingress's `badRecords: dead-letter` policy writes to the egress stream.
+//! The same exact lines must come out, and the dead letter, and nothing else.
+//!
 //! Needs the emulator of `ci/install-kinesis.sh` (skipped without it, unless
-//! `CI` is set). Soak: `STATEFUN_CRASH_KILLS=50 cargo test --release -p
+//! `CI` is set), and for the KPL variant the venv of `ci/install-python-sdk.sh`.
+//! Soak: `STATEFUN_CRASH_KILLS=50 cargo test --release -p
 //! example-crash-counter --test kinesis_crash -- --nocapture`
 //! (`STATEFUN_CRASH_SEED` replays the kill times).
 
@@ -31,6 +40,9 @@ use statefun_testkit::proxy::Proxy;
 
 mod common;
 use common::{apply, seed, start_app_with, terminate, Fault, Lcg, Service};
+
+#[path = "../../../connectors/tests/kpl/mod.rs"]
+mod kpl;
 
 const RECORDS: u64 = 2000;
 const KEYS: u64 = 40;
@@ -125,7 +137,16 @@ fn tally(records: &[Vec<u8>], seen: &mut BTreeMap<String, Vec<RecordId>>) {
 
 #[test]
 fn kinesis_at_least_once_with_record_ids_survives_kills() {
-    through_kinesis(Fault::Kills(6));
+    through_kinesis(Fault::Kills(6), Input::Plain);
+}
+
+/// The input mostly in KPL aggregates (and one corrupt aggregate, dead-lettered),
+/// the app killed while they are read: every sub-record reaches function state
+/// exactly once.
+#[test]
+fn kinesis_kpl_aggregates_count_exactly_once_across_kills() {
+    let Some(python) = kpl::python() else { return };
+    through_kinesis(Fault::Kills(6), Input::Kpl(python));
 }
 
 /// The emulator goes away (paused, so every call hangs) for 15 s mid-run:
@@ -133,7 +154,7 @@ fn kinesis_at_least_once_with_record_ids_survives_kills() {
 /// is lost and every duplicate carries its first copy's record id.
 #[test]
 fn kinesis_survives_the_service_away_for_15s() {
-    through_kinesis(Fault::ServicePause(Duration::from_secs(15)));
+    through_kinesis(Fault::ServicePause(Duration::from_secs(15)), Input::Plain);
 }
 
 /// The emulator's endpoint goes away for 15 s mid-run as in a restart: every
@@ -143,13 +164,88 @@ fn kinesis_survives_the_service_away_for_15s() {
 /// nothing is lost.
 #[test]
 fn kinesis_survives_its_endpoint_down_for_15s() {
-    through_kinesis(Fault::EndpointDown(Duration::from_secs(15)));
+    through_kinesis(Fault::EndpointDown(Duration::from_secs(15)), Input::Plain);
 }
 
 /// The tests share the emulator (one pauses it): one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn through_kinesis(fault: Fault) {
+/// What the producer puts into the input stream.
+enum Input {
+    /// One Kinesis record per user record.
+    Plain,
+    /// User records packed into KPL aggregates by the aggregator run with this
+    /// interpreter, with plain records between them, and one corrupt aggregate.
+    Kpl(std::path::PathBuf),
+}
+
+/// Kinesis records (partition key, data) put with one `PutRecords` call.
+type Batch = Vec<(String, Vec<u8>)>;
+
+/// The Kinesis records to put, in order, in the batches they are put in; and
+/// the data of the corrupt aggregate among them, if any. The user records are
+/// `k{s % KEYS}` → `v{s}` for `s` in `0..RECORDS` either way.
+fn input_records(input: &Input) -> (Vec<Batch>, Option<Vec<u8>>) {
+    let user = |s: u64| (format!("k{}", s % KEYS), format!("v{s}"));
+    let python = match input {
+        Input::Plain => {
+            let records: Vec<(String, Vec<u8>)> = (0..RECORDS)
+                .map(|s| {
+                    let (k, v) = user(s);
+                    (k, v.into_bytes())
+                })
+                .collect();
+            return (records.chunks(20).map(<[_]>::to_vec).collect(), None);
+        }
+        Input::Kpl(python) => python,
+    };
+    // Runs of user records, in order: a plain record (a run of 1) or an aggregate of
+    // that many. An aggregate of 1100 is more than one poll hands out (1024), so it is
+    // always handed out across polls, with checkpoints possibly taken in between.
+    const RUNS: [u64; 11] = [1, 30, 1, 1100, 17, 1, 300, 1, 60, 450, 39];
+    assert_eq!(RUNS.iter().sum::<u64>(), RECORDS);
+    let mut groups: Vec<Vec<kpl::UserRecord>> = Vec::new();
+    let mut s = 0;
+    for run in RUNS {
+        groups.push(
+            (s..s + run)
+                .map(|s| {
+                    let (k, v) = user(s);
+                    kpl::UserRecord::new(&k, &v)
+                })
+                .collect(),
+        );
+        s += run;
+    }
+    // The corrupt aggregate: sub-records no counter may see.
+    let bad: Vec<kpl::UserRecord> = (0..30)
+        .map(|i| kpl::UserRecord::new(&format!("bad{i}"), &format!("bad{i}")))
+        .collect();
+    let aggregated = kpl::aggregate(python, &[groups.clone(), vec![bad]].concat());
+    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut corrupt = None;
+    for (i, agg) in aggregated.into_iter().enumerate() {
+        match groups.get(i) {
+            // A run of one goes as a plain record.
+            Some(g) if g.len() == 1 => {
+                records.push((g[0].pk.clone(), g[0].data.clone().into_bytes()))
+            }
+            Some(_) => records.push((agg.partition_key, agg.data)),
+            None => {
+                let mut data = agg.data;
+                let last = data.len() - 1;
+                data[last] ^= 0xff; // the MD5's last byte
+                corrupt = Some(data.clone());
+                // In the middle of the input.
+                records.insert(records.len() / 2, (agg.partition_key, data));
+            }
+        }
+    }
+    // One Kinesis record per put, so that the input arrives over about ten seconds.
+    (records.into_iter().map(|r| vec![r]).collect(), corrupt)
+}
+
+fn through_kinesis(fault: Fault, kind: Input) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Some(k) = Emulator::connect() else {
         return;
@@ -183,23 +279,25 @@ fn through_kinesis(fault: Fault) {
     k.create_stream(&output, 2);
 
     // Input arrives over about ten seconds, while the app is being killed.
+    let (batches, corrupt) = input_records(&kind);
+    let pause = Duration::from_millis(if corrupt.is_some() { 800 } else { 100 });
     let producer_stream = input.clone();
     let producer_endpoint = endpoint.clone();
     let producing = std::thread::spawn(move || {
         let k = Emulator::at(producer_endpoint);
-        let mut batch = Vec::new();
-        for s in 0..RECORDS {
-            batch.push((format!("k{}", s % KEYS), format!("v{s}").into_bytes()));
-            if batch.len() == 20 {
-                k.put_all(&producer_stream, &batch);
-                batch.clear();
-                std::thread::sleep(Duration::from_millis(100));
-            }
+        for batch in batches {
+            k.put_all(&producer_stream, &batch);
+            std::thread::sleep(pause);
         }
-        k.put_all(&producer_stream, &batch);
     });
 
     let dir = tempfile::tempdir().expect("temp dir");
+    // The corrupt aggregate goes to the egress stream, beside the counters' lines.
+    let bad_records = if corrupt.is_some() {
+        format!("  badRecords: {{ policy: dead-letter, egress: {OUT}, stream: {output} }}\n")
+    } else {
+        String::new()
+    };
     let aws = format!(
         "  awsRegion: {{ type: custom-endpoint, endpoint: \"{app_endpoint}\", id: {REGION} }}\n  \
          awsCredentials: {{ type: basic, accessKeyId: test, secretAccessKey: test }}\n"
@@ -209,7 +307,7 @@ fn through_kinesis(fault: Fault) {
         format!(
             "kind: io.statefun.kinesis.v1/ingress\nspec:\n  id: crash/in\n{aws}  \
              startupPosition: {{ type: trim-horizon }}\n  streams:\n    - stream: {input}\n      \
-             valueType: io.statefun.types/string\n      targets: [{COUNTER}]\n---\n\
+             valueType: io.statefun.types/string\n      targets: [{COUNTER}]\n{bad_records}---\n\
              kind: io.statefun.kinesis.v1/egress\nspec:\n  id: {OUT}\n{aws}  streamName: {output}\n  \
              recordIds: true\n"
         ),
@@ -258,9 +356,12 @@ fn through_kinesis(fault: Fault) {
         .filter(|l| !seen.contains_key(*l))
         .take(10)
         .collect();
+    // The dead letter of the corrupt aggregate: its data, byte for byte (compared
+    // as the tally reads lines).
+    let dead_letter = corrupt.map(|data| String::from_utf8_lossy(&data).into_owned());
     let unexpected: Vec<&String> = seen
         .keys()
-        .filter(|l| !expected.contains_key(*l))
+        .filter(|l| !expected.contains_key(*l) && Some(*l) != dead_letter.as_ref())
         .take(10)
         .collect();
     assert!(missing.is_empty(), "lost lines: {missing:?}");
@@ -268,6 +369,19 @@ fn through_kinesis(fault: Fault) {
         unexpected.is_empty(),
         "lines the state does not imply (a record counted twice?): {unexpected:?}"
     );
+    if let Some(letter) = &dead_letter {
+        assert!(
+            seen.contains_key(letter),
+            "the corrupt KPL aggregate was not dead-lettered to the egress stream"
+        );
+        assert_eq!(
+            seen.len(),
+            expected.len() + 1,
+            "every line the state implies, and the dead letter"
+        );
+    } else {
+        assert_eq!(seen.len(), expected.len());
+    }
     // Every copy of a line carries the id of its first copy, and no two lines share an id.
     let mut owner: HashMap<RecordId, &String> = HashMap::new();
     let mut duplicates = 0usize;

@@ -13,7 +13,7 @@ use crate::diag::{Diagnostic, Diagnostics, Location, Severity};
 use crate::fields::expected_one_of;
 use crate::model::{
     BadRecordPolicy, Egress, EgressLocation, EgressSpec, FunctionPattern, Ingress, IngressLocation,
-    IngressSpec, Module, Properties,
+    IngressSpec, Module, Properties, RemoteMetadata,
 };
 use crate::yaml::{parse_documents, Mark, Node, Value};
 
@@ -25,7 +25,10 @@ pub(crate) struct Declared {
 
 /// The state of one load: the module so far and every diagnostic.
 pub(crate) struct Loader<'f> {
+    /// The file being read (items and diagnostics record it).
     pub(crate) file: &'f str,
+    /// Whether the module is loaded from several files.
+    several: bool,
     document: usize,
     diags: Vec<Diagnostic>,
     pub(crate) module: Module,
@@ -40,12 +43,24 @@ pub(crate) struct Loader<'f> {
 
 /// Loads `text` (named `file` in messages).
 pub(crate) fn load(text: &str, file: &str) -> Result<Module, Diagnostics> {
+    load_all(&[(file, text)])
+}
+
+/// Loads several module files as one module: `sources` are (file name, text) pairs, in
+/// order. It is one walk over every document of every file, so ids are claimed, and the
+/// checks that need the whole module (endpoint overlap, cluster references, dead-letter
+/// egresses) are made, across files exactly as within one; each item records the file that
+/// declares it, and each diagnostic names its own file.
+pub(crate) fn load_all(sources: &[(&str, &str)]) -> Result<Module, Diagnostics> {
+    let names: Vec<&str> = sources.iter().map(|(name, _)| *name).collect();
     let mut l = Loader {
-        file,
+        file: names.first().copied().unwrap_or_default(),
+        several: sources.len() > 1,
         document: 0,
         diags: Vec::new(),
         module: Module {
-            file: file.to_string(),
+            file: names.join(", "),
+            files: names.iter().map(ToString::to_string).collect(),
             ..Module::default()
         },
         ingress_ids: HashMap::new(),
@@ -53,48 +68,80 @@ pub(crate) fn load(text: &str, file: &str) -> Result<Module, Diagnostics> {
         cluster_ids: HashMap::new(),
         cluster_refs: Vec::new(),
     };
-    let (docs, syntax) = parse_documents(text);
-    for doc in &docs {
-        l.document = doc.index;
-        if let Some(root) = &doc.root {
-            l.document(root);
+    for &(file, text) in sources {
+        l.file = file;
+        l.document = 0;
+        let first_diag = l.diags.len();
+        let (docs, syntax) = parse_documents(text);
+        for doc in &docs {
+            l.document = doc.index;
+            if let Some(root) = &doc.root {
+                l.document(root);
+            }
+        }
+        if let Some(e) = syntax {
+            l.document = e.document;
+            l.diags.push(Diagnostic {
+                severity: Severity::Error,
+                file: file.to_string(),
+                document: e.document,
+                line: (e.mark.line > 0).then_some(e.mark.line),
+                column: (e.mark.line > 0).then_some(e.mark.column),
+                field: String::new(),
+                message: e.message,
+            });
+        }
+        if docs.iter().all(|d| d.root.is_none())
+            && !l.diags[first_diag..].iter().any(Diagnostic::is_error)
+        {
+            let message = if l.several {
+                "the file is empty: it declares no endpoints, ingresses or egresses"
+            } else {
+                "the module is empty: it declares no endpoints, ingresses or egresses"
+            };
+            l.diags.push(Diagnostic {
+                severity: Severity::Warning,
+                file: file.to_string(),
+                document: 0,
+                line: None,
+                column: None,
+                field: String::new(),
+                message: message.to_string(),
+            });
         }
     }
-    if let Some(e) = syntax {
-        l.document = e.document;
-        l.diags.push(Diagnostic {
-            severity: Severity::Error,
-            file: file.to_string(),
-            document: e.document,
-            line: (e.mark.line > 0).then_some(e.mark.line),
-            column: (e.mark.line > 0).then_some(e.mark.column),
-            field: String::new(),
-            message: e.message,
-        });
-    }
-    if docs.iter().all(|d| d.root.is_none()) && !l.diags.iter().any(Diagnostic::is_error) {
-        l.diags.push(Diagnostic {
-            severity: Severity::Warning,
-            file: file.to_string(),
-            document: 0,
-            line: None,
-            column: None,
-            field: String::new(),
-            message: "the module is empty: it declares no endpoints, ingresses or egresses"
-                .to_string(),
-        });
-    }
+    l.document = 0;
     l.check_endpoint_overlap();
     l.resolve_clusters();
     l.check_dead_letters();
     let mut diags = l.diags;
-    diags.sort_by_key(|d| (d.document, d.line.unwrap_or(0), d.column.unwrap_or(0)));
+    // Files in the order given, then source order within each.
+    let file_index = |d: &Diagnostic| names.iter().position(|n| *n == d.file);
+    diags.sort_by_key(|d| {
+        (
+            file_index(d),
+            d.document,
+            d.line.unwrap_or(0),
+            d.column.unwrap_or(0),
+        )
+    });
     if diags.iter().any(Diagnostic::is_error) {
         Err(Diagnostics(diags))
     } else {
         let mut module = l.module;
         module.warnings = diags;
         Ok(module)
+    }
+}
+
+/// How a message at a location in `here` names `first`, where something was declared
+/// before: `in document 2 at line 7` in the same file, `at a.yaml:7, document 2` in another.
+pub(crate) fn declared_at(here: &str, first: &Location) -> String {
+    let line = first.line.unwrap_or(0);
+    if first.file == here {
+        format!("in document {} at line {line}", first.document)
+    } else {
+        format!("at {}:{line}, document {}", first.file, first.document)
     }
 }
 
@@ -106,6 +153,17 @@ impl<'f> Loader<'f> {
             line: Some(mark.line),
             column: Some(mark.column),
             field: field.to_string(),
+        }
+    }
+
+    /// How a message about the current file names the line of `first`: `line 3` when it
+    /// is in this file, `a.yaml:3` when in another.
+    pub(crate) fn line_of(&self, first: &Location) -> String {
+        let line = first.line.unwrap_or(0);
+        if first.file == self.file {
+            format!("line {line}")
+        } else {
+            format!("{}:{line}", first.file)
         }
     }
 
@@ -166,6 +224,7 @@ impl<'f> Loader<'f> {
         decl: Declared,
         spec: IngressSpec,
         bad_records: Option<BadRecordPolicy>,
+        remote_metadata: RemoteMetadata,
         location: IngressLocation,
     ) {
         let here = self.location(decl.id_mark, &decl.id_field);
@@ -174,8 +233,10 @@ impl<'f> Loader<'f> {
         }
         self.module.ingresses.push(Ingress {
             id,
+            file: self.file.to_string(),
             spec,
             bad_records,
+            remote_metadata,
         });
         self.module.locations.ingresses.push(location);
     }
@@ -191,7 +252,11 @@ impl<'f> Loader<'f> {
         if !claim_id(&mut self.diags, &mut self.egress_ids, "egress", &id, here) {
             return;
         }
-        self.module.egresses.push(Egress { id, spec });
+        self.module.egresses.push(Egress {
+            id,
+            file: self.file.to_string(),
+            spec,
+        });
         self.module.locations.egresses.push(location);
     }
 
@@ -206,8 +271,8 @@ impl<'f> Loader<'f> {
         for (i, e) in eps.iter().enumerate() {
             if let Some(&j) = first.get(&e.functions) {
                 found.push((Severity::Error, i, j, format!(
-                    "`{}` is already served by the endpoint declared in document {} at line {}; each function type must have one endpoint",
-                    e.functions, locs[j].document, locs[j].line.unwrap_or(0)
+                    "`{}` is already served by the endpoint declared {}; each function type must have one endpoint",
+                    e.functions, declared_at(&locs[i].file, &locs[j])
                 )));
                 continue;
             }
@@ -219,9 +284,23 @@ impl<'f> Loader<'f> {
         for (i, e) in eps.iter().enumerate() {
             if let FunctionPattern::Exact(t) = &e.functions {
                 if let Some(&j) = namespaces.get(t.namespace()) {
+                    let at = if locs[j].file == locs[i].file {
+                        format!(
+                            "document {}, line {}",
+                            locs[j].document,
+                            locs[j].line.unwrap_or(0)
+                        )
+                    } else {
+                        format!(
+                            "{}:{}, document {}",
+                            locs[j].file,
+                            locs[j].line.unwrap_or(0),
+                            locs[j].document
+                        )
+                    };
                     found.push((Severity::Warning, i, j, format!(
-                        "`{t}` is also covered by `{}` (document {}, line {}); this more specific endpoint wins for it",
-                        eps[j].functions, locs[j].document, locs[j].line.unwrap_or(0)
+                        "`{t}` is also covered by `{}` ({at}); this more specific endpoint wins for it",
+                        eps[j].functions
                     )));
                 }
             }
@@ -362,9 +441,8 @@ fn claim_id(
 ) -> bool {
     if let Some(first) = ids.get(id) {
         let msg = format!(
-            "duplicate {kind} id `{id}` (first declared in document {} at line {})",
-            first.document,
-            first.line.unwrap_or(0)
+            "duplicate {kind} id `{id}` (first declared {})",
+            declared_at(&here.file, first)
         );
         diags.push(Diagnostic::at(Severity::Error, &here, msg));
         return false;

@@ -16,7 +16,7 @@ use statefun_connectors::{
 };
 use statefun_module::{
     BadRecordPolicy, EgressSpec, FunctionPattern, HttpEndpoint, IngressSpec, KafkaDeliverySemantic,
-    KafkaEgress, KafkaIngress, KinesisEgress, KinesisIngress, Module,
+    KafkaEgress, KafkaIngress, KinesisEgress, KinesisIngress, Module, RemoteMetadata,
 };
 use statefun_sdk::TypeName;
 
@@ -142,6 +142,10 @@ pub struct RoutePlan {
     pub value_type: statefun_sdk::Symbol,
     /// The function types that receive every record (the record key is the id).
     pub targets: Vec<TypeName>,
+    /// The function types that receive every record wrapped with its metadata
+    /// as a `statefun_rs.v1.IngressRecord` (the remote targets of an ingress
+    /// with `remoteMetadata: wrap`; see [`statefun_sdk::proto::ingress`]).
+    pub wrapped: Vec<TypeName>,
 }
 
 /// How to open an ingress source on a worker.
@@ -259,68 +263,71 @@ impl Application {
             );
         }
         let file = &module.file;
-        // Relative paths in module.yaml resolve against the file's directory,
-        // so an app runs the same from any working directory.
-        let base = std::path::Path::new(file)
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        let resolve_path = |path: &str| -> String {
+        // Relative paths in a module file resolve against the directory of the
+        // file that declares them (`declared_in`: each ingress and egress knows
+        // its own), so an app runs the same from any working directory and its
+        // module files may live in different directories.
+        let resolve_path = |declared_in: &str, path: &str| -> String {
             if path == "-" || std::path::Path::new(path).is_absolute() {
                 path.to_owned()
             } else {
+                let base = std::path::Path::new(declared_in)
+                    .parent()
+                    .unwrap_or(std::path::Path::new(""));
                 base.join(path).to_string_lossy().into_owned()
             }
         };
-        let resolve = |pattern: &FunctionPattern, ingress: &TypeName, errors: &mut Vec<String>| {
-            let served: Vec<TypeName> = match pattern {
-                // The registry's own type names, so that messages routed here
-                // share one `Arc` with the function table (pointer-equal).
-                FunctionPattern::Exact(t) => registry
-                    .get(t)
-                    .map(|spec| vec![spec.function_type.clone()])
-                    .unwrap_or_default(),
-                FunctionPattern::Namespace(_) => registry
-                    .iter()
-                    .map(|s| s.function_type.clone())
-                    .filter(|t| pattern.matches(t))
-                    .collect(),
-            };
-            if served.is_empty() {
-                let remote = match pattern {
-                    FunctionPattern::Exact(t) => module.endpoint_for(t).is_some(),
-                    FunctionPattern::Namespace(_) => false,
-                };
-                if remote {
-                    if let FunctionPattern::Exact(t) = pattern {
-                        return vec![t.clone()];
-                    }
-                } else {
-                    errors.push(format!(
-                        "{file}: ingress `{ingress}` targets `{pattern}`, but no function serves it: register a Rust function of that type, or declare an `io.statefun.endpoints.v2/http` endpoint for it"
-                    ));
-                }
-            }
-            served
+        // Targets resolve as `validate` resolves them (one function in the module crate), so
+        // the two cannot disagree; run refuses every target validate flags.
+        let rust: Vec<TypeName> = registry.iter().map(|s| s.function_type.clone()).collect();
+        for (diagnostic, problem) in module.check_targets(&rust) {
+            errors.push(match problem {
+                statefun_module::TargetProblem::Unserved => format!(
+                    "{diagnostic}: register a Rust function of that type, or declare an `io.statefun.endpoints.v2/http` endpoint for it"
+                ),
+                statefun_module::TargetProblem::ByNamespace { .. } => diagnostic.to_string(),
+            });
+        }
+        let resolve = |pattern: &FunctionPattern| -> Vec<TypeName> {
+            module
+                .resolve_target(pattern, &rust)
+                .unwrap_or_default()
+                .into_iter()
+                // The registry's own type names, so that messages routed here share one
+                // `Arc` with the function table (pointer-equal).
+                .map(|t| {
+                    registry
+                        .get(&t)
+                        .map_or(t, |spec| spec.function_type.clone())
+                })
+                .collect()
         };
         let mut ingresses = Vec::new();
         for ingress in &module.ingresses {
             let routes: Vec<RoutePlan> = ingress
                 .routes()
                 .iter()
-                .map(|route| RoutePlan {
-                    value_type: route.value_type.as_str().into(),
-                    targets: route
-                        .targets
-                        .iter()
-                        .flat_map(|p| resolve(p, &ingress.id, &mut errors))
-                        .collect(),
+                .map(|route| {
+                    let targets: Vec<TypeName> = route.targets.iter().flat_map(resolve).collect();
+                    // Rust functions read metadata from their context: only
+                    // the types no Rust function serves get the wrapper.
+                    let (targets, wrapped) = match ingress.remote_metadata {
+                        RemoteMetadata::None => (targets, Vec::new()),
+                        RemoteMetadata::Wrap => {
+                            targets.into_iter().partition(|t| functions.contains_key(t))
+                        }
+                    };
+                    RoutePlan {
+                        value_type: route.value_type.as_str().into(),
+                        targets,
+                        wrapped,
+                    }
                 })
                 .collect();
             let source = match &ingress.spec {
                 IngressSpec::File(f) => SourcePlan::File(FileIngressConfig {
                     id: ingress.id.clone(),
-                    path: resolve_path(&f.path),
+                    path: resolve_path(&ingress.file, &f.path),
                     value_type: f.value_type.as_str().into(),
                     follow: f.follow,
                 }),
@@ -334,7 +341,7 @@ impl Application {
                 }),
                 IngressSpec::Kafka(k) => {
                     let Some(properties) = planned_kafka_properties(
-                        file,
+                        &ingress.file,
                         &ingress.id,
                         &k.properties,
                         k.properties_file.as_deref(),
@@ -349,7 +356,11 @@ impl Application {
                     }))
                 }
                 IngressSpec::Kinesis(k) => {
-                    warn_unsupported_properties(file, &ingress.id, &k.client_config_properties);
+                    warn_unsupported_properties(
+                        &ingress.file,
+                        &ingress.id,
+                        &k.client_config_properties,
+                    );
                     SourcePlan::Kinesis(Box::new(k.clone()))
                 }
             };
@@ -368,8 +379,10 @@ impl Application {
                         Ok(plan) => BadRecords::DeadLetter(plan),
                         Err(e) => {
                             // The module loader checks this; a hand-built Module may not.
-                            errors
-                                .push(format!("{file}: ingress `{}`: badRecords: {e}", ingress.id));
+                            errors.push(format!(
+                                "{}: ingress `{}`: badRecords: {e}",
+                                ingress.file, ingress.id
+                            ));
                             BadRecords::Skip
                         }
                     }
@@ -390,14 +403,14 @@ impl Application {
                         && settings.durability.is_none()
                     {
                         tracing::warn!(
-                            "{file}: egress `{}`: deliverySemantic exactly-once needs durable state (--state-dir); \
+                            "{}: egress `{}`: deliverySemantic exactly-once needs durable state (--state-dir); \
                              without it records are written as they are produced and a crash may repeat or lose some",
-                            egress.id
+                            egress.file, egress.id
                         );
                     }
                     SinkPlan::File(FileEgressConfig {
                         id: egress.id.clone(),
-                        path: resolve_path(&f.path),
+                        path: resolve_path(&egress.file, &f.path),
                         exactly_once: f.delivery_semantic
                             == statefun_module::FileDeliverySemantic::ExactlyOnce,
                         resume: false,
@@ -407,13 +420,13 @@ impl Application {
                     if let KafkaDeliverySemantic::ExactlyOnce { .. } = k.delivery_semantic {
                         match &settings.durability {
                             None => {
-                                errors.push(format!("{file}: egress `{}`: deliverySemantic exactly-once needs durable state and checkpoints: run with --state-dir <dir> (or use `type: at-least-once`)", egress.id));
+                                errors.push(format!("{}: egress `{}`: deliverySemantic exactly-once needs durable state and checkpoints: run with --state-dir <dir> (or use `type: at-least-once`)", egress.file, egress.id));
                                 continue;
                             }
                             Some(d) => {
                                 if let Some(timeout) = k.transaction_timeout() {
                                     if timeout <= d.checkpoint_interval {
-                                        errors.push(format!("{file}: egress `{}`: transaction timeout {} is not longer than the checkpoint interval {}; raise transactionTimeout above the interval (at most 15min)", egress.id, statefun_module::format_duration(timeout), statefun_module::format_duration(d.checkpoint_interval)));
+                                        errors.push(format!("{}: egress `{}`: transaction timeout {} is not longer than the checkpoint interval {}; raise transactionTimeout above the interval (at most 15min)", egress.file, egress.id, statefun_module::format_duration(timeout), statefun_module::format_duration(d.checkpoint_interval)));
                                         continue;
                                     }
                                 }
@@ -421,7 +434,7 @@ impl Application {
                         }
                     }
                     let Some(properties) = planned_kafka_properties(
-                        file,
+                        &egress.file,
                         &egress.id,
                         &k.properties,
                         k.properties_file.as_deref(),
@@ -439,7 +452,11 @@ impl Application {
                     )
                 }
                 EgressSpec::Kinesis(k) => {
-                    warn_unsupported_properties(file, &egress.id, &k.client_config_properties);
+                    warn_unsupported_properties(
+                        &egress.file,
+                        &egress.id,
+                        &k.client_config_properties,
+                    );
                     SinkPlan::Kinesis(egress.id.clone(), Box::new(k.clone()))
                 }
             };
@@ -603,15 +620,15 @@ fn planned_kafka_properties(
 pub fn check_kafka_properties(module: &Module) -> (Vec<String>, Vec<String>) {
     let (mut errors, mut notes) = (Vec::new(), Vec::new());
     let ingresses = module.ingresses.iter().filter_map(|i| match &i.spec {
-        IngressSpec::Kafka(k) => Some((&i.id, &k.properties, &k.properties_file)),
+        IngressSpec::Kafka(k) => Some((&i.file, &i.id, &k.properties, &k.properties_file)),
         _ => None,
     });
     let egresses = module.egresses.iter().filter_map(|e| match &e.spec {
-        EgressSpec::Kafka(k) => Some((&e.id, &k.properties, &k.properties_file)),
+        EgressSpec::Kafka(k) => Some((&e.file, &e.id, &k.properties, &k.properties_file)),
         _ => None,
     });
-    for (id, properties, properties_file) in ingresses.chain(egresses) {
-        match kafka_properties(&module.file, id, properties, properties_file.as_deref()) {
+    for (file, id, properties, properties_file) in ingresses.chain(egresses) {
+        match kafka_properties(file, id, properties, properties_file.as_deref()) {
             Ok((_, n)) => notes.extend(n),
             Err(e) => errors.extend(e),
         }

@@ -321,3 +321,155 @@ fn bad_records_are_skipped_or_fail_the_job_by_policy() {
         .iter()
         .all(|m| header(m, "statefun.dead-letter.ingress").as_deref() == Some(&b"test/in"[..])));
 }
+
+/// Rust functions read each record's Kafka metadata through the whole pipeline (source →
+/// exchange between 2 workers → function): topic, partition, offset, create time and
+/// headers in order, a null-valued and a repeated header included.
+#[test]
+fn rust_functions_read_the_kafka_metadata_of_each_record() {
+    let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
+        return;
+    };
+    let topic = statefun_testkit::unique_name("metadata");
+    statefun_testkit::kafka::create_topics(&bootstrap, &[(&topic, 2)]);
+    let headers = |i: i64| -> Vec<(String, Option<Vec<u8>>)> {
+        match i % 3 {
+            0 => Vec::new(),
+            1 => vec![("trace".into(), Some(format!("t{i}").into_bytes()))],
+            _ => vec![
+                ("a".into(), Some(b"1".to_vec())),
+                ("null".into(), None),
+                ("a".into(), Some(b"2".to_vec())),
+            ],
+        }
+    };
+    statefun_testkit::kafka::produce_records(
+        &bootstrap,
+        &topic,
+        (0..8i64).map(|i| statefun_testkit::kafka::Record {
+            partition: (i % 2) as i32,
+            key: format!("k{i}"),
+            value: format!("v{i}").into_bytes(),
+            headers: headers(i),
+            timestamp_ms: Some(1_600_000_000_000 + i),
+        }),
+    );
+    let describe = |ctx: &mut Context<'_>, message: Message| -> Result<(), FunctionError> {
+        let line = match ctx.metadata() {
+            Some(statefun_sdk::IngressMetadata::Kafka {
+                topic,
+                partition,
+                offset,
+                timestamp_ms,
+                headers,
+            }) => {
+                let headers: Vec<String> = headers
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => format!("{k}={}", String::from_utf8_lossy(v)),
+                        None => format!("{k}=<null>"),
+                    })
+                    .collect();
+                format!(
+                    "{} {topic}/{partition}/{offset} ts={timestamp_ms:?} [{}]",
+                    String::from_utf8_lossy(&message.value.value),
+                    headers.join(",")
+                )
+            }
+            other => format!("unexpected {other:?}"),
+        };
+        let id = ctx.self_address().id.clone();
+        ctx.send_egress(
+            KafkaEgressMessage::for_egress(TypeName::parse("test/out")?)
+                .with_topic("unused")
+                .with_key(&id)
+                .with_utf8_value(&line)
+                .build()?,
+        );
+        Ok(())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let yaml = format!(
+        "kind: io.statefun.kafka.v1/ingress
+spec:
+  id: test/in
+  address: {bootstrap}
+  consumerGroupId: {topic}
+  startupPosition: {{ type: earliest }}
+  topics:
+    - topic: {topic}
+      valueType: test/raw
+      targets: [test/describe]
+---
+kind: io.statefun-rs.file.v1/egress
+spec:
+  id: test/out
+  path: {}
+",
+        out.display()
+    );
+    let module = dir.path().join("module.yaml");
+    std::fs::write(&module, yaml).unwrap();
+    let mut registry = FunctionRegistry::new();
+    registry
+        .register(
+            FunctionSpec::builder(TypeName::parse("test/describe").unwrap())
+                .with_function(describe)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let mut expected: Vec<String> = (0..8i64)
+        .map(|i| {
+            let headers: Vec<String> = headers(i)
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={}", String::from_utf8_lossy(v)),
+                    None => format!("{k}=<null>"),
+                })
+                .collect();
+            format!(
+                "k{i} v{i} {topic}/{}/{} ts=Some({}) [{}]",
+                i % 2,
+                i / 2,
+                1_600_000_000_000 + i,
+                headers.join(",")
+            )
+        })
+        .collect();
+    expected.sort();
+    let lines = || -> Vec<String> {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let mut v: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let j: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                format!(
+                    "{} {}",
+                    j["key"].as_str().unwrap_or("-"),
+                    j["value"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let shared = Arc::new(Shared::default());
+    let options = RunOptions {
+        cluster: ClusterConfig {
+            workers: 2,
+            ..ClusterConfig::default()
+        },
+        ..RunOptions::default()
+    };
+    let s = shared.clone();
+    let runner = std::thread::spawn(move || run_module(&module, &registry, &options, s));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines().len() < expected.len() && Instant::now() < deadline && !runner.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    shared.request_shutdown();
+    runner.join().unwrap().expect("run succeeds");
+    assert_eq!(lines(), expected);
+}

@@ -120,3 +120,116 @@ spec:
     assert_eq!(report.records_in, 15);
     assert_eq!(got, expected, "every record once, counted in order per key");
 }
+
+/// Rust functions read each record's Kinesis metadata through the whole pipeline: the
+/// stream, the shard and sequence number the emulator gave the record when it was put, and
+/// its arrival time.
+#[test]
+fn rust_functions_read_the_kinesis_metadata_of_each_record() {
+    let Some(kinesis) = Emulator::connect() else {
+        return;
+    };
+    let endpoint = kinesis.endpoint.clone();
+    let input = statefun_testkit::unique_name("metadata");
+    kinesis.create_stream(&input, 2);
+    let mut expected: Vec<String> = ["alice", "bob", "carol", "dave", "erin", "frank"]
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let (shard, sequence) = kinesis.put(&input, key, format!("v{i}").as_bytes());
+            format!("{key} v{i} {input}/{shard}/{sequence} arrival=true sub=None")
+        })
+        .collect();
+    expected.sort();
+    let describe = |ctx: &mut Context<'_>, message: Message| -> Result<(), FunctionError> {
+        let line = match ctx.metadata() {
+            Some(statefun_sdk::IngressMetadata::Kinesis {
+                stream,
+                shard_id,
+                sequence_number,
+                approximate_arrival_ms,
+                sub_sequence_number,
+                ..
+            }) => format!(
+                "{} {stream}/{shard_id}/{sequence_number} arrival={} sub={sub_sequence_number:?}",
+                String::from_utf8_lossy(&message.value.value),
+                approximate_arrival_ms.is_some_and(|ms| ms > 0),
+            ),
+            other => format!("unexpected {other:?}"),
+        };
+        let id = ctx.self_address().id.clone();
+        ctx.send_egress(
+            KinesisEgressMessage::for_egress(TypeName::parse("test/out")?)
+                .with_stream("unused")
+                .with_partition_key(&id)
+                .with_utf8_value(&line)
+                .build()?,
+        );
+        Ok(())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let yaml = format!(
+        "kind: io.statefun.kinesis.v1/ingress
+spec:
+  id: test/in
+  awsRegion: {{ type: custom-endpoint, endpoint: \"{endpoint}\", id: us-east-1 }}
+  awsCredentials: {{ type: basic, accessKeyId: test, secretAccessKey: test }}
+  startupPosition: {{ type: trim-horizon }}
+  streams:
+    - stream: {input}
+      valueType: test/raw
+      targets: [test/describe]
+---
+kind: io.statefun-rs.file.v1/egress
+spec:
+  id: test/out
+  path: {}
+",
+        out.display()
+    );
+    let module = dir.path().join("module.yaml");
+    std::fs::write(&module, yaml).unwrap();
+    let mut registry = FunctionRegistry::new();
+    registry
+        .register(
+            FunctionSpec::builder(TypeName::parse("test/describe").unwrap())
+                .with_function(describe)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let lines = || -> Vec<String> {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let mut v: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let j: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                format!(
+                    "{} {}",
+                    j["key"].as_str().unwrap_or("-"),
+                    j["value"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let shared = Arc::new(Shared::default());
+    let options = RunOptions {
+        cluster: ClusterConfig {
+            workers: 2,
+            ..ClusterConfig::default()
+        },
+        ..RunOptions::default()
+    };
+    let s = shared.clone();
+    let runner = std::thread::spawn(move || run_module(&module, &registry, &options, s));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines().len() < expected.len() && Instant::now() < deadline && !runner.is_finished() {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    shared.request_shutdown();
+    runner.join().unwrap().expect("run succeeds");
+    assert_eq!(lines(), expected);
+}

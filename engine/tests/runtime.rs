@@ -191,6 +191,26 @@ fn namespace_target_pattern_reaches_every_function_of_the_namespace() {
     let app = App::new(b"k\tx\n", "io.statefun.types/string", &["ns1/*"]);
     app.run(&registry, 1).unwrap();
     assert_eq!(app.sorted_output(), ["ns1/a/k", "ns1/b/k"]);
+    // With an endpoint serving `ns1` by namespace, the remote types cannot be listed: run
+    // refuses (as validate does) instead of reaching the Rust types alone.
+    let module = std::fs::read_to_string(app.module()).unwrap();
+    std::fs::write(
+        app.module(),
+        format!("kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns1/*\n  urlPathTemplate: http://127.0.0.1:9/{{function.name}}\n---\n{module}"),
+    )
+    .unwrap();
+    match app.run(&registry, 1) {
+        Err(RunError::Startup(errors)) => {
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].contains("namespace `ns1` is served by the endpoint at")
+                    && errors[0].contains("targets: [ns1/<name>"),
+                "{}",
+                errors[0]
+            );
+        }
+        other => panic!("expected a startup error, got {other:?}"),
+    }
 }
 
 #[test]
@@ -473,7 +493,8 @@ fn startup_errors_name_the_problem() {
         Err(RunError::Startup(errors)) => {
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert!(
-                errors[0].contains("targets `test/missing`, but no function serves it"),
+                errors[0].contains("target `test/missing` of ingress")
+                    && errors[0].contains("register a Rust function of that type"),
                 "{}",
                 errors[0]
             );

@@ -20,6 +20,7 @@ deploy it (the runtime must work with each; see remote/tests and docs/REMOTE.md)
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 import threading
@@ -32,8 +33,10 @@ from statefun import (
     Message,
     RequestReplyHandler,
     StatefulFunctions,
+    StringType,
     ValueSpec,
     kafka_egress_message,
+    make_protobuf_type,
     message_builder,
 )
 
@@ -103,6 +106,120 @@ async def reminder(context: Context, message: Message):
         context.send_egress(
             kafka_egress_message(typename="example/greets", topic="reminders", key=context.address.id, value=text)
         )
+
+
+def ingress_record_class():
+    """The `statefun_rs.v1.IngressRecord` message class, built from its descriptor.
+
+    A user compiles sdk/proto/statefun_rs/v1/ingress_record.proto with protoc; this venv has
+    no protoc, so the same file is described here field by field (a field that differed from
+    the .proto would decode wrongly and fail the test that reads it).
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="statefun_rs/v1/ingress_record.proto", package="statefun_rs.v1", syntax="proto3"
+    )
+
+    def message(name, fields, oneofs=()):
+        m = proto.message_type.add(name=name)
+        for oneof in oneofs:
+            m.oneof_decl.add(name=oneof)
+        # proto3 `optional` fields each sit in a synthetic oneof, declared after the real ones.
+        for field_name, number, kind, type_name, repeated, optional, oneof in fields:
+            f = m.field.add(name=field_name, number=number, type=kind)
+            f.label = F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL
+            if type_name:
+                f.type_name = f".statefun_rs.v1.{type_name}"
+            if oneof is not None:
+                f.oneof_index = oneof
+            if optional:
+                f.proto3_optional = True
+                f.oneof_index = len(m.oneof_decl)
+                m.oneof_decl.add(name=f"_{field_name}")
+
+    S, B, I32, I64, U64, M = F.TYPE_STRING, F.TYPE_BYTES, F.TYPE_INT32, F.TYPE_INT64, F.TYPE_UINT64, F.TYPE_MESSAGE
+    message(
+        "IngressRecord",
+        [
+            ("ingress", 1, S, None, False, False, None),
+            ("value_typename", 2, S, None, False, False, None),
+            ("value", 3, B, None, False, False, None),
+            ("kafka", 10, M, "KafkaSource", False, False, 0),
+            ("kinesis", 11, M, "KinesisSource", False, False, 0),
+            ("file", 12, M, "FileSource", False, False, 0),
+            ("generator", 13, M, "GeneratorSource", False, False, 0),
+        ],
+        oneofs=["source"],
+    )
+    message(
+        "KafkaSource",
+        [
+            ("topic", 1, S, None, False, False, None),
+            ("partition", 2, I32, None, False, False, None),
+            ("offset", 3, I64, None, False, False, None),
+            ("timestamp_ms", 4, I64, None, False, True, None),
+            ("headers", 5, M, "Header", True, False, None),
+        ],
+    )
+    message("Header", [("key", 1, S, None, False, False, None), ("value", 2, B, None, False, True, None)])
+    message(
+        "KinesisSource",
+        [
+            ("stream", 1, S, None, False, False, None),
+            ("shard_id", 2, S, None, False, False, None),
+            ("sequence_number", 3, S, None, False, False, None),
+            ("approximate_arrival_ms", 4, I64, None, False, True, None),
+            ("sub_sequence_number", 5, U64, None, False, True, None),
+            ("explicit_hash_key", 6, S, None, False, True, None),
+        ],
+    )
+    message("FileSource", [("path", 1, S, None, False, False, None), ("line", 2, U64, None, False, False, None)])
+    message("GeneratorSource", [("sequence", 1, U64, None, False, False, None)])
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    descriptor = pool.FindMessageTypeByName("statefun_rs.v1.IngressRecord")
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
+
+
+# `type.googleapis.com/statefun_rs.v1.IngressRecord`, the type name the runtime gives it.
+INGRESS_RECORD_TYPE = make_protobuf_type(ingress_record_class())
+
+
+def record_value(record) -> str:
+    """The wrapped value as text, decoded by its `valueType`."""
+    if record.value_typename == StringType.typename:
+        return StringType.serializer().deserialize(record.value)
+    return record.value.decode("utf-8", "replace")
+
+
+@functions.bind(typename="example/provenance")
+async def provenance(context: Context, message: Message):
+    """Says where each record came from: its ingress has `remoteMetadata: wrap`, so the
+    message is a `statefun_rs.v1.IngressRecord` carrying the value and its metadata."""
+    if not message.is_type(INGRESS_RECORD_TYPE):
+        line = f"plain {message.value_typename()}"
+    else:
+        record = message.as_type(INGRESS_RECORD_TYPE)
+        source = record.WhichOneof("source")
+        s = getattr(record, source)
+        if source == "kafka":
+            headers = ",".join(
+                f"{h.key}={h.value.decode() if h.HasField('value') else '<null>'}" for h in s.headers
+            )
+            ts = s.timestamp_ms if s.HasField("timestamp_ms") else "-"
+            where = f"kafka {s.topic}/{s.partition}/{s.offset} ts={ts} headers=[{headers}]"
+        elif source == "kinesis":
+            where = f"kinesis {s.shard_id}/{s.sequence_number} arrived={s.HasField('approximate_arrival_ms')}"
+        elif source == "file":
+            where = f"file {os.path.basename(s.path)}:{s.line}"
+        else:
+            where = f"generator {s.sequence}"
+        line = f"{record.ingress} {record.value_typename} {record_value(record)!r} {where}"
+    context.send_egress(
+        kafka_egress_message(typename="example/greets", topic="provenance", key=context.address.id, value=line)
+    )
 
 
 handler = RequestReplyHandler(functions)

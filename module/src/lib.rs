@@ -16,6 +16,11 @@
 //! `secretAccessKey`, anything named `*password*` or `*secret*`) are shown as `***` by
 //! `Debug`, `Display` and [`Module::summary`].
 //!
+//! An app may be split over several module files — one per team or service, remote functions
+//! in one, I/O in another — or a directory of them: [`load_files`] loads them as one module,
+//! checking ids and references across files as within one (see [`module_files`] for which
+//! files of a directory are read).
+//!
 //! ```
 //! let text = r#"
 //! kind: io.statefun.endpoints.v2/http
@@ -47,6 +52,7 @@
 
 mod diag;
 mod fields;
+mod files;
 mod kinds;
 mod load;
 mod model;
@@ -57,14 +63,16 @@ mod yaml;
 use std::path::Path;
 
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
+pub use files::{is_module_file_name, load_files, load_sources, module_files};
 pub use model::{
     is_secret_key, AutoOffsetReset, AwsCredentials, AwsRegion, BadRecordPolicy, DeadLetter, Egress,
     EgressLocation, EgressSpec, EndpointVersion, FileDeliverySemantic, FileEgress, FileIngress,
     FunctionPattern, GeneratorIngress, HttpEndpoint, HttpTransport, Ingress, IngressLocation,
     IngressSpec, KafkaDeliverySemantic, KafkaEgress, KafkaIngress, KafkaStartupPosition,
     KafkaTopic, KinesisEgress, KinesisIngress, KinesisStartupPosition, KinesisStream, Module,
-    PartitionOffset, Properties, Route, Secret, SourceMap, TlsFiles, TransportType,
+    PartitionOffset, Properties, RemoteMetadata, Route, Secret, SourceMap, TlsFiles, TransportType,
 };
+pub use report::TargetProblem;
 pub use statefun_sdk::TypeName;
 pub use time::{format_duration, parse_duration, parse_timestamp, Timestamp};
 
@@ -72,38 +80,14 @@ pub use time::{format_duration, parse_duration, parse_timestamp, Timestamp};
 ///
 /// `Err` holds every error and warning found; `Ok` carries the warnings in
 /// [`Module::warnings`]. Ingress targets are checked separately ([`Module::check_targets`]),
-/// because only the caller knows which functions are registered in Rust.
+/// because only the caller knows which functions are registered in Rust. An app made of
+/// several files, or of a directory of them, loads with [`load_files`].
 pub fn load_file(path: &Path) -> Result<Module, Diagnostics> {
     let name = path.display().to_string();
-    match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => load_str(&text, &name),
-            Err(e) => Err(file_error(
-                &name,
-                format!(
-                    "the file is not UTF-8 text (invalid byte at offset {})",
-                    e.utf8_error().valid_up_to()
-                ),
-            )),
-        },
-        Err(e) => Err(file_error(&name, format!("cannot read the file: {e}"))),
-    }
+    load_str(&files::read_text(path, &name)?, &name)
 }
 
 /// Parses and validates module text; `file_name` is used in diagnostics.
 pub fn load_str(text: &str, file_name: &str) -> Result<Module, Diagnostics> {
-    // Editors on Windows like to start files with a byte-order mark.
-    load::load(text.strip_prefix('\u{feff}').unwrap_or(text), file_name)
-}
-
-fn file_error(file: &str, message: String) -> Diagnostics {
-    Diagnostics(vec![Diagnostic {
-        severity: Severity::Error,
-        file: file.to_string(),
-        document: 0,
-        line: None,
-        column: None,
-        field: String::new(),
-        message,
-    }])
+    load::load(files::strip_bom(text), file_name)
 }

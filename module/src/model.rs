@@ -8,11 +8,16 @@ use statefun_sdk::TypeName;
 use crate::diag::{Diagnostic, Location};
 use crate::time::Timestamp;
 
-/// A whole module file, loaded and validated.
+/// A whole module — one file or several loaded as one — validated.
 #[derive(Clone, Debug, Default)]
 pub struct Module {
-    /// The file name as given to the loader.
+    /// The module's name in messages: the file name as given to the loader, or, for a
+    /// module loaded from several files ([`crate::load_files`]), their names joined
+    /// with `, `.
     pub file: String,
+    /// Every file the module was loaded from, in load order (one for [`crate::load_file`]
+    /// and [`crate::load_str`]); each ingress and egress names its own in `file`.
+    pub files: Vec<String>,
     /// Remote function endpoints, in file order.
     pub endpoints: Vec<HttpEndpoint>,
     /// Ingresses, in file order.
@@ -364,12 +369,46 @@ pub struct TlsFiles {
 pub struct Ingress {
     /// Its id.
     pub id: TypeName,
+    /// The module file that declares it, as given to the loader: relative paths in its
+    /// spec (a file ingress's `path`) start at this file's directory, whichever other
+    /// files the module is loaded with.
+    pub file: String,
     /// What it reads and where it routes.
     pub spec: IngressSpec,
     /// `badRecords` (statefun-rs extension, Kafka and Kinesis ingresses):
     /// what happens to a record that cannot become a message. `None` leaves
     /// it to the runtime's default (`--on-bad-record`).
     pub bad_records: Option<BadRecordPolicy>,
+    /// `remoteMetadata` (statefun-rs extension): whether its remote targets
+    /// receive each record with its metadata.
+    pub remote_metadata: RemoteMetadata,
+}
+
+/// What remote functions receive from an ingress (`remoteMetadata`, a
+/// statefun-rs extension).
+///
+/// StateFun's remote protocol carries a message's value and caller, nothing
+/// about the record it came from, so by default a remote function sees only
+/// the value, as upstream. With `remoteMetadata: wrap` every record reaches the
+/// ingress's remote targets as a `statefun_rs.v1.IngressRecord` protobuf
+/// message (`sdk/proto/statefun_rs/v1/ingress_record.proto`): the value, its
+/// `valueType`, the ingress id and the Kafka/Kinesis/file metadata. Rust
+/// functions always get the plain value and read the metadata from their
+/// context.
+///
+/// ```yaml
+/// kind: io.statefun.kafka.v1/ingress
+/// spec:
+///   id: shop/orders
+///   remoteMetadata: wrap        # default: none
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RemoteMetadata {
+    /// Remote functions get the plain value (upstream's behaviour).
+    #[default]
+    None,
+    /// Remote functions get a `statefun_rs.v1.IngressRecord`.
+    Wrap,
 }
 
 /// What happens to an ingress record that cannot become a message: no key,
@@ -631,6 +670,9 @@ pub enum AwsCredentials {
 pub struct Egress {
     /// Its id (the typename functions address it by).
     pub id: TypeName,
+    /// The module file that declares it, as given to the loader: relative paths in its
+    /// spec (a file egress's `path`) start at this file's directory.
+    pub file: String,
     /// Where it writes.
     pub spec: EgressSpec,
 }
@@ -684,7 +726,8 @@ pub struct KafkaCluster {
     pub address: String,
     /// `properties`: client properties for every user of the cluster.
     pub properties: Properties,
-    /// `propertiesFile`, resolved against the module file's directory.
+    /// `propertiesFile`, resolved against the directory of the module file that declares
+    /// the cluster.
     pub properties_file: Option<String>,
 }
 

@@ -10,6 +10,28 @@ use crate::diag::{Diagnostic, Location, Severity};
 use crate::model::*;
 use crate::time::format_duration;
 
+/// Why an ingress target resolves to no function type ([`Module::resolve_target`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetProblem {
+    /// No endpoint covers it and no Rust function has its type (or, for `ns/*`, no type
+    /// of the namespace is known).
+    Unserved,
+    /// `ns/*`, where endpoint number `endpoint` (in module order) serves `ns` by
+    /// namespace: the remote function types cannot be listed.
+    ByNamespace {
+        /// Index into [`Module::endpoints`].
+        endpoint: usize,
+    },
+}
+
+impl TargetProblem {
+    /// Whether the problem holds whatever the binary running the module registers in
+    /// Rust: `validate` reports these as errors, [`TargetProblem::Unserved`] as warnings.
+    pub fn is_definite(&self) -> bool {
+        matches!(self, TargetProblem::ByNamespace { .. })
+    }
+}
+
 impl Module {
     /// The endpoint serving `function_type`: an exact pattern wins over a namespace pattern.
     pub fn endpoint_for(&self, function_type: &TypeName) -> Option<&HttpEndpoint> {
@@ -23,30 +45,83 @@ impl Module {
             })
     }
 
-    /// Ingress targets that nothing serves, as errors (one per target entry).
+    /// The function types the records of an ingress target go to, given the function types
+    /// registered in Rust (`rust`): the one resolution `validate` and `run` share.
     ///
-    /// A target is served when an endpoint pattern covers it or `is_served` says a function
-    /// registered in Rust has that type. For a namespace target `ns/*`, it is served when an
-    /// endpoint lies in `ns` or `is_served` answers true for the type name `ns/*`.
-    /// `statefun validate`, which cannot see Rust functions, shows these as warnings
-    /// ([`Diagnostic::with_severity`]); `run` refuses to start on them.
-    pub fn check_targets(&self, is_served: &dyn Fn(&TypeName) -> bool) -> Vec<Diagnostic> {
+    /// - `ns/name` goes to that type when an endpoint covers it or a Rust function has it.
+    /// - `ns/*` fans out to every type of `ns` the app can name: the Rust functions of `ns`
+    ///   and the types endpoints declare exactly (`functions: ns/name`), sorted. When an
+    ///   endpoint serves `ns` by namespace (`functions: ns/*`) there is no such list: a
+    ///   remote server's functions are known only to the server (StateFun's protocol has no
+    ///   way to ask), so the target is refused ([`TargetProblem::ByNamespace`]) rather than
+    ///   fanned out to the Rust types alone and silently missing the remote ones. Upstream
+    ///   StateFun has no fan-out at all: it would address a function literally named `*`.
+    ///
+    /// ```
+    /// use statefun_module::{load_str, FunctionPattern, TargetProblem, TypeName};
+    /// let m = load_str("kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shop/cart\n  urlPathTemplate: http://f/{function.name}\n", "m.yaml").unwrap();
+    /// let rust = [TypeName::parse("shop/audit").unwrap()];
+    /// let all = FunctionPattern::parse("shop/*").unwrap();
+    /// let types: Vec<String> = m.resolve_target(&all, &rust).unwrap().iter().map(|t| t.to_string()).collect();
+    /// assert_eq!(types, ["shop/audit", "shop/cart"]);
+    /// let other = FunctionPattern::parse("shop/user").unwrap();
+    /// assert_eq!(m.resolve_target(&other, &rust), Err(TargetProblem::Unserved));
+    /// ```
+    pub fn resolve_target(
+        &self,
+        target: &FunctionPattern,
+        rust: &[TypeName],
+    ) -> Result<Vec<TypeName>, TargetProblem> {
+        match target {
+            FunctionPattern::Exact(t) => {
+                if rust.contains(t) || self.endpoint_for(t).is_some() {
+                    Ok(vec![t.clone()])
+                } else {
+                    Err(TargetProblem::Unserved)
+                }
+            }
+            FunctionPattern::Namespace(ns) => {
+                let by_namespace = self
+                    .endpoints
+                    .iter()
+                    .position(|e| matches!(&e.functions, FunctionPattern::Namespace(n) if n == ns));
+                if let Some(endpoint) = by_namespace {
+                    return Err(TargetProblem::ByNamespace { endpoint });
+                }
+                let mut types: Vec<TypeName> = rust
+                    .iter()
+                    .filter(|t| t.namespace() == ns)
+                    .cloned()
+                    .chain(self.endpoints.iter().filter_map(|e| match &e.functions {
+                        FunctionPattern::Exact(t) if t.namespace() == ns => Some(t.clone()),
+                        _ => None,
+                    }))
+                    .collect();
+                types.sort();
+                types.dedup();
+                if types.is_empty() {
+                    Err(TargetProblem::Unserved)
+                } else {
+                    Ok(types)
+                }
+            }
+        }
+    }
+
+    /// Every ingress target [`Module::resolve_target`] refuses, one diagnostic per target
+    /// entry, at the entry's file and line: what `run` refuses to start on.
+    ///
+    /// `statefun validate`, which cannot see the Rust functions of the binary that will run
+    /// the module, shows [`TargetProblem::Unserved`] ones as warnings
+    /// ([`Diagnostic::with_severity`]; see [`TargetProblem::is_definite`]).
+    pub fn check_targets(&self, rust: &[TypeName]) -> Vec<(Diagnostic, TargetProblem)> {
         let mut out = Vec::new();
         for (i, ingress) in self.ingresses.iter().enumerate() {
             for (r, route) in ingress.routes().iter().enumerate() {
                 for (t, target) in route.targets.iter().enumerate() {
-                    let served = match target {
-                        FunctionPattern::Exact(ty) => {
-                            self.endpoint_for(ty).is_some() || is_served(ty)
-                        }
-                        FunctionPattern::Namespace(ns) => {
-                            self.endpoints.iter().any(|e| e.functions.namespace() == ns)
-                                || TypeName::new(ns, "*").is_ok_and(|ty| is_served(&ty))
-                        }
-                    };
-                    if served {
+                    let Err(problem) = self.resolve_target(target, rust) else {
                         continue;
-                    }
+                    };
                     let loc = self
                         .locations
                         .ingresses
@@ -55,21 +130,46 @@ impl Module {
                         .and_then(|l| l.get(t))
                         .cloned()
                         .unwrap_or_else(|| Location {
-                            file: self.file.clone(),
+                            file: ingress.file.clone(),
                             ..Location::default()
                         });
-                    out.push(Diagnostic::at(
-                        Severity::Error,
-                        &loc,
-                        format!(
-                            "target `{target}` of ingress `{}` is served by no endpoint and by no function registered in Rust; its records would be dropped",
-                            ingress.id
-                        ),
-                    ));
+                    let message = self.target_problem(&ingress.id, target, &problem);
+                    out.push((Diagnostic::at(Severity::Error, &loc, message), problem));
                 }
             }
         }
         out
+    }
+
+    /// What is wrong with `target` of ingress `ingress`, and what to do.
+    pub fn target_problem(
+        &self,
+        ingress: &TypeName,
+        target: &FunctionPattern,
+        problem: &TargetProblem,
+    ) -> String {
+        match problem {
+            TargetProblem::Unserved => format!(
+                "target `{target}` of ingress `{ingress}` is served by no endpoint and by no function registered in Rust; its records would be dropped"
+            ),
+            TargetProblem::ByNamespace { endpoint } => {
+                let ns = target.namespace();
+                let at = self
+                    .locations
+                    .endpoints
+                    .get(*endpoint)
+                    .map(|l| match l.line {
+                        Some(line) => format!(" at {}:{line}", l.file),
+                        None => format!(" in {}", l.file),
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "target `{target}` of ingress `{ingress}`: namespace `{ns}` is served by the endpoint{at} (`functions: {ns}/*`), \
+                     and which functions a remote server binds is known only to the server, so `{ns}/*` cannot be fanned out \
+                     to them; list the function types the records should reach (`targets: [{ns}/<name>, ...]`)"
+                )
+            }
+        }
     }
 
     /// Errors for exactly-once Kafka egresses whose transaction timeout is not longer than
@@ -114,9 +214,16 @@ impl Module {
     }
 
     /// The summary `statefun validate` prints: ingresses → topics/streams → valueType → targets;
-    /// egresses; endpoints. Secrets are shown as `***`.
+    /// egresses; endpoints. Secrets are shown as `***`. The first line names the module's
+    /// file; for a module of several files it names them all, and every ingress, egress and
+    /// endpoint line ends in `[<file>]`, the file that declares it.
     pub fn summary(&self) -> String {
         let mut s = String::new();
+        let several = self.files.len() > 1;
+        let from = |file: Option<&str>| match file {
+            Some(f) if several => format!(" [{f}]"),
+            _ => String::new(),
+        };
         let plural =
             |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let _ = writeln!(
@@ -131,7 +238,13 @@ impl Module {
             s.push_str("ingresses:\n");
         }
         for ingress in &self.ingresses {
-            let _ = writeln!(s, "  {} ({})", ingress.id, describe_ingress(&ingress.spec));
+            let _ = writeln!(
+                s,
+                "  {} ({}){}",
+                ingress.id,
+                describe_ingress(&ingress.spec),
+                from(Some(&ingress.file))
+            );
             match &ingress.spec {
                 IngressSpec::Kafka(k) => {
                     for t in &k.topics {
@@ -185,7 +298,13 @@ impl Module {
             s.push_str("egresses:\n");
         }
         for egress in &self.egresses {
-            let _ = writeln!(s, "  {} ({})", egress.id, describe_egress(&egress.spec));
+            let _ = writeln!(
+                s,
+                "  {} ({}){}",
+                egress.id,
+                describe_egress(&egress.spec),
+                from(Some(&egress.file))
+            );
             match &egress.spec {
                 EgressSpec::Kafka(k) => write_properties(&mut s, "    ", &k.properties),
                 EgressSpec::Kinesis(k) => {
@@ -197,11 +316,12 @@ impl Module {
         if !self.endpoints.is_empty() {
             s.push_str("endpoints:\n");
         }
-        for e in &self.endpoints {
+        for (i, e) in self.endpoints.iter().enumerate() {
             let t = &e.transport;
+            let declared = self.locations.endpoints.get(i).map(|l| l.file.as_str());
             let _ = writeln!(
                 s,
-                "  {} → {} (max batch {}, call timeout {}, connect timeout {}{})",
+                "  {} → {} (max batch {}, call timeout {}, connect timeout {}{}){}",
                 e.functions,
                 e.url_path_template,
                 e.max_num_batch_requests,
@@ -211,7 +331,8 @@ impl Module {
                     ", client_key_password ***"
                 } else {
                     ""
-                }
+                },
+                from(declared)
             );
         }
         for w in &self.warnings {

@@ -313,8 +313,17 @@ fn endpoint_for_prefers_exact_patterns() {
 #[test]
 fn check_targets_names_each_unserved_target() {
     let m = load(FULL);
-    let rust = |t: &TypeName| t.namespace() == "rust";
-    let problems = m.check_targets(&rust);
+    let rust: Vec<TypeName> = m
+        .ingresses
+        .iter()
+        .flat_map(|i| i.routes())
+        .flat_map(|r| r.targets)
+        .filter_map(|t| match t {
+            FunctionPattern::Exact(t) if t.namespace() == "rust" => Some(t),
+            _ => None,
+        })
+        .collect();
+    let problems: Vec<Diagnostic> = m.check_targets(&rust).into_iter().map(|(d, _)| d).collect();
     let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert_eq!(
         shown,
@@ -326,13 +335,71 @@ fn check_targets_names_each_unserved_target() {
         .to_string()
         .contains(": warning: target `nobody/home`"));
     // Without Rust functions, the Kinesis target is unserved too.
-    assert_eq!(m.check_targets(&|_| false).len(), 2);
-    // Namespace targets: served by an endpoint in the namespace, or by Rust answering for `ns/*`.
-    let ns = load("kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: a/b\n  path: x\n  valueType: a/t\n  targets: [rust/*]\n");
-    assert_eq!(ns.check_targets(&|_| false).len(), 1);
-    assert!(ns
-        .check_targets(&|t: &TypeName| t.as_str() == "rust/*")
-        .is_empty());
+    assert_eq!(m.check_targets(&[]).len(), 2);
+}
+
+/// `ns/*` fans out to every type of `ns` the app can name, for `validate` and `run` alike;
+/// a namespace a remote endpoint serves by namespace cannot be listed, so it is refused
+/// (naming the endpoint) rather than fanned out to the Rust types alone.
+#[test]
+fn namespace_targets_resolve_to_the_types_the_app_names() {
+    let module = |endpoints: &str| {
+        load(&format!(
+            "{endpoints}kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: a/b\n  path: x\n  valueType: a/t\n  targets: [shop/*]\n"
+        ))
+    };
+    let target = FunctionPattern::parse("shop/*").unwrap();
+    let names =
+        |types: Vec<TypeName>| -> Vec<String> { types.iter().map(|t| t.to_string()).collect() };
+    let rust = [tn("shop/audit"), tn("other/x"), tn("shop/ledger")];
+
+    // Rust functions only.
+    let m = module("");
+    assert_eq!(
+        names(m.resolve_target(&target, &rust).unwrap()),
+        ["shop/audit", "shop/ledger"]
+    );
+    assert_eq!(m.resolve_target(&target, &[]), Err(TargetProblem::Unserved));
+    assert_eq!(m.check_targets(&[]).len(), 1);
+    assert!(m.check_targets(&rust).is_empty());
+
+    // Endpoints that name their types: mixed with the Rust ones, each once, sorted.
+    let exact = "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shop/cart\n  urlPathTemplate: http://f/{function.name}\n---\nkind: io.statefun.endpoints.v2/http\nspec:\n  functions: shop/ledger\n  urlPathTemplate: http://g/{function.name}\n---\n";
+    let m = module(exact);
+    assert_eq!(
+        names(m.resolve_target(&target, &rust).unwrap()),
+        ["shop/audit", "shop/cart", "shop/ledger"]
+    );
+    assert_eq!(
+        names(m.resolve_target(&target, &[]).unwrap()),
+        ["shop/cart", "shop/ledger"]
+    );
+
+    // An endpoint serving the whole namespace: refused with or without Rust types.
+    let wildcard = "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shop/*\n  urlPathTemplate: http://f/{function.name}\n---\n";
+    let m = module(wildcard);
+    assert_eq!(
+        m.resolve_target(&target, &rust),
+        Err(TargetProblem::ByNamespace { endpoint: 0 })
+    );
+    let problems = m.check_targets(&[]);
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].1.is_definite());
+    let shown = problems[0].0.to_string();
+    assert!(
+        shown.contains("module.yaml:11:")
+            && shown.contains(
+                "namespace `shop` is served by the endpoint at module.yaml:3 (`functions: shop/*`)"
+            )
+            && shown.contains("targets: [shop/<name>"),
+        "{shown}"
+    );
+    // Exact targets in that namespace are served by the endpoint, as always.
+    let exact_target = FunctionPattern::parse("shop/cart").unwrap();
+    assert_eq!(
+        names(m.resolve_target(&exact_target, &[]).unwrap()),
+        ["shop/cart"]
+    );
 }
 
 #[test]
@@ -503,7 +570,7 @@ module:
         ["example/names", "example/clicks"]
     );
     assert_eq!(m.egresses[0].id, tn("example/greets"));
-    assert!(m.check_targets(&|_| false).is_empty());
+    assert!(m.check_targets(&[]).is_empty());
 }
 
 #[test]
@@ -675,6 +742,41 @@ fn bad_record_policy_errors_name_the_field() {
             .any(|d| d.field == field && d.message.contains(message));
         assert!(found, "want `{field}`: {message}; got:\n{err}");
     }
+}
+
+#[test]
+fn remote_metadata_is_off_unless_an_ingress_asks_for_it() {
+    let m = load(DEAD_LETTERS);
+    assert!(m
+        .ingresses
+        .iter()
+        .all(|i| i.remote_metadata == RemoteMetadata::None));
+    let wrap = DEAD_LETTERS.replace("  badRecords: fail\n", "  remoteMetadata: wrap\n");
+    let m = load(&wrap);
+    assert_eq!(m.ingresses[0].remote_metadata, RemoteMetadata::None);
+    assert_eq!(m.ingresses[1].remote_metadata, RemoteMetadata::Wrap);
+    let none = DEAD_LETTERS.replace("  badRecords: fail\n", "  remoteMetadata: none\n");
+    assert_eq!(
+        load(&none).ingresses[1].remote_metadata,
+        RemoteMetadata::None
+    );
+    for kind in [
+        "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: a/b\n  path: in.txt\n  valueType: a/t\n  targets: [a/f]\n  remoteMetadata: wrap\n",
+        "kind: io.statefun-rs.generator.v1/ingress\nspec:\n  id: a/b\n  valueType: a/t\n  targets: [a/f]\n  remoteMetadata: wrap\n",
+    ] {
+        assert_eq!(load(kind).ingresses[0].remote_metadata, RemoteMetadata::Wrap);
+    }
+    let err = load_str(
+        &DEAD_LETTERS.replace("  badRecords: fail\n", "  remoteMetadata: headers\n"),
+        "module.yaml",
+    )
+    .expect_err("an unknown mode");
+    assert!(
+        err.0.iter().any(|d| d.field == "spec.remoteMetadata"
+            && d.message.contains("headers")
+            && d.message.contains("wrap")),
+        "{err}"
+    );
 }
 
 const CLUSTERS: &str = r#"

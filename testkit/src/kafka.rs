@@ -35,16 +35,65 @@ pub fn produce(
     topic: &str,
     records: impl IntoIterator<Item = (i32, String, String)>,
 ) {
+    produce_records(
+        bootstrap,
+        topic,
+        records.into_iter().map(|(partition, key, value)| Record {
+            partition,
+            key,
+            value: value.into_bytes(),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }),
+    );
+}
+
+/// A record for [`produce_records`].
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    /// The partition it goes to.
+    pub partition: i32,
+    /// Its key.
+    pub key: String,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// Headers in order; `None` is a header with a null value.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// The create time to give it; `None` lets the producer stamp it.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Produces `records` to `topic`, each to its partition in order (so the `n`-th record of
+/// a partition gets offset `n` in a new topic), and waits until the broker has them all.
+pub fn produce_records(bootstrap: &str, topic: &str, records: impl IntoIterator<Item = Record>) {
+    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        // Idempotence keeps send order per partition even across retries: offsets follow it.
+        .set("enable.idempotence", "true")
         .create()
         .expect("Kafka producer");
-    for (partition, key, value) in records {
-        let record = BaseRecord::to(topic)
-            .partition(partition)
-            .key(&key)
-            .payload(&value);
+    for r in records {
+        let mut record = BaseRecord::to(topic)
+            .partition(r.partition)
+            .key(&r.key)
+            .payload(&r.value);
+        if !r.headers.is_empty() {
+            let headers = r
+                .headers
+                .iter()
+                .fold(OwnedHeaders::new(), |h, (key, value)| {
+                    h.insert(Header {
+                        key,
+                        value: value.as_deref(),
+                    })
+                });
+            record = record.headers(headers);
+        }
+        if let Some(ts) = r.timestamp_ms {
+            record = record.timestamp(ts);
+        }
         producer.send(record).expect("queue a record");
     }
     producer

@@ -472,3 +472,160 @@ fn python_delayed_messages_fire_and_cancelled_ones_do_not() {
     );
     assert_eq!(values(dir.path()), ["r1 ring", "r2 ring"]);
 }
+
+/// An ingress with `remoteMetadata: wrap` hands its records to Python functions as
+/// `statefun_rs.v1.IngressRecord` messages, which the official SDK decodes with its protobuf
+/// support: Kafka topic, partition, offset, create time and headers (a null one included)
+/// from a real broker, and a file's path and line. A Rust target of the same ingress gets
+/// the plain value and reads the metadata from its context; a remote target of an ingress
+/// without the option gets the plain value, as upstream.
+#[test]
+fn python_functions_read_ingress_metadata_when_the_ingress_wraps_it() {
+    let Some(python) = python() else { return };
+    let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
+        return;
+    };
+    let server = Server::start(&python);
+    let topic = statefun_testkit::unique_name("provenance");
+    statefun_testkit::kafka::create_topics(&bootstrap, &[(&topic, 2)]);
+    let records: Vec<statefun_testkit::kafka::Record> = (0..6)
+        .map(|i| statefun_testkit::kafka::Record {
+            partition: i % 2,
+            key: format!("k{i}"),
+            value: format!("v{i}").into_bytes(),
+            headers: if i % 3 == 0 {
+                vec![
+                    ("trace".into(), Some(format!("t{i}").into_bytes())),
+                    ("gone".into(), None),
+                ]
+            } else {
+                Vec::new()
+            },
+            timestamp_ms: Some(1_700_000_000_000 + i64::from(i)),
+        })
+        .collect();
+    statefun_testkit::kafka::produce_records(&bootstrap, &topic, records);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "alice\tone\nbob\ttwo\n").unwrap();
+    std::fs::write(dir.path().join("plain.txt"), "carol\tthree\n").unwrap();
+    let port = server.port;
+    let yaml = format!(
+        "kind: io.statefun.endpoints.v2/http
+spec:
+  functions: example/*
+  urlPathTemplate: http://127.0.0.1:{port}/statefun/{{function.name}}
+---
+kind: io.statefun.kafka.v1/ingress
+spec:
+  id: test/kafka
+  address: {bootstrap}
+  consumerGroupId: {topic}
+  startupPosition: {{ type: earliest }}
+  remoteMetadata: wrap
+  topics:
+    - topic: {topic}
+      valueType: test/raw
+      targets: [example/provenance]
+---
+kind: io.statefun-rs.file.v1/ingress
+spec:
+  id: test/lines
+  path: in.txt
+  valueType: io.statefun.types/string
+  targets: [example/provenance, rust/where]
+  remoteMetadata: wrap
+---
+kind: io.statefun-rs.file.v1/ingress
+spec:
+  id: test/plain
+  path: plain.txt
+  valueType: io.statefun.types/string
+  targets: [example/provenance]
+---
+kind: io.statefun-rs.file.v1/egress
+spec:
+  id: example/greets
+  path: out.jsonl
+"
+    );
+    let path = dir.path().join("module.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut registry = FunctionRegistry::new();
+    registry
+        .register(
+            FunctionSpec::builder(TypeName::parse("rust/where").unwrap())
+                .with_function(|ctx: &mut Context<'_>, message: Message| {
+                    let text = message.as_string()?;
+                    let line = match ctx.metadata() {
+                        Some(statefun_sdk::IngressMetadata::File { path, line }) => {
+                            let name = Path::new(path).file_name().unwrap_or_default();
+                            format!("rust {text} file {}:{line}", name.to_string_lossy())
+                        }
+                        other => format!("rust {text} unexpected metadata {other:?}"),
+                    };
+                    let id = ctx.self_address().id.clone();
+                    ctx.send_egress(
+                        statefun_sdk::KafkaEgressMessage::for_egress(TypeName::parse(
+                            "example/greets",
+                        )?)
+                        .with_topic("provenance")
+                        .with_key(&id)
+                        .with_utf8_value(&line)
+                        .build()?,
+                    );
+                    Ok(())
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+
+    let mut expected: Vec<String> = (0..6)
+        .map(|i| {
+            let headers = if i % 3 == 0 {
+                format!("trace=t{i},gone=<null>")
+            } else {
+                String::new()
+            };
+            format!(
+                "k{i} test/kafka test/raw 'v{i}' kafka {topic}/{}/{} ts={} headers=[{headers}]",
+                i % 2,
+                i / 2,
+                1_700_000_000_000i64 + i
+            )
+        })
+        .collect();
+    expected.extend([
+        "alice test/lines io.statefun.types/string 'one' file in.txt:1".to_owned(),
+        "bob test/lines io.statefun.types/string 'two' file in.txt:2".to_owned(),
+        "alice rust one file in.txt:1".to_owned(),
+        "bob rust two file in.txt:2".to_owned(),
+        "carol plain io.statefun.types/string".to_owned(),
+    ]);
+    expected.sort();
+
+    // The Kafka ingress never ends: run until every line is out, then stop.
+    let shared = Arc::new(Shared::default());
+    let s = shared.clone();
+    let runner = std::thread::spawn(move || {
+        let options = RunOptions {
+            cluster: ClusterConfig {
+                workers: 2,
+                ..ClusterConfig::default()
+            },
+            ..RunOptions::default()
+        };
+        run_module(&path, &registry, &options, s)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while values(dir.path()).len() < expected.len()
+        && std::time::Instant::now() < deadline
+        && !runner.is_finished()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    shared.request_shutdown();
+    runner.join().unwrap().expect("run succeeds");
+    assert_eq!(values(dir.path()), expected);
+}

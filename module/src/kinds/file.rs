@@ -15,7 +15,14 @@ impl Loader<'_> {
         let Some(o) = self.obj(
             spec,
             path,
-            &["id", "path", "valueType", "targets", "follow"],
+            &[
+                "id",
+                "path",
+                "valueType",
+                "targets",
+                "follow",
+                "remoteMetadata",
+            ],
         ) else {
             return;
         };
@@ -23,6 +30,7 @@ impl Loader<'_> {
         let file = self.req_str(&o, "path");
         let value_type = self.req_typename(&o, "valueType");
         let targets = self.targets(&o);
+        let remote_metadata = self.remote_metadata(&o);
         let follow = match o.get("follow") {
             None => Some(false),
             Some(n) => self.boolean(n, &o.field("follow")),
@@ -43,6 +51,7 @@ impl Loader<'_> {
                 follow,
             }),
             None,
+            remote_metadata,
             IngressLocation {
                 spec: spec_loc,
                 targets: vec![locs],

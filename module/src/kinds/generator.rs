@@ -18,6 +18,7 @@ impl Loader<'_> {
                 "keys",
                 "rate",
                 "count",
+                "remoteMetadata",
                 "valueSize",
             ],
         ) else {
@@ -26,6 +27,7 @@ impl Loader<'_> {
         let id = self.id(&o, meta_id);
         let value_type = self.req_typename(&o, "valueType");
         let targets = self.targets(&o);
+        let remote_metadata = self.remote_metadata(&o);
         let keys = self.opt_uint(&o, "keys", 1000, 1);
         let count = self.opt_uint(&o, "count", 0, 0);
         let value_size = self.opt_uint(&o, "valueSize", 100, 0);
@@ -64,6 +66,7 @@ impl Loader<'_> {
                 value_size: usize::try_from(value_size).unwrap_or(usize::MAX),
             }),
             None,
+            remote_metadata,
             IngressLocation {
                 spec: spec_loc,
                 targets: vec![locs],

@@ -37,6 +37,7 @@ impl Loader<'_> {
                 "autoOffsetResetPosition",
                 "properties",
                 "badRecords",
+                "remoteMetadata",
                 "cluster",
             ],
         ) else {
@@ -44,6 +45,7 @@ impl Loader<'_> {
         };
         let id = self.id(&o, meta_id);
         let (bad_records, bad_loc, bad_ok) = self.bad_records(&o);
+        let remote_metadata = self.remote_metadata(&o);
         let (address, cluster) = self.kafka_address(&o);
         let properties = self.properties(&o, "properties");
         let group = if o.has("consumerGroupId") || properties.get("group.id").is_none() {
@@ -137,6 +139,7 @@ impl Loader<'_> {
                 properties_file: None,
             }),
             bad_records,
+            remote_metadata,
             IngressLocation {
                 spec: spec_loc,
                 targets: target_locs,
@@ -423,11 +426,11 @@ impl Loader<'_> {
         let id_node = o.get("id").map(|n| n.mark).unwrap_or(o.mark);
         let here = self.location(id_node, &o.field("id"));
         if let Some(first) = self.cluster_ids.get(&id) {
-            let first = first.line.unwrap_or(0);
+            let first = self.line_of(first);
             self.error(
                 id_node,
                 &o.field("id"),
-                format!("Kafka cluster `{id}` is declared twice (first at line {first})"),
+                format!("Kafka cluster `{id}` is declared twice (first at {first})"),
             );
             return;
         }

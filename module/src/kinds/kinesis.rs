@@ -153,12 +153,14 @@ impl Loader<'_> {
                 "streams",
                 "clientConfigProperties",
                 "badRecords",
+                "remoteMetadata",
             ],
         ) else {
             return;
         };
         let id = self.id(&o, meta_id);
         let (bad_records, bad_loc, bad_ok) = self.bad_records(&o);
+        let remote_metadata = self.remote_metadata(&o);
         let region = self.aws_region(&o);
         let credentials = self.aws_credentials(&o);
         let startup = match o.get("startupPosition") {
@@ -261,6 +263,7 @@ impl Loader<'_> {
                 client_config_properties: properties,
             }),
             bad_records,
+            remote_metadata,
             IngressLocation {
                 spec: spec_loc,
                 targets: target_locs,

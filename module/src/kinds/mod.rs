@@ -16,7 +16,7 @@ use statefun_sdk::TypeName;
 use crate::diag::Location;
 use crate::fields::{expected_one_of, index, Obj};
 use crate::load::{Declared, Loader};
-use crate::model::{BadRecordPolicy, DeadLetter, FunctionPattern};
+use crate::model::{BadRecordPolicy, DeadLetter, FunctionPattern, RemoteMetadata};
 use crate::time::parse_timestamp;
 use crate::yaml::{Mark, Node, Value};
 use legacy::LEGACY_KINDS;
@@ -283,6 +283,23 @@ impl Loader<'_> {
             }
         }
         ok.then_some((patterns, locations))
+    }
+
+    /// `remoteMetadata` (statefun-rs extension): `none` (the default) or
+    /// `wrap`. An invalid value is reported and read as the default (the
+    /// module then fails to load).
+    fn remote_metadata(&mut self, o: &Obj<'_>) -> RemoteMetadata {
+        let Some(node) = o.get("remoteMetadata") else {
+            return RemoteMetadata::None;
+        };
+        let path = o.field("remoteMetadata");
+        match self
+            .choice(node, &path, "remoteMetadata", &["none", "wrap"])
+            .as_deref()
+        {
+            Some("wrap") => RemoteMetadata::Wrap,
+            _ => RemoteMetadata::None,
+        }
     }
 
     /// `badRecords` (statefun-rs extension): `skip`, `fail`, or

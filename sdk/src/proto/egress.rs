@@ -74,7 +74,7 @@ pub struct KinesisEgressRecord {
     pub explicit_hash_key: String,
 }
 
-fn decode_typed<M: prost::Message + Default>(
+pub(crate) fn decode_typed<M: prost::Message + Default>(
     value: &TypedValue,
     expected: &str,
 ) -> Result<M, SdkError> {

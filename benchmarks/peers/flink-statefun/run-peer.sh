@@ -3,6 +3,7 @@
 #
 #   run-peer.sh [--xmx 2g] [--build-only] [PeerBench options]
 #   run-peer.sh --remote [--xmx 2g] [RemotePeerBench options]
+#   run-peer.sh --module [--xmx 2g] --module-yaml PATH [--flink-conf-dir DIR]
 #
 # PeerBench options: --records N --keys K --value-size B --parallelism P
 #   --state heap|rocksdb --checkpoint-interval 1s --rocksdb-managed-mb 64
@@ -10,6 +11,8 @@
 # RemotePeerBench options (the remote-function peer, see ../run-remote.sh):
 #   --module-yaml PATH --stats-url http://127.0.0.1:PORT --records N --keys K
 #   --value-size B --parallelism P --timeout S
+# --module runs a module.yaml (remote functions, Kafka/Kinesis I/O) with the settings of
+#   DIR/flink-conf.yaml until the JVM is stopped (ModulePeer; examples/migration/run-on-flink.sh).
 #
 # Builds the Maven project on first use (downloads ~330 MB from Maven Central
 # into ~/.m2 the first time; offline afterwards), then replaces itself with the
@@ -28,6 +31,7 @@ while [ $# -gt 0 ]; do
     --xmx=*) xmx=${1#--xmx=}; shift ;;
     --build-only) build_only=1; shift ;;
     --remote) main_class=statefun.peer.RemotePeerBench; shift ;;
+    --module) main_class=statefun.peer.ModulePeer; shift ;;
     *) args+=("$1"); shift ;;
   esac
 done

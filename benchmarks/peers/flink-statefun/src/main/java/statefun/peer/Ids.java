@@ -32,6 +32,9 @@ final class Ids {
 
   static final String KEYS = "bench.keys";
 
-  /** {@code embedded} (default: {@link PeerBench}) or {@code remote} ({@link RemotePeerBench}). */
+  /**
+   * {@code embedded} (default: {@link PeerBench}), {@code remote} ({@link RemotePeerBench}) or
+   * {@code none} ({@link ModulePeer}: the module binds nothing).
+   */
   static final String MODE = "bench.mode";
 }

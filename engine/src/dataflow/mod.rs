@@ -17,6 +17,80 @@
 //! for delayed messages it moves to `(e + 1, 0)`, which is legal because the
 //! order is lexicographic. So epoch `e` is complete exactly when every
 //! cascade it started is quiet, and runaway cycles cannot stall it.
+//!
+//! # Embedding in a host dataflow
+//!
+//! [`run`] is what `statefun run` does. A host (an analytics job on timely or
+//! differential-dataflow) builds the same graph inside its own `worker.dataflow`
+//! instead, from parts (docs/EMBEDDING.md has the whole story):
+//!
+//! * messages in: [`ingress_stream`] (module.yaml's sources) and [`host_ingress`] (a
+//!   stream of the host's own [`HostRecord`]s, declared as a [`HostIngress`] and routed
+//!   by the same rules), concatenated;
+//! * [`build_function_graph`] with a [`FunctionWorker`] per worker: egress records out;
+//! * records out: [`egress_streams`] hands the host the egresses it consumes as streams,
+//!   and [`attach_sinks`] writes the others to the sinks module.yaml declares.
+//!
+//! State lives in the worker's [`StateBackend`] (in memory: [`MemoryBackend`]); the
+//! checkpoints of `--state-dir` are [`run`]'s alone (see [`build_function_graph`]).
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//!
+//! use statefun_engine::dataflow::{
+//!     attach_sinks, build_function_graph, egress_streams, host_ingress, FunctionWorker,
+//!     HostIngress, HostRecord,
+//! };
+//! use statefun_engine::state::MemoryBackend;
+//! use statefun_engine::{Application, FunctionRegistry, Settings, Shared};
+//! use statefun_sdk::{
+//!     Context, EgressMessage, FunctionError, FunctionSpec, Message, StringType, Type, TypeName,
+//! };
+//! use timely::dataflow::operators::{Inspect, ToStream};
+//!
+//! // A function greeting every name it is sent, by its instance id.
+//! fn greet(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError> {
+//!     let name = message.as_value(&StringType)?;
+//!     let greeting = format!("{}: hello {name}", ctx.self_address().id);
+//!     ctx.send_egress(EgressMessage::of(TypeName::parse("demo/greetings")?, &StringType, &greeting));
+//!     Ok(())
+//! }
+//!
+//! // The egress the host consumes is declared, so functions may write to it.
+//! let yaml = "kind: io.statefun-rs.file.v1/egress\nspec:\n  id: demo/greetings\n  path: \"-\"\n";
+//! let module = statefun_module::load_str(yaml, "demo.yaml").map_err(|d| d.to_string())?;
+//! let mut registry = FunctionRegistry::new();
+//! registry.register(FunctionSpec::builder(TypeName::parse("demo/greeter")?).with_function(greet).build()?)?;
+//! let app = Arc::new(Application::new(&module, &registry, Settings::default()).map_err(|e| e.join("\n"))?);
+//! // The host's names go to `demo/greeter`, the record key being the id.
+//! let names = HostIngress::new("demo/names", "io.statefun.types/string", &["demo/greeter"])
+//!     .resolve(&module, &app)
+//!     .map_err(|e| e.join("\n"))?;
+//! let records = vec![
+//!     HostRecord::of("en", &StringType, &"Ann".to_owned())?,
+//!     HostRecord::of("fr", &StringType, &"Luc".to_owned())?,
+//!     HostRecord::of("", &StringType, &"nobody".to_owned())?, // no id: skipped
+//! ];
+//! let shared = Arc::new(Shared::default());
+//! let greetings = Arc::new(Mutex::new(Vec::new()));
+//! let (seen, metrics) = (greetings.clone(), shared.clone());
+//! timely::execute_directly(move |worker| {
+//!     worker.dataflow::<u64, _, _>(|scope| {
+//!         let messages = host_ingress(records.to_stream(scope), &names, &shared);
+//!         let functions = FunctionWorker::new(app.clone(), Box::new(MemoryBackend::default()), shared.clone());
+//!         let egress = build_function_graph(scope, messages, functions);
+//!         let mut streams = egress_streams(egress, &app, &[TypeName::parse("demo/greetings").unwrap()]).unwrap();
+//!         attach_sinks(streams.rest, &app, &shared);
+//!         let ours = streams.taken.pop_first().unwrap().1;
+//!         ours.inspect(move |m| seen.lock().unwrap().push(StringType.decode(&m.value.value).unwrap()));
+//!     });
+//! });
+//! let mut greetings = greetings.lock().unwrap().clone();
+//! greetings.sort();
+//! assert_eq!(greetings, ["en: hello Ann", "fr: hello Luc"]);
+//! assert_eq!(statefun_engine::shared::Metrics::get(&metrics.metrics.records_skipped), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod baseline;
 pub mod checkpointing;
@@ -49,6 +123,11 @@ use crate::state::{MemoryBackend, StateBackend};
 
 use checkpointing::{Control, WorkerCheckpoint};
 pub use function::{Checkpointing, FunctionWorker};
+
+use std::collections::BTreeMap;
+
+use crate::app::RoutePlan;
+use crate::dead_letter::BadRecords;
 
 /// The time of the function loop: `(epoch, hop)`, ordered lexicographically.
 pub type LoopTime = (u64, u32);
@@ -199,9 +278,22 @@ impl ClusterConfig {
 /// Builds the function graph inside `scope`: messages in, egress records out.
 ///
 /// This is the library entry point: `ingress` may come from
-/// [`ingress_stream`] or from any other operator of the caller's dataflow,
-/// and the returned egress stream can feed sinks ([`attach_sinks`]) or
-/// further analysis (e.g. differential-dataflow).
+/// [`ingress_stream`], [`host_ingress`] or any other operator of the caller's
+/// dataflow (concatenated), and the returned egress stream can feed sinks
+/// ([`attach_sinks`]), be taken apart per egress ([`egress_streams`]) or feed
+/// further analysis (e.g. differential-dataflow). Messages are exchanged to
+/// the worker owning their id here, so `ingress` may carry any worker's ids.
+///
+/// Give it a worker made with [`FunctionWorker::new`] and any [`StateBackend`].
+/// State then lasts as long as the process, and nothing is checkpointed. A
+/// [`FunctionWorker::durable`] worker is for [`run`] only: its checkpoints
+/// complete only with the control stream, the recovery exchange before the
+/// dataflow is built, checkpoint-aware sources and sinks that hold records
+/// until every worker's checkpoint is durable, which [`run`] wires and this
+/// function does not; here no checkpoint would ever count as complete (no
+/// worker's token reaches it), so its pending state would never be merged
+/// into the store nor its outboxes dropped.
+/// docs/EMBEDDING.md says what a host would have to provide.
 pub fn build_function_graph<'s>(
     scope: Scope<'s, u64>,
     ingress: Stream<'s, u64, Vec<Envelope>>,
@@ -265,6 +357,352 @@ pub fn attach_sinks<'s>(
     shared: &Arc<Shared>,
 ) {
     sink::sinks(egress, app.clone(), shared.clone());
+}
+
+// ---------------------------------------------------------------------------
+// Embedding: host streams in, egress streams out.
+// ---------------------------------------------------------------------------
+
+/// An ingress fed by a stream of the host dataflow instead of a source, declared in the terms
+/// of a module.yaml ingress: an id, a `valueType` and `targets`, and optionally `badRecords`.
+///
+/// It is resolved against the module and the application with [`HostIngress::resolve`], by
+/// the same rule as module ingresses ([`statefun_module::Module::resolve_target`]), so a
+/// target nothing serves is an error naming it, before the dataflow is built; then
+/// [`host_ingress`] routes the host's records as the router of a module ingress does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostIngress {
+    id: String,
+    value_type: String,
+    targets: Vec<String>,
+    bad_records: Option<statefun_module::BadRecordPolicy>,
+}
+
+impl HostIngress {
+    /// An ingress `id` whose record values are of `value_type` (its wire bytes, as a Kafka
+    /// ingress's `valueType`) and go to every function type of `targets` (`<namespace>/<name>`
+    /// or `<namespace>/*`), the record key being the function id. Checked by
+    /// [`HostIngress::resolve`].
+    pub fn new(id: &str, value_type: &str, targets: &[&str]) -> Self {
+        HostIngress {
+            id: id.to_owned(),
+            value_type: value_type.to_owned(),
+            targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            bad_records: None,
+        }
+    }
+
+    /// What happens to a record without a non-empty UTF-8 key or without a value: `Skip`
+    /// (counted in `records_skipped`, logged rate-limited) or `Fail` (the job fails naming
+    /// the ingress and the record). Without it, [`Settings::fail_on_bad_records`] decides,
+    /// as for module ingresses. `DeadLetter` is refused by [`HostIngress::resolve`]: a dead
+    /// letter names where its record was read, and a host record need not say; a host
+    /// diverts the records it considers bad in its own dataflow instead.
+    ///
+    /// [`Settings::fail_on_bad_records`]: crate::app::Settings::fail_on_bad_records
+    pub fn bad_records(mut self, policy: statefun_module::BadRecordPolicy) -> Self {
+        self.bad_records = Some(policy);
+        self
+    }
+
+    /// Resolves the declaration against `module` (for its endpoints) and `app` (for the Rust
+    /// functions it serves; `app` must be built from `module`). Every problem is reported,
+    /// one per line, as [`Application::new`] reports module ingresses.
+    pub fn resolve(
+        &self,
+        module: &statefun_module::Module,
+        app: &Application,
+    ) -> Result<HostIngressPlan, Vec<String>> {
+        use statefun_module::{BadRecordPolicy, FunctionPattern, TargetProblem};
+        let mut errors = Vec::new();
+        let id = match statefun_sdk::TypeName::parse(&self.id) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                errors.push(format!("host ingress id `{}`: {e}", self.id));
+                None
+            }
+        };
+        let name = &self.id;
+        if module.ingresses.iter().any(|i| i.id.as_str() == name) {
+            errors.push(format!(
+                "host ingress `{name}` has the id of an ingress module.yaml declares; give it an id of its own"
+            ));
+        }
+        if let Err(e) = statefun_sdk::TypeName::parse(&self.value_type) {
+            errors.push(format!(
+                "host ingress `{name}`: valueType `{}`: {e}",
+                self.value_type
+            ));
+        }
+        if self.targets.is_empty() {
+            errors.push(format!(
+                "host ingress `{name}` has no targets; give at least one `<namespace>/<name>` or `<namespace>/*`"
+            ));
+        }
+        // The Rust function types, as `Application::new` resolves module ingresses (the
+        // built-in dead-letter forwarder is no target).
+        let rust: Vec<statefun_sdk::TypeName> = app
+            .functions
+            .keys()
+            .filter(|t| t.as_str() != crate::dead_letter::DEAD_LETTER_FUNCTION)
+            .cloned()
+            .collect();
+        let mut targets = Vec::new();
+        for target in &self.targets {
+            let pattern = match FunctionPattern::parse(target) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(format!("host ingress `{name}`: target `{target}`: {e}"));
+                    continue;
+                }
+            };
+            match module.resolve_target(&pattern, &rust) {
+                // The application's own type names, so that routed messages share one `Arc`
+                // with the function table (pointer-equal), as module ingresses do.
+                Ok(types) => targets.extend(types.into_iter().map(|t| {
+                    app.functions
+                        .get_key_value(&t)
+                        .map_or(t, |(own, _)| own.clone())
+                })),
+                Err(problem) => {
+                    let message = match &id {
+                        Some(id) => module.target_problem(id, &pattern, &problem),
+                        None => format!(
+                            "target `{target}` of host ingress `{name}` resolves to no function"
+                        ),
+                    };
+                    errors.push(match problem {
+                        TargetProblem::Unserved => format!(
+                            "{message}: register a Rust function of that type, or declare an `io.statefun.endpoints.v2/http` endpoint for it"
+                        ),
+                        TargetProblem::ByNamespace { .. } => message,
+                    });
+                }
+            }
+        }
+        let bad_records = match &self.bad_records {
+            None if app.settings.fail_on_bad_records => BadRecords::Fail,
+            None | Some(BadRecordPolicy::Skip) => BadRecords::Skip,
+            Some(BadRecordPolicy::Fail) => BadRecords::Fail,
+            Some(BadRecordPolicy::DeadLetter(d)) => {
+                errors.push(format!(
+                    "host ingress `{name}`: badRecords dead-letter (to `{}`) is not supported for host ingresses: \
+                     a dead letter names where its record was read, and a host record need not say; use skip or \
+                     fail, and divert the records the host considers bad in its own dataflow",
+                    d.egress
+                ));
+                BadRecords::Skip
+            }
+        };
+        match id {
+            Some(id) if errors.is_empty() => Ok(HostIngressPlan {
+                id,
+                route: RoutePlan {
+                    value_type: self.value_type.as_str().into(),
+                    targets,
+                    wrapped: Vec::new(),
+                },
+                bad_records,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A [`HostIngress`] resolved: what [`host_ingress`] routes by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostIngressPlan {
+    id: statefun_sdk::TypeName,
+    route: RoutePlan,
+    bad_records: BadRecords,
+}
+
+impl HostIngressPlan {
+    /// The ingress id (in logs, metrics and errors).
+    pub fn id(&self) -> &statefun_sdk::TypeName {
+        &self.id
+    }
+
+    /// The function types every record goes to, in resolution order.
+    pub fn targets(&self) -> &[statefun_sdk::TypeName] {
+        &self.route.targets
+    }
+}
+
+/// One record of a host stream for [`host_ingress`]: the function id as key, the value in the
+/// wire encoding of the ingress's `valueType`, and optionally where the host read it.
+///
+/// Key and value are optional, as a Kafka record's are, so that a host passing on records of
+/// its own sources gets the ingress's bad-record policy for a missing, empty or non-UTF-8
+/// key and a missing value instead of checking them itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostRecord {
+    /// The function id as bytes (must be non-empty UTF-8).
+    pub key: Option<Vec<u8>>,
+    /// The value's wire bytes.
+    pub value: Option<Vec<u8>>,
+    /// What a Rust function sees as `Context::metadata()`; `None` gives it none.
+    pub metadata: Option<statefun_sdk::IngressMetadata>,
+}
+
+impl HostRecord {
+    /// A record for function id `key` with the wire bytes `value`.
+    pub fn new(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        HostRecord {
+            key: Some(key.into().into_bytes()),
+            value: Some(value.into()),
+            metadata: None,
+        }
+    }
+
+    /// A record for function id `key` with `value` encoded by `ty` (which should be the
+    /// ingress's `valueType`); an error if the codec cannot encode it.
+    pub fn of<T: statefun_sdk::Type>(
+        key: impl Into<String>,
+        ty: &T,
+        value: &T::Value,
+    ) -> Result<Self, statefun_sdk::SdkError> {
+        Ok(HostRecord::new(key, ty.try_encode(value)?))
+    }
+
+    /// The same record, telling functions where the host read it.
+    pub fn with_metadata(mut self, metadata: statefun_sdk::IngressMetadata) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+}
+
+/// Routes a host stream of records into messages for the function graph, as the router of a
+/// module ingress does: one message per target of `ingress`, addressed by the record key,
+/// bad records by the ingress's policy, counted in `records_in` (and per ingress) and
+/// `records_skipped`.
+///
+/// Concatenate the result with [`ingress_stream`] (or other host ingresses) and give it to
+/// [`build_function_graph`]: messages then take the same exchange to the worker owning their
+/// id, and messages from one host worker to one address keep their order (each host worker's
+/// records are routed in arrival order, on that worker). The records keep their timestamps:
+/// use the engine's epochs ([`crate::clock::Clock::epoch`] of the application's
+/// `epoch_interval`), as module sources stamp theirs, so that host input and sources advance
+/// together. The engine does not pause a host stream: a host throttles its own input, e.g.
+/// on a probe of the egress stream as [`ingress_stream`] does.
+///
+/// A record the policy `fail` rejects fails the job through `shared` (naming the ingress and
+/// the record); later records are dropped, as the job is stopping.
+pub fn host_ingress<'s>(
+    records: Stream<'s, u64, Vec<HostRecord>>,
+    ingress: &HostIngressPlan,
+    shared: &Arc<Shared>,
+) -> Stream<'s, u64, Vec<Envelope>> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::Operator;
+    let shared = shared.clone();
+    let mut router = source::Router::for_routes(
+        &ingress.id,
+        vec![ingress.route.clone()],
+        ingress.bad_records.clone(),
+    );
+    let (read_here, bytes_here) = shared.metrics.ingress_counter(ingress.id.as_str());
+    let name = format!("Host ingress {}", ingress.id);
+    let mut failed = false;
+    records.unary::<timely::container::CapacityContainerBuilder<Vec<Envelope>>, _, _, _>(
+        Pipeline,
+        &name,
+        move |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    if failed {
+                        data.clear();
+                        return;
+                    }
+                    let (mut read, mut bytes, mut skipped, mut dead_lettered) =
+                        (0u64, 0u64, 0u64, 0u64);
+                    let mut session = output.session(&cap);
+                    for record in data.drain(..) {
+                        read += 1;
+                        bytes += (record.key.as_ref().map_or(0, Vec::len)
+                            + record.value.as_ref().map_or(0, Vec::len))
+                            as u64;
+                        match router.route_parts(
+                            record.key,
+                            record.value,
+                            0,
+                            record.metadata,
+                            |e| session.give(e),
+                        ) {
+                            source::Routed::Delivered => {}
+                            source::Routed::Skipped => skipped += 1,
+                            source::Routed::DeadLettered => dead_lettered += 1,
+                        }
+                    }
+                    let m = &shared.metrics;
+                    Metrics::add(&m.records_in, read);
+                    Metrics::add(&read_here, read);
+                    Metrics::add(&bytes_here, bytes);
+                    Metrics::add(&m.records_skipped, skipped);
+                    Metrics::add(&m.records_dead_lettered, dead_lettered);
+                    if let Some(failure) = router.take_failure() {
+                        shared.fail(failure);
+                        failed = true;
+                    }
+                });
+            }
+        },
+    )
+}
+
+/// The egress stream taken apart by [`egress_streams`].
+pub struct EgressStreams<'s> {
+    /// The records of each egress the host asked for, by egress id.
+    pub taken: BTreeMap<statefun_sdk::TypeName, Stream<'s, u64, Vec<EgressMessage>>>,
+    /// Every other record: give it to [`attach_sinks`] to write the other egresses.
+    pub rest: Stream<'s, u64, Vec<EgressMessage>>,
+}
+
+/// Splits the egress stream (from [`build_function_graph`]) into one stream per egress in
+/// `ids`, for the host to consume, and the rest, for [`attach_sinks`].
+///
+/// Each id must be an egress module.yaml declares: the function operator passes on records
+/// for declared egresses only (others are a function error), so an undeclared id would give
+/// a stream that stays empty; that is an error naming it. A taken egress is still opened by
+/// [`attach_sinks`], which writes nothing to it: declare a host-only egress as a file egress
+/// on `-` (stdout), which costs nothing. Records stay on the worker that produced them.
+pub fn egress_streams<'s>(
+    egress: Stream<'s, u64, Vec<EgressMessage>>,
+    app: &Application,
+    ids: &[statefun_sdk::TypeName],
+) -> Result<EgressStreams<'s>, String> {
+    use timely::dataflow::operators::vec::Partition;
+    let undeclared: Vec<String> = ids
+        .iter()
+        .filter(|id| !app.egresses.contains_key(*id))
+        .map(|id| format!("`{id}`"))
+        .collect();
+    if !undeclared.is_empty() {
+        return Err(format!(
+            "egress {} taken by the host is not declared in module.yaml, so functions cannot write to it; \
+             declare it (e.g. as an io.statefun-rs.file.v1/egress with path \"-\")",
+            undeclared.join(", ")
+        ));
+    }
+    // One part per distinct id, in id order, and the rest last.
+    let ids: Vec<statefun_sdk::TypeName> = ids
+        .iter()
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let index: BTreeMap<statefun_sdk::TypeName, u64> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), i as u64))
+        .collect();
+    let rest_part = ids.len() as u64;
+    let mut parts = egress.partition(rest_part + 1, move |m: EgressMessage| {
+        (index.get(&m.egress).copied().unwrap_or(rest_part), m)
+    });
+    let rest = parts.pop().ok_or("partition returned no streams")?;
+    let taken = ids.into_iter().zip(parts).collect();
+    Ok(EgressStreams { taken, rest })
 }
 
 /// Counts reported at the end of a run (summed over this process's workers).

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use statefun_connectors::{SourceRecord, SourceStatus};
+use statefun_sdk::proto::ingress::IngressRecord;
 use statefun_sdk::{Address, IngressMetadata, TypeName, TypedValue};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
@@ -32,6 +33,7 @@ pub(crate) struct Router {
     dead_letter: Option<Address>,
     bad_key: RateLimit,
     no_value: RateLimit,
+    rejected: RateLimit,
     bad_route: RateLimit,
     failure: Option<String>,
 }
@@ -49,19 +51,26 @@ pub(crate) enum Routed {
 
 impl Router {
     pub(crate) fn new(plan: &IngressPlan) -> Self {
-        let dead_letter = match &plan.bad_records {
+        Router::for_routes(&plan.id, plan.routes.clone(), plan.bad_records.clone())
+    }
+
+    /// A router for ingress `id` without a source of its own: a host stream
+    /// ([`super::host_ingress`]) is routed by the same code as module ingresses.
+    pub(crate) fn for_routes(id: &TypeName, routes: Vec<RoutePlan>, policy: BadRecords) -> Self {
+        let dead_letter = match &policy {
             BadRecords::DeadLetter(d) => TypeName::parse(DEAD_LETTER_FUNCTION)
                 .ok()
                 .map(|t| Address::new(t, d.egress.to_string())),
             _ => None,
         };
         Router {
-            ingress: plan.id.to_string(),
-            routes: plan.routes.clone(),
-            policy: plan.bad_records.clone(),
+            ingress: id.to_string(),
+            routes,
+            policy,
             dead_letter,
             bad_key: RateLimit::default(),
             no_value: RateLimit::default(),
+            rejected: RateLimit::default(),
             bad_route: RateLimit::default(),
             failure: None,
         }
@@ -84,9 +93,13 @@ impl Router {
         let limit = match kind {
             BadKind::Key => &mut self.bad_key,
             BadKind::Value => &mut self.no_value,
+            BadKind::Rejected => &mut self.rejected,
         };
-        match (&self.policy, &self.dead_letter) {
-            (BadRecords::DeadLetter(plan), Some(target)) => {
+        // A dead letter says where its record was read; a host record without
+        // metadata cannot (host ingresses refuse the dead-letter policy), so it
+        // is skipped.
+        match (&self.policy, &self.dead_letter, metadata) {
+            (BadRecords::DeadLetter(plan), Some(target), Some(metadata)) => {
                 let value = plan.record(&BadRecord {
                     ingress: &self.ingress,
                     why: &why,
@@ -106,10 +119,12 @@ impl Router {
                 });
                 Routed::DeadLettered
             }
-            (BadRecords::Fail, _) => {
+            (BadRecords::Fail, _, metadata) => {
+                let from =
+                    metadata.map_or_else(|| "a host record".to_owned(), |m| format!("{m:?}"));
                 self.failure.get_or_insert_with(|| {
                     format!(
-                        "ingress `{}`: {why} ({metadata:?}); the job stops because its bad-record policy is `fail` \
+                        "ingress `{}`: {why} ({from}); the job stops because its bad-record policy is `fail` \
                          (use `badRecords: skip` on the ingress or --on-bad-record skip to count and skip such records, \
                          or `badRecords: {{policy: dead-letter, egress: <id>, topic: <topic>}}` to keep them)",
                         self.ingress
@@ -117,7 +132,7 @@ impl Router {
                 });
                 Routed::Skipped
             }
-            _ => {
+            (_, _, metadata) => {
                 if let Some(n) = limit.hit() {
                     tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n, "record skipped: {why}");
                 }
@@ -133,7 +148,31 @@ impl Router {
             value,
             route,
             metadata,
+            rejected,
         } = record;
+        if let Some(why) = rejected {
+            let bad = Bad {
+                kind: BadKind::Rejected,
+                why,
+                key,
+                value,
+                metadata: Some(metadata),
+            };
+            return self.bad(bad, &mut out);
+        }
+        self.route_parts(key, value, route, Some(metadata), out)
+    }
+
+    /// Routes a record given by its parts; `metadata` is `None` for a host
+    /// record that carries none (its messages then carry none either).
+    pub(crate) fn route_parts(
+        &mut self,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        route: usize,
+        metadata: Option<IngressMetadata>,
+        mut out: impl FnMut(Envelope),
+    ) -> Routed {
         let Some(plan) = self.routes.get(route) else {
             if let Some(n) = self.bad_route.hit() {
                 tracing::error!(ingress = %self.ingress, route, skipped = n, "record for an unknown route skipped");
@@ -184,7 +223,22 @@ impl Router {
         // Inline when short (most keys): no allocation crosses workers.
         let id = statefun_sdk::Id::from(id);
         let value = TypedValue::new(plan.value_type.clone(), value);
-        let metadata = Metadata::of(metadata);
+        if !plan.wrapped.is_empty() {
+            // Without metadata there is nothing to wrap: the value goes as it is.
+            let wrapped = metadata.as_ref().map_or_else(
+                || value.clone(),
+                |m| IngressRecord::of(&self.ingress, &value, m).to_typed_value(),
+            );
+            for target in &plan.wrapped {
+                out(Envelope {
+                    target: Address::new(target.clone(), id.clone()),
+                    caller: None,
+                    value: wrapped.clone(),
+                    metadata: Metadata::None,
+                });
+            }
+        }
+        let metadata = metadata.map_or(Metadata::None, Metadata::of);
         if let Some((last, others)) = plan.targets.split_last() {
             for target in others {
                 out(Envelope {
@@ -211,13 +265,15 @@ struct Bad {
     why: String,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
-    metadata: IngressMetadata,
+    metadata: Option<IngressMetadata>,
 }
 
 #[derive(Clone, Copy)]
 enum BadKind {
     Key,
     Value,
+    /// The connector rejected it, with its reason (a corrupt KPL aggregate).
+    Rejected,
 }
 
 /// The source operator of one ingress on this worker.
@@ -241,7 +297,7 @@ pub(crate) fn ingress<'s>(
     source::<_, CapacityContainerBuilder<Vec<Envelope>>, _, _>(scope, &name, move |cap, info| {
         let activator = worker.activator_for(info.address.clone());
         let ingress_id = plan.id.to_string();
-        let read_here = shared.metrics.ingress_counter(&ingress_id);
+        let (read_here, bytes_here) = shared.metrics.ingress_counter(&ingress_id);
         let mut source = match plan.open(index, peers) {
             Ok(mut source) => {
                 let sync = worker.sync_activator_for(info.address.to_vec());
@@ -291,6 +347,8 @@ pub(crate) fn ingress<'s>(
         let mut router = Router::new(&plan);
         let mut buffer = Vec::with_capacity(settings.source_batch);
         let (mut read, mut skipped, mut dead_lettered) = (0u64, 0u64, 0u64);
+        // Key and value bytes of the records read, counted with them.
+        let mut bytes = 0u64;
         // Lines the source itself rejected (malformed, bad values).
         let mut source_skipped = 0u64;
         move |output| {
@@ -355,6 +413,8 @@ pub(crate) fn ingress<'s>(
                 let mut session = output.session(&*c);
                 for record in buffer.drain(..) {
                     read += 1;
+                    let key = record.key.as_ref().map_or(0, Vec::len);
+                    bytes += (key + record.value.as_ref().map_or(0, Vec::len)) as u64;
                     match router.route(record, |e| session.give(e)) {
                         Routed::Delivered => {}
                         Routed::Skipped => skipped += 1,
@@ -373,6 +433,7 @@ pub(crate) fn ingress<'s>(
             let n = std::mem::take(&mut read);
             Metrics::add(&shared.metrics.records_in, n);
             Metrics::add(&read_here, n);
+            Metrics::add(&bytes_here, std::mem::take(&mut bytes));
             Metrics::add(
                 &shared.metrics.records_skipped,
                 std::mem::take(&mut skipped),
@@ -428,6 +489,7 @@ mod tests {
             routes: vec![RoutePlan {
                 value_type: "io.statefun.types/string".into(),
                 targets: targets.to_vec(),
+                wrapped: Vec::new(),
             }],
             source: SourcePlan::Generator(GeneratorConfig {
                 id,
@@ -453,6 +515,7 @@ mod tests {
                 timestamp_ms: None,
                 headers: Vec::new(),
             },
+            rejected: None,
         }
     }
 
@@ -484,6 +547,57 @@ mod tests {
         assert!(out
             .iter()
             .all(|e| e.value.value == b"v" && e.metadata.is_some()));
+    }
+
+    #[test]
+    fn wrapped_targets_get_the_value_with_its_metadata_and_the_others_the_value() {
+        let mut plan = plan(BadRecords::Skip);
+        let remote = TypeName::parse("remote/fn").unwrap();
+        plan.routes[0].targets.truncate(1);
+        plan.routes[0].wrapped = vec![remote];
+        let mut router = Router::new(&plan);
+        let mut r = record(Some(b"alice"), Some(b"v"));
+        r.metadata = IngressMetadata::Kafka {
+            topic: "names".into(),
+            partition: 2,
+            offset: 9,
+            timestamp_ms: Some(1234),
+            headers: vec![("trace".into(), Some(b"t1".to_vec())), ("n".into(), None)],
+        };
+        let expected_metadata = r.metadata.clone();
+        let (routed, out) = route(&mut router, r);
+        assert_eq!(routed, Routed::Delivered);
+        let by_target: Vec<(String, &Envelope)> =
+            out.iter().map(|e| (e.target.to_string(), e)).collect();
+        assert_eq!(by_target.len(), 2);
+        let (target, wrapped) = &by_target[0];
+        assert_eq!(target, "remote/fn/alice");
+        let record = IngressRecord::from_typed_value(&wrapped.value).unwrap();
+        assert_eq!(record.ingress, "example/names");
+        assert_eq!(record.value_typename, "io.statefun.types/string");
+        assert_eq!(record.value, b"v");
+        assert_eq!(record.metadata(), Some(expected_metadata.clone()));
+        let (target, plain) = &by_target[1];
+        assert_eq!(target, "example/a/alice");
+        assert_eq!(plain.value.value, b"v");
+        assert_eq!(plain.value.typename, "io.statefun.types/string");
+        assert_eq!(plain.metadata.get().as_deref(), Some(&expected_metadata));
+    }
+
+    #[test]
+    fn a_record_the_connector_rejected_meets_the_policy_with_its_reason() {
+        let rejected = |r: SourceRecord| SourceRecord {
+            rejected: Some("KPL aggregate: MD5 mismatch".into()),
+            ..r
+        };
+        let mut router = Router::new(&plan(BadRecords::Skip));
+        let r = rejected(record(Some(b"alice"), Some(b"v")));
+        assert_eq!(route(&mut router, r), (Routed::Skipped, Vec::new()));
+        let mut router = Router::new(&plan(BadRecords::Fail));
+        let r = rejected(record(Some(b"alice"), Some(b"v")));
+        assert_eq!(route(&mut router, r).1, Vec::new());
+        let failure = router.take_failure().expect("a failure");
+        assert!(failure.contains("KPL aggregate: MD5 mismatch"), "{failure}");
     }
 
     #[test]

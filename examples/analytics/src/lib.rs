@@ -1,15 +1,25 @@
 //! Analytics: the function graph embedded in a larger timely dataflow, with
-//! its egress stream aggregated by differential-dataflow.
+//! its egress stream aggregated by differential-dataflow (docs/EMBEDDING.md).
 //!
-//! A generator feeds `analytics/scorer` functions (one per user id) that keep
-//! a running score in state and report each user's current tier to the
-//! `analytics/tiers` egress. Instead of writing that egress to a sink, the
-//! dataflow turns it into a differential collection of (user, tier) changes
-//! and maintains the number of users per tier incrementally.
+//! Two jobs:
+//!
+//! * [`run`] (this module): a generator feeds `analytics/scorer` functions
+//!   (one per user id) that keep a running score in state and report each
+//!   user's current tier to the `analytics/tiers` egress. Instead of writing
+//!   that egress to a sink, the dataflow turns it into a differential
+//!   collection of (user, tier) changes and maintains the number of users per
+//!   tier incrementally.
+//! * [`enrich::run_kafka`]: events from a Kafka topic, per-user state, a
+//!   differential join with a reference collection the host feeds itself
+//!   (plan changes, also delivered to the functions through a host ingress),
+//!   and the joined result written to a Kafka topic by the job's sinks.
 //!
 //! ```text
 //! cargo run --release -p example-analytics [-- -w 2]
+//! cargo run --release -p example-analytics -- --kafka localhost:9092 --in events --out enriched [-w 2]
 //! ```
+
+pub mod enrich;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,19 @@ use statefun_sdk::EgressMessage;
 
 use crate::ConnectorError;
 
+/// What a sink did since the engine last asked ([`Sink::take_stats`]), for metrics.
+///
+/// Deltas rather than running totals, so that the engine adds them to its per-egress
+/// counters without remembering every sink's previous answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Transactions committed (Kafka `exactly-once`: one per checkpoint and worker).
+    pub transactions_committed: u64,
+    /// Transactions the sink aborted after a failed write or commit (the records are
+    /// written again by the replay after a restart).
+    pub transactions_aborted: u64,
+}
+
 /// An egress sink.
 ///
 /// `write` may buffer; only after `flush` returns `Ok` are the records handed
@@ -57,5 +70,11 @@ pub trait Sink: Send {
     /// a second time.
     fn delivered(&self) -> Option<u64> {
         None
+    }
+
+    /// What the sink did since the last call (see [`SinkStats`]). The engine asks after each
+    /// commit, off the per-record path; sinks without transactions keep the default (zeros).
+    fn take_stats(&mut self) -> SinkStats {
+        SinkStats::default()
     }
 }

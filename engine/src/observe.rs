@@ -1,10 +1,13 @@
 //! `statefun run --metrics-addr HOST:PORT`: what a monitoring system and an orchestrator
 //! read from every process over HTTP.
 //!
-//! * `GET /metrics`: the process's counters and gauges in the OpenMetrics text format
-//!   (Prometheus scrapes it), labelled with the process index. Values are read from the
-//!   process-wide atomics the workers already update ([`crate::shared::Metrics`]) when a
-//!   scrape comes, so a metrics endpoint adds nothing to the hot path.
+//! * `GET /metrics`: the process's counters, gauges and histograms in the OpenMetrics text
+//!   format (Prometheus scrapes it; docs/OBSERVABILITY.md lists them), labelled with the
+//!   process index. Values are read when a scrape comes from what the workers already keep
+//!   ([`crate::shared::Metrics`], flushed once per activation), from the remote endpoints'
+//!   counters (kept by the HTTP client, [`statefun_remote::stats`]) and from the Kafka
+//!   sources' partition gauges ([`statefun_connectors::kafka::lag`]), so a metrics endpoint
+//!   adds nothing to the hot path.
 //! * `GET /healthz`: 200 while the process runs (a liveness probe).
 //! * `GET /readyz`: 200 once every worker of the process has built its dataflow —
 //!   state restored, sources opened — and 503 with the reason before that, while it
@@ -23,12 +26,15 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::encoding::{EncodeGaugeValue, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use statefun_connectors::kafka::lag::PartitionProgress;
+use statefun_remote::stats::{EndpointSnapshot, HistogramSnapshot};
 
-use crate::shared::{Metrics, Shared};
+use crate::shared::{Flows, FunctionCounts, Histogram, Metrics, Shared};
 
 /// The run a scrape reads: replaced by each restart of `--restart on-failure`.
 pub type CurrentRun = Arc<Mutex<Arc<Shared>>>;
@@ -82,6 +88,8 @@ pub fn serve(addr: &str, current: CurrentRun, info: ProcessInfo) -> Result<Metri
     let bound = listener
         .local_addr()
         .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+    // Kafka sources fetch their partitions' high watermarks only where someone reads them.
+    statefun_connectors::kafka::lag::enable();
     runtime.spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -162,161 +170,483 @@ pub fn not_ready(shared: &Shared) -> Option<String> {
     None
 }
 
-/// The OpenMetrics text of the process's metrics, read now.
+/// Labels of one series (besides `process`), in order.
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+/// Series of one metric, in the order given (a `Family` would hash them into any order).
+#[derive(Debug)]
+struct Series<M> {
+    kind: MetricType,
+    rows: Vec<(Labels, M)>,
+}
+
+impl<M: EncodeMetric> EncodeMetric for Series<M> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, metric) in &self.rows {
+            metric.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.kind
+    }
+}
+
+/// A histogram read at scrape time (prometheus-client's `Histogram` is a live one).
+#[derive(Debug)]
+struct ConstHistogram {
+    sum: f64,
+    count: u64,
+    /// `(upper bound, observations in the bucket)`, not cumulative; `+Inf` is `f64::MAX`.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl ConstHistogram {
+    fn new(bounds: &[f64], counts: &[u64], sum: f64) -> Self {
+        let buckets = bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(counts.iter().copied())
+            .collect();
+        ConstHistogram {
+            sum,
+            count: counts.iter().sum(),
+            buckets,
+        }
+    }
+
+    fn of(h: &Histogram) -> Self {
+        Self::new(h.bounds(), h.counts(), h.sum())
+    }
+
+    fn of_snapshot(h: &HistogramSnapshot) -> Self {
+        Self::new(h.bounds, &h.counts, h.sum)
+    }
+}
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// What `render` registers: counters, gauges and histograms, each with labelled series.
+struct Out<'r> {
+    registry: &'r mut Registry,
+}
+
+impl Out<'_> {
+    fn counters(&mut self, name: &str, help: &str, rows: Vec<(Labels, u64)>) {
+        let rows = rows
+            .into_iter()
+            .map(|(l, v)| (l, ConstCounter::new(v)))
+            .collect();
+        self.registry.register(
+            name,
+            help,
+            Series {
+                kind: MetricType::Counter,
+                rows,
+            },
+        );
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.registry.register(name, help, ConstCounter::new(value));
+    }
+
+    fn gauges<N>(&mut self, name: &str, help: &str, rows: Vec<(Labels, N)>)
+    where
+        N: EncodeGaugeValue + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let rows = rows
+            .into_iter()
+            .map(|(l, v)| (l, ConstGauge::new(v)))
+            .collect();
+        self.registry.register(
+            name,
+            help,
+            Series {
+                kind: MetricType::Gauge,
+                rows,
+            },
+        );
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: i64) {
+        self.registry.register(name, help, ConstGauge::new(value));
+    }
+
+    fn histograms(&mut self, name: &str, help: &str, rows: Vec<(Labels, ConstHistogram)>) {
+        self.registry.register(
+            name,
+            help,
+            Series {
+                kind: MetricType::Histogram,
+                rows,
+            },
+        );
+    }
+}
+
+/// The OpenMetrics text of the process's metrics, read now (docs/OBSERVABILITY.md lists
+/// them). Everything is summed over the workers here, at scrape time, from the tallies
+/// they flush once per activation.
 pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
     let m = &shared.metrics;
     let mut root = Registry::default();
     let registry = root
         .sub_registry_with_prefix("statefun")
         .sub_registry_with_label(("process".into(), info.process.to_string().into()));
-    let counter =
-        |registry: &mut Registry, name: &str, help: &str, value: &std::sync::atomic::AtomicU64| {
-            registry.register(name, help, ConstCounter::new(Metrics::get(value)));
-        };
-    let (read, written) = m.by_id();
-    let by_id = |registry: &mut Registry,
-                 name: &str,
-                 help: &str,
-                 label: &str,
-                 values: Vec<(String, u64)>| {
-        let family = Family::<Vec<(String, String)>, Counter>::default();
-        for (id, n) in values {
-            family
-                .get_or_create(&vec![(label.to_string(), id)])
-                .inc_by(n);
-        }
-        registry.register(name, help, family);
+    let mut out = Out { registry };
+    let get = Metrics::get;
+
+    // Ingress.
+    let (read, written) = m.flows();
+    let by = |label: &str, flows: &Flows, bytes: bool| -> Vec<(Labels, u64)> {
+        flows
+            .iter()
+            .map(|(id, n, b)| (labels(&[(label, id)]), if bytes { *b } else { *n }))
+            .collect()
     };
-    by_id(
-        registry,
+    out.counters(
         "ingress_records",
         "Records read, by ingress",
-        "ingress",
-        read,
+        by("ingress", &read, false),
     );
-    counter(
-        registry,
+    out.counters(
+        "ingress_bytes",
+        "Key and value bytes of the records read, by ingress",
+        by("ingress", &read, true),
+    );
+    out.counter(
         "ingress_records_skipped",
         "Ingress records skipped as bad (badRecords: skip), each logged",
-        &m.records_skipped,
+        get(&m.records_skipped),
     );
-    counter(
-        registry,
+    out.counter(
         "ingress_records_dead_lettered",
         "Bad ingress records written to a dead-letter egress",
-        &m.records_dead_lettered,
+        get(&m.records_dead_lettered),
     );
-    let (invoked, failed): (Vec<_>, Vec<_>) = m
-        .by_function()
+    let ours: std::collections::BTreeSet<&str> =
+        read.iter().map(|(id, _, _)| id.as_str()).collect();
+    let partitions: Vec<_> = statefun_connectors::kafka::lag::partitions()
         .into_iter()
-        .map(|(function, i, e)| ((function.clone(), i), (function, e)))
-        .unzip();
-    by_id(
-        registry,
+        .filter(|p| ours.contains(p.ingress.as_str()))
+        .collect();
+    let partition_rows = |value: &dyn Fn(&PartitionProgress) -> Option<i64>| -> Vec<(Labels, i64)> {
+        partitions
+            .iter()
+            .filter_map(|p| {
+                let v = value(p)?;
+                let (worker, partition) = (p.worker.to_string(), p.partition.to_string());
+                let l = labels(&[
+                    ("worker", &worker),
+                    ("ingress", &p.ingress),
+                    ("topic", &p.topic),
+                    ("partition", &partition),
+                ]);
+                Some((l, v))
+            })
+            .collect()
+    };
+    out.gauges(
+        "kafka_partition_position",
+        "Offset of the next record the job reads from the partition",
+        partition_rows(&|p| Some(p.position)),
+    );
+    out.gauges(
+        "kafka_partition_high_watermark",
+        "Offset after the partition's newest record (fetched every second off the workers)",
+        partition_rows(&|p| p.high_watermark),
+    );
+    out.gauges(
+        "kafka_partition_lag_records",
+        "Records in the partition the job has not read yet (high watermark - position)",
+        partition_rows(&|p| p.lag()),
+    );
+
+    // Functions.
+    let functions = m.by_function();
+    let function_rows = |value: &dyn Fn(&FunctionCounts) -> u64| -> Vec<(Labels, u64)> {
+        functions
+            .iter()
+            .map(|(f, c)| (labels(&[("function", f)]), value(c)))
+            .collect()
+    };
+    out.counters(
         "function_invocations",
         "Function invocations (Rust and remote), by function type",
-        "function",
-        invoked,
+        function_rows(&|c| c.invocations),
     );
-    by_id(
-        registry,
+    let mut failures = Vec::new();
+    for (f, c) in &functions {
+        failures.push((labels(&[("function", f), ("kind", "error")]), c.errors));
+        failures.push((
+            labels(&[("function", f), ("kind", "remote")]),
+            c.remote_failures,
+        ));
+    }
+    let unregistered = get(&m.unregistered);
+    if unregistered > 0 {
+        failures.push((
+            labels(&[
+                ("function", Metrics::UNREGISTERED),
+                ("kind", "unregistered"),
+            ]),
+            unregistered,
+        ));
+    }
+    out.counters(
         "function_invocation_failures",
-        "Invocations that failed, by function type ((unregistered): a type nothing serves)",
-        "function",
-        failed,
+        "Invocations that failed, by function type and kind (error: the Rust function returned \
+         an error; remote: a remote invocation failed for good; unregistered: nothing serves the type)",
+        failures,
     );
-    by_id(
-        registry,
-        "egress_records",
-        "Records written by sinks, by egress (with --state-dir once their checkpoint is durable everywhere)",
-        "egress",
-        written,
+    out.histograms(
+        "function_invocation_seconds",
+        "Invocation latency by function type (embedded: the mean of its batch; remote: request \
+         to answer)",
+        functions
+            .iter()
+            .map(|(f, c)| (labels(&[("function", f)]), ConstHistogram::of(&c.latency)))
+            .collect(),
     );
-    counter(
-        registry,
-        "egress_records_unknown",
-        "Egress records for egress ids module.yaml does not declare",
-        &m.unknown_egress,
+    out.gauge(
+        "delayed_messages_pending",
+        "Delayed messages (send_after) waiting to be delivered",
+        clamp(get(&m.delayed_pending)),
     );
-    counter(
-        registry,
-        "checkpoints",
-        "Checkpoints made durable by this process's workers",
-        &m.checkpoints,
+    out.counter(
+        "hop_cap_deferrals",
+        "Messages sent into the next epoch because their hop reached the hop cap (a cycle)",
+        get(&m.hop_cap_deferrals),
     );
-    counter(
-        registry,
+    out.gauges(
+        "state_values",
+        "Stored state values, by worker (RocksDB: its estimate), read at most once a second",
+        m.state_values()
+            .into_iter()
+            .map(|(w, n)| (labels(&[("worker", &w.to_string())]), clamp(n)))
+            .collect(),
+    );
+
+    // Remote functions.
+    let endpoints = shared.remote_stats();
+    let endpoint_rows = |value: &dyn Fn(&EndpointSnapshot) -> u64| -> Vec<(Labels, u64)> {
+        endpoints
+            .iter()
+            .map(|e| (labels(&[("endpoint", &e.endpoint)]), value(e)))
+            .collect()
+    };
+    out.counters(
+        "remote_requests",
+        "HTTP requests to remote functions (one per batch), by endpoint",
+        endpoint_rows(&|e| e.requests),
+    );
+    out.counters(
+        "remote_retries",
+        "Attempts beyond the first of remote requests, by endpoint",
+        endpoint_rows(&|e| e.retries),
+    );
+    out.counters(
+        "remote_request_failures",
+        "Remote requests that failed for good, by endpoint and kind",
+        endpoints
+            .iter()
+            .flat_map(|e| {
+                e.failures
+                    .iter()
+                    .map(|(kind, n)| (labels(&[("endpoint", &e.endpoint), ("kind", kind)]), *n))
+            })
+            .collect(),
+    );
+    out.gauges(
+        "remote_in_flight_requests",
+        "Remote requests sent and not answered yet, by endpoint",
+        endpoint_rows(&|e| e.in_flight)
+            .into_iter()
+            .map(|(l, v)| (l, clamp(v)))
+            .collect(),
+    );
+    out.histograms(
+        "remote_request_seconds",
+        "Remote request latency (retries and backoff included), by endpoint",
+        endpoints
+            .iter()
+            .map(|e| {
+                (
+                    labels(&[("endpoint", &e.endpoint)]),
+                    ConstHistogram::of_snapshot(&e.latency),
+                )
+            })
+            .collect(),
+    );
+    out.histograms(
+        "remote_batch_messages",
+        "Messages (invocations) per remote request, by endpoint",
+        endpoints
+            .iter()
+            .map(|e| {
+                (
+                    labels(&[("endpoint", &e.endpoint)]),
+                    ConstHistogram::of_snapshot(&e.batch_messages),
+                )
+            })
+            .collect(),
+    );
+    out.counter(
         "remote_state_handshakes",
         "Remote requests answered IncompleteInvocationContext (state the runtime had not sent) and sent again",
-        &m.remote_state_handshakes,
+        get(&m.remote_state_handshakes),
     );
-    let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
-        registry.register(name, help, ConstGauge::new(value));
-    };
-    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    gauge(
-        registry,
+    out.gauge(
         "remote_queued_messages",
         "Messages waiting behind in-flight remote function requests",
-        clamp(Metrics::get(&m.remote_queued)),
+        clamp(get(&m.remote_queued)),
     );
-    gauge(
-        registry,
+    out.gauge(
         "remote_queued_messages_peak",
         "The most messages ever waiting behind remote function requests",
-        clamp(Metrics::get(&m.remote_queued_peak)),
+        clamp(get(&m.remote_queued_peak)),
+    );
+
+    // Egress.
+    out.counters(
+        "egress_records",
+        "Records written by sinks, by egress (with --state-dir once their checkpoint is durable everywhere)",
+        by("egress", &written, false),
+    );
+    out.counters(
+        "egress_bytes",
+        "Payload bytes of the records written by sinks (the encoded values functions sent), by egress",
+        by("egress", &written, true),
+    );
+    out.counter(
+        "egress_records_unknown",
+        "Egress records for egress ids module.yaml does not declare",
+        get(&m.unknown_egress),
+    );
+    out.counters(
+        "egress_transactions",
+        "Transactions of exactly-once Kafka egresses, by egress and outcome (committed, aborted)",
+        m.transactions()
+            .into_iter()
+            .flat_map(|(id, committed, aborted)| {
+                [
+                    (
+                        labels(&[("egress", &id), ("outcome", "committed")]),
+                        committed,
+                    ),
+                    (labels(&[("egress", &id), ("outcome", "aborted")]), aborted),
+                ]
+            })
+            .collect(),
+    );
+
+    // Checkpoints.
+    out.counter(
+        "checkpoints",
+        "Checkpoints made durable by this process's workers",
+        get(&m.checkpoints),
+    );
+    out.counter(
+        "checkpoint_failures",
+        "Checkpoints that failed to be handed over or written (the job stops)",
+        get(&m.checkpoint_failures),
+    );
+    out.counter(
+        "checkpoint_bytes",
+        "Bytes written by checkpoints",
+        get(&m.checkpoint_bytes),
+    );
+    out.counter(
+        "checkpoint_restores",
+        "Workers that restored their state from a checkpoint at start",
+        get(&m.checkpoint_restores),
+    );
+    let locked = |h: &std::sync::Mutex<Histogram>| {
+        h.lock()
+            .map(|h| ConstHistogram::of(&h))
+            .unwrap_or_else(|_| ConstHistogram::of(&Histogram::default()))
+    };
+    out.histograms(
+        "checkpoint_write_seconds",
+        "How long checkpoints took to encode and write (on the background writer)",
+        vec![(Vec::new(), locked(&m.checkpoint_write))],
+    );
+    out.histograms(
+        "checkpoint_pause_seconds",
+        "How long workers paused for checkpoints (freezing the window and handing it over)",
+        vec![(Vec::new(), locked(&m.checkpoint_pause))],
     );
     let now_ms = crate::clock::Clock::now_ms();
+    let last_at = get(&m.last_checkpoint_at_ms);
+    if last_at > 0 {
+        out.gauges(
+            "checkpoint_age_seconds",
+            "Time since the newest durable checkpoint of this process",
+            vec![(Vec::new(), now_ms.saturating_sub(last_at) as f64 / 1000.0)],
+        );
+        out.gauges(
+            "checkpoint_last_write_seconds",
+            "How long the newest checkpoint took to encode and write (background writer)",
+            vec![(Vec::new(), get(&m.last_checkpoint_us) as f64 / 1e6)],
+        );
+        out.gauge(
+            "checkpoint_last_bytes",
+            "Bytes written by the newest checkpoint",
+            clamp(get(&m.last_checkpoint_bytes)),
+        );
+        out.gauge(
+            "checkpoint_last_id",
+            "The id of the newest durable checkpoint",
+            clamp(get(&m.last_checkpoint_id)),
+        );
+    }
+
+    // Progress and readiness.
     let epoch_ms = info.epoch_interval.as_millis().max(1) as u64;
-    let completed = Metrics::get(&m.completed_epoch);
-    gauge(
-        registry,
+    let completed = get(&m.completed_epoch);
+    out.gauge(
         "epoch_frontier",
         "The newest epoch every worker completed (epochs are --epoch-ms long since 1970)",
         clamp(completed),
     );
     if completed > 0 {
         let behind_ms = now_ms.saturating_sub((completed + 1).saturating_mul(epoch_ms));
-        registry.register(
+        out.gauges(
             "epoch_lag_seconds",
             "How far the completed epoch is behind the wall clock: the backpressure signal",
-            ConstGauge::new(behind_ms as f64 / 1000.0),
+            vec![(Vec::new(), behind_ms as f64 / 1000.0)],
         );
     }
-    let last_at = Metrics::get(&m.last_checkpoint_at_ms);
-    if last_at > 0 {
-        registry.register(
-            "checkpoint_age_seconds",
-            "Time since the newest durable checkpoint of this process",
-            ConstGauge::new(now_ms.saturating_sub(last_at) as f64 / 1000.0),
-        );
-        registry.register(
-            "checkpoint_last_write_seconds",
-            "How long the newest checkpoint took to encode and write (background writer)",
-            ConstGauge::new(Metrics::get(&m.last_checkpoint_us) as f64 / 1e6),
-        );
-        gauge(
-            registry,
-            "checkpoint_last_bytes",
-            "Bytes written by the newest checkpoint",
-            clamp(Metrics::get(&m.last_checkpoint_bytes)),
-        );
-        gauge(
-            registry,
-            "checkpoint_last_id",
-            "The id of the newest durable checkpoint",
-            clamp(Metrics::get(&m.last_checkpoint_id)),
-        );
-    }
-    gauge(
-        registry,
+    out.gauge(
         "ready",
         "1 when /readyz answers 200",
         i64::from(not_ready(shared).is_none()),
     );
-    let mut out = String::new();
-    encode(&mut out, &root).map_err(|e| format!("cannot encode the metrics: {e}"))?;
-    Ok(out)
+    let mut text = String::new();
+    encode(&mut text, &root).map_err(|e| format!("cannot encode the metrics: {e}"))?;
+    Ok(text)
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -327,8 +657,8 @@ mod tests {
     fn metrics_read_the_counters_and_readiness_follows_the_run() {
         let shared = Shared::default();
         shared.expect_workers(2);
-        Metrics::add(&shared.metrics.ingress_counter("ns/in"), 42);
-        shared.metrics.count_egress([("ns/out", 7)]);
+        Metrics::add(&shared.metrics.ingress_counter("ns/in").0, 42);
+        shared.metrics.count_egress([("ns/out", 7, 70)]);
         let info = ProcessInfo {
             process: 3,
             epoch_interval: Duration::from_millis(10),

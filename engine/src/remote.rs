@@ -13,6 +13,7 @@
 //! answered and their effects are applied.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use statefun_module::HttpEndpoint;
@@ -47,8 +48,9 @@ pub enum RemoteFailurePolicy {
     },
 }
 
-/// A request held back until its function type first answers: the address and its batch.
-type Held<T> = (Address, Vec<Queued<T>>);
+/// A request held back until its function type first answers: the address, its batch and
+/// when it was first to be sent.
+type Held<T> = (Address, Vec<Queued<T>>, Instant);
 
 struct Queued<T> {
     input: InvocationInput,
@@ -58,6 +60,9 @@ struct Queued<T> {
 struct InFlight<T> {
     address: Address,
     batch: Vec<Queued<T>>,
+    /// When the batch was first to be sent (a state handshake's second request keeps it),
+    /// for the invocation latency.
+    since: Instant,
 }
 
 /// A finished batch: the times to release and what to send on.
@@ -73,6 +78,9 @@ pub struct Finished<T> {
     pub messages: Vec<Envelope>,
     /// Egress records, to send at the batch's least time.
     pub egress: Vec<EgressMessage>,
+    /// From sending the batch's request to its answer (handshakes, retries and waiting for
+    /// a function type's first answer included): each message's invocation latency.
+    pub latency: Duration,
 }
 
 /// A remote invocation that failed for good.
@@ -185,7 +193,7 @@ impl<T: Copy + Ord> RemoteDriver<T> {
             time,
         };
         if let Some(batch) = batcher.push(target.clone(), queued) {
-            self.send(target, batch, backend, now_ms);
+            self.send(target, batch, backend, now_ms, Instant::now());
         }
     }
 
@@ -195,11 +203,12 @@ impl<T: Copy + Ord> RemoteDriver<T> {
         batch: Vec<Queued<T>>,
         backend: &mut dyn StateBackend,
         now_ms: u64,
+        since: Instant,
     ) {
         if !self.answered.contains(&address.function_type) {
             match self.probing.get_mut(&address.function_type) {
                 Some(held) => {
-                    held.push((address, batch));
+                    held.push((address, batch, since));
                     return;
                 }
                 None => {
@@ -238,7 +247,14 @@ impl<T: Copy + Ord> RemoteDriver<T> {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.invoker.submit(ticket, &address.function_type, request);
-        self.in_flight.insert(ticket, InFlight { address, batch });
+        self.in_flight.insert(
+            ticket,
+            InFlight {
+                address,
+                batch,
+                since,
+            },
+        );
     }
 
     /// Applies every response that has arrived. Finished batches are returned
@@ -255,9 +271,15 @@ impl<T: Copy + Ord> RemoteDriver<T> {
         let completed = std::mem::take(&mut self.completed);
         let mut failure = None;
         for (ticket, result) in completed {
-            let Some(InFlight { address, batch }) = self.in_flight.remove(&ticket) else {
+            let Some(InFlight {
+                address,
+                batch,
+                since,
+            }) = self.in_flight.remove(&ticket)
+            else {
                 continue;
             };
+            let latency = since.elapsed();
             let registered = self
                 .specs
                 .get(&address.function_type)
@@ -284,13 +306,13 @@ impl<T: Copy + Ord> RemoteDriver<T> {
                     }
                 }
             }
-            for (held_address, held_batch) in held {
-                self.send(held_address, held_batch, backend, now_ms);
+            for (held_address, held_batch, held_since) in held {
+                self.send(held_address, held_batch, backend, now_ms, held_since);
             }
             match outcome {
                 Ok(RemoteOutcome::Incomplete { .. }) => {
                     // Re-send the same batch, now with the missing values (as unset).
-                    self.send(address, batch, backend, now_ms);
+                    self.send(address, batch, backend, now_ms, since);
                     continue;
                 }
                 Ok(RemoteOutcome::Complete(effects)) => {
@@ -304,16 +326,17 @@ impl<T: Copy + Ord> RemoteDriver<T> {
                             times: batch.iter().map(|q| q.time).collect(),
                             messages,
                             egress,
+                            latency,
                         }),
                         Err(e) => {
-                            if let Some(f) = self.fail(&address, batch, e, finished) {
+                            if let Some(f) = self.fail(&address, batch, e, latency, finished) {
                                 failure.get_or_insert(f);
                             }
                         }
                     }
                 }
                 Err(e) => {
-                    if let Some(f) = self.fail(&address, batch, e, finished) {
+                    if let Some(f) = self.fail(&address, batch, e, latency, finished) {
                         failure.get_or_insert(f);
                     }
                 }
@@ -321,7 +344,7 @@ impl<T: Copy + Ord> RemoteDriver<T> {
             // The address may have queued more meanwhile.
             if let Some(batcher) = self.batchers.get_mut(&address.function_type) {
                 if let Some(next) = batcher.complete(&address) {
-                    self.send(address, next, backend, now_ms);
+                    self.send(address, next, backend, now_ms, Instant::now());
                 }
             }
         }
@@ -333,6 +356,7 @@ impl<T: Copy + Ord> RemoteDriver<T> {
         address: &Address,
         batch: Vec<Queued<T>>,
         cause: String,
+        latency: Duration,
         finished: &mut Vec<Finished<T>>,
     ) -> Option<RemoteFailure> {
         let times = batch.iter().map(|q| q.time).collect();
@@ -343,6 +367,7 @@ impl<T: Copy + Ord> RemoteDriver<T> {
                 times,
                 messages: Vec::new(),
                 egress: Vec::new(),
+                latency,
             });
             return Some(RemoteFailure {
                 message: format!(
@@ -362,6 +387,7 @@ impl<T: Copy + Ord> RemoteDriver<T> {
                 .into_iter()
                 .map(|q| plan.remote(address, &cause, q.input.argument))
                 .collect(),
+            latency,
         });
         None
     }

@@ -76,6 +76,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::concurrency::{Concurrency, ConnectionSlot, RequestSlot};
 use crate::protocol::request_target;
+use crate::stats::{EndpointSnapshot, EndpointStats};
 
 /// First backoff between attempts.
 const BACKOFF_START: Duration = Duration::from_millis(2);
@@ -339,6 +340,15 @@ impl RemotePool {
         self.client_for(function_type).map(|c| &c.endpoint)
     }
 
+    /// Every endpoint's counters now, in module order (see [`crate::stats`]): read by the
+    /// engine's `/metrics` when scraped.
+    pub fn stats(&self) -> Vec<EndpointSnapshot> {
+        self.endpoints
+            .iter()
+            .map(|c| c.stats.snapshot(&c.endpoint.functions.to_string()))
+            .collect()
+    }
+
     /// The current concurrency limit of the endpoint serving `function_type`
     /// (see [`crate::concurrency`]).
     pub fn concurrency_limit(&self, function_type: &TypeName) -> Option<usize> {
@@ -554,11 +564,12 @@ impl RemoteInvoker {
     }
 }
 
-/// One endpoint's settings, its pooled client and its concurrency limit.
+/// One endpoint's settings, its pooled client, its concurrency limit and its counters.
 struct EndpointClient {
     endpoint: HttpEndpoint,
     client: Client<Connector, Full<Bytes>>,
     concurrency: Arc<Concurrency>,
+    stats: EndpointStats,
 }
 
 /// A request target: the URI hyper sees, and the `Host` header to send when
@@ -621,6 +632,7 @@ impl EndpointClient {
             endpoint,
             client,
             concurrency,
+            stats: EndpointStats::default(),
         })
     }
 
@@ -641,11 +653,38 @@ impl EndpointClient {
         })
     }
 
+    /// One call (retries included), counted in the endpoint's [`EndpointStats`]: on the
+    /// HTTP runtime, so timing it costs the workers nothing.
     async fn invoke(
         &self,
         function_type: &TypeName,
         request: &ToFunction,
     ) -> Result<Vec<u8>, RemoteError> {
+        let messages = match &request.request {
+            Some(statefun_sdk::proto::request_reply::to_function::Request::Invocation(batch)) => {
+                batch.invocations.len()
+            }
+            None => 0,
+        };
+        let in_flight = self.stats.start(messages);
+        let started = Instant::now();
+        let result = self.call(function_type, request).await;
+        let (attempts, failure) = match &result {
+            // A successful call made at least one attempt; the failed ones say how many.
+            Ok((_, attempts)) => (*attempts, None),
+            Err(e) => (e.attempts, Some(&e.kind)),
+        };
+        self.stats.finish(started.elapsed(), attempts, failure);
+        drop(in_flight);
+        result.map(|(body, _)| body)
+    }
+
+    /// [`EndpointClient::invoke`] without the counting: the body and the attempts made.
+    async fn call(
+        &self,
+        function_type: &TypeName,
+        request: &ToFunction,
+    ) -> Result<(Vec<u8>, u32), RemoteError> {
         let t = &self.endpoint.transport;
         let body = Bytes::from(request.encode_to_vec());
         if body.len() > t.payload_max_bytes {
@@ -685,7 +724,7 @@ impl EndpointClient {
                 tokio::time::timeout_at(deadline, self.attempt(&target, body.clone(), may_abandon));
             let (cause, now) = match attempt.await {
                 Err(_elapsed) => return Err(timeout_error(attempts, last_cause)),
-                Ok(Ok(body)) => return Ok(body),
+                Ok(Ok(body)) => return Ok((body, attempts)),
                 Ok(Err(AttemptError::Fatal(kind))) => {
                     return Err(self.error(function_type, request, attempts, kind))
                 }

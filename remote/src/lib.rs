@@ -16,6 +16,8 @@
 //!   one endpoint gets at once, adapted so that every server shape (one
 //!   connection per request, single-threaded, pre-forked, asynchronous) works
 //!   at its own speed.
+//! - [`stats`]: per-endpoint counters (requests, retries, in flight, latency and
+//!   batch-size histograms) the client keeps for the engine's `/metrics`.
 //!
 //! There is no timely dependency here: the engine's function operator owns a
 //! [`Batcher`] and a [`RemoteInvoker`] and applies the effects.
@@ -26,6 +28,7 @@ pub mod batcher;
 pub mod client;
 pub mod concurrency;
 pub mod protocol;
+pub mod stats;
 
 pub use batcher::Batcher;
 pub use client::{

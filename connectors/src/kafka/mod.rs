@@ -17,9 +17,13 @@
 //! the runtime must own; those are named in a warning when set (see [`KafkaSource::open`],
 //! [`KafkaSink::open`] and [`KafkaSink::open_exactly_once`]), and `statefun.progress.topic`,
 //! which only the exactly-once sink reads.
+//!
+//! [`lag`] keeps what `/metrics` reports per partition while the job runs: the reader's
+//! position, the high watermark and the lag between them.
 
 mod client_properties;
 mod config;
+pub mod lag;
 mod progress;
 pub mod sink;
 pub mod source;

@@ -206,6 +206,8 @@ struct Transactional {
     /// produced, or was not acknowledged): the transaction holds part of a checkpoint, so
     /// the next commit aborts it instead of committing, whatever the caller does next.
     poisoned: Option<String>,
+    /// Transactions committed and aborted since [`Sink::take_stats`] (for metrics).
+    stats: crate::sink::SinkStats,
 }
 
 /// How a failed transactional call may go on (librdkafka's classification).
@@ -512,6 +514,7 @@ impl KafkaSink {
                 delivered,
                 fatal: None,
                 poisoned: None,
+                stats: crate::sink::SinkStats::default(),
             }),
         })
     }
@@ -772,6 +775,7 @@ impl KafkaSink {
                         if let Some(t) = self.txn.as_mut() {
                             t.open = false;
                             t.poisoned = None;
+                            t.stats.transactions_aborted += 1;
                         }
                         "the transaction was aborted".to_string()
                     }
@@ -824,6 +828,7 @@ impl KafkaSink {
                 if let Some(t) = self.txn.as_mut() {
                     t.open = false;
                     t.poisoned = None;
+                    t.stats.transactions_aborted += 1;
                 }
                 "the transaction was aborted".to_string()
             }
@@ -894,6 +899,7 @@ impl KafkaSink {
         if let Some(t) = self.txn.as_mut() {
             t.open = false;
             t.delivered = Some(checkpoint);
+            t.stats.transactions_committed += 1;
         }
         // A transaction with a failed record cannot commit, so nothing is left to report;
         // start the next transaction with clean counters anyway.
@@ -961,6 +967,16 @@ impl Sink for KafkaSink {
     /// at open and updated by every successful [`Sink::commit`]. `None` otherwise.
     fn delivered(&self) -> Option<u64> {
         self.txn.as_ref().and_then(|t| t.delivered)
+    }
+
+    /// `exactly-once`: the transactions committed, and aborted after a failed write or
+    /// commit, since the last call (an open transaction aborted when the sink is dropped is
+    /// not counted: nobody asks any more). Zeros otherwise.
+    fn take_stats(&mut self) -> crate::sink::SinkStats {
+        self.txn
+            .as_mut()
+            .map(|t| std::mem::take(&mut t.stats))
+            .unwrap_or_default()
     }
 }
 
@@ -1035,6 +1051,58 @@ mod tests {
         )
         .expect_err("not exactly-once");
         assert!(err.to_string().contains("test/out"), "{err}");
+    }
+
+    #[test]
+    fn exactly_once_counts_committed_and_aborted_transactions() {
+        let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
+            return;
+        };
+        let topic = statefun_testkit::unique_name("txn-stats");
+        let progress = statefun_testkit::unique_name("txn-stats-progress");
+        statefun_testkit::kafka::create_topics(&bootstrap, &[(&topic, 1), (&progress, 1)]);
+        let mut s = spec(
+            &bootstrap,
+            KafkaDeliverySemantic::ExactlyOnce {
+                transaction_timeout: Duration::from_secs(60),
+            },
+        );
+        s.properties = Properties(vec![
+            ("statefun.progress.topic".into(), progress),
+            (
+                "transactional.id".into(),
+                statefun_testkit::unique_name("txn-stats"),
+            ),
+        ]);
+        let mut sink = KafkaSink::open_exactly_once(&id(), &s, 0, false).expect("open");
+        let record = |value: &str| {
+            statefun_sdk::KafkaEgressMessage::for_egress(id())
+                .with_topic(&topic)
+                .with_key("k")
+                .with_utf8_value(value)
+                .build()
+                .expect("record")
+        };
+        sink.write(&[record("a")]).expect("write");
+        sink.commit(1).expect("commit 1");
+        let stats = |committed, aborted| crate::sink::SinkStats {
+            transactions_committed: committed,
+            transactions_aborted: aborted,
+        };
+        assert_eq!(sink.take_stats(), stats(1, 0));
+        // A write that fails poisons the transaction: the commit aborts it.
+        let not_a_record = EgressMessage {
+            egress: id(),
+            value: TypedValue::new("io.statefun.types/string", vec![10, 1, b'x']),
+        };
+        sink.write(&[record("b")]).expect("write");
+        sink.write(&[not_a_record])
+            .expect_err("not a producer record");
+        sink.commit(2).expect_err("aborted");
+        sink.write(&[record("c")]).expect("write");
+        sink.commit(3).expect("commit 3");
+        assert_eq!(sink.take_stats(), stats(1, 1));
+        assert_eq!(sink.take_stats(), stats(0, 0), "counts since the last call");
     }
 
     #[test]

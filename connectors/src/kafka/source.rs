@@ -43,6 +43,7 @@ use statefun_sdk::{IngressMetadata, TypeName};
 use super::config::{
     client_config, effective_property, first_contact, partition_owner, LogContext, Owned,
 };
+use super::lag::{self, PartitionGauge};
 use crate::source::{decode_position, encode_position};
 use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
@@ -103,7 +104,13 @@ struct Assigned {
     /// The offset of the next record to hand out.
     next: i64,
     queue: rdkafka::consumer::base_consumer::PartitionQueue<SourceContext>,
+    /// `next` for `/metrics`, and the watermark the discovery thread fetches ([`lag`]).
+    gauge: Arc<PartitionGauge>,
 }
+
+/// The lag gauges of the partitions a source reads, shared with its discovery thread,
+/// which fetches their high watermarks.
+type Gauges = Arc<std::sync::Mutex<Vec<Arc<PartitionGauge>>>>;
 
 /// The shared slot for the engine's waker: librdkafka's callbacks are installed before the
 /// engine hands over its waker, so they read it from here.
@@ -134,6 +141,8 @@ pub struct KafkaSource {
     /// win over the startup position when the partition shows up.
     restored: HashMap<(String, i32), i64>,
     discovered: mpsc::Receiver<Vec<(String, i32, i64)>>,
+    /// The gauges of `assigned`, for the discovery thread.
+    gauges: Gauges,
     /// Dropping this stops the discovery thread.
     _stop: mpsc::Sender<()>,
     waker: WakerSlot,
@@ -233,9 +242,12 @@ impl KafkaSource {
 
         let (stop, stop_rx) = mpsc::channel::<()>();
         let (found_tx, discovered) = mpsc::channel();
+        let gauges: Gauges = Arc::default();
         {
             let consumer = consumer.clone();
             let waker = waker.clone();
+            // Weak: the partitions leave the registry with the source, not with the thread.
+            let gauges = Arc::downgrade(&gauges);
             let id = id_text.clone();
             let topics = unique(&topics).into_iter().map(String::from).collect();
             std::thread::Builder::new()
@@ -251,6 +263,7 @@ impl KafkaSource {
                         stop_rx,
                         found_tx,
                         waker,
+                        gauges,
                     )
                 })
                 .map_err(|e| config_error(format!("cannot start the discovery thread: {e}")))?;
@@ -265,6 +278,7 @@ impl KafkaSource {
             cursor: 0,
             restored: HashMap::new(),
             discovered,
+            gauges,
             _stop: stop,
             waker,
             stats: SourceStats::default(),
@@ -326,6 +340,7 @@ impl KafkaSource {
                 .find(|a| a.topic == topic && a.partition == partition)
             {
                 a.next = earliest;
+                a.gauge.set_position(earliest);
             }
             tpl.add_partition_offset(&topic, partition, Offset::Offset(earliest))
                 .map_err(|e| self.kafka_error("seek", e))?;
@@ -342,6 +357,7 @@ impl KafkaSource {
             {
                 Some(a) => {
                     a.next = *offset;
+                    a.gauge.set_position(*offset);
                     tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                         .map_err(|e| self.kafka_error("seek", e))?;
                     seeks += 1;
@@ -449,12 +465,17 @@ impl KafkaSource {
                 self.id,
                 self.worker_index
             );
+            let gauge = lag::register(&self.id, self.worker_index, &topic, partition, next);
+            if let Ok(mut gauges) = self.gauges.lock() {
+                gauges.push(gauge.clone());
+            }
             self.assigned.push(Assigned {
                 topic,
                 partition,
                 route,
                 next,
                 queue,
+                gauge,
             });
         }
         // Records may already be waiting: let the engine poll.
@@ -499,6 +520,7 @@ fn to_record(msg: &BorrowedMessage<'_>, route: usize) -> SourceRecord {
             timestamp_ms: msg.timestamp().to_millis(),
             headers,
         },
+        rejected: None,
     }
 }
 
@@ -581,6 +603,12 @@ impl Source for KafkaSource {
 
         let produced = out.len() - start;
         self.stats.records += produced as u64;
+        if produced > 0 {
+            // One relaxed store per partition and poll: what `/metrics` reads as the position.
+            for a in &self.assigned {
+                a.gauge.set_position(a.next);
+            }
+        }
         if out.len() >= limit {
             return Ok(SourceStatus::Ready);
         }
@@ -825,7 +853,9 @@ fn resolve_startup(
 }
 
 /// The discovery thread: re-reads metadata every [`PARTITION_DISCOVERY_INTERVAL`] and sends
-/// this worker's new partitions, with their earliest offsets, to the source.
+/// this worker's new partitions, with their earliest offsets, to the source; and, once
+/// [`lag::enable`]d, fetches the high watermark of every partition the source reads every
+/// [`lag::WATERMARK_INTERVAL`] (blocking broker requests belong here, not on the worker).
 #[allow(clippy::too_many_arguments)]
 fn discover(
     consumer: Arc<Consumer_>,
@@ -837,12 +867,38 @@ fn discover(
     stop: mpsc::Receiver<()>,
     found: mpsc::Sender<Vec<(String, i32, i64)>>,
     waker: WakerSlot,
+    gauges: std::sync::Weak<std::sync::Mutex<Vec<Arc<PartitionGauge>>>>,
 ) {
+    let mut last_discovery = Instant::now();
     loop {
-        match stop.recv_timeout(PARTITION_DISCOVERY_INTERVAL) {
+        match stop.recv_timeout(lag::WATERMARK_INTERVAL.min(PARTITION_DISCOVERY_INTERVAL)) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
+        if lag::enabled() {
+            let reading: Vec<std::sync::Weak<PartitionGauge>> = gauges
+                .upgrade()
+                .and_then(|g| {
+                    g.lock()
+                        .ok()
+                        .map(|g| g.iter().map(Arc::downgrade).collect())
+                })
+                .unwrap_or_default();
+            for gauge in reading.iter().filter_map(std::sync::Weak::upgrade) {
+                match consumer.fetch_watermarks(&gauge.topic, gauge.partition, REQUEST_TIMEOUT) {
+                    Ok((_, high)) => gauge.set_high_watermark(high),
+                    Err(e) => tracing::debug!(
+                        "{CONNECTOR} `{id}`: watermarks of `{}` [{}]: {e}",
+                        gauge.topic,
+                        gauge.partition
+                    ),
+                }
+            }
+        }
+        if last_discovery.elapsed() < PARTITION_DISCOVERY_INTERVAL {
+            continue;
+        }
+        last_discovery = Instant::now();
         let mut new = Vec::new();
         for topic in &topics {
             let partitions = match topic_partitions(&consumer, topic) {
@@ -993,7 +1049,7 @@ impl KafkaSource {
                     (None, None) => (None, PositionFrom::Unknown),
                 };
             out.push(PartitionLag {
-                lag: position.map(|p| (high - p).max(0)),
+                lag: position.map(|p| lag::lag_between(p, high)),
                 topic,
                 partition,
                 position,

@@ -22,7 +22,7 @@ use crate::envelope::Envelope;
 use crate::invoke::{invoke, Scratch};
 use crate::keygroup::worker_for_id;
 use crate::remote::{Finished, RemoteDriver};
-use crate::shared::{Metrics, RateLimit, Shared};
+use crate::shared::{FunctionCounts, Metrics, RateLimit, Shared};
 use crate::state::StateBackend;
 use crate::timers::Timers;
 
@@ -106,21 +106,50 @@ struct Snapshotter {
 /// 3.91 M; 12 3.82 M; 24 3.51 M; 48 2.91 M).
 const PREFETCH_AHEAD: usize = 6;
 
-/// Adds to the invocations and failures of `function` in an activation's
-/// tally (a short list: an operator serves few function types, the latest
-/// first is the usual hit).
-fn tally(
-    counts: &mut Vec<(TypeName, u64, u64)>,
+/// The entry of `function` in an operator's tally (a short list: an operator
+/// serves few function types, the latest first is the usual hit). Entries
+/// stay from one activation to the next, cleared when flushed, so a tally
+/// allocates only when a type is first met.
+fn tally<'t>(
+    counts: &'t mut Vec<(TypeName, FunctionCounts)>,
     function: &TypeName,
-    invocations: u64,
-    failures: u64,
-) {
-    match counts.iter_mut().rev().find(|(f, _, _)| f == function) {
-        Some(entry) => {
-            entry.1 += invocations;
-            entry.2 += failures;
+) -> &'t mut FunctionCounts {
+    let at = match counts.iter().rposition(|(f, _)| f == function) {
+        Some(at) => at,
+        None => {
+            counts.push((function.clone(), FunctionCounts::default()));
+            counts.len() - 1
         }
-        None => counts.push((function.clone(), invocations, failures)),
+    };
+    &mut counts[at].1
+}
+
+/// Gives each embedded invocation of a batch the batch's mean latency: `before` holds the
+/// tally's invocation counts when the batch began, `elapsed` is its duration. Timing the
+/// batch, not each invocation, keeps clock reads off the per-invocation path (two per
+/// batch of up to a container of messages); a batch mixing function types gives each the
+/// same mean.
+fn observe_batch(
+    counts: &mut [(TypeName, FunctionCounts)],
+    before: &[u64],
+    elapsed: std::time::Duration,
+) {
+    let invoked =
+        |i: usize, c: &FunctionCounts| c.invocations - before.get(i).copied().unwrap_or(0);
+    let total: u64 = counts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, c))| invoked(i, c))
+        .sum();
+    if total == 0 {
+        return;
+    }
+    let mean = elapsed.as_secs_f64() / total as f64;
+    for (i, (_, c)) in counts.iter_mut().enumerate() {
+        let n = invoked(i, c);
+        if n > 0 {
+            c.latency.observe_n(mean, n);
+        }
     }
 }
 
@@ -188,6 +217,11 @@ impl Snapshotter {
                 Ok((took, bytes)) if !shared.failed() => {
                     crate::failpoint::hit("checkpoint-after-write");
                     let m = &shared.metrics;
+                    // The histogram first: a scrape never sees more checkpoints than writes timed.
+                    if let Ok(mut h) = m.checkpoint_write.lock() {
+                        h.observe(took.as_secs_f64());
+                    }
+                    Metrics::add(&m.checkpoint_bytes, bytes as u64);
                     Metrics::add(&m.checkpoints, 1);
                     m.last_checkpoint_id
                         .fetch_max(last, std::sync::atomic::Ordering::Relaxed);
@@ -220,6 +254,7 @@ impl Snapshotter {
                 }
                 Ok(_) => all_ok = false,
                 Err(e) => {
+                    Metrics::add(&shared.metrics.checkpoint_failures, 1);
                     shared.fail(format!(
                         "worker {index} could not write checkpoint {id}: {e}; the job stops and a restart resumes from the last complete checkpoint"
                     ));
@@ -327,6 +362,7 @@ pub(crate) fn functions<'s>(
             None => (Backend::Plain(backend), None),
             Some(Checkpointing { backend: durable, context, recovered, evidence }) => {
                 if let Some(r) = recovered {
+                    Metrics::add(&shared.metrics.checkpoint_restores, 1);
                     timers = r.timers;
                     restored_inflight = r.inflight;
                     restored_outbox = r
@@ -388,18 +424,25 @@ pub(crate) fn functions<'s>(
         type Held = (Capability<LoopTime>, Capability<LoopTime>, usize);
         let mut held: BTreeMap<LoopTime, Held> = BTreeMap::new();
         let mut finished: Vec<Finished<LoopTime>> = Vec::new();
-        // This worker's share of the process-wide remote backlog gauge.
+        // This worker's shares of the process-wide remote backlog and delayed-message gauges.
         let mut reported_queued = 0u64;
+        let mut reported_delayed = 0u64;
+        // When this worker last reported its stored state values (ms; at most once a second).
+        let mut state_reported_ms = 0u64;
         // Messages to invoke now: (loop capability, egress capability, messages), at one time.
         let mut work: Vec<Stashed> = Vec::new();
         let mut started = false;
-        // Invocations and failures per function type in one activation.
-        let mut by_function: Vec<(TypeName, u64, u64)> = Vec::new();
+        // Invocations, failures and latencies per function type in one activation.
+        let mut by_function: Vec<(TypeName, FunctionCounts)> = Vec::new();
+        // The tally's invocation counts when a batch began (see `observe_batch`).
+        let mut before: Vec<u64> = Vec::new();
 
         move |frontiers| {
             let now_ms = Clock::now_ms();
             let (mut failures, mut bad_egress) = (0u64, 0u64);
             let mut unregistered = 0u64;
+            // Messages sent into the next epoch by the hop cap.
+            let mut deferred = 0u64;
             let mut loop_handle = loop_out.activate();
             let mut egress_handle = egress_out.activate();
             let mut control_handle = control_out.activate();
@@ -501,6 +544,10 @@ pub(crate) fn functions<'s>(
             for (loop_cap, egress_cap, mut data) in work.drain(..) {
                 let time @ (epoch, _) = *loop_cap.time();
                 let send_time = send_time(time, hop_cap);
+                let defers = send_time.0 > epoch;
+                before.clear();
+                before.extend(by_function.iter().map(|(_, c)| c.invocations));
+                let batch_started = Instant::now();
                 let send_cap = loop_cap.delayed(&send_time);
                 let mut sent = loop_handle.session(&send_cap);
                 let mut egress = egress_handle.session(&egress_cap);
@@ -541,7 +588,7 @@ pub(crate) fn functions<'s>(
                         }
                         continue;
                     };
-                    tally(&mut by_function, &entry.function_type, 1, 0);
+                    tally(&mut by_function, &entry.function_type).invocations += 1;
                     // The message, kept only where a failure would dead-letter it.
                     let kept = matches!(app.function_error, FunctionErrorAction::DeadLetter(_))
                         .then(|| (envelope.target.clone(), envelope.value.clone()));
@@ -549,6 +596,9 @@ pub(crate) fn functions<'s>(
                         Ok(effects) => {
                             if let Some(s) = snap.as_mut() {
                                 s.log_sent(send_time.0, &effects.messages);
+                            }
+                            if defers {
+                                deferred += effects.messages.len() as u64;
                             }
                             sent.give_iterator(effects.messages.drain(..));
                             for message in effects.egress.drain(..) {
@@ -560,7 +610,7 @@ pub(crate) fn functions<'s>(
                         }
                         Err(error) => {
                             failures += 1;
-                            tally(&mut by_function, &entry.function_type, 0, 1);
+                            tally(&mut by_function, &entry.function_type).errors += 1;
                             let why = error.to_string();
                             if let Some(dead) = function_failed(&app, &shared, index, &why, kept, &mut failed) {
                                 Snapshotter::keep(&mut snap, &dead);
@@ -569,6 +619,7 @@ pub(crate) fn functions<'s>(
                         }
                     }
                 }
+                observe_batch(&mut by_function, &before, batch_started.elapsed());
                 if !timers.is_empty() && timer_cap.is_none() {
                     timer_cap = Some(loop_cap.delayed(&(epoch + 1, 0)));
                 }
@@ -580,15 +631,23 @@ pub(crate) fn functions<'s>(
                 if let Err(failure) = polled {
                     shared.fail(failure.message);
                 }
-                for Finished { function, failed, times, messages, egress } in finished.drain(..) {
+                for Finished { function, failed, times, messages, egress, latency } in finished.drain(..) {
                     let n = times.len() as u64;
-                    tally(&mut by_function, &function, n, if failed { n } else { 0 });
+                    let counts = tally(&mut by_function, &function);
+                    counts.invocations += n;
+                    if failed {
+                        counts.remote_failures += n;
+                    }
+                    counts.latency.observe_n(latency.as_secs_f64(), n);
                     // Effects go out at the batch's least time, whose capabilities we hold.
                     if let Some(least) = times.iter().min() {
                         if let Some((loop_cap, egress_cap, _)) = held.get(least) {
                             let send_time = send_time(*least, hop_cap);
                             if let Some(s) = snap.as_mut() {
                                 s.log_sent(send_time.0, &messages);
+                            }
+                            if send_time.0 > least.0 {
+                                deferred += messages.len() as u64;
                             }
                             loop_handle
                                 .session(&loop_cap.delayed(&send_time))
@@ -709,6 +768,9 @@ pub(crate) fn functions<'s>(
                                 s.writing.push_back((c, next, stats.id, id));
                                 let m = &shared.metrics;
                                 let us = stats.duration.as_micros() as u64;
+                                if let Ok(mut h) = m.checkpoint_pause.lock() {
+                                    h.observe(stats.duration.as_secs_f64());
+                                }
                                 if let Ok(mut pauses) = m.checkpoint_pauses_us.lock() {
                                     if pauses.len() < 1_000_000 {
                                         pauses.push(us);
@@ -718,6 +780,7 @@ pub(crate) fn functions<'s>(
                                     merged = stats.merged, us, "checkpoint handed to the writer");
                             }
                             Err(e) => {
+                                Metrics::add(&shared.metrics.checkpoint_failures, 1);
                                 shared.fail(format!(
                                     "worker {index} could not write checkpoint {id}: {e}; the job stops and a restart resumes from the last complete checkpoint"
                                 ));
@@ -761,29 +824,24 @@ pub(crate) fn functions<'s>(
 
             let m = &shared.metrics;
             if let Some(driver) = remote.as_ref() {
-                let queued = driver.queued() as u64;
-                if queued > reported_queued {
-                    m.remote_queued.fetch_add(queued - reported_queued, std::sync::atomic::Ordering::Relaxed);
-                } else if queued < reported_queued {
-                    m.remote_queued.fetch_sub(reported_queued - queued, std::sync::atomic::Ordering::Relaxed);
-                }
-                reported_queued = queued;
+                Metrics::move_gauge(&m.remote_queued, &mut reported_queued, driver.queued() as u64);
                 let total = Metrics::get(&m.remote_queued);
                 m.remote_queued_peak.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
             }
+            Metrics::move_gauge(&m.delayed_pending, &mut reported_delayed, timers.len() as u64);
+            if now_ms >= state_reported_ms.saturating_add(1000) {
+                state_reported_ms = now_ms;
+                m.set_state_values(index, backend.state().len() as u64);
+            }
             // Every invocation is in the tally by its type.
-            let invocations = by_function.iter().map(|(_, i, _)| i).sum();
+            let invocations = by_function.iter().map(|(_, c)| c.invocations).sum();
             Metrics::add(&m.invocations, invocations);
             Metrics::add(&m.failed_invocations, failures);
-            if !by_function.is_empty() || unregistered > 0 {
-                let unregistered = (unregistered > 0)
-                    .then(|| (Metrics::UNREGISTERED.to_string(), 0, unregistered));
-                m.count_functions(
-                    by_function
-                        .drain(..)
-                        .map(|(f, i, e)| (f.as_str().to_string(), i, e))
-                        .chain(unregistered),
-                );
+            Metrics::add(&m.unregistered, unregistered);
+            Metrics::add(&m.hop_cap_deferrals, deferred);
+            if by_function.iter().any(|(_, c)| !c.is_empty()) {
+                m.count_functions(by_function.iter().map(|(f, c)| (f.as_str(), c)));
+                by_function.iter_mut().for_each(|(_, c)| c.clear());
             }
             Metrics::add(&m.unknown_egress, bad_egress);
         }

@@ -124,7 +124,7 @@ fn sink_operator<'s, P>(
             dirty |= !touched.is_empty();
             shared
                 .metrics
-                .count_egress(touched.iter().map(|(id, n)| (id.as_str(), *n)));
+                .count_egress(touched.iter().map(|(id, (n, b))| (id.as_str(), *n, *b)));
             data.clear();
         });
         let now = frontier.frontier().first().copied();
@@ -431,7 +431,7 @@ fn deliver(
     checkpoint: Option<u64>,
     shared: &Shared,
 ) {
-    let mut touched: BTreeMap<TypeName, u64> = BTreeMap::new();
+    let mut touched: BTreeMap<TypeName, (u64, u64)> = BTreeMap::new();
     for (belongs_to, records) in &batch {
         if records.is_empty() {
             continue;
@@ -441,8 +441,10 @@ fn deliver(
                 sink.begin_checkpoint(worker, *belongs_to);
             }
         }
-        for (id, n) in write_runs(sinks, records, shared) {
-            *touched.entry(id).or_default() += n;
+        for (id, (n, bytes)) in write_runs(sinks, records, shared) {
+            let entry = touched.entry(id).or_default();
+            entry.0 += n;
+            entry.1 += bytes;
         }
     }
     if crate::failpoint::enabled() && !touched.is_empty() {
@@ -462,6 +464,13 @@ fn deliver(
                         "egress `{id}` failed to commit checkpoint {checkpoint}: {e}"
                     ));
                 }
+                // Committed and aborted transactions, once per commit (not per record).
+                let stats = sink.take_stats();
+                shared.metrics.count_transactions(
+                    id.as_str(),
+                    stats.transactions_committed,
+                    stats.transactions_aborted,
+                );
             }
         }
     }
@@ -470,17 +479,18 @@ fn deliver(
     }
     shared
         .metrics
-        .count_egress(touched.iter().map(|(id, n)| (id.as_str(), *n)));
+        .count_egress(touched.iter().map(|(id, (n, b))| (id.as_str(), *n, *b)));
 }
 
 /// Writes `records` to their sinks, one call per run of records for the same
-/// egress; returns how many records each egress took. Failures fail the job.
+/// egress; returns how many records each egress took, and their payload bytes (the
+/// encoded value each function sent, e.g. a Kafka producer record). Failures fail the job.
 fn write_runs(
     sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
     records: &[EgressMessage],
     shared: &Shared,
-) -> BTreeMap<TypeName, u64> {
-    let mut written: BTreeMap<TypeName, u64> = BTreeMap::new();
+) -> BTreeMap<TypeName, (u64, u64)> {
+    let mut written: BTreeMap<TypeName, (u64, u64)> = BTreeMap::new();
     let mut rest = records;
     while let Some(first) = rest.first() {
         let run = rest.iter().take_while(|m| m.egress == first.egress).count();
@@ -488,7 +498,12 @@ fn write_runs(
         rest = tail;
         match sinks.get_mut(&first.egress) {
             Some(sink) => match sink.write(chunk) {
-                Ok(()) => *written.entry(first.egress.clone()).or_default() += chunk.len() as u64,
+                Ok(()) => {
+                    let bytes: usize = chunk.iter().map(|m| m.value.value.len()).sum();
+                    let entry = written.entry(first.egress.clone()).or_default();
+                    entry.0 += chunk.len() as u64;
+                    entry.1 += bytes as u64;
+                }
                 Err(e) => shared.fail(format!("egress `{}` failed: {e}", first.egress)),
             },
             None => shared.fail(format!(

@@ -1,15 +1,63 @@
 //! `--metrics-addr` on a running job: `/readyz` turns ready once the job is built, the
-//! counters of `/metrics` equal the records the job processed, `/healthz` answers, and
-//! readiness goes once the job stops.
+//! counters of `/metrics` equal the records, bytes, invocations and latency observations
+//! the job processed, `/healthz` answers, and readiness goes once the job stops; a Kafka
+//! partition's lag equals exactly the records produced beyond what a stalled job read;
+//! `statefun top --once` shows both jobs (and an endpoint that is down).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use example_crash_counter::COUNTER;
+use example_crash_counter::{expected_lines, COUNTER, OUT};
+use statefun_engine::top::{parse, Sample};
+use statefun_sdk::{KafkaEgressMessage, TypeName};
 use statefun_testkit::http_get;
 
 mod common;
 use common::{file_egress, terminate};
+
+/// Kills the job if a failed assertion leaves it running.
+struct Kill(Option<std::process::Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The value of the sample `name` whose labels include every one of `labels`.
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+        .map(|s| s.value)
+}
+
+/// `statefun top --once` (through the example's binary, which is the `statefun` CLI with
+/// the app's functions) against `endpoints`: its exit status and output.
+fn top_once(endpoints: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .args(["top", "--once", "--interval", "0.3"])
+        .args(endpoints)
+        .output()
+        .expect("run statefun top");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !text.contains('\x1b'),
+        "no escape codes when not on a terminal:\n{text}"
+    );
+    (out.status.success(), text)
+}
+
+/// The line of `text` that starts with `first` (columns are padded: compare them split).
+fn row<'t>(text: &'t str, first: &str) -> Vec<&'t str> {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no row `{first}` in:\n{text}"))
+}
 
 /// Polls `path` until `done` holds for its answer (at most a minute).
 fn wait_until(addr: &str, path: &str, done: impl Fn(u16, &str) -> bool) -> (u16, String) {
@@ -33,6 +81,35 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let records = 120u64;
     let input: String = (0..records).map(|i| format!("{}\tv{i}\n", i % 9)).collect();
+    // Bytes read: the key, and the value in its wire format (a StringWrapper).
+    let bytes_in: usize = (0..records)
+        .map(|i| {
+            let value = statefun_sdk::types::encode_primitive_from_text(
+                "io.statefun.types/string",
+                &format!("v{i}"),
+            )
+            .expect("a primitive type")
+            .expect("encodes");
+            format!("{}", i % 9).len() + value.len()
+        })
+        .sum();
+    // Bytes written: every line's Kafka producer record (the app's egress value), keyed by
+    // its instance id, to the default topic.
+    let bytes_out: usize = expected_lines((0..records).map(|i| format!("{}", i % 9)))
+        .keys()
+        .map(|line| {
+            let id = line.split(' ').nth(1).expect("`kind id n` lines");
+            KafkaEgressMessage::for_egress(TypeName::parse(OUT).expect("egress id"))
+                .with_topic("crash-out")
+                .with_key(id)
+                .with_utf8_value(line)
+                .build()
+                .expect("record")
+                .value
+                .value
+                .len()
+        })
+        .sum();
     std::fs::write(dir.path().join("in.txt"), input).expect("input");
     std::fs::write(
         dir.path().join("module.yaml"),
@@ -53,16 +130,6 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the app");
-    // A failed assertion must not leave the job running.
-    struct Kill(Option<std::process::Child>);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            if let Some(mut c) = self.0.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
     let mut guard = Kill(Some(child));
     let (_, body) = wait_until(&addr, "/readyz", |status, _| status == 200);
     assert_eq!(body, "ready\n");
@@ -79,24 +146,192 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
     });
     for line in [
         format!("statefun_ingress_records_total{{process=\"0\",ingress=\"observe/in\"}} {records}"),
-        "statefun_function_invocation_failures_total{process=\"0\",function=\"crash/counter\"} 0"
+        format!("statefun_ingress_bytes_total{{process=\"0\",ingress=\"observe/in\"}} {bytes_in}"),
+        "statefun_function_invocation_failures_total{process=\"0\",function=\"crash/counter\",kind=\"error\"} 0"
             .to_string(),
+        "statefun_function_invocation_failures_total{process=\"0\",function=\"crash/counter\",kind=\"remote\"} 0"
+            .to_string(),
+        // Every invocation is one observation of its type's latency histogram.
+        format!(
+            "statefun_function_invocation_seconds_count{{process=\"0\",function=\"crash/counter\"}} {}",
+            2 * records
+        ),
+        format!(
+            "statefun_function_invocation_seconds_count{{process=\"0\",function=\"crash/audit\"}} {records}"
+        ),
+        format!(
+            "statefun_function_invocation_seconds_bucket{{process=\"0\",le=\"+Inf\",function=\"crash/audit\"}} {records}"
+        ),
+        "statefun_hop_cap_deferrals_total{process=\"0\"} 0".to_string(),
+        "statefun_checkpoint_failures_total{process=\"0\"} 0".to_string(),
+        "statefun_checkpoint_restores_total{process=\"0\"} 0".to_string(),
         "statefun_ready{process=\"0\"} 1".to_string(),
         "# TYPE statefun_epoch_lag_seconds gauge".to_string(),
     ] {
         assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
     }
-    // Egress records go out once their checkpoint is durable everywhere: all of them.
-    wait_until(&addr, "/metrics", |_, text| {
+    // Egress records go out once their checkpoint is durable everywhere: all of them, and
+    // every tick has fired. Each durable checkpoint's write was timed once.
+    let (_, metrics) = wait_until(&addr, "/metrics", |_, text| {
+        let samples = parse(text);
+        let checkpoints = value(&samples, "statefun_checkpoints_total", &[]);
         text.contains(&format!(
             "statefun_egress_records_total{{process=\"0\",egress=\"crash/out\"}} {}",
             3 * records
         )) && text.contains("statefun_checkpoint_age_seconds")
+            && text.contains("statefun_delayed_messages_pending{process=\"0\"} 0")
+            && checkpoints.is_some()
+            && checkpoints == value(&samples, "statefun_checkpoint_write_seconds_count", &[])
     });
+    let samples = parse(&metrics);
+    assert_eq!(
+        value(&samples, "statefun_egress_bytes_total", &[("egress", OUT)]),
+        Some(bytes_out as f64),
+        "{metrics}"
+    );
+    assert!(
+        value(&samples, "statefun_checkpoint_bytes_total", &[]).is_some_and(|b| b > 0.0),
+        "{metrics}"
+    );
+    // `statefun top` against the job and a port nothing listens on.
+    let dead = format!("127.0.0.1:{}", statefun_testkit::free_port());
+    let (ok, shown) = top_once(&[&addr, &dead]);
+    assert!(ok, "one endpoint answered:\n{shown}");
+    assert!(shown.contains("1 of 2 endpoint(s) up"), "{shown}");
+    assert_eq!(&row(&shown, &addr)[1..4], ["0", "up", "ready"], "{shown}");
+    assert_eq!(row(&shown, &dead)[2], "down", "{shown}");
+    // Totals, then per-second rates (nothing more arrives: 0.0).
+    assert_eq!(row(&shown, "observe/in")[1..3], ["0.0", "120"], "{shown}");
+    assert_eq!(row(&shown, OUT)[1..3], ["0.0", "360"], "{shown}");
+    assert_eq!(row(&shown, COUNTER)[1..4], ["0.0", "240", "0"], "{shown}");
+    assert_eq!(
+        row(&shown, "crash/audit")[1..4],
+        ["0.0", "120", "0"],
+        "{shown}"
+    );
     let status = terminate(guard.0.take().expect("the job"));
     assert!(status.success(), "{status}");
     assert!(
         http_get(&addr, "/healthz").is_none(),
         "the endpoint goes with the process"
     );
+}
+
+/// A Kafka ingress whose records go to a remote function that never answers: the first
+/// record's invocation stays in flight, its epoch never completes, and after 200 epochs
+/// (2 s) the sources stop reading. Records produced after that are exactly the lag, and
+/// the remote endpoint shows exactly one request, one message, in flight.
+#[test]
+fn kafka_lag_and_remote_requests_are_exact_while_the_job_is_stalled() {
+    let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
+        return;
+    };
+    let topic = statefun_testkit::unique_name("observe-lag");
+    statefun_testkit::kafka::create_topics(&bootstrap, &[(&topic, 1)]);
+    statefun_testkit::kafka::produce(&bootstrap, &topic, [(0, "k".into(), "first".into())]);
+    // The function server: accepts connections, reads nothing, answers nothing.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = server.local_addr().expect("port").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in server.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("module.yaml"),
+        format!(
+            "kind: io.statefun.kafka.v1/ingress\nspec:\n  id: observe/kafka\n  address: {bootstrap}\n  \
+             consumerGroupId: {topic}\n  startupPosition: {{ type: earliest }}\n  topics:\n    \
+             - topic: {topic}\n      valueType: io.statefun.types/string\n      targets: [slow/fn]\n---\n\
+             kind: io.statefun.endpoints.v2/http\nspec:\n  functions: slow/*\n  \
+             urlPathTemplate: http://127.0.0.1:{port}/{{function.name}}\n  transport:\n    \
+             timeouts: {{ call: 10min, read: 10min }}\n"
+        ),
+    )
+    .expect("module.yaml");
+    let addr = format!("127.0.0.1:{}", statefun_testkit::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(dir.path())
+        .args(["run", "module.yaml", "-w", "2", "--metrics-addr", &addr])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the app");
+    let guard = Kill(Some(child));
+    let ingress = [("ingress", "observe/kafka")];
+    let endpoint = [("endpoint", "slow/*")];
+    // The first record is read and its invocation sent; the epoch of that message never
+    // completes, so once the epoch lag passes 200 epochs (2 s) the sources read no more.
+    wait_until(&addr, "/metrics", |_, text| {
+        let samples = parse(text);
+        value(&samples, "statefun_ingress_records_total", &ingress) == Some(1.0)
+            && value(&samples, "statefun_remote_in_flight_requests", &endpoint) == Some(1.0)
+            && value(&samples, "statefun_epoch_lag_seconds", &[]).is_some_and(|lag| lag >= 3.0)
+    });
+    let more = 5;
+    statefun_testkit::kafka::produce(
+        &bootstrap,
+        &topic,
+        (0..more).map(|i| (0, "k".to_string(), format!("later {i}"))),
+    );
+    let partition = [("topic", topic.as_str()), ("partition", "0")];
+    let (_, metrics) = wait_until(&addr, "/metrics", |_, text| {
+        value(
+            &parse(text),
+            "statefun_kafka_partition_lag_records",
+            &partition,
+        ) == Some(f64::from(more))
+    });
+    let samples = parse(&metrics);
+    for (name, labels, expected) in [
+        ("statefun_kafka_partition_position", &partition[..], 1.0),
+        (
+            "statefun_kafka_partition_high_watermark",
+            &partition,
+            1.0 + f64::from(more),
+        ),
+        ("statefun_ingress_records_total", &ingress, 1.0),
+        ("statefun_remote_requests_total", &endpoint, 1.0),
+        ("statefun_remote_in_flight_requests", &endpoint, 1.0),
+        ("statefun_remote_retries_total", &endpoint, 0.0),
+        ("statefun_remote_batch_messages_count", &endpoint, 1.0),
+        ("statefun_remote_request_seconds_count", &endpoint, 0.0),
+        (
+            "statefun_function_invocations_total",
+            &[("function", "slow/fn")],
+            0.0,
+        ),
+    ] {
+        let found = value(&samples, name, labels);
+        // A function type shows only once invoked: none answered here.
+        if name == "statefun_function_invocations_total" {
+            assert_eq!(found, None, "{name}:\n{metrics}");
+            continue;
+        }
+        assert_eq!(found, Some(expected), "{name} {labels:?}:\n{metrics}");
+    }
+    let (ok, shown) = top_once(&[&addr]);
+    assert!(ok, "{shown}");
+    // The ingress's lag is its partitions' sum; the partition row has its offsets.
+    assert_eq!(
+        row(&shown, "observe/kafka")[1..4],
+        ["0.0", "1", "5"],
+        "{shown}"
+    );
+    let partition_row = shown
+        .lines()
+        .find(|l| l.contains(&format!("{topic} [0]")))
+        .unwrap_or_else(|| panic!("no partition row in:\n{shown}"));
+    let cells: Vec<&str> = partition_row.split_whitespace().collect();
+    assert_eq!(cells[cells.len() - 3..], ["1", "6", "5"], "{shown}");
+    assert_eq!(
+        row(&shown, "slow/*")[1..6],
+        ["0.0", "1", "1", "0", "-"],
+        "{shown}"
+    );
+    // The guard kills the job: its one remote request never answers.
+    drop(guard);
 }

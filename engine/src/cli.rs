@@ -2,6 +2,11 @@
 //!
 //! A user binary that registers Rust functions calls [`run_from_args`] with
 //! its registry and gets the same command line as the stock `statefun`.
+//!
+//! `run`, `validate`, `describe` and `kafka lag` take the app's module as one
+//! module.yaml or as several files and directories (each directory: its
+//! `*.yaml` and `*.yml` files, in name order), loaded as one module by
+//! [`statefun_module::load_files`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,20 +44,24 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the application described by a module.yaml.
+    /// Run the application described by a module.yaml (or several module files).
     Run(Box<RunArgs>),
-    /// Check a module.yaml and print a summary; exits 1 on errors.
+    /// Check a module.yaml (or several module files) and print a summary; exits 1 on errors.
     Validate {
-        /// The module.yaml file.
-        module: PathBuf,
+        /// The module.yaml file; several files and directories (their `*.yaml` and `*.yml`
+        /// files, in name order) load as one module.
+        #[arg(value_name = "MODULE", required = true, num_args = 1..)]
+        module: Vec<PathBuf>,
         /// Also print the routing table.
         #[arg(long)]
         verbose: bool,
     },
-    /// Print the routing table of a module.yaml.
+    /// Print the summary and routing table of a module.yaml (or several module files).
     Describe {
-        /// The module.yaml file.
-        module: PathBuf,
+        /// The module.yaml file; several files and directories (their `*.yaml` and `*.yml`
+        /// files, in name order) load as one module.
+        #[arg(value_name = "MODULE", required = true, num_args = 1..)]
+        module: Vec<PathBuf>,
     },
     /// Measure throughput: generator → keyed counter → discard, against a hand-written timely baseline.
     Bench(crate::bench::BenchArgs),
@@ -68,6 +77,9 @@ enum Command {
         #[command(subcommand)]
         command: KafkaCommand,
     },
+    /// Watch a running job: rates, lag, latencies and checkpoints from the /metrics
+    /// endpoints (--metrics-addr) of its processes, refreshed every second.
+    Top(crate::top::TopArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,8 +89,10 @@ enum KafkaCommand {
     /// and the lag between them. Reads no record and changes nothing (safe while the
     /// job runs).
     Lag {
-        /// The module.yaml file.
-        module: PathBuf,
+        /// The module.yaml file; several files and directories (their `*.yaml` and `*.yml`
+        /// files, in name order) load as one module.
+        #[arg(value_name = "MODULE", required = true, num_args = 1..)]
+        module: Vec<PathBuf>,
         /// The job's state directory (`--state-dir` of `run`): positions come from the
         /// checkpoint a restart would resume from. Given once per process of a cluster
         /// whose processes keep their own (copied or mounted together), they are read as
@@ -146,8 +160,10 @@ impl TimelyArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// The module.yaml file.
-    module: PathBuf,
+    /// The module.yaml file; several files and directories (their `*.yaml` and `*.yml`
+    /// files, in name order) load as one module.
+    #[arg(value_name = "MODULE", required = true, num_args = 1..)]
+    module: Vec<PathBuf>,
     /// Keep state durable in this directory (one RocksDB database per worker)
     /// and checkpoint it; a run on an existing directory resumes from its
     /// newest complete checkpoint. Implies `--state-backend rocksdb`.
@@ -273,6 +289,7 @@ where
         Command::Checkpoints { state_dirs } => {
             print_report(crate::checkpoint::describe_dirs(&state_dirs))
         }
+        Command::Top(args) => crate::top::run(&args),
     }
 }
 
@@ -290,8 +307,8 @@ fn print_report(report: Result<String, String>) -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<statefun_module::Module, ExitCode> {
-    match statefun_module::load_file(path) {
+fn load(paths: &[PathBuf]) -> Result<statefun_module::Module, ExitCode> {
+    match statefun_module::load_files(paths) {
         Ok(module) => {
             for warning in &module.warnings {
                 eprintln!("warning: {warning}");
@@ -311,14 +328,15 @@ fn load(path: &std::path::Path) -> Result<statefun_module::Module, ExitCode> {
                 };
                 eprintln!("{label}: {d}");
             }
-            eprintln!("{}: {errors} error(s); nothing was run", path.display());
+            let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("{}: {errors} error(s); nothing was run", paths.join(", "));
             Err(ExitCode::FAILURE)
         }
     }
 }
 
-fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) -> ExitCode {
-    let module = match load(path) {
+fn validate(registry: &FunctionRegistry, paths: &[PathBuf], verbose: bool) -> ExitCode {
+    let module = match load(paths) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -326,27 +344,38 @@ fn validate(registry: &FunctionRegistry, path: &std::path::Path, verbose: bool) 
     if verbose {
         print!("{}", module.routing_table());
     }
-    for d in module.check_targets(&|t| registry.contains(t)) {
-        eprintln!("warning: {d}");
+    // This binary may not be the one that will run the module (the stock `statefun` has
+    // none of an app's Rust functions): a target only Rust could serve is a warning; one
+    // nothing can serve, whatever is registered, is an error.
+    let rust: Vec<statefun_sdk::TypeName> =
+        registry.iter().map(|s| s.function_type.clone()).collect();
+    let mut target_errors = 0;
+    for (d, problem) in module.check_targets(&rust) {
+        if problem.is_definite() {
+            target_errors += 1;
+            eprintln!("error: {d}");
+        } else {
+            eprintln!("warning: {d}");
+        }
     }
     let (errors, notes) = crate::app::check_kafka_properties(&module);
     for note in notes {
         eprintln!("warning: {note}");
     }
-    if !errors.is_empty() {
-        for e in errors {
-            eprintln!("error: {e}");
-        }
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    if target_errors > 0 || !errors.is_empty() {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
 
-/// The `statefun kafka lag` report of every Kafka ingress of `module`.
-fn kafka_lag(module: &std::path::Path, state_dirs: &[PathBuf]) -> Result<String, String> {
+/// The `statefun kafka lag` report of every Kafka ingress of the module at `paths`.
+fn kafka_lag(paths: &[PathBuf], state_dirs: &[PathBuf]) -> Result<String, String> {
     use statefun_connectors::kafka::{decode_kafka_positions, KafkaSource, PositionFrom};
     use std::fmt::Write;
-    let module = statefun_module::load_file(module).map_err(|d| d.to_string())?;
+    let module = statefun_module::load_files(paths).map_err(|d| d.to_string())?;
     let resume = match state_dirs {
         [] => None,
         dirs => crate::checkpoint::resume_positions(dirs)?,
@@ -367,7 +396,7 @@ fn kafka_lag(module: &std::path::Path, state_dirs: &[PathBuf]) -> Result<String,
             &spec.properties,
             spec.properties_file.as_deref(),
         )
-        .map_err(|e| format!("{}: `{}`: {}", module.file, ingress.id, e.join("; ")))?
+        .map_err(|e| format!("{}: `{}`: {}", ingress.file, ingress.id, e.join("; ")))?
         .properties;
         let spec = statefun_module::KafkaIngress {
             properties,
@@ -422,7 +451,10 @@ fn kafka_lag(module: &std::path::Path, state_dirs: &[PathBuf]) -> Result<String,
         let _ = writeln!(out, "  total lag: {total}");
     }
     if !any {
-        return Err(format!("{} declares no Kafka ingress", module.file));
+        return Err(match module.files.len() {
+            1 => format!("{} declares no Kafka ingress", module.file),
+            _ => format!("none of {} declares a Kafka ingress", module.file),
+        });
     }
     Ok(out)
 }

@@ -8,7 +8,14 @@
 //! * [`run_from_args`] is the `statefun` command line for a binary that
 //!   registers its own Rust functions in a [`FunctionRegistry`].
 //! * [`dataflow::build_function_graph`] builds the function graph inside a
-//!   caller's timely scope, so it can be embedded in a larger dataflow.
+//!   caller's timely scope, so it can be embedded in a larger dataflow: the
+//!   host feeds it module sources ([`dataflow::ingress_stream`]) and streams
+//!   of its own ([`dataflow::host_ingress`], declared as a
+//!   [`dataflow::HostIngress`] and routed like module ingresses), takes the
+//!   egresses it consumes as streams ([`dataflow::egress_streams`]) and lets
+//!   [`dataflow::attach_sinks`] write the others. State is in memory (or any
+//!   [`state::StateBackend`]); checkpoints are `statefun run`'s only
+//!   (docs/EMBEDDING.md).
 //!
 //! Invariants the modules keep (docs/DURABILITY.md has the full argument):
 //! * Only [`dataflow`] touches timely; everything else is plain code that
@@ -48,6 +55,7 @@ pub mod runner;
 pub mod shared;
 pub mod state;
 pub mod timers;
+pub mod top;
 
 pub use app::{Application, Settings};
 pub use cli::run_from_args;

@@ -26,6 +26,8 @@ pub struct Shared {
     ready_workers: std::sync::atomic::AtomicUsize,
     local_workers: std::sync::atomic::AtomicUsize,
     failure: Mutex<Option<String>>,
+    /// Called when shutdown begins (see [`Shared::on_shutdown`]).
+    stop_wakers: Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>,
     /// The remote-function HTTP pool of this process, made by the first worker that needs it.
     remote: OnceLock<(Vec<HttpEndpoint>, PoolOrError)>,
     /// Counters, summed over the workers of this process.
@@ -36,6 +38,29 @@ impl Shared {
     /// Asks every source to stop reading; the dataflow then drains and ends.
     pub fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
+        let wakers = match self.stop_wakers.lock() {
+            Ok(w) => w.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        for wake in wakers {
+            wake();
+        }
+    }
+
+    /// Calls `wake` when shutdown begins (at once if it has). An operator that may sit idle
+    /// — the function operator waiting for a remote answer that never comes, or for a
+    /// delayed message due in an hour — registers its activator here, so its shutdown grace
+    /// period starts when the signal arrives rather than at its next event, which may never
+    /// come.
+    pub fn on_shutdown(&self, wake: Arc<dyn Fn() + Send + Sync>) {
+        match self.stop_wakers.lock() {
+            Ok(mut w) => w.push(wake.clone()),
+            Err(poisoned) => poisoned.into_inner().push(wake.clone()),
+        }
+        // After the push: a shutdown that began before it may not have seen it.
+        if self.shutting_down() {
+            wake();
+        }
     }
 
     /// Whether shutdown was requested (by a signal or a failure).

@@ -200,3 +200,106 @@ fn unreachable_function_dead_letters_to_kafka() {
         assert!(header("statefun.dead-letter.reason").is_some_and(|r| !r.is_empty()));
     }
 }
+
+/// A shutdown request ends a job whose function operator has nothing else to wake it: its
+/// one remote request sits at a server that accepted it and never answers (within a 10 min
+/// call timeout), the invocation's epoch never completes, and after 200 epochs in flight
+/// the source pauses. The operator starts its shutdown grace period when the request comes
+/// and then drops the pending invocation; before, it slept until an answer came.
+#[test]
+fn shutdown_ends_a_job_waiting_for_a_silent_server() {
+    use std::io::Read;
+    use std::time::Duration;
+
+    // Accepts connections, reads what comes, never answers; tells the test when a request
+    // arrived.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (arrived, requests) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let arrived = arrived.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut told = false;
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if !told {
+                        told = true;
+                        let _ = arrived.send(());
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "a\thello\n").unwrap();
+    let yaml = format!(
+        "kind: io.statefun.endpoints.v2/http
+spec:
+  functions: remote/*
+  urlPathTemplate: http://127.0.0.1:{port}/{{function.name}}
+  transport:
+    call: 10min
+---
+kind: io.statefun-rs.file.v1/ingress
+spec:
+  id: test/in
+  path: in.txt
+  valueType: io.statefun.types/string
+  targets: [remote/fn]
+  follow: true
+"
+    );
+    let path = dir.path().join("module.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let shared = Arc::new(Shared::default());
+    let options = RunOptions {
+        settings: Settings {
+            shutdown_grace: Duration::from_millis(200),
+            ..Settings::default()
+        },
+        cluster: statefun_engine::dataflow::ClusterConfig {
+            workers: 2,
+            ..Default::default()
+        },
+        ..RunOptions::default()
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    let s = shared.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(run_module(&path, &FunctionRegistry::new(), &options, s));
+    });
+    requests
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the remote request reached the server");
+    // Wait for the stall (the completed epoch 3 s behind the clock: the source paused and
+    // nothing moves any more), then ask to stop.
+    let epoch_ms = Settings::default().epoch_interval.as_millis() as u64;
+    let stalled = || {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let completed = shared
+            .metrics
+            .completed_epoch
+            .load(std::sync::atomic::Ordering::Relaxed);
+        completed > 0 && now_ms.saturating_sub((completed + 1) * epoch_ms) >= 3000
+    };
+    let wait = std::time::Instant::now();
+    while !stalled() && wait.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(stalled(), "the job stalls behind the silent server");
+    shared.request_shutdown();
+    // A bound on the wait, not a timing assertion: without the wake-up the run never returns.
+    let result = finished
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the run returns after a shutdown request");
+    let report = result.expect("a shutdown is a clean end");
+    assert_eq!(report.records_in, 1);
+}

@@ -322,6 +322,7 @@ pub(crate) fn functions<'s>(
     let activator = scope.activator_for(address.clone());
     let sync_activator = scope.worker().sync_activator_for(address.to_vec());
     let write_activator = scope.worker().sync_activator_for(address.to_vec());
+    let stop_activator = scope.worker().sync_activator_for(address.to_vec());
     // The checkpoint writer wakes the operator when a batch is durable.
     let write_waker: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
         let _ = write_activator.activate();
@@ -346,6 +347,12 @@ pub(crate) fn functions<'s>(
             shared,
             checkpoints,
         } = worker;
+        // Shutdown wakes the operator: waiting for a remote answer or a delayed message, with
+        // its sources paused, it may have nothing else to wake it, and its grace period
+        // starts when it runs.
+        shared.on_shutdown(Arc::new(move || {
+            let _ = stop_activator.activate();
+        }));
         let clock = Clock::new(app.settings.epoch_interval);
         let hop_cap = app.settings.hop_cap;
         let mut timers = Timers::default();

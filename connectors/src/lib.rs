@@ -26,6 +26,7 @@ pub mod generator;
 pub mod hash;
 pub mod kafka;
 pub mod kinesis;
+mod live;
 pub mod sink;
 pub mod source;
 

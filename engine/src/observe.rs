@@ -379,6 +379,26 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "Records in the partition the job has not read yet (high watermark - position)",
         partition_rows(&|p| p.lag()),
     );
+    let shards: Vec<(Labels, f64)> = statefun_connectors::kinesis::lag::shards()
+        .into_iter()
+        .filter(|s| ours.contains(s.ingress.as_str()))
+        .filter_map(|s| {
+            let millis = s.millis_behind_latest?;
+            let worker = s.worker.to_string();
+            let l = labels(&[
+                ("worker", &worker),
+                ("ingress", &s.ingress),
+                ("stream", &s.stream),
+                ("shard", &s.shard),
+            ]);
+            Some((l, millis as f64 / 1000.0))
+        })
+        .collect();
+    out.gauges(
+        "kinesis_shard_behind_latest_seconds",
+        "How far the shard's reader is behind the shard's newest record (GetRecords' MillisBehindLatest)",
+        shards,
+    );
 
     // Functions.
     let functions = m.by_function();

@@ -392,6 +392,8 @@ type PartitionValues = (Option<f64>, Option<f64>, Option<f64>);
 struct Totals {
     ingress: BTreeMap<String, f64>,
     ingress_lag: BTreeMap<String, f64>,
+    /// Per ingress, the Kinesis shard reader furthest behind its shard's tip (seconds).
+    ingress_behind: BTreeMap<String, f64>,
     egress: BTreeMap<String, f64>,
     invocations: BTreeMap<String, f64>,
     failures: BTreeMap<String, f64>,
@@ -462,6 +464,12 @@ impl Totals {
                 }
                 "statefun_remote_request_seconds_bucket" => {
                     bucket(&mut self.remote_latency, s.label("endpoint"), s)
+                }
+                "statefun_kinesis_shard_behind_latest_seconds" => {
+                    if let Some(ingress) = s.label("ingress") {
+                        let worst = self.ingress_behind.entry(ingress.to_string()).or_default();
+                        *worst = worst.max(v);
+                    }
                 }
                 "statefun_kafka_partition_position"
                 | "statefun_kafka_partition_high_watermark"
@@ -633,12 +641,19 @@ impl View {
                     opt(self.rate(|t| &t.ingress, id), rate),
                     count(*total),
                     opt(t.ingress_lag.get(id).copied(), count),
+                    opt(t.ingress_behind.get(id).copied(), seconds),
                 ]
             })
             .collect();
         table(
             &mut out,
-            &["INGRESS", "RECORDS/S", "TOTAL", "KAFKA LAG"],
+            &[
+                "INGRESS",
+                "RECORDS/S",
+                "TOTAL",
+                "KAFKA LAG",
+                "KINESIS BEHIND",
+            ],
             rows,
         );
         let rows = t

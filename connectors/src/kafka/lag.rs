@@ -5,9 +5,7 @@
 //!
 //! * **A process-wide registry.** Every [`crate::kafka::KafkaSource`] registers one gauge
 //!   per partition it reads and keeps it alive while it reads; [`partitions`] lists the live
-//!   ones. The engine opens sources through the connector interface, which knows no metrics,
-//!   so the registry is how a scrape finds them without a trait change; a source that is
-//!   dropped (the job stopped, or a `--restart` replaced it) leaves the registry with it.
+//!   ones (a [`crate::live`] list: a dropped source leaves it with its gauges).
 //! * **The position is the reader's.** The source stores the offset of the next record it
 //!   hands to the engine once per poll and partition (one relaxed store), so the lag is what
 //!   the job has not read yet — not what a checkpoint has not covered yet, which
@@ -25,8 +23,10 @@
 //!   record read, but at most one per transaction.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::live::Live;
 
 /// How often a source's discovery thread asks for its partitions' high watermarks (once
 /// [`enable`]d): often enough for a one-second `statefun top`, one small request per
@@ -98,10 +98,8 @@ pub fn lag_between(position: i64, high_watermark: i64) -> i64 {
     (high_watermark - position).max(0)
 }
 
-fn live() -> &'static Mutex<Vec<Weak<PartitionGauge>>> {
-    static LIVE: Mutex<Vec<Weak<PartitionGauge>>> = Mutex::new(Vec::new());
-    &LIVE
-}
+/// Every partition gauge of the process.
+static LIVE: Live<PartitionGauge> = Live::new();
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -133,10 +131,7 @@ pub(crate) fn register(
         position: AtomicI64::new(position),
         high_watermark: AtomicI64::new(UNKNOWN),
     });
-    if let Ok(mut all) = live().lock() {
-        all.retain(|g| g.strong_count() > 0);
-        all.push(Arc::downgrade(&gauge));
-    }
+    LIVE.add(&gauge);
     gauge
 }
 
@@ -144,26 +139,17 @@ pub(crate) fn register(
 /// partition and worker. Enables watermark fetching ([`enable`]) for later calls.
 pub fn partitions() -> Vec<PartitionProgress> {
     enable();
-    let mut out: Vec<PartitionProgress> = match live().lock() {
-        Ok(mut all) => {
-            all.retain(|g| g.strong_count() > 0);
-            all.iter()
-                .filter_map(Weak::upgrade)
-                .map(|g| {
-                    let high = g.high_watermark.load(Ordering::Relaxed);
-                    PartitionProgress {
-                        ingress: g.ingress.clone(),
-                        worker: g.worker,
-                        topic: g.topic.clone(),
-                        partition: g.partition,
-                        position: g.position.load(Ordering::Relaxed),
-                        high_watermark: (high != UNKNOWN).then_some(high),
-                    }
-                })
-                .collect()
+    let mut out: Vec<PartitionProgress> = LIVE.read(|g| {
+        let high = g.high_watermark.load(Ordering::Relaxed);
+        PartitionProgress {
+            ingress: g.ingress.clone(),
+            worker: g.worker,
+            topic: g.topic.clone(),
+            partition: g.partition,
+            position: g.position.load(Ordering::Relaxed),
+            high_watermark: (high != UNKNOWN).then_some(high),
         }
-        Err(_) => Vec::new(),
-    };
+    });
     out.sort_by(|a, b| {
         (&a.ingress, &a.topic, a.partition, a.worker).cmp(&(
             &b.ingress,

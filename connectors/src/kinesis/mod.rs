@@ -21,6 +21,7 @@
 
 mod aggregate;
 mod client;
+pub mod lag;
 mod record_id;
 mod sink;
 pub(crate) mod source;

@@ -956,6 +956,8 @@ async fn read_shard(
     let Some(mut iterator) = shard_iterator(ctx, stream, shard_id, &start).await? else {
         return finish(ctx, stream, shard_id).await;
     };
+    // Listed for `/metrics` while this reader reads the shard.
+    let behind = super::lag::register(&ctx.id, ctx.worker_index, &stream.key, shard_id);
     let mut attempt = 0u32;
     let mut last_call: Option<Instant> = None;
     loop {
@@ -974,6 +976,9 @@ async fn read_shard(
         match result {
             Ok(out) => {
                 attempt = 0;
+                if let Some(millis) = out.millis_behind_latest {
+                    behind.set(millis);
+                }
                 let records = out.records;
                 let empty = records.is_empty();
                 if let Some(last) = records.last() {

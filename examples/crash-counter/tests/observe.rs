@@ -335,3 +335,77 @@ fn kafka_lag_and_remote_requests_are_exact_while_the_job_is_stalled() {
     // The guard kills the job: its one remote request never answers.
     drop(guard);
 }
+
+/// A Kinesis ingress on a 2-shard stream: once the job has read every record, each shard
+/// its readers read shows `MillisBehindLatest` from the reader's last `GetRecords`, labelled
+/// with its stream and shard, and 0 once the reader is at the tip; `top` shows the ingress's
+/// furthest-behind shard.
+#[test]
+fn kinesis_shards_report_how_far_behind_their_readers_are() {
+    let Some(kinesis) = statefun_testkit::kinesis::Emulator::connect() else {
+        return;
+    };
+    let stream = statefun_testkit::unique_name("observe-behind");
+    kinesis.create_stream(&stream, 2);
+    let records = 20;
+    for i in 0..records {
+        kinesis.put(&stream, &format!("k{i}"), format!("v{i}").as_bytes());
+    }
+    let shards = kinesis.shard_ids(&stream);
+    assert_eq!(shards.len(), 2);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let endpoint = kinesis.endpoint.clone();
+    std::fs::write(
+        dir.path().join("module.yaml"),
+        format!(
+            "kind: io.statefun.kinesis.v1/ingress\nspec:\n  id: observe/kinesis\n  \
+             awsRegion: {{ type: custom-endpoint, endpoint: \"{endpoint}\", id: us-east-1 }}\n  \
+             awsCredentials: {{ type: basic, accessKeyId: test, secretAccessKey: test }}\n  \
+             startupPosition: {{ type: trim-horizon }}\n  streams:\n    - stream: {stream}\n      \
+             valueType: test/raw\n      targets: [{COUNTER}]\n---\n{}",
+            file_egress()
+        ),
+    )
+    .expect("module.yaml");
+    let addr = format!("127.0.0.1:{}", statefun_testkit::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(dir.path())
+        .args(["run", "module.yaml", "-w", "2", "--metrics-addr", &addr])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the app");
+    let guard = Kill(Some(child));
+    let ingress = ("ingress", "observe/kinesis");
+    let (_, metrics) = wait_until(&addr, "/metrics", |_, text| {
+        let samples = parse(text);
+        value(&samples, "statefun_ingress_records_total", &[ingress]) == Some(f64::from(records))
+            && shards.iter().all(|shard| {
+                value(
+                    &samples,
+                    "statefun_kinesis_shard_behind_latest_seconds",
+                    &[ingress, ("stream", stream.as_str()), ("shard", shard)],
+                ) == Some(0.0)
+            })
+    });
+    let samples = parse(&metrics);
+    let listed: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == "statefun_kinesis_shard_behind_latest_seconds")
+        .collect();
+    assert_eq!(listed.len(), 2, "one sample per shard:\n{metrics}");
+    let (ok, text) = top_once(&[&addr]);
+    assert!(ok, "{text}");
+    let cells = row(&text, "observe/kinesis");
+    assert_eq!(
+        cells.len(),
+        5,
+        "INGRESS RECORDS/S TOTAL KAFKA-LAG KINESIS-BEHIND: {text}"
+    );
+    assert_eq!(cells[2], records.to_string(), "{text}");
+    let mut guard = guard;
+    if let Some(child) = guard.0.take() {
+        assert!(terminate(child).success());
+    }
+}

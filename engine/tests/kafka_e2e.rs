@@ -16,6 +16,8 @@ use statefun_sdk::{
     Context, FunctionError, FunctionSpec, IntType, KafkaEgressMessage, Message, TypeName, ValueSpec,
 };
 
+mod common;
+
 fn counter(ctx: &mut Context<'_>, message: Message) -> Result<(), FunctionError> {
     let count = ValueSpec::new("count", IntType);
     let n = ctx.get(&count)?.unwrap_or(0) + 1;
@@ -439,37 +441,8 @@ spec:
         })
         .collect();
     expected.sort();
-    let lines = || -> Vec<String> {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let mut v: Vec<String> = text
-            .lines()
-            .map(|l| {
-                let j: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-                format!(
-                    "{} {}",
-                    j["key"].as_str().unwrap_or("-"),
-                    j["value"].as_str().unwrap_or("-")
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    let shared = Arc::new(Shared::default());
-    let options = RunOptions {
-        cluster: ClusterConfig {
-            workers: 2,
-            ..ClusterConfig::default()
-        },
-        ..RunOptions::default()
-    };
-    let s = shared.clone();
-    let runner = std::thread::spawn(move || run_module(&module, &registry, &options, s));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lines().len() < expected.len() && Instant::now() < deadline && !runner.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    shared.request_shutdown();
-    runner.join().unwrap().expect("run succeeds");
+    let lines = || statefun_testkit::egress_lines(&out);
+    common::run_until(module, registry, 2, || lines().len() >= expected.len())
+        .expect("run succeeds");
     assert_eq!(lines(), expected);
 }

@@ -14,6 +14,8 @@ use statefun_sdk::{
 };
 use statefun_testkit::kinesis::Emulator;
 
+mod common;
+
 /// Every record of `name`, as sorted (partition key, text) pairs.
 fn read_all(kinesis: &Emulator, name: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = kinesis
@@ -199,37 +201,8 @@ spec:
                 .unwrap(),
         )
         .unwrap();
-    let lines = || -> Vec<String> {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let mut v: Vec<String> = text
-            .lines()
-            .map(|l| {
-                let j: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-                format!(
-                    "{} {}",
-                    j["key"].as_str().unwrap_or("-"),
-                    j["value"].as_str().unwrap_or("-")
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    let shared = Arc::new(Shared::default());
-    let options = RunOptions {
-        cluster: ClusterConfig {
-            workers: 2,
-            ..ClusterConfig::default()
-        },
-        ..RunOptions::default()
-    };
-    let s = shared.clone();
-    let runner = std::thread::spawn(move || run_module(&module, &registry, &options, s));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lines().len() < expected.len() && Instant::now() < deadline && !runner.is_finished() {
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    shared.request_shutdown();
-    runner.join().unwrap().expect("run succeeds");
+    let lines = || statefun_testkit::egress_lines(&out);
+    common::run_until(module, registry, 2, || lines().len() >= expected.len())
+        .expect("run succeeds");
     assert_eq!(lines(), expected);
 }

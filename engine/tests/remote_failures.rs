@@ -208,33 +208,9 @@ fn unreachable_function_dead_letters_to_kafka() {
 /// and then drops the pending invocation; before, it slept until an answer came.
 #[test]
 fn shutdown_ends_a_job_waiting_for_a_silent_server() {
-    use std::io::Read;
     use std::time::Duration;
 
-    // Accepts connections, reads what comes, never answers; tells the test when a request
-    // arrived.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (arrived, requests) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let arrived = arrived.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut told = false;
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    if !told {
-                        told = true;
-                        let _ = arrived.send(());
-                    }
-                }
-            });
-        }
-    });
+    let (port, requests) = statefun_testkit::silent_server();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.txt"), "a\thello\n").unwrap();
     let yaml = format!(

@@ -169,6 +169,57 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// The records a file egress wrote to `path` (JSON lines), as sorted `key value` lines: the
+/// key (`-` when none) and the value as text (a binary value as its JSON form). Empty while
+/// the file does not exist yet, so tests can poll it.
+pub fn egress_lines(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let j: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {l}", path.display()));
+            let value = match &j["value"] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{} {value}", j["key"].as_str().unwrap_or("-"))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// An HTTP server that accepts connections, reads what comes and never answers: a remote
+/// function that hangs. Returns its port and a receiver that gets one `()` per connection
+/// once its first bytes (a request) arrived. It runs until the test process ends.
+pub fn silent_server() -> (u16, std::sync::mpsc::Receiver<()>) {
+    use std::io::Read;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a silent server");
+    let port = listener.local_addr().expect("its address").port();
+    let (arrived, requests) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let arrived = arrived.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut told = false;
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if !told {
+                        told = true;
+                        let _ = arrived.send(());
+                    }
+                }
+            });
+        }
+    });
+    (port, requests)
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (for timely process addresses).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -229,15 +229,8 @@ fn kafka_lag_and_remote_requests_are_exact_while_the_job_is_stalled() {
     let topic = statefun_testkit::unique_name("observe-lag");
     statefun_testkit::kafka::create_topics(&bootstrap, &[(&topic, 1)]);
     statefun_testkit::kafka::produce(&bootstrap, &topic, [(0, "k".into(), "first".into())]);
-    // The function server: accepts connections, reads nothing, answers nothing.
-    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-    let port = server.local_addr().expect("port").port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in server.incoming().flatten() {
-            held.push(stream);
-        }
-    });
+    // The function server: accepts connections, answers nothing.
+    let (port, _requests) = statefun_testkit::silent_server();
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(
         dir.path().join("module.yaml"),

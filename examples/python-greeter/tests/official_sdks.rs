@@ -99,20 +99,7 @@ spec:
 }
 
 fn values(dir: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join("out.jsonl")).unwrap_or_default();
-    let mut v: Vec<String> = text
-        .lines()
-        .map(|l| {
-            let j: serde_json::Value = serde_json::from_str(l).unwrap();
-            format!(
-                "{} {}",
-                j["key"].as_str().unwrap_or("-"),
-                j["value"].as_str().unwrap()
-            )
-        })
-        .collect();
-    v.sort();
-    v
+    statefun_testkit::egress_lines(&dir.join("out.jsonl"))
 }
 
 fn run(

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use statefun_sdk::EgressMessage;
 
 use super::store::{Batch, Store};
+use super::window::{hash_key, Slot, Window};
 use super::WorkerReport;
 use crate::envelope::Envelope;
 use crate::keygroup::key_group;
@@ -152,14 +153,6 @@ pub struct WorkerCheckpoints {
     pub keys: u64,
 }
 
-struct Slot {
-    value: Option<StoredValue>,
-    dirty: bool,
-}
-
-/// Values read or written since the last checkpoint, by state key.
-type Window = FxHashMap<Box<[u8]>, Slot>;
-
 /// A window a checkpoint froze: its dirty slots are that checkpoint's changes, and every
 /// slot's value is the current one as of that checkpoint. Shared with the writer, which
 /// encodes it, and read by the worker until the store has it.
@@ -212,8 +205,9 @@ pub type Written = (u64, Result<(Duration, usize), String>);
 enum Task {
     /// Encode and write a checkpoint's batch.
     Write(Job),
-    /// Free a window the worker no longer needs (off the worker).
-    Free(Frozen),
+    /// Empty a window the worker no longer needs (off the worker) and hand it back for
+    /// reuse.
+    Recycle(Frozen),
 }
 
 /// A checkpoint's batch as the worker hands it over: the windows to encode, and the
@@ -268,6 +262,8 @@ impl Job {
 struct Writer {
     jobs: Option<mpsc::Sender<Task>>,
     done: mpsc::Receiver<Written>,
+    /// Emptied windows, for the next checkpoint intervals.
+    reuse: mpsc::Receiver<Window>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -278,6 +274,7 @@ impl Writer {
     ) -> Result<Writer, String> {
         let (jobs, queue) = mpsc::channel::<Task>();
         let (report, done) = mpsc::channel();
+        let (recycled, reuse) = mpsc::channel();
         let location = store.location();
         let thread = std::thread::Builder::new()
             .name("statefun-checkpoint-writer".into())
@@ -285,9 +282,12 @@ impl Writer {
                 for task in queue {
                     let job = match task {
                         Task::Write(job) => job,
-                        // Freeing a million entries takes as long as a pause used to.
-                        Task::Free(window) => {
-                            drop(window);
+                        // Emptying a million entries takes as long as a pause used to.
+                        Task::Recycle(window) => {
+                            if let Ok(mut window) = Arc::try_unwrap(window) {
+                                window.clear();
+                                let _ = recycled.send(window);
+                            }
                             continue;
                         }
                     };
@@ -315,6 +315,7 @@ impl Writer {
         Ok(Writer {
             jobs: Some(jobs),
             done,
+            reuse,
             thread: Some(thread),
         })
     }
@@ -401,7 +402,7 @@ impl<S: Store> DurableBackend<S> {
             peers,
             key: Vec::with_capacity(64),
             read: Vec::with_capacity(64),
-            window: FxHashMap::default(),
+            window: Window::default(),
             dirty: 0,
             pending: Vec::new(),
             merged_through: manifest.and_then(|m| m.merged_through),
@@ -623,7 +624,7 @@ impl<S: Store> DurableBackend<S> {
             cached -= oldest.len();
             match self.writer.as_ref().and_then(|w| w.jobs.as_ref()) {
                 Some(jobs) => {
-                    let _ = jobs.send(Task::Free(oldest));
+                    let _ = jobs.send(Task::Recycle(oldest));
                 }
                 None => drop(oldest),
             }
@@ -648,9 +649,17 @@ impl<S: Store> DurableBackend<S> {
         // A single worker never has to roll back to an older checkpoint than
         // its newest, so its changes go straight into the main state.
         let direct = self.peers == 1;
-        // The next window starts at the size this one reached: no rehashing as it grows.
-        let size = self.window.len();
-        let next = FxHashMap::with_capacity_and_hasher(size, Default::default());
+        // The next window is an emptied one (its memory already faulted in), else one of
+        // the size this one reached: no rehashing as it grows.
+        // One is enough: more (several evicted at once) would only hold memory.
+        let recycled = self.writer.as_ref().and_then(|w| {
+            let mut emptied = w.reuse.try_iter();
+            let first = emptied.next();
+            emptied.for_each(drop);
+            first
+        });
+        let next = recycled
+            .unwrap_or_else(|| Window::with_capacity(self.window.len(), self.window.key_bytes()));
         let own: Frozen = Arc::new(std::mem::replace(&mut self.window, next));
         let n = self.dirty as u64;
         self.dirty = 0;
@@ -761,13 +770,13 @@ impl<S: Store> DurableBackend<S> {
     /// The value of `self.key` below the window: frozen windows newest first (unmerged
     /// checkpoints, batches being written, the recent ones kept as a cache), then the
     /// store.
-    fn load(&mut self) -> Option<StoredValue> {
+    fn load(&mut self, hash: u64) -> Option<StoredValue> {
         let frozen = self.pending.iter().rev().map(|(_, w, _)| w);
         let frozen = frozen
             .chain(self.writing.iter().rev().map(|(_, w)| w))
             .chain(self.recent.iter().rev());
         for window in frozen {
-            if let Some(slot) = window.get(&self.key[..]) {
+            if let Some(slot) = window.get(hash, &self.key) {
                 return slot.value.clone();
             }
         }
@@ -793,7 +802,8 @@ impl<S: Store> DurableBackend<S> {
     }
 
     fn set(&mut self, value: Option<StoredValue>) {
-        match self.window.get_mut(&self.key[..]) {
+        let hash = hash_key(&self.key);
+        match self.window.get_mut(hash, &self.key) {
             Some(slot) => {
                 if !slot.dirty {
                     slot.dirty = true;
@@ -803,10 +813,8 @@ impl<S: Store> DurableBackend<S> {
             }
             None => {
                 self.dirty += 1;
-                self.window.insert(
-                    self.key.clone().into_boxed_slice(),
-                    Slot { value, dirty: true },
-                );
+                self.window
+                    .insert(hash, &self.key, Slot { value, dirty: true });
             }
         }
     }
@@ -815,18 +823,21 @@ impl<S: Store> DurableBackend<S> {
 impl<S: Store> StateBackend for DurableBackend<S> {
     fn get(&mut self, key: &StateKey<'_>) -> Option<&StoredValue> {
         self.encode(key);
-        if !self.window.contains_key(&self.key[..]) {
-            let value = self.load();
-            self.window.insert(
-                self.key.clone().into_boxed_slice(),
+        let hash = hash_key(&self.key);
+        if self.window.get(hash, &self.key).is_none() {
+            let value = self.load(hash);
+            let slot = self.window.insert(
+                hash,
+                &self.key,
                 Slot {
                     value,
                     dirty: false,
                 },
             );
+            return slot.value.as_ref();
         }
         self.window
-            .get(&self.key[..])
+            .get(hash, &self.key)
             .and_then(|slot| slot.value.as_ref())
     }
 

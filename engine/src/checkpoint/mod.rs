@@ -39,6 +39,7 @@ mod evidence;
 pub mod rescale;
 mod rocks;
 mod store;
+mod window;
 
 use serde::{Deserialize, Serialize};
 use statefun_sdk::EgressMessage;

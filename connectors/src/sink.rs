@@ -18,6 +18,44 @@ pub struct SinkStats {
     /// Transactions the sink aborted after a failed write or commit (the records are
     /// written again by the replay after a restart).
     pub transactions_aborted: u64,
+    /// Kinesis: entries `PutRecords` acknowledged. Reported so that a Kinesis egress's
+    /// throttling can be read against what it wrote.
+    pub entries_written: u64,
+    /// Kinesis: entries refused for throughput (`ProvisionedThroughputExceededException` for
+    /// the entry in a `PutRecords` answer, or every entry of a call throttled as a whole), each
+    /// sent again: the signal that the stream needs more shards.
+    pub entries_throttled: u64,
+    /// Kinesis: entries refused for any other reason (another per-entry error code such as
+    /// `InternalFailure`, or every entry of a call that failed transiently), each sent again.
+    pub entries_failed: u64,
+    /// Kinesis: `PutRecords` calls sent again after a throttled or failed call or entries
+    /// (attempts beyond the first).
+    pub retries: u64,
+}
+
+impl SinkStats {
+    /// Adds `other`'s counts (the engine's running totals per egress).
+    pub fn add(&mut self, other: &SinkStats) {
+        self.transactions_committed += other.transactions_committed;
+        self.transactions_aborted += other.transactions_aborted;
+        self.entries_written += other.entries_written;
+        self.entries_throttled += other.entries_throttled;
+        self.entries_failed += other.entries_failed;
+        self.retries += other.retries;
+    }
+
+    /// Whether the sink reported transactions (only transactional sinks do).
+    pub fn has_transactions(&self) -> bool {
+        self.transactions_committed > 0 || self.transactions_aborted > 0
+    }
+
+    /// Whether the sink reported `PutRecords` entries (only Kinesis sinks do).
+    pub fn has_entries(&self) -> bool {
+        self.entries_written > 0
+            || self.entries_throttled > 0
+            || self.entries_failed > 0
+            || self.retries > 0
+    }
 }
 
 /// An egress sink.
@@ -73,7 +111,8 @@ pub trait Sink: Send {
     }
 
     /// What the sink did since the last call (see [`SinkStats`]). The engine asks after each
-    /// commit, off the per-record path; sinks without transactions keep the default (zeros).
+    /// commit or flush, off the per-record path; sinks with nothing to report keep the
+    /// default (zeros).
     fn take_stats(&mut self) -> SinkStats {
         SinkStats::default()
     }

@@ -15,6 +15,7 @@ use statefun_connectors::kinesis::{
     content_digest, split_record_id, KinesisSink, KinesisSinkOptions, KinesisSource,
     KinesisSourceOptions, RecordId, SHARD_END,
 };
+use statefun_connectors::sink::SinkStats;
 use statefun_connectors::{Sink, Source, SourceRecord, SourceStatus};
 use statefun_module::{
     parse_timestamp, AwsCredentials, AwsRegion, KinesisEgress, KinesisIngress,
@@ -1025,6 +1026,59 @@ fn writer_retries_throttled_calls_and_failed_entries_without_duplicates() {
         .collect();
     expected.sort();
     assert_eq!(stored, expected);
+}
+
+/// What the sink reports for metrics ([`Sink::take_stats`]) is exactly what the endpoint
+/// answered: entries written, throttled (a whole call, and entries of a partial failure) and
+/// failed otherwise (`InternalFailure`), and the calls sent again; the next call reports only
+/// what happened since.
+#[test]
+fn writer_reports_throttled_and_failed_entries_and_retries() {
+    let fake = fake::Fake::start(fake::State {
+        throttle_put_records: 1,
+        partial_put_records: 1,
+        partial_put_records_internal: 1,
+        ..fake::State::default()
+    });
+    let id = TypeName::parse("t/out").expect("id");
+    let mut sink = KinesisSink::open_with(
+        "t/out",
+        &fake_egress(&fake.endpoint, "test"),
+        KinesisSinkOptions {
+            retry_timeout: Duration::from_secs(60),
+        },
+    )
+    .expect("open");
+    let batch: Vec<EgressMessage> = (0..10)
+        .map(|i| egress_record(&id, None, "k", &format!("m{i}"), None))
+        .collect();
+    sink.write(&batch).expect("write");
+    sink.flush().expect("every entry acknowledged in the end");
+    // Call 1 throttled as a whole (10 entries), call 2 throttles every other entry (5),
+    // call 3 fails every other of the 5 left with InternalFailure (2), call 4 writes 3.
+    assert_eq!(
+        sink.take_stats(),
+        SinkStats {
+            entries_written: 10,
+            entries_throttled: 10 + 5,
+            entries_failed: 2,
+            retries: 3,
+            ..SinkStats::default()
+        }
+    );
+    assert_eq!(fake.state().calls.get("PutRecords"), Some(&4));
+    assert_eq!(fake.state().records.len(), 10);
+    // Deltas: nothing new until the next write.
+    assert_eq!(sink.take_stats(), SinkStats::default());
+    sink.write(&batch[..2]).expect("write");
+    sink.flush().expect("flush");
+    assert_eq!(
+        sink.take_stats(),
+        SinkStats {
+            entries_written: 2,
+            ..SinkStats::default()
+        }
+    );
 }
 
 #[test]

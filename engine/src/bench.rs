@@ -56,9 +56,74 @@ pub struct BenchArgs {
     /// Rallies bouncing at once, each between its own two instances, with --latency.
     #[arg(long, default_value_t = 1)]
     pub rallies: u64,
+    /// Serve /metrics (and /healthz, /readyz) on HOST:PORT while the engine runs, as
+    /// `statefun run --metrics-addr` does, and scrape it once a second from a background
+    /// thread: measures what metrics and their scrapes cost the hot path.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Timely workers (`-w`); bench runs in one process.
     #[command(flatten)]
     pub timely: TimelyArgs,
+}
+
+/// The metrics endpoint of a bench run and the thread scraping it once a second; both
+/// stop when dropped.
+struct Scraped {
+    _server: crate::observe::MetricsServer,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    scraper: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Scraped {
+    /// Serves the metrics of `shared` on `addr` and starts scraping them.
+    fn start(addr: &str, shared: &Arc<Shared>, epoch_interval: Duration) -> Result<Self, String> {
+        let info = crate::observe::ProcessInfo {
+            process: 0,
+            epoch_interval,
+        };
+        let current = Arc::new(std::sync::Mutex::new(shared.clone()));
+        let server = crate::observe::serve(addr, current, info)?;
+        let authority = server.addr().to_string();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let scraper = std::thread::Builder::new()
+            .name("bench-scraper".into())
+            .spawn(move || {
+                let mut scrapes = 0u64;
+                while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    let get = crate::top::http_get(&authority, "/metrics", Duration::from_secs(2));
+                    if matches!(get, Ok((200, _))) {
+                        scrapes += 1;
+                    }
+                    // Sleep a second in slices, to stop soon after the run.
+                    for _ in 0..20 {
+                        if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                scrapes
+            })
+            .map_err(|e| format!("cannot start the scraper thread: {e}"))?;
+        Ok(Scraped {
+            _server: server,
+            stop,
+            scraper: Some(scraper),
+        })
+    }
+
+    /// Stops scraping; how many scrapes answered 200.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.scraper.take().and_then(|t| t.join().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Scraped {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The counter function of the benchmark: counts messages per id.
@@ -106,8 +171,13 @@ pub fn run_engine(args: &BenchArgs) -> Result<Duration, String> {
             block_cache_bytes: args.block_cache_mb.max(1) << 20,
         });
     }
+    let epoch_interval = settings.epoch_interval;
     let app = Application::new(&module, &registry, settings).map_err(|e| e.join("\n"))?;
     let shared = Arc::new(Shared::default());
+    let scraped = match &args.metrics_addr {
+        Some(addr) => Some(Scraped::start(addr, &shared, epoch_interval)?),
+        None => None,
+    };
     let started = Instant::now();
     let report = dataflow::run(
         Arc::new(app),
@@ -117,6 +187,9 @@ pub fn run_engine(args: &BenchArgs) -> Result<Duration, String> {
         Duration::from_secs(2),
     )?;
     let elapsed = started.elapsed();
+    if let Some(scraped) = scraped {
+        println!("metrics: {} scrapes of /metrics answered", scraped.finish());
+    }
     if args.state_dir.is_some() {
         let mut pauses = shared
             .metrics

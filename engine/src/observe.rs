@@ -451,6 +451,26 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "Delayed messages (send_after) waiting to be delivered",
         clamp(get(&m.delayed_pending)),
     );
+    // Workers add their tallies once per activation: the gauge can be off, for a moment, by
+    // what activations in progress have not added yet.
+    let processed = get(&m.feedback_processed);
+    let sent = get(&m.feedback_sent);
+    out.counter(
+        "feedback_messages_sent",
+        "Messages functions sent to functions into the feedback loop (delayed ones when due)",
+        sent,
+    );
+    out.counter(
+        "feedback_messages_processed",
+        "Messages from functions taken out of the feedback loop to be invoked",
+        processed,
+    );
+    out.gauge(
+        "feedback_messages_pending",
+        "Messages in the feedback loop not processed yet: sent - processed (with several \
+         processes, sum over them: a message may be sent by one and processed by another)",
+        clamp(sent) - clamp(processed),
+    );
     out.counter(
         "hop_cap_deferrals",
         "Messages sent into the next epoch because their hop reached the hop cap (a cycle)",
@@ -561,20 +581,59 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "Egress records for egress ids module.yaml does not declare",
         get(&m.unknown_egress),
     );
+    let sinks = m.sink_stats();
     out.counters(
         "egress_transactions",
         "Transactions of exactly-once Kafka egresses, by egress and outcome (committed, aborted)",
-        m.transactions()
-            .into_iter()
-            .flat_map(|(id, committed, aborted)| {
+        sinks
+            .iter()
+            .filter(|(_, s)| s.has_transactions())
+            .flat_map(|(id, s)| {
                 [
                     (
-                        labels(&[("egress", &id), ("outcome", "committed")]),
-                        committed,
+                        labels(&[("egress", id), ("outcome", "committed")]),
+                        s.transactions_committed,
                     ),
-                    (labels(&[("egress", &id), ("outcome", "aborted")]), aborted),
+                    (
+                        labels(&[("egress", id), ("outcome", "aborted")]),
+                        s.transactions_aborted,
+                    ),
                 ]
             })
+            .collect(),
+    );
+    let kinesis: Vec<_> = sinks.iter().filter(|(_, s)| s.has_entries()).collect();
+    out.counters(
+        "egress_kinesis_entries",
+        "PutRecords entries of Kinesis egresses, by egress and outcome (written: acknowledged; \
+         throttled: ProvisionedThroughputExceeded, sent again; failed: another error, sent again)",
+        kinesis
+            .iter()
+            .flat_map(|(id, s)| {
+                [
+                    ("written", s.entries_written),
+                    ("throttled", s.entries_throttled),
+                    ("failed", s.entries_failed),
+                ]
+                .map(|(outcome, n)| (labels(&[("egress", id), ("outcome", outcome)]), n))
+            })
+            .collect(),
+    );
+    out.counters(
+        "egress_kinesis_retries",
+        "PutRecords calls of Kinesis egresses sent again after throttled or failed entries, by egress",
+        kinesis
+            .iter()
+            .map(|(id, s)| (labels(&[("egress", id)]), s.retries))
+            .collect(),
+    );
+    out.histograms(
+        "egress_delivery_seconds",
+        "Time from the end of an epoch to its sink confirming its records (with --state-dir \
+         after their checkpoint is durable), one observation per egress, sink and epoch",
+        m.delivery()
+            .iter()
+            .map(|(id, h)| (labels(&[("egress", id)]), ConstHistogram::of(h)))
             .collect(),
     );
 
@@ -701,5 +760,66 @@ mod tests {
         assert!(not_ready(&shared).unwrap().starts_with("stopping"));
         shared.fail("disk full");
         assert_eq!(not_ready(&shared).unwrap(), "failed: disk full");
+    }
+
+    #[test]
+    fn sink_reports_delivery_and_the_feedback_loop_are_rendered() {
+        use statefun_connectors::sink::SinkStats;
+        let shared = Shared::default();
+        let m = &shared.metrics;
+        let kinesis = SinkStats {
+            entries_written: 10,
+            entries_throttled: 15,
+            entries_failed: 2,
+            retries: 3,
+            ..SinkStats::default()
+        };
+        m.count_sink("ns/k", &kinesis);
+        m.count_sink("ns/k", &kinesis);
+        m.count_sink(
+            "ns/kafka",
+            &SinkStats {
+                transactions_committed: 4,
+                ..SinkStats::default()
+            },
+        );
+        m.count_sink("ns/file", &SinkStats::default());
+        let mut h = Histogram::new(&crate::shared::DELIVERY_BOUNDS);
+        h.observe(0.2);
+        h.observe(3.0);
+        m.observe_delivery("ns/k", &h);
+        Metrics::add(&m.feedback_sent, 7);
+        Metrics::add(&m.feedback_processed, 5);
+        let info = ProcessInfo {
+            process: 0,
+            epoch_interval: Duration::from_millis(10),
+        };
+        let text = render(&shared, info).unwrap();
+        for line in [
+            "statefun_egress_kinesis_entries_total{process=\"0\",egress=\"ns/k\",outcome=\"written\"} 20",
+            "statefun_egress_kinesis_entries_total{process=\"0\",egress=\"ns/k\",outcome=\"throttled\"} 30",
+            "statefun_egress_kinesis_entries_total{process=\"0\",egress=\"ns/k\",outcome=\"failed\"} 4",
+            "statefun_egress_kinesis_retries_total{process=\"0\",egress=\"ns/k\"} 6",
+            "statefun_egress_transactions_total{process=\"0\",egress=\"ns/kafka\",outcome=\"committed\"} 4",
+            "statefun_egress_delivery_seconds_count{process=\"0\",egress=\"ns/k\"} 2",
+            "statefun_egress_delivery_seconds_bucket{process=\"0\",le=\"0.25\",egress=\"ns/k\"} 1",
+            "statefun_feedback_messages_sent_total{process=\"0\"} 7",
+            "statefun_feedback_messages_processed_total{process=\"0\"} 5",
+            "statefun_feedback_messages_pending{process=\"0\"} 2",
+        ] {
+            assert!(text.contains(line), "no `{line}` in:\n{text}");
+        }
+        // Series only for what each sink kind reports.
+        assert!(!text.contains("egress=\"ns/file\""), "{text}");
+        assert!(
+            !text.contains(
+                "statefun_egress_kinesis_entries_total{process=\"0\",egress=\"ns/kafka\""
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("statefun_egress_transactions_total{process=\"0\",egress=\"ns/k\""),
+            "{text}"
+        );
     }
 }

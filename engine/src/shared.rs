@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use statefun_connectors::sink::SinkStats;
 use statefun_module::HttpEndpoint;
 use statefun_remote::RemotePool;
 
@@ -149,6 +150,14 @@ impl Shared {
 pub const LATENCY_BOUNDS: [f64; 22] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds (seconds) of the egress delivery histogram: from an epoch's end to the
+/// sink's confirmation, 1 ms (a flush right after the epoch) to 5 min (a checkpoint
+/// interval of minutes, or a destination that throttles).
+pub const DELIVERY_BOUNDS: [f64; 17] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
 ];
 
 /// A histogram with fixed upper bounds, kept by one thread (an operator's tally, or under
@@ -324,8 +333,19 @@ pub struct Metrics {
     by_ingress: std::sync::Mutex<BTreeMap<String, Flow>>,
     /// Records and bytes written per egress id (see [`Metrics::count_egress`]).
     by_egress: std::sync::Mutex<BTreeMap<String, Flow>>,
-    /// Transactions `(committed, aborted)` per egress id (see [`Metrics::count_transactions`]).
-    transactions: std::sync::Mutex<BTreeMap<String, (u64, u64)>>,
+    /// What each egress's sinks reported ([`Sink::take_stats`]), summed per egress id (see
+    /// [`Metrics::count_sink`]).
+    ///
+    /// [`Sink::take_stats`]: statefun_connectors::Sink::take_stats
+    sink_stats: std::sync::Mutex<BTreeMap<String, SinkStats>>,
+    /// Delivery latency per egress id (see [`Metrics::observe_delivery`]).
+    delivery: std::sync::Mutex<BTreeMap<String, Histogram>>,
+    /// Messages functions sent to functions (the feedback loop), delayed ones when they
+    /// fell due; with [`Metrics::feedback_processed`] the loop's backlog.
+    pub feedback_sent: AtomicU64,
+    /// Messages from functions (not from ingresses) the function operators took in to
+    /// invoke (or to send to a remote endpoint).
+    pub feedback_processed: AtomicU64,
     /// What was counted per function type (see [`Metrics::count_functions`]).
     by_function: std::sync::Mutex<BTreeMap<String, FunctionCounts>>,
     /// Messages for function types nothing serves (counted as failed invocations).
@@ -386,23 +406,52 @@ impl Metrics {
         Self::add(&self.records_out, total);
     }
 
-    /// Counts transactions a sink of egress `id` committed and aborted.
-    pub fn count_transactions(&self, id: &str, committed: u64, aborted: u64) {
-        if committed == 0 && aborted == 0 {
+    /// Adds what a sink of egress `id` reported since it was last asked (once per commit or
+    /// flush, not per record); nothing for a sink with nothing to report.
+    pub fn count_sink(&self, id: &str, stats: &SinkStats) {
+        if *stats == SinkStats::default() {
             return;
         }
-        if let Ok(mut map) = self.transactions.lock() {
-            let entry = map.entry(id.to_string()).or_default();
-            entry.0 += committed;
-            entry.1 += aborted;
+        if let Ok(mut map) = self.sink_stats.lock() {
+            match map.get_mut(id) {
+                Some(entry) => entry.add(stats),
+                None => {
+                    map.insert(id.to_string(), *stats);
+                }
+            }
         }
     }
 
-    /// `(egress id, committed, aborted)` so far, for egresses that have transactions.
-    pub fn transactions(&self) -> Vec<(String, u64, u64)> {
-        self.transactions
+    /// `(egress id, what its sinks reported)` so far, in id order, for egresses whose sinks
+    /// reported anything.
+    pub fn sink_stats(&self) -> Vec<(String, SinkStats)> {
+        self.sink_stats
             .lock()
-            .map(|m| m.iter().map(|(id, (c, a))| (id.clone(), *c, *a)).collect())
+            .map(|m| m.iter().map(|(id, s)| (id.clone(), *s)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds a sink operator's delivery latencies of egress `id` (one observation per epoch
+    /// of records a sink confirmed), once per flush or commit.
+    pub fn observe_delivery(&self, id: &str, latencies: &Histogram) {
+        if latencies.count() == 0 {
+            return;
+        }
+        if let Ok(mut map) = self.delivery.lock() {
+            match map.get_mut(id) {
+                Some(h) => h.merge(latencies),
+                None => {
+                    map.insert(id.to_string(), latencies.clone());
+                }
+            }
+        }
+    }
+
+    /// Delivery latency per egress id so far, in id order.
+    pub fn delivery(&self) -> Vec<(String, Histogram)> {
+        self.delivery
+            .lock()
+            .map(|m| m.iter().map(|(id, h)| (id.clone(), h.clone())).collect())
             .unwrap_or_default()
     }
 

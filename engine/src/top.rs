@@ -2,7 +2,7 @@
 //! from the `/metrics` endpoints (`--metrics-addr`) of its processes.
 //!
 //! It shows, summed over the processes given: records per second in and out per ingress
-//! and egress (with the Kafka lag of each ingress), invocations per second per function
+//! and egress (with the Kafka lag of each ingress, and the delivery p99 of each egress), invocations per second per function
 //! type with latency percentiles, remote endpoints (requests per second, in flight,
 //! retries, latency percentiles), every Kafka partition's position, high watermark and lag,
 //! and per process its readiness, epoch lag and last checkpoint.
@@ -180,7 +180,11 @@ fn split_endpoint(endpoint: &str) -> (&str, &str) {
 }
 
 /// A minimal HTTP/1.1 GET (`Connection: close`): the status and the body (de-chunked).
-fn http_get(authority: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+pub(crate) fn http_get(
+    authority: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let address = authority
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {authority}: {e}"))?
@@ -395,6 +399,8 @@ struct Totals {
     /// Per ingress, the Kinesis shard reader furthest behind its shard's tip (seconds).
     ingress_behind: BTreeMap<String, f64>,
     egress: BTreeMap<String, f64>,
+    /// Per egress, the delivery latency histogram (epoch end to the sink's confirmation).
+    delivery: BTreeMap<String, Buckets>,
     invocations: BTreeMap<String, f64>,
     failures: BTreeMap<String, f64>,
     latency: BTreeMap<String, Buckets>,
@@ -444,6 +450,9 @@ impl Totals {
                 "statefun_checkpoint_last_write_seconds" => row.checkpoint_write = Some(v),
                 "statefun_ingress_records_total" => add(&mut self.ingress, s.label("ingress"), v),
                 "statefun_egress_records_total" => add(&mut self.egress, s.label("egress"), v),
+                "statefun_egress_delivery_seconds_bucket" => {
+                    bucket(&mut self.delivery, s.label("egress"), s)
+                }
                 "statefun_function_invocations_total" => {
                     add(&mut self.invocations, s.label("function"), v)
                 }
@@ -660,14 +669,20 @@ impl View {
             .egress
             .iter()
             .map(|(id, total)| {
+                let p = self.percentiles(|t| &t.delivery, id, &[0.99]);
                 vec![
                     id.clone(),
                     opt(self.rate(|t| &t.egress, id), rate),
                     count(*total),
+                    opt(p[0], seconds),
                 ]
             })
             .collect();
-        table(&mut out, &["EGRESS", "RECORDS/S", "TOTAL"], rows);
+        table(
+            &mut out,
+            &["EGRESS", "RECORDS/S", "TOTAL", "DELIVERY P99"],
+            rows,
+        );
         let rows = t
             .invocations
             .iter()
@@ -862,6 +877,10 @@ mod tests {
         let m = &shared.metrics;
         Metrics::add(&m.ingress_counter("ns/in").0, 42);
         m.count_egress([("ns/out", 7, 70)]);
+        // 100 epochs delivered in 0.5 to 1 s: the p99 interpolates inside that bucket.
+        let mut delivery = crate::shared::Histogram::new(&crate::shared::DELIVERY_BOUNDS);
+        delivery.observe_n(0.7, 100);
+        m.observe_delivery("ns/out", &delivery);
         let mut counts = FunctionCounts {
             invocations: 100,
             errors: 2,
@@ -897,7 +916,7 @@ mod tests {
         for row in [
             "here:1    2        up      ready",
             "ns/in    -          42     -",
-            "ns/out  -          7",
+            "ns/out  -          7      995.0ms",
             "ns/fn     -              100    2       5.0µs  49.5µs",
         ] {
             assert!(shown.contains(row), "no `{row}` in:\n{shown}");

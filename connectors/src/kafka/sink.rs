@@ -1088,6 +1088,7 @@ mod tests {
         let stats = |committed, aborted| crate::sink::SinkStats {
             transactions_committed: committed,
             transactions_aborted: aborted,
+            ..Default::default()
         };
         assert_eq!(sink.take_stats(), stats(1, 0));
         // A write that fails poisons the transaction: the commit aborts it.

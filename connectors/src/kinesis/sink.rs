@@ -25,6 +25,13 @@
 //! its first attempt (see [`super::split_record_id`]).
 //! By default the data is exactly what the function wrote.
 //!
+//! # Metrics
+//!
+//! [`Sink::take_stats`] reports the entries acknowledged, throttled
+//! (`ProvisionedThroughputExceededException`) and failed (any other error), and
+//! the calls sent again, counted where the answers are read: per call, never
+//! per record on the engine's side.
+//!
 //! # Memory bound
 //!
 //! At most `maxOutstandingRecords` records are buffered: a `write` that
@@ -35,6 +42,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
@@ -45,6 +53,7 @@ use tokio::runtime::Runtime;
 
 use super::client::{backoff, build_client, classify, stream_error, Failure, Who};
 use super::record_id::{content_digest, frame_record, RecordId, RECORD_ID_PREFIX_LEN};
+use crate::sink::SinkStats;
 use crate::{ConnectorError, Sink};
 
 const CONNECTOR: &str = "kinesis egress";
@@ -114,6 +123,8 @@ pub struct KinesisSink {
     runtime: Runtime,
     buffer: Vec<Pending>,
     written: u64,
+    /// What `PutRecords` answered since [`Sink::take_stats`] (for metrics).
+    stats: SinkStats,
     /// `recordIds`: frame records with their id.
     record_ids: bool,
     label: Label,
@@ -155,6 +166,7 @@ impl KinesisSink {
             runtime,
             buffer: Vec::new(),
             written: 0,
+            stats: SinkStats::default(),
             record_ids: spec.record_ids,
             label: Label {
                 worker: NO_WORKER,
@@ -286,6 +298,9 @@ impl KinesisSink {
                     attempt - 1,
                 ));
             }
+            if attempt > 0 {
+                self.stats.retries += 1;
+            }
             attempt = attempt.saturating_add(1);
             let mut call = self.client.put_records().set_records(Some(entries.clone()));
             call = if stream.starts_with("arn:") {
@@ -310,13 +325,21 @@ impl KinesisSink {
                     for (entry, result) in entries.iter().zip(results) {
                         match result.error_code() {
                             Some(code) => {
+                                if is_throttling(Some(code)) {
+                                    self.stats.entries_throttled += 1;
+                                } else {
+                                    self.stats.entries_failed += 1;
+                                }
                                 last_problem = format!(
                                     "{code}: {}",
                                     result.error_message().unwrap_or_default()
                                 );
                                 failed.push(entry.clone());
                             }
-                            None => self.written += 1,
+                            None => {
+                                self.written += 1;
+                                self.stats.entries_written += 1;
+                            }
                         }
                     }
                     if !failed.is_empty() {
@@ -330,6 +353,17 @@ impl KinesisSink {
                     let (failure, text) = classify(&e);
                     if failure == Failure::Fatal {
                         return Err(self.io_error(stream, format!("PutRecords failed: {text}")));
+                    }
+                    // The whole call was refused: every entry of it is sent again.
+                    let code = match &e {
+                        SdkError::ServiceError(service) => service.err().code(),
+                        _ => None,
+                    };
+                    let refused = entries.len() as u64;
+                    if is_throttling(code) {
+                        self.stats.entries_throttled += refused;
+                    } else {
+                        self.stats.entries_failed += refused;
                     }
                     last_problem = text;
                 }
@@ -349,6 +383,11 @@ impl Sink for KinesisSink {
             }
         }
         Ok(())
+    }
+
+    /// Entries written, throttled and failed, and calls sent again, since the last call.
+    fn take_stats(&mut self) -> SinkStats {
+        std::mem::take(&mut self.stats)
     }
 
     fn begin_checkpoint(&mut self, worker: usize, checkpoint: u64) {
@@ -405,6 +444,20 @@ impl Sink for KinesisSink {
         }
         Ok(())
     }
+}
+
+/// Whether an error code (of a `PutRecords` entry or of a whole call) says the stream or
+/// its key was throttled, rather than that something failed.
+fn is_throttling(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "LimitExceededException"
+                | "KMSThrottlingException"
+        )
+    )
 }
 
 impl KinesisSink {

@@ -450,6 +450,8 @@ pub(crate) fn functions<'s>(
             let mut unregistered = 0u64;
             // Messages sent into the next epoch by the hop cap.
             let mut deferred = 0u64;
+            // Messages this activation put into the feedback loop, and took out of it.
+            let (mut looped, mut unlooped) = (0u64, 0u64);
             let mut loop_handle = loop_out.activate();
             let mut egress_handle = egress_out.activate();
             let mut control_handle = control_out.activate();
@@ -460,6 +462,7 @@ pub(crate) fn functions<'s>(
                 started = true;
                 if let Some(cap) = startup_cap.take() {
                     if !restored_inflight.is_empty() {
+                        looped += restored_inflight.len() as u64;
                         loop_handle.session(&cap).give_iterator(restored_inflight.drain(..));
                     }
                 }
@@ -560,6 +563,8 @@ pub(crate) fn functions<'s>(
                 let mut egress = egress_handle.session(&egress_cap);
                 let mut pending = data.drain(..);
                 while let Some(envelope) = pending.next() {
+                    // A message of a function (not of an ingress) taken out of the loop.
+                    unlooped += u64::from(!envelope.metadata.is_some());
                     // Start loading the state of a message a few ahead: its
                     // cache miss then overlaps this invocation instead of
                     // stalling its own.
@@ -607,6 +612,7 @@ pub(crate) fn functions<'s>(
                             if defers {
                                 deferred += effects.messages.len() as u64;
                             }
+                            looped += effects.messages.len() as u64;
                             sent.give_iterator(effects.messages.drain(..));
                             for message in effects.egress.drain(..) {
                                 if declared(&app, &shared, &message, &mut unknown_egress, &mut bad_egress) {
@@ -656,6 +662,7 @@ pub(crate) fn functions<'s>(
                             if send_time.0 > least.0 {
                                 deferred += messages.len() as u64;
                             }
+                            looped += messages.len() as u64;
                             loop_handle
                                 .session(&loop_cap.delayed(&send_time))
                                 .give_iterator(messages.into_iter());
@@ -703,6 +710,7 @@ pub(crate) fn functions<'s>(
                         if let Some(s) = snap.as_mut() {
                             s.log_sent(tc.time().0, &due);
                         }
+                        looped += due.len() as u64;
                         loop_handle.session(&*tc).give_iterator(due.into_iter());
                     }
                     match timers.next_due_ms() {
@@ -846,6 +854,8 @@ pub(crate) fn functions<'s>(
             Metrics::add(&m.failed_invocations, failures);
             Metrics::add(&m.unregistered, unregistered);
             Metrics::add(&m.hop_cap_deferrals, deferred);
+            Metrics::add(&m.feedback_sent, looped);
+            Metrics::add(&m.feedback_processed, unlooped);
             if by_function.iter().any(|(_, c)| !c.is_empty()) {
                 m.count_functions(by_function.iter().map(|(f, c)| (f.as_str(), c)));
                 by_function.iter_mut().for_each(|(_, c)| c.clear());

@@ -110,6 +110,7 @@ fn sink_operator<'s, P>(
     let index = stream.scope().index();
     let shared = shared.clone();
     let mut sinks = open_sinks(app, single_writers, index, false, &shared);
+    let mut unconfirmed = Unconfirmed::new(app.settings.epoch_interval);
     let mut frontier_seen: Option<u64> = Some(0);
     let mut dirty = false;
     let mut last_flush = Instant::now();
@@ -119,9 +120,14 @@ fn sink_operator<'s, P>(
         "Egress"
     };
     stream.sink(pact, name, move |(input, frontier)| {
-        input.for_each(|_cap, data| {
+        input.for_each(|cap, data| {
             let touched = write_runs(&mut sinks, data, &shared);
             dirty |= !touched.is_empty();
+            if let Some(&epoch) = cap.least() {
+                for id in touched.keys() {
+                    unconfirmed.wrote(id, epoch);
+                }
+            }
             shared
                 .metrics
                 .count_egress(touched.iter().map(|(id, (n, b))| (id.as_str(), *n, *b)));
@@ -132,7 +138,7 @@ fn sink_operator<'s, P>(
             frontier_seen = now;
             let finished = now.is_none();
             if dirty && (finished || last_flush.elapsed() >= FLUSH_INTERVAL) {
-                flush_all(&mut sinks, &shared);
+                flush_confirming(&mut sinks, &shared, &mut unconfirmed);
                 dirty = false;
                 last_flush = Instant::now();
             }
@@ -215,6 +221,7 @@ where
     );
     // Sinks of this worker's own records learn which checkpoint they write.
     let labels = (!single_writers).then_some(index);
+    let mut unconfirmed = Unconfirmed::new(settings.app.settings.epoch_interval);
     let name = if single_writers {
         "Egress (single writer, checkpointed)"
     } else {
@@ -297,7 +304,7 @@ where
                         if *held.time() > c {
                             return;
                         }
-                        deliver_through(&mut sinks, &mut pending, c, &schedule, labels, &shared);
+                        deliver_through(&mut sinks, &mut pending, c, &schedule, labels, &shared, &mut unconfirmed);
                         if !shared.failed() {
                             output.session(&*held).give((slot, c));
                         }
@@ -309,15 +316,15 @@ where
                         }
                         // Checkpoints every worker wrote before the end.
                         if let Some(c) = written.filter(|&w| w < FINISH_EPOCH && *held.time() <= w) {
-                            deliver_through(&mut sinks, &mut pending, c, &schedule, labels, &shared);
+                            deliver_through(&mut sinks, &mut pending, c, &schedule, labels, &shared, &mut unconfirmed);
                             if !shared.failed() {
                                 output.session(&*held).give((slot, c));
                             }
                         }
                         let batch = by_checkpoint(std::mem::take(&mut pending), &schedule);
-                        let records: usize = batch.iter().map(|(_, r)| r.len()).sum();
+                        let records: usize = batch.iter().map(|g| g.records.len()).sum();
                         if written.is_some_and(|w| w >= FINISH_EPOCH) {
-                            deliver(&mut sinks, batch, labels, Some(schedule.final_id()), &shared);
+                            deliver(&mut sinks, batch, labels, Some(schedule.final_id()), &shared, &mut unconfirmed);
                             if !shared.failed() {
                                 output.session(&*held).give((slot, FINISH_EPOCH));
                             }
@@ -338,10 +345,88 @@ where
 
 /// Flushes every sink; a failure fails the job, naming the egress.
 pub(crate) fn flush_all(sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>, shared: &Shared) {
+    flush_confirming(sinks, shared, &mut Unconfirmed::default());
+}
+
+/// Flushes every sink, counts what each reported ([`Sink::take_stats`]) and times the
+/// delivery of the epochs each confirmed; a failure fails the job, naming the egress.
+fn flush_confirming(
+    sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
+    shared: &Shared,
+    unconfirmed: &mut Unconfirmed,
+) {
     for (id, sink) in sinks.iter_mut() {
-        if let Err(e) = sink.flush() {
+        let flushed = sink.flush();
+        if let Err(e) = &flushed {
             shared.fail(format!("egress `{id}` failed to flush: {e}"));
         }
+        shared.metrics.count_sink(id.as_str(), &sink.take_stats());
+        unconfirmed.settle(id, flushed.is_ok(), shared);
+    }
+}
+
+/// The epochs of records a sink operator wrote and its sinks have not confirmed yet, per
+/// egress, so that each confirmation (a flush or a commit) is timed from the end of those
+/// epochs: `statefun_egress_delivery_seconds`.
+///
+/// One entry per egress and epoch, not per record, and one clock read and one lock per
+/// confirmation: the cost does not grow with the records.
+#[derive(Default)]
+pub(crate) struct Unconfirmed {
+    /// The epoch length in seconds (epochs are wall-clock ticks, `crate::clock`).
+    epoch_seconds: f64,
+    by_egress: BTreeMap<TypeName, Vec<u64>>,
+    /// Reused between confirmations.
+    latencies: crate::shared::Histogram,
+}
+
+impl Unconfirmed {
+    /// For epochs of `epoch_interval`.
+    pub(crate) fn new(epoch_interval: Duration) -> Self {
+        Unconfirmed {
+            epoch_seconds: epoch_interval.as_secs_f64(),
+            by_egress: BTreeMap::new(),
+            latencies: crate::shared::Histogram::new(&crate::shared::DELIVERY_BOUNDS),
+        }
+    }
+
+    /// Egress `id`'s sink was given records of `epoch`.
+    pub(crate) fn wrote(&mut self, id: &TypeName, epoch: u64) {
+        match self.by_egress.get_mut(id) {
+            Some(epochs) => {
+                if epochs.last() != Some(&epoch) {
+                    epochs.push(epoch);
+                }
+            }
+            None => {
+                self.by_egress.insert(id.clone(), vec![epoch]);
+            }
+        }
+    }
+
+    /// Egress `id`'s sink confirmed (`ok`) what it was given, or failed (then the job fails
+    /// and nothing is observed): one observation per epoch, the time since the epoch ended
+    /// (0 for records confirmed before their epoch ended, which runs without checkpoints
+    /// may do).
+    pub(crate) fn settle(&mut self, id: &TypeName, ok: bool, shared: &Shared) {
+        let Some(epochs) = self.by_egress.get_mut(id) else {
+            return;
+        };
+        if ok && !epochs.is_empty() && self.epoch_seconds > 0.0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.latencies.clear();
+            for &epoch in epochs.iter() {
+                let ended = (epoch as f64 + 1.0) * self.epoch_seconds;
+                self.latencies.observe((now - ended).max(0.0));
+            }
+            shared
+                .metrics
+                .observe_delivery(id.as_str(), &self.latencies);
+        }
+        epochs.clear();
     }
 }
 
@@ -357,7 +442,7 @@ pub(crate) fn redeliver(
 ) {
     replay.sort_by_key(|(checkpoint, _)| *checkpoint);
     let through = replay.last().map(|(c, _)| *c);
-    let mut batch: Vec<(u64, Vec<EgressMessage>)> = Vec::new();
+    let mut batch: Vec<Group> = Vec::new();
     let mut by_sink: BTreeMap<TypeName, (u64, u64)> = BTreeMap::new();
     for (checkpoint, message) in replay {
         let Some(sink) = sinks.get(&message.egress) else {
@@ -369,8 +454,12 @@ pub(crate) fn redeliver(
         }
         by_sink.entry(message.egress.clone()).or_default().0 += 1;
         match batch.last_mut() {
-            Some((c, records)) if *c == checkpoint => records.push(message),
-            _ => batch.push((checkpoint, vec![message])),
+            Some(group) if group.checkpoint == checkpoint => group.records.push(message),
+            _ => batch.push(Group {
+                checkpoint,
+                epoch: None,
+                records: vec![message],
+            }),
         }
     }
     for (egress, (sent, skipped)) in &by_sink {
@@ -378,7 +467,15 @@ pub(crate) fn redeliver(
             "egress records of restored checkpoints");
     }
     if let Some(through) = through {
-        deliver(sinks, batch, labels, Some(through), shared);
+        let mut unconfirmed = Unconfirmed::default();
+        deliver(
+            sinks,
+            batch,
+            labels,
+            Some(through),
+            shared,
+            &mut unconfirmed,
+        );
     }
 }
 
@@ -391,6 +488,7 @@ fn deliver_through(
     schedule: &Schedule,
     labels: Option<usize>,
     shared: &Shared,
+    unconfirmed: &mut Unconfirmed,
 ) {
     let later = pending.split_off(&(c + 1));
     let ready = std::mem::replace(pending, later);
@@ -400,48 +498,62 @@ fn deliver_through(
         labels,
         Some(schedule.id(c)),
         shared,
+        unconfirmed,
     );
 }
 
-/// Groups records by epoch into the checkpoints they belong to (whose outbox
-/// holds them), keeping their order: `(checkpoint id, records)`.
-fn by_checkpoint(
-    by_epoch: BTreeMap<u64, Vec<EgressMessage>>,
-    schedule: &Schedule,
-) -> Vec<(u64, Vec<EgressMessage>)> {
-    let mut groups: Vec<(u64, Vec<EgressMessage>)> = Vec::new();
-    for (epoch, mut records) in by_epoch {
-        let id = schedule.id(schedule.next_at_or_after(epoch));
-        match groups.last_mut() {
-            Some((last, all)) if *last == id => all.append(&mut records),
-            _ => groups.push((id, records)),
-        }
-    }
-    groups
+/// Records of one epoch (`None`: replayed from a restored checkpoint, whose epochs are not
+/// kept) that belong to one checkpoint (whose outbox holds them).
+struct Group {
+    checkpoint: u64,
+    epoch: Option<u64>,
+    records: Vec<EgressMessage>,
+}
+
+/// Labels records of each epoch with the checkpoint they belong to (whose outbox holds
+/// them), keeping their order.
+fn by_checkpoint(by_epoch: BTreeMap<u64, Vec<EgressMessage>>, schedule: &Schedule) -> Vec<Group> {
+    by_epoch
+        .into_iter()
+        .map(|(epoch, records)| Group {
+            checkpoint: schedule.id(schedule.next_at_or_after(epoch)),
+            epoch: Some(epoch),
+            records,
+        })
+        .collect()
 }
 
 /// Writes `batch` (records grouped by the checkpoint they belong to) to its
 /// sinks and commits every sink that wrote as `checkpoint`. With `labels`
 /// (this worker's index), each sink is told the checkpoint of the records
 /// that follow ([`Sink::begin_checkpoint`]).
+/// The epochs of the records written are timed when their sinks commit (`unconfirmed`).
 fn deliver(
     sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
-    batch: Vec<(u64, Vec<EgressMessage>)>,
+    batch: Vec<Group>,
     labels: Option<usize>,
     checkpoint: Option<u64>,
     shared: &Shared,
+    unconfirmed: &mut Unconfirmed,
 ) {
     let mut touched: BTreeMap<TypeName, (u64, u64)> = BTreeMap::new();
-    for (belongs_to, records) in &batch {
-        if records.is_empty() {
+    let mut announced: Option<u64> = None;
+    for group in &batch {
+        if group.records.is_empty() {
             continue;
         }
         if let Some(worker) = labels {
-            for sink in sinks.values_mut() {
-                sink.begin_checkpoint(worker, *belongs_to);
+            if announced != Some(group.checkpoint) {
+                announced = Some(group.checkpoint);
+                for sink in sinks.values_mut() {
+                    sink.begin_checkpoint(worker, group.checkpoint);
+                }
             }
         }
-        for (id, (n, bytes)) in write_runs(sinks, records, shared) {
+        for (id, (n, bytes)) in write_runs(sinks, &group.records, shared) {
+            if let Some(epoch) = group.epoch {
+                unconfirmed.wrote(&id, epoch);
+            }
             let entry = touched.entry(id).or_default();
             entry.0 += n;
             entry.1 += bytes;
@@ -459,18 +571,15 @@ fn deliver(
     if let Some(checkpoint) = checkpoint {
         for id in touched.keys() {
             if let Some(sink) = sinks.get_mut(id) {
-                if let Err(e) = sink.commit(checkpoint) {
+                let committed = sink.commit(checkpoint);
+                if let Err(e) = &committed {
                     shared.fail(format!(
                         "egress `{id}` failed to commit checkpoint {checkpoint}: {e}"
                     ));
                 }
-                // Committed and aborted transactions, once per commit (not per record).
-                let stats = sink.take_stats();
-                shared.metrics.count_transactions(
-                    id.as_str(),
-                    stats.transactions_committed,
-                    stats.transactions_aborted,
-                );
+                // What the sink reported (transactions, Kinesis entries), once per commit.
+                shared.metrics.count_sink(id.as_str(), &sink.take_stats());
+                unconfirmed.settle(id, committed.is_ok(), shared);
             }
         }
     }

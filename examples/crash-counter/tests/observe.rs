@@ -2,7 +2,8 @@
 //! counters of `/metrics` equal the records, bytes, invocations and latency observations
 //! the job processed, `/healthz` answers, and readiness goes once the job stops; a Kafka
 //! partition's lag equals exactly the records produced beyond what a stalled job read;
-//! `statefun top --once` shows both jobs (and an endpoint that is down).
+//! `statefun top --once` shows both jobs (and an endpoint that is down); `/readyz` goes from
+//! 503 to 200 and back to 503 when a remote endpoint fails the job.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -189,6 +190,32 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
         Some(bytes_out as f64),
         "{metrics}"
     );
+    // Through the feedback loop: one audit and one tick per record, all processed.
+    for (name, expected) in [
+        ("statefun_feedback_messages_sent_total", 2 * records),
+        ("statefun_feedback_messages_processed_total", 2 * records),
+        ("statefun_feedback_messages_pending", 0),
+    ] {
+        assert_eq!(
+            value(&samples, name, &[]),
+            Some(expected as f64),
+            "{name}:\n{metrics}"
+        );
+    }
+    // Delivery latency: one observation per epoch of records the file sink committed.
+    // How many epochs the records fall into depends on when they were read, so the count
+    // is only bounded: at least one, at most one per record. Each waited for its
+    // checkpoint, so the sum is positive.
+    let egress = [("egress", OUT)];
+    let delivered = value(&samples, "statefun_egress_delivery_seconds_count", &egress);
+    assert!(
+        delivered.is_some_and(|n| n >= 1.0 && n <= (3 * records) as f64),
+        "{metrics}"
+    );
+    assert!(
+        value(&samples, "statefun_egress_delivery_seconds_sum", &egress).is_some_and(|s| s > 0.0),
+        "{metrics}"
+    );
     assert!(
         value(&samples, "statefun_checkpoint_bytes_total", &[]).is_some_and(|b| b > 0.0),
         "{metrics}"
@@ -202,7 +229,13 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
     assert_eq!(row(&shown, &dead)[2], "down", "{shown}");
     // Totals, then per-second rates (nothing more arrives: 0.0).
     assert_eq!(row(&shown, "observe/in")[1..3], ["0.0", "120"], "{shown}");
-    assert_eq!(row(&shown, OUT)[1..3], ["0.0", "360"], "{shown}");
+    let out_row = row(&shown, OUT);
+    assert_eq!(out_row[1..3], ["0.0", "360"], "{shown}");
+    assert_eq!(
+        out_row.len(),
+        4,
+        "EGRESS RECORDS/S TOTAL DELIVERY-P99: {shown}"
+    );
     assert_eq!(row(&shown, COUNTER)[1..4], ["0.0", "240", "0"], "{shown}");
     assert_eq!(
         row(&shown, "crash/audit")[1..4],
@@ -401,4 +434,108 @@ fn kinesis_shards_report_how_far_behind_their_readers_are() {
     if let Some(child) = guard.0.take() {
         assert!(terminate(child).success());
     }
+}
+
+/// `/readyz` follows a job through its life: 503 `starting` while a worker cannot open its
+/// source (the ingress is a FIFO nobody writes yet: opening it blocks), 200 once it can, and
+/// 503 `failed` with the reason once a record reaches a remote function whose endpoint
+/// refuses connections (`--on-remote-failure fail`, the default). `--restart` with a long
+/// backoff keeps the process, and its endpoint, up while failed.
+#[test]
+fn readiness_turns_ready_and_back_to_failed_when_a_remote_endpoint_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("in.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    // Nothing listens on this port: every attempt is refused until the call timeout.
+    let closed = statefun_testkit::free_port();
+    std::fs::write(
+        dir.path().join("module.yaml"),
+        format!(
+            "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: observe/fifo\n  path: in.fifo\n  \
+             valueType: io.statefun.types/string\n  follow: true\n  targets: [gone/fn]\n---\n\
+             kind: io.statefun.endpoints.v2/http\nspec:\n  functions: gone/*\n  \
+             urlPathTemplate: http://127.0.0.1:{closed}/{{function.name}}\n  transport:\n    \
+             timeouts: {{ call: 1s }}\n"
+        ),
+    )
+    .expect("module.yaml");
+    let addr = format!("127.0.0.1:{}", statefun_testkit::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(dir.path())
+        .args(["run", "module.yaml", "-w", "2", "--metrics-addr", &addr])
+        .args(["--restart", "on-failure:max=1,backoff=10min..10min"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the app");
+    let guard = Kill(Some(child));
+    // Worker 0 is blocked opening the FIFO: the job cannot be ready.
+    let (status, body) = wait_until(&addr, "/readyz", |_, _| true);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("starting: "), "{body}");
+    let (_, metrics) = wait_until(&addr, "/metrics", |_, _| true);
+    assert_eq!(
+        value(&parse(&metrics), "statefun_ready", &[]),
+        Some(0.0),
+        "{metrics}"
+    );
+    // Opening the FIFO for writing lets the worker's open return (from a thread: if the
+    // job had died, the open would wait for a reader forever).
+    let (opened, writer) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = opened.send(std::fs::OpenOptions::new().write(true).open(path));
+    });
+    let mut writer = writer
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the job opens its FIFO")
+        .expect("open the FIFO for writing");
+    let (_, body) = wait_until(&addr, "/readyz", |status, _| status == 200);
+    assert_eq!(body, "ready\n");
+    // Its endpoint refuses: the job fails.
+    // One record for the remote function, then end of file (the worker's read of the FIFO
+    // waits for data while a writer has it open; `follow` polls for more after the end).
+    std::io::Write::write_all(&mut writer, b"k\tv\n").expect("write a record");
+    drop(writer);
+    let (status, body) = wait_until(&addr, "/readyz", |status, _| status != 200);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("failed: ") && body.contains("gone/fn"),
+        "{body}"
+    );
+    let (_, metrics) = wait_until(&addr, "/metrics", |_, _| true);
+    let samples = parse(&metrics);
+    let endpoint = [("endpoint", "gone/*")];
+    for (name, labels, expected) in [
+        ("statefun_ready", &[][..], 0.0),
+        (
+            "statefun_ingress_records_total",
+            &[("ingress", "observe/fifo")],
+            1.0,
+        ),
+        ("statefun_remote_requests_total", &endpoint, 1.0),
+        ("statefun_remote_in_flight_requests", &endpoint, 0.0),
+        (
+            "statefun_remote_request_failures_total",
+            &[("endpoint", "gone/*"), ("kind", "timeout")],
+            1.0,
+        ),
+        (
+            "statefun_function_invocation_failures_total",
+            &[("function", "gone/fn"), ("kind", "remote")],
+            1.0,
+        ),
+    ] {
+        assert_eq!(
+            value(&samples, name, labels),
+            Some(expected),
+            "{name} {labels:?}:\n{metrics}"
+        );
+    }
+    drop(guard);
 }

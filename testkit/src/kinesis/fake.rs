@@ -1,6 +1,6 @@
 //! A tiny fake Kinesis endpoint (the x-amz-json-1.1 protocol over HTTP/1.1)
 //! for what the emulator cannot do on demand: throttle reads and writes, fail
-//! some entries of a `PutRecords`, expire an iterator, refuse credentials.
+//! some entries of a `PutRecords` (throttled, or with `InternalFailure`), expire an iterator, refuse credentials.
 //!
 //! It serves one stream with one shard ([`SHARD`]), whose records are
 //! [`State::records`], and answers `ListShards`, `GetShardIterator`,
@@ -45,8 +45,12 @@ pub struct State {
     pub expire_after: Option<usize>,
     /// How many more `PutRecords` calls to throttle as a whole.
     pub throttle_put_records: u64,
-    /// How many more `PutRecords` calls fail every other entry.
+    /// How many more `PutRecords` calls fail every other entry, throttled
+    /// (`ProvisionedThroughputExceededException`).
     pub partial_put_records: u64,
+    /// How many more `PutRecords` calls (after `partial_put_records` are used up) fail
+    /// every other entry with `InternalFailure`: a failure that is not throttling.
+    pub partial_put_records_internal: u64,
     /// Entries failed inside otherwise successful `PutRecords` calls.
     pub failed_entries: u64,
     /// Shard iterator types asked for, in order.
@@ -244,20 +248,28 @@ fn answer(s: &mut State, operation: &str, request: &Value) -> (u16, Value) {
                 s.throttle_put_records -= 1;
                 return throttle(s, operation);
             }
-            let partial = s.partial_put_records > 0;
-            if partial {
+            let partial = s.partial_put_records > 0 || s.partial_put_records_internal > 0;
+            let code = if s.partial_put_records > 0 {
                 s.partial_put_records -= 1;
-            }
+                "ProvisionedThroughputExceededException"
+            } else if s.partial_put_records_internal > 0 {
+                s.partial_put_records_internal -= 1;
+                "InternalFailure"
+            } else {
+                ""
+            };
             let entries = request["Records"].as_array().cloned().unwrap_or_default();
             let mut results = Vec::new();
             let mut failed = 0;
             for (i, entry) in entries.iter().enumerate() {
                 if partial && i % 2 == 1 {
                     failed += 1;
-                    results.push(
-                        json!({"ErrorCode": "ProvisionedThroughputExceededException",
-                                        "ErrorMessage": "Rate exceeded for shard"}),
-                    );
+                    let message = if code == "InternalFailure" {
+                        "Internal service failure"
+                    } else {
+                        "Rate exceeded for shard"
+                    };
+                    results.push(json!({"ErrorCode": code, "ErrorMessage": message}));
                     continue;
                 }
                 let data = base64::engine::general_purpose::STANDARD

@@ -205,9 +205,8 @@ pub type Written = (u64, Result<(Duration, usize), String>);
 enum Task {
     /// Encode and write a checkpoint's batch.
     Write(Job),
-    /// Empty a window the worker no longer needs (off the worker) and hand it back for
-    /// reuse.
-    Recycle(Frozen),
+    /// Free a window the worker no longer needs (off the worker).
+    Free(Frozen),
 }
 
 /// A checkpoint's batch as the worker hands it over: the windows to encode, and the
@@ -262,8 +261,6 @@ impl Job {
 struct Writer {
     jobs: Option<mpsc::Sender<Task>>,
     done: mpsc::Receiver<Written>,
-    /// Emptied windows, for the next checkpoint intervals.
-    reuse: mpsc::Receiver<Window>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -274,7 +271,6 @@ impl Writer {
     ) -> Result<Writer, String> {
         let (jobs, queue) = mpsc::channel::<Task>();
         let (report, done) = mpsc::channel();
-        let (recycled, reuse) = mpsc::channel();
         let location = store.location();
         let thread = std::thread::Builder::new()
             .name("statefun-checkpoint-writer".into())
@@ -282,12 +278,9 @@ impl Writer {
                 for task in queue {
                     let job = match task {
                         Task::Write(job) => job,
-                        // Emptying a million entries takes as long as a pause used to.
-                        Task::Recycle(window) => {
-                            if let Ok(mut window) = Arc::try_unwrap(window) {
-                                window.clear();
-                                let _ = recycled.send(window);
-                            }
+                        // Freeing a million entries takes as long as a pause used to.
+                        Task::Free(window) => {
+                            drop(window);
                             continue;
                         }
                     };
@@ -315,7 +308,6 @@ impl Writer {
         Ok(Writer {
             jobs: Some(jobs),
             done,
-            reuse,
             thread: Some(thread),
         })
     }
@@ -624,7 +616,7 @@ impl<S: Store> DurableBackend<S> {
             cached -= oldest.len();
             match self.writer.as_ref().and_then(|w| w.jobs.as_ref()) {
                 Some(jobs) => {
-                    let _ = jobs.send(Task::Recycle(oldest));
+                    let _ = jobs.send(Task::Free(oldest));
                 }
                 None => drop(oldest),
             }
@@ -649,17 +641,8 @@ impl<S: Store> DurableBackend<S> {
         // A single worker never has to roll back to an older checkpoint than
         // its newest, so its changes go straight into the main state.
         let direct = self.peers == 1;
-        // The next window is an emptied one (its memory already faulted in), else one of
-        // the size this one reached: no rehashing as it grows.
-        // One is enough: more (several evicted at once) would only hold memory.
-        let recycled = self.writer.as_ref().and_then(|w| {
-            let mut emptied = w.reuse.try_iter();
-            let first = emptied.next();
-            emptied.for_each(drop);
-            first
-        });
-        let next = recycled
-            .unwrap_or_else(|| Window::with_capacity(self.window.len(), self.window.key_bytes()));
+        // The next window starts at the size this one reached: no rehashing as it grows.
+        let next = Window::with_capacity(self.window.len(), self.window.key_bytes());
         let own: Frozen = Arc::new(std::mem::replace(&mut self.window, next));
         let n = self.dirty as u64;
         self.dirty = 0;

@@ -13,7 +13,8 @@ use rdkafka::Message as _;
 use statefun_engine::dataflow::ClusterConfig;
 use statefun_engine::{run_module, FunctionRegistry, RunOptions, Shared};
 use statefun_sdk::{
-    Context, FunctionError, FunctionSpec, IntType, KafkaEgressMessage, Message, TypeName, ValueSpec,
+    Context, FunctionError, FunctionSpec, IngressMetadata, IntType, KafkaEgressMessage, Message,
+    TypeName, ValueSpec,
 };
 
 mod common;
@@ -356,43 +357,20 @@ fn rust_functions_read_the_kafka_metadata_of_each_record() {
             timestamp_ms: Some(1_600_000_000_000 + i),
         }),
     );
-    let describe = |ctx: &mut Context<'_>, message: Message| -> Result<(), FunctionError> {
-        let line = match ctx.metadata() {
-            Some(statefun_sdk::IngressMetadata::Kafka {
-                topic,
-                partition,
-                offset,
-                timestamp_ms,
-                headers,
-            }) => {
-                let headers: Vec<String> = headers
-                    .iter()
-                    .map(|(k, v)| match v {
-                        Some(v) => format!("{k}={}", String::from_utf8_lossy(v)),
-                        None => format!("{k}=<null>"),
-                    })
-                    .collect();
-                format!(
-                    "{} {topic}/{partition}/{offset} ts={timestamp_ms:?} [{}]",
-                    String::from_utf8_lossy(&message.value.value),
-                    headers.join(",")
-                )
-            }
-            other => format!("unexpected {other:?}"),
-        };
-        let id = ctx.self_address().id.clone();
-        ctx.send_egress(
-            KafkaEgressMessage::for_egress(TypeName::parse("test/out")?)
-                .with_topic("unused")
-                .with_key(&id)
-                .with_utf8_value(&line)
-                .build()?,
-        );
-        Ok(())
+    let describe = |metadata: Option<&IngressMetadata>, value: &str| match metadata {
+        Some(IngressMetadata::Kafka {
+            topic,
+            partition,
+            offset,
+            timestamp_ms,
+            headers,
+        }) => format!(
+            "{value} {topic}/{partition}/{offset} ts={timestamp_ms:?} [{}]",
+            header_text(headers)
+        ),
+        other => format!("unexpected {other:?}"),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let yaml = format!(
+    let ingress = format!(
         "kind: io.statefun.kafka.v1/ingress
 spec:
   id: test/in
@@ -403,46 +381,30 @@ spec:
     - topic: {topic}
       valueType: test/raw
       targets: [test/describe]
----
-kind: io.statefun-rs.file.v1/egress
-spec:
-  id: test/out
-  path: {}
-",
-        out.display()
+"
     );
-    let module = dir.path().join("module.yaml");
-    std::fs::write(&module, yaml).unwrap();
-    let mut registry = FunctionRegistry::new();
-    registry
-        .register(
-            FunctionSpec::builder(TypeName::parse("test/describe").unwrap())
-                .with_function(describe)
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    let mut expected: Vec<String> = (0..8i64)
+    let expected: Vec<String> = (0..8i64)
         .map(|i| {
-            let headers: Vec<String> = headers(i)
-                .iter()
-                .map(|(k, v)| match v {
-                    Some(v) => format!("{k}={}", String::from_utf8_lossy(v)),
-                    None => format!("{k}=<null>"),
-                })
-                .collect();
             format!(
                 "k{i} v{i} {topic}/{}/{} ts=Some({}) [{}]",
                 i % 2,
                 i / 2,
                 1_600_000_000_000 + i,
-                headers.join(",")
+                header_text(&headers(i))
             )
         })
         .collect();
-    expected.sort();
-    let lines = || statefun_testkit::egress_lines(&out);
-    common::run_until(module, registry, 2, || lines().len() >= expected.len())
-        .expect("run succeeds");
-    assert_eq!(lines(), expected);
+    common::check_described_metadata(&ingress, describe, &expected);
+}
+
+/// Kafka headers as `key=value` (`key=<null>` for a null value), comma-separated, in order.
+fn header_text(headers: &[(String, Option<Vec<u8>>)]) -> String {
+    headers
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={}", String::from_utf8_lossy(v)),
+            None => format!("{k}=<null>"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use statefun_engine::dataflow::ClusterConfig;
 use statefun_engine::{run_module, FunctionRegistry, RunOptions, Shared};
 use statefun_sdk::{
-    Context, FunctionError, FunctionSpec, IntType, KinesisEgressMessage, Message, TypeName,
-    ValueSpec,
+    Context, FunctionError, FunctionSpec, IngressMetadata, IntType, KinesisEgressMessage, Message,
+    TypeName, ValueSpec,
 };
 use statefun_testkit::kinesis::Emulator;
 
@@ -134,7 +134,7 @@ fn rust_functions_read_the_kinesis_metadata_of_each_record() {
     let endpoint = kinesis.endpoint.clone();
     let input = statefun_testkit::unique_name("metadata");
     kinesis.create_stream(&input, 2);
-    let mut expected: Vec<String> = ["alice", "bob", "carol", "dave", "erin", "frank"]
+    let expected: Vec<String> = ["alice", "bob", "carol", "dave", "erin", "frank"]
         .iter()
         .enumerate()
         .map(|(i, key)| {
@@ -142,36 +142,21 @@ fn rust_functions_read_the_kinesis_metadata_of_each_record() {
             format!("{key} v{i} {input}/{shard}/{sequence} arrival=true sub=None")
         })
         .collect();
-    expected.sort();
-    let describe = |ctx: &mut Context<'_>, message: Message| -> Result<(), FunctionError> {
-        let line = match ctx.metadata() {
-            Some(statefun_sdk::IngressMetadata::Kinesis {
-                stream,
-                shard_id,
-                sequence_number,
-                approximate_arrival_ms,
-                sub_sequence_number,
-                ..
-            }) => format!(
-                "{} {stream}/{shard_id}/{sequence_number} arrival={} sub={sub_sequence_number:?}",
-                String::from_utf8_lossy(&message.value.value),
-                approximate_arrival_ms.is_some_and(|ms| ms > 0),
-            ),
-            other => format!("unexpected {other:?}"),
-        };
-        let id = ctx.self_address().id.clone();
-        ctx.send_egress(
-            KinesisEgressMessage::for_egress(TypeName::parse("test/out")?)
-                .with_stream("unused")
-                .with_partition_key(&id)
-                .with_utf8_value(&line)
-                .build()?,
-        );
-        Ok(())
+    let describe = |metadata: Option<&IngressMetadata>, value: &str| match metadata {
+        Some(IngressMetadata::Kinesis {
+            stream,
+            shard_id,
+            sequence_number,
+            approximate_arrival_ms,
+            sub_sequence_number,
+            ..
+        }) => format!(
+            "{value} {stream}/{shard_id}/{sequence_number} arrival={} sub={sub_sequence_number:?}",
+            approximate_arrival_ms.is_some_and(|ms| ms > 0),
+        ),
+        other => format!("unexpected {other:?}"),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let yaml = format!(
+    let ingress = format!(
         "kind: io.statefun.kinesis.v1/ingress
 spec:
   id: test/in
@@ -182,27 +167,7 @@ spec:
     - stream: {input}
       valueType: test/raw
       targets: [test/describe]
----
-kind: io.statefun-rs.file.v1/egress
-spec:
-  id: test/out
-  path: {}
-",
-        out.display()
+"
     );
-    let module = dir.path().join("module.yaml");
-    std::fs::write(&module, yaml).unwrap();
-    let mut registry = FunctionRegistry::new();
-    registry
-        .register(
-            FunctionSpec::builder(TypeName::parse("test/describe").unwrap())
-                .with_function(describe)
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    let lines = || statefun_testkit::egress_lines(&out);
-    common::run_until(module, registry, 2, || lines().len() >= expected.len())
-        .expect("run succeeds");
-    assert_eq!(lines(), expected);
+    common::check_described_metadata(&ingress, describe, &expected);
 }

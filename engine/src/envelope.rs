@@ -86,71 +86,43 @@ mod metadata_as_option {
 
     use super::Metadata;
 
-    /// What is written, borrowed from the metadata (no copy per record crossing workers).
-    #[derive(Serialize)]
-    enum WireRef<'a> {
+    /// The written form: `S` is the text type, `H` the headers' (borrowed from the metadata
+    /// when writing, no copy per record crossing workers; owned when reading).
+    #[derive(Serialize, Deserialize)]
+    enum Wire<S, H> {
         Kafka {
-            topic: &'a str,
+            topic: S,
             partition: i32,
             offset: i64,
             timestamp_ms: Option<i64>,
-            headers: &'a [(String, Option<Vec<u8>>)],
+            headers: H,
         },
         Kinesis {
-            stream: &'a str,
-            shard_id: &'a str,
-            sequence_number: &'a str,
+            stream: S,
+            shard_id: S,
+            sequence_number: S,
             approximate_arrival_ms: Option<i64>,
         },
         File {
-            path: &'a str,
+            path: S,
             line: u64,
         },
         Generator {
             sequence: u64,
         },
         KinesisSubRecord {
-            stream: &'a str,
-            shard_id: &'a str,
-            sequence_number: &'a str,
+            stream: S,
+            shard_id: S,
+            sequence_number: S,
             approximate_arrival_ms: Option<i64>,
             sub_sequence_number: Option<u64>,
-            explicit_hash_key: Option<&'a str>,
+            explicit_hash_key: Option<S>,
         },
     }
 
-    /// What is read: [`WireRef`], owned.
-    #[derive(Deserialize)]
-    enum Wire {
-        Kafka {
-            topic: String,
-            partition: i32,
-            offset: i64,
-            timestamp_ms: Option<i64>,
-            headers: Vec<(String, Option<Vec<u8>>)>,
-        },
-        Kinesis {
-            stream: String,
-            shard_id: String,
-            sequence_number: String,
-            approximate_arrival_ms: Option<i64>,
-        },
-        File {
-            path: String,
-            line: u64,
-        },
-        Generator {
-            sequence: u64,
-        },
-        KinesisSubRecord {
-            stream: String,
-            shard_id: String,
-            sequence_number: String,
-            approximate_arrival_ms: Option<i64>,
-            sub_sequence_number: Option<u64>,
-            explicit_hash_key: Option<String>,
-        },
-    }
+    type Headers = Vec<(String, Option<Vec<u8>>)>;
+    type WireRef<'a> = Wire<&'a str, &'a [(String, Option<Vec<u8>>)]>;
+    type WireOwned = Wire<String, Headers>;
 
     fn wire(metadata: &IngressMetadata) -> WireRef<'_> {
         match metadata {
@@ -202,8 +174,8 @@ mod metadata_as_option {
         }
     }
 
-    impl From<Wire> for IngressMetadata {
-        fn from(w: Wire) -> Self {
+    impl From<WireOwned> for IngressMetadata {
+        fn from(w: WireOwned) -> Self {
             match w {
                 Wire::Kafka {
                     topic,
@@ -264,7 +236,7 @@ mod metadata_as_option {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Metadata, D::Error> {
-        Ok(Option::<Wire>::deserialize(d)?
+        Ok(Option::<WireOwned>::deserialize(d)?
             .map_or(Metadata::None, |w| Metadata::of(IngressMetadata::from(w))))
     }
 }

@@ -16,7 +16,7 @@ use statefun_connectors::kinesis::{
     KinesisSourceOptions, RecordId, SHARD_END,
 };
 use statefun_connectors::sink::SinkStats;
-use statefun_connectors::{Sink, Source, SourceRecord, SourceStatus};
+use statefun_connectors::{Sink, Source, SourceRecord};
 use statefun_module::{
     parse_timestamp, AwsCredentials, AwsRegion, KinesisEgress, KinesisIngress,
     KinesisStartupPosition, KinesisStream, Properties, Secret, TypeName,
@@ -25,6 +25,9 @@ use statefun_sdk::{EgressMessage, IngressMetadata, KinesisEgressMessage, TypedVa
 
 use statefun_testkit::kinesis::{fake, Emulator, REGION};
 use statefun_testkit::unique_name;
+
+mod common;
+use common::{read_for, read_n};
 
 /// The emulator's client plus the connector specs the tests open on it.
 struct Emu(Emulator);
@@ -103,36 +106,6 @@ fn fast() -> KinesisSourceOptions {
         idle_poll_interval: Duration::from_millis(200),
         ..KinesisSourceOptions::default()
     }
-}
-
-/// Polls until `n` records arrived (or fails after `timeout`).
-fn read_n(source: &mut KinesisSource, n: usize, timeout: Duration) -> Vec<SourceRecord> {
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "read {} of {n} records in {timeout:?}",
-            out.len()
-        );
-        let status = source.poll(&mut out, 100).expect("poll");
-        if let SourceStatus::Idle { .. } = status {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    out
-}
-
-/// Polls for `time` and returns what arrived.
-fn read_for(source: &mut KinesisSource, time: Duration) -> Vec<SourceRecord> {
-    let deadline = Instant::now() + time;
-    let mut out = Vec::new();
-    while Instant::now() < deadline {
-        if let SourceStatus::Idle { .. } = source.poll(&mut out, 100).expect("poll") {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    out
 }
 
 fn meta(r: &SourceRecord) -> (String, String, String, Option<i64>) {

@@ -9,10 +9,10 @@
 //! `ci/install-python-sdk.sh`; without them each test prints SKIPPED and
 //! passes, except under CI (`CI` set), where they fail.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use statefun_connectors::kinesis::{KinesisSource, KinesisSourceOptions, ShardPosition, KPL_MAGIC};
-use statefun_connectors::{Source, SourceRecord, SourceStatus};
+use statefun_connectors::{Source, SourceRecord};
 use statefun_module::{
     AwsCredentials, AwsRegion, KinesisIngress, KinesisStartupPosition, KinesisStream, Properties,
     Secret, TypeName,
@@ -21,7 +21,9 @@ use statefun_sdk::IngressMetadata;
 use statefun_testkit::kinesis::{Emulator, REGION};
 use statefun_testkit::unique_name;
 
+mod common;
 mod kpl;
+use common::{read_for, read_n};
 use kpl::{aggregate, UserRecord};
 
 fn ingress(emu: &Emulator, stream: &str) -> KinesisIngress {
@@ -52,36 +54,6 @@ fn open(emu: &Emulator, stream: &str) -> KinesisSource {
         ..KinesisSourceOptions::default()
     };
     KinesisSource::open_with("t/kpl", &ingress(emu, stream), 0, 1, options).expect("open")
-}
-
-/// Polls until exactly `n` records arrived, asking for no more than that.
-fn read_exactly(source: &mut KinesisSource, n: usize) -> Vec<SourceRecord> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut out = Vec::new();
-    while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "read {} of {n} records",
-            out.len()
-        );
-        let want = n - out.len();
-        if let SourceStatus::Idle { .. } = source.poll(&mut out, want).expect("poll") {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    out
-}
-
-/// Polls for `time` and returns what arrived (to show that nothing more does).
-fn read_for(source: &mut KinesisSource, time: Duration) -> Vec<SourceRecord> {
-    let deadline = Instant::now() + time;
-    let mut out = Vec::new();
-    while Instant::now() < deadline {
-        if let SourceStatus::Idle { .. } = source.poll(&mut out, 100).expect("poll") {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    out
 }
 
 /// What a record says, in one comparable tuple:
@@ -200,7 +172,7 @@ fn kpl_aggregates_come_out_as_their_records_among_plain_ones() {
     ]);
 
     let mut source = open(&emu, &s);
-    let records = read_exactly(&mut source, expected.len());
+    let records = read_n(&mut source, expected.len(), Duration::from_secs(30));
     let got: Vec<Seen> = records.iter().map(seen).collect();
     let rejected: Vec<usize> = records
         .iter()
@@ -273,7 +245,10 @@ fn a_checkpoint_inside_an_aggregate_resumes_inside_it() {
     ];
     for (cut, sequence, sub_sequence) in cuts {
         let mut first = open(&emu, &s);
-        let head: Vec<Seen> = read_exactly(&mut first, cut).iter().map(seen).collect();
+        let head: Vec<Seen> = read_n(&mut first, cut, Duration::from_secs(30))
+            .iter()
+            .map(seen)
+            .collect();
         assert_eq!(head, all[..cut], "cut {cut}");
         let shard = emu.shard_ids(&s).remove(0);
         assert_eq!(
@@ -289,7 +264,7 @@ fn a_checkpoint_inside_an_aggregate_resumes_inside_it() {
 
         let mut second = open(&emu, &s);
         second.seek(&checkpoint).expect("seek");
-        let rest: Vec<Seen> = read_exactly(&mut second, all.len() - cut)
+        let rest: Vec<Seen> = read_n(&mut second, all.len() - cut, Duration::from_secs(30))
             .iter()
             .map(seen)
             .collect();

@@ -60,6 +60,23 @@ fn row<'t>(text: &'t str, first: &str) -> Vec<&'t str> {
         .unwrap_or_else(|| panic!("no row `{first}` in:\n{text}"))
 }
 
+/// Runs `dir/module.yaml` there with 2 workers and `--metrics-addr` on a free port (plus
+/// `extra` arguments); returns the address and a guard that kills the job if a failed
+/// assertion leaves it running.
+fn start_observed(dir: &std::path::Path, extra: &[&str]) -> (String, Kill) {
+    let addr = format!("127.0.0.1:{}", statefun_testkit::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(dir)
+        .args(["run", "module.yaml", "-w", "2", "--metrics-addr", &addr])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the app");
+    (addr, Kill(Some(child)))
+}
+
 /// Polls `path` until `done` holds for its answer (at most a minute).
 fn wait_until(addr: &str, path: &str, done: impl Fn(u16, &str) -> bool) -> (u16, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -277,16 +294,7 @@ fn kafka_lag_and_remote_requests_are_exact_while_the_job_is_stalled() {
         ),
     )
     .expect("module.yaml");
-    let addr = format!("127.0.0.1:{}", statefun_testkit::free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
-        .current_dir(dir.path())
-        .args(["run", "module.yaml", "-w", "2", "--metrics-addr", &addr])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the app");
-    let guard = Kill(Some(child));
+    let (addr, guard) = start_observed(dir.path(), &[]);
     let ingress = [("ingress", "observe/kafka")];
     let endpoint = [("endpoint", "slow/*")];
     // The first record is read and its invocation sent; the epoch of that message never
@@ -393,16 +401,7 @@ fn kinesis_shards_report_how_far_behind_their_readers_are() {
         ),
     )
     .expect("module.yaml");
-    let addr = format!("127.0.0.1:{}", statefun_testkit::free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
-        .current_dir(dir.path())
-        .args(["run", "module.yaml", "-w", "2", "--metrics-addr", &addr])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the app");
-    let guard = Kill(Some(child));
+    let (addr, guard) = start_observed(dir.path(), &[]);
     let ingress = ("ingress", "observe/kinesis");
     let (_, metrics) = wait_until(&addr, "/metrics", |_, text| {
         let samples = parse(text);
@@ -463,17 +462,10 @@ fn readiness_turns_ready_and_back_to_failed_when_a_remote_endpoint_fails() {
         ),
     )
     .expect("module.yaml");
-    let addr = format!("127.0.0.1:{}", statefun_testkit::free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
-        .current_dir(dir.path())
-        .args(["run", "module.yaml", "-w", "2", "--metrics-addr", &addr])
-        .args(["--restart", "on-failure:max=1,backoff=10min..10min"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the app");
-    let guard = Kill(Some(child));
+    let (addr, guard) = start_observed(
+        dir.path(),
+        &["--restart", "on-failure:max=1,backoff=10min..10min"],
+    );
     // Worker 0 is blocked opening the FIFO: the job cannot be ready.
     let (status, body) = wait_until(&addr, "/readyz", |_, _| true);
     assert_eq!(status, 503, "{body}");

@@ -190,6 +190,48 @@ pub fn egress_lines(path: &std::path::Path) -> Vec<String> {
     lines
 }
 
+/// A remote-function server the test started (an SDK app run as its own process), on the
+/// port it announced; killed on drop.
+pub struct FunctionServer {
+    child: std::process::Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl FunctionServer {
+    /// Spawns `command` (stdout is taken over) and waits for the two lines such servers
+    /// print once they listen: `PORT <n>` and `READY`.
+    pub fn spawn(mut command: std::process::Command) -> FunctionServer {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the function server");
+        let stdout = child.stdout.take().expect("its stdout");
+        let mut port = 0;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.expect("read the function server's output");
+            if let Some(p) = line.strip_prefix("PORT ") {
+                port = p.trim().parse().expect("a port number");
+            }
+            if line == "READY" {
+                break;
+            }
+        }
+        assert!(port > 0, "the function server did not report its port");
+        FunctionServer { child, port }
+    }
+}
+
+impl Drop for FunctionServer {
+    fn drop(&mut self) {
+        // Closing its stdin ends a server that serves until then; the kill ends the others.
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// An HTTP server that accepts connections, reads what comes and never answers: a remote
 /// function that hangs. Returns its port and a receiver that gets one `()` per connection
 /// once its first bytes (a request) arrived. It runs until the test process ends.

@@ -11,12 +11,13 @@
 //! except under `CI`, where they fail.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use statefun_testkit::FunctionServer;
 
 /// Users (carts) and requests per user.
 const USERS: usize = 40;
@@ -48,42 +49,14 @@ fn statefun_bin() -> Option<PathBuf> {
 }
 
 /// functions.py on a free port, writing receipts to `receipts_topic`; killed on drop.
-struct FunctionServer {
-    child: Child,
-    port: u16,
-}
-
-impl FunctionServer {
-    fn start(python: &Path, receipts_topic: &str) -> FunctionServer {
-        let mut child = Command::new(python)
-            .arg(example().join("functions.py"))
-            .args(["--port", "0"])
-            .env("RECEIPTS_TOPIC", receipts_topic)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start functions.py");
-        let stdout = child.stdout.take().expect("functions.py stdout");
-        let mut port = 0;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("read functions.py output");
-            if let Some(p) = line.strip_prefix("PORT ") {
-                port = p.trim().parse().expect("a port number");
-            }
-            if line == "READY" {
-                break;
-            }
-        }
-        assert!(port > 0, "functions.py did not report its port");
-        FunctionServer { child, port }
-    }
-}
-
-impl Drop for FunctionServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn function_server(python: &Path, receipts_topic: &str) -> FunctionServer {
+    let mut command = Command::new(python);
+    command
+        .arg(example().join("functions.py"))
+        .args(["--port", "0"])
+        .env("RECEIPTS_TOPIC", receipts_topic)
+        .stdin(Stdio::null());
+    FunctionServer::spawn(command)
 }
 
 /// One run's names on the shared broker, and its directory.
@@ -419,7 +392,7 @@ fn an_upstream_app_runs_unchanged_with_exact_receipts() {
         return;
     };
     let setup = Setup::new(&bootstrap, "migration");
-    let server = FunctionServer::start(&python, &setup.receipts);
+    let server = function_server(&python, &setup.receipts);
     setup.write_module(server.port);
     validate(&bin, &setup.module);
 
@@ -452,7 +425,7 @@ fn receipts_stay_exactly_once_across_a_sigkill() {
         return;
     };
     let setup = Setup::new(&bootstrap, "migration-kill");
-    let server = FunctionServer::start(&python, &setup.receipts);
+    let server = function_server(&python, &setup.receipts);
     setup.write_module(server.port);
     let requests = requests();
     let expected = expected_receipts(&requests);

@@ -1,9 +1,8 @@
 //! End to end with the official StateFun SDKs (Python, and Go for the greeter): served over
 //! HTTP, the engine running a module.yaml, egress checked record by record.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use statefun_engine::dataflow::ClusterConfig;
@@ -12,6 +11,7 @@ use statefun_sdk::{
     Context, EgressMessage, FunctionError, FunctionSpec, Message, MessageBuilder, StringType,
     TypeName,
 };
+use statefun_testkit::FunctionServer;
 
 /// The venv made by ci/install-python-sdk.sh, if present. In CI a missing venv
 /// is a failure (the install step is broken), elsewhere the test is skipped.
@@ -20,55 +20,23 @@ fn python() -> Option<PathBuf> {
 }
 
 /// functions.py on a free port; killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
+fn start_python(python: &Path) -> FunctionServer {
+    start_python_behind(python, "aiohttp")
 }
 
-impl Server {
-    fn start(python: &Path) -> Server {
-        Server::start_behind(python, "aiohttp")
-    }
-
-    /// functions.py behind the HTTP server `shape` (see its `--server`).
-    fn start_behind(python: &Path, shape: &str) -> Server {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions.py");
-        let mut command = Command::new(python);
-        command.arg(script).args(["--port", "0", "--server", shape]);
-        Server::spawn(command)
-    }
-
-    /// Starts a server that prints `PORT <n>` and `READY` once it listens.
-    fn spawn(mut command: Command) -> Server {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the function server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut port = 0;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("read functions.py output");
-            if let Some(p) = line.strip_prefix("PORT ") {
-                port = p.trim().parse().expect("port");
-            }
-            if line == "READY" {
-                break;
-            }
-        }
-        assert!(port > 0, "the function server did not report its port");
-        Server { child, port }
-    }
+/// functions.py behind the HTTP server `shape` (see its `--server`).
+fn start_python_behind(python: &Path, shape: &str) -> FunctionServer {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions.py");
+    let mut command = Command::new(python);
+    command.arg(script).args(["--port", "0", "--server", shape]);
+    spawn_server(command)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut stdin) = self.child.stdin.take() {
-            let _ = stdin.flush();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a server that prints `PORT <n>` and `READY` once it listens and serves until its
+/// stdin closes (functions.py, the Go greeter).
+fn spawn_server(mut command: Command) -> FunctionServer {
+    command.stdin(Stdio::piped());
+    FunctionServer::spawn(command)
 }
 
 fn module(dir: &Path, port: u16, targets: &str, input: &str) -> PathBuf {
@@ -154,7 +122,7 @@ fn go_greeter(dir: &Path, args: &[&str]) -> Option<Command> {
 #[test]
 fn greeter_in_python_counts_and_greets() {
     let Some(python) = python() else { return };
-    check_greeter(Server::start(&python));
+    check_greeter(start_python(&python));
 }
 
 #[test]
@@ -163,7 +131,7 @@ fn greeter_in_go_runs_unchanged() {
     let Some(command) = go_greeter(build_dir.path(), &[]) else {
         return;
     };
-    check_greeter(Server::spawn(command));
+    check_greeter(spawn_server(command));
 }
 
 // ---- server shapes ------------------------------------------------------------------------
@@ -183,7 +151,7 @@ fn many_names(dir: &Path, port: u16) -> PathBuf {
 }
 
 /// Runs [`many_names`] against `server` with 2 workers and checks every greeting.
-fn check_server_shape(shape: &str, server: Server) {
+fn check_server_shape(shape: &str, server: FunctionServer) {
     let dir = tempfile::tempdir().unwrap();
     let path = many_names(dir.path(), server.port);
     let started = std::time::Instant::now();
@@ -228,7 +196,7 @@ fn check_server_shape(shape: &str, server: Server) {
 
 fn check_python_shape(shape: &str) {
     let Some(python) = python() else { return };
-    check_server_shape(shape, Server::start_behind(&python, shape));
+    check_server_shape(shape, start_python_behind(&python, shape));
 }
 
 #[test]
@@ -268,7 +236,7 @@ fn server_shape_keep_alive_closing_idle_connections_after_1s() {
 #[test]
 fn server_shape_idle_close_reuses_connections_around_the_idle_timeout() {
     let Some(python) = python() else { return };
-    let server = Server::start_behind(&python, "idle-close");
+    let server = start_python_behind(&python, "idle-close");
     let dir = tempfile::tempdir().unwrap();
     let pacer = |ctx: &mut Context<'_>, message: Message| -> Result<(), FunctionError> {
         let name = message.as_string()?;
@@ -313,11 +281,11 @@ fn server_shape_go_net_http_with_connection_close() {
     let Some(command) = go_greeter(build_dir.path(), &["-close"]) else {
         return;
     };
-    check_server_shape("go-close", Server::spawn(command));
+    check_server_shape("go-close", spawn_server(command));
 }
 
 /// Runs names through the greeter served by `server` and checks every greeting.
-fn check_greeter(server: Server) {
+fn check_greeter(server: FunctionServer) {
     let dir = tempfile::tempdir().unwrap();
     let mut input = String::new();
     for round in 1..=3 {
@@ -348,7 +316,7 @@ fn check_greeter(server: Server) {
 #[test]
 fn rust_and_python_functions_message_each_other() {
     let Some(python) = python() else { return };
-    let server = Server::start(&python);
+    let server = start_python(&python);
     let dir = tempfile::tempdir().unwrap();
     // rust/relay forwards ingress text to example/echo (Python), which answers
     // its caller; the relay reports the answer to the egress.
@@ -400,7 +368,7 @@ fn rust_and_python_functions_message_each_other() {
 #[test]
 fn slow_remote_functions_bound_the_queue_and_lose_nothing() {
     let Some(python) = python() else { return };
-    let server = Server::start(&python);
+    let server = start_python(&python);
     let dir = tempfile::tempdir().unwrap();
     // 4 000 records over 20 names: at most one request per name in flight, so
     // most records wait in the remote queue unless the sources hold back.
@@ -441,7 +409,7 @@ fn slow_remote_functions_bound_the_queue_and_lose_nothing() {
 #[test]
 fn python_delayed_messages_fire_and_cancelled_ones_do_not() {
     let Some(python) = python() else { return };
-    let server = Server::start(&python);
+    let server = start_python(&python);
     let dir = tempfile::tempdir().unwrap();
     let path = module(
         dir.path(),
@@ -472,7 +440,7 @@ fn python_functions_read_ingress_metadata_when_the_ingress_wraps_it() {
     let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
         return;
     };
-    let server = Server::start(&python);
+    let server = start_python(&python);
     let topic = statefun_testkit::unique_name("provenance");
     statefun_testkit::kafka::create_topics(&bootstrap, &[(&topic, 2)]);
     let records: Vec<statefun_testkit::kafka::Record> = (0..6)

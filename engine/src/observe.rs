@@ -35,6 +35,7 @@ use statefun_connectors::kafka::lag::PartitionProgress;
 use statefun_remote::stats::{EndpointSnapshot, HistogramSnapshot};
 
 use crate::shared::{Flows, FunctionCounts, Histogram, Metrics, Shared};
+use crate::state::FunctionState;
 
 /// The run a scrape reads: replaced by each restart of `--restart on-failure`.
 pub type CurrentRun = Arc<Mutex<Arc<Shared>>>;
@@ -69,6 +70,15 @@ pub struct ProcessInfo {
     pub epoch_interval: Duration,
 }
 
+/// Whether this process serves `/metrics` (set once by [`serve`]).
+static SERVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process serves `/metrics`: work done only for metrics (counting the stored
+/// state) is skipped without it.
+pub fn served() -> bool {
+    SERVED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Starts serving `/metrics`, `/healthz` and `/readyz` on `addr` for the run in `current`.
 pub fn serve(addr: &str, current: CurrentRun, info: ProcessInfo) -> Result<MetricsServer, String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -88,8 +98,10 @@ pub fn serve(addr: &str, current: CurrentRun, info: ProcessInfo) -> Result<Metri
     let bound = listener
         .local_addr()
         .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
-    // Kafka sources fetch their partitions' high watermarks only where someone reads them.
+    // Kafka sources fetch their partitions' high watermarks, and workers count their state,
+    // only where someone reads them.
     statefun_connectors::kafka::lag::enable();
+    SERVED.store(true, std::sync::atomic::Ordering::Relaxed);
     runtime.spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -172,6 +184,14 @@ pub fn not_ready(shared: &Shared) -> Option<String> {
 
 /// Labels of one series (besides `process`), in order.
 type Labels = Vec<(String, String)>;
+
+/// `worker` and then `pairs`, as [`labels`].
+fn labelled(worker: usize, pairs: &[(&str, &str)]) -> Labels {
+    let worker = worker.to_string();
+    let mut all = vec![("worker", worker.as_str())];
+    all.extend_from_slice(pairs);
+    labels(&all)
+}
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -313,13 +333,14 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         .sub_registry_with_label(("process".into(), info.process.to_string().into()));
     let mut out = Out { registry };
     let get = Metrics::get;
+    let now_ms = crate::clock::Clock::now_ms();
 
     // Ingress.
     let (read, written) = m.flows();
     let by = |label: &str, flows: &Flows, bytes: bool| -> Vec<(Labels, u64)> {
         flows
             .iter()
-            .map(|(id, n, b)| (labels(&[(label, id)]), if bytes { *b } else { *n }))
+            .map(|(id, w, n, b)| (labelled(*w, &[(label, id)]), if bytes { *b } else { *n }))
             .collect()
     };
     out.counters(
@@ -343,7 +364,7 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         get(&m.records_dead_lettered),
     );
     let ours: std::collections::BTreeSet<&str> =
-        read.iter().map(|(id, _, _)| id.as_str()).collect();
+        read.iter().map(|(id, _, _, _)| id.as_str()).collect();
     let partitions: Vec<_> = statefun_connectors::kafka::lag::partitions()
         .into_iter()
         .filter(|p| ours.contains(p.ingress.as_str()))
@@ -405,7 +426,7 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
     let function_rows = |value: &dyn Fn(&FunctionCounts) -> u64| -> Vec<(Labels, u64)> {
         functions
             .iter()
-            .map(|(f, c)| (labels(&[("function", f)]), value(c)))
+            .map(|(f, w, c)| (labelled(*w, &[("function", f)]), value(c)))
             .collect()
     };
     out.counters(
@@ -414,10 +435,13 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         function_rows(&|c| c.invocations),
     );
     let mut failures = Vec::new();
-    for (f, c) in &functions {
-        failures.push((labels(&[("function", f), ("kind", "error")]), c.errors));
+    for (f, w, c) in &functions {
         failures.push((
-            labels(&[("function", f), ("kind", "remote")]),
+            labelled(*w, &[("function", f), ("kind", "error")]),
+            c.errors,
+        ));
+        failures.push((
+            labelled(*w, &[("function", f), ("kind", "remote")]),
             c.remote_failures,
         ));
     }
@@ -443,7 +467,10 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
          to answer)",
         functions
             .iter()
-            .map(|(f, c)| (labels(&[("function", f)]), ConstHistogram::of(&c.latency)))
+            .map(|(f, w, c)| {
+                let l = labelled(*w, &[("function", f)]);
+                (l, ConstHistogram::of(&c.latency))
+            })
             .collect(),
     );
     out.gauge(
@@ -471,17 +498,70 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
          processes, sum over them: a message may be sent by one and processed by another)",
         clamp(sent) - clamp(processed),
     );
+    out.counters(
+        "function_loop_messages_sent",
+        "Messages sent into the feedback loop, by target function type and the worker that \
+         sent them (by functions, from timers when due, or restored in flight)",
+        function_rows(&|c| c.loop_sent),
+    );
+    out.counters(
+        "function_loop_messages_processed",
+        "Messages taken out of the feedback loop, by function type and the worker that took them",
+        function_rows(&|c| c.loop_processed),
+    );
+    let mut loop_pending: std::collections::BTreeMap<&str, i64> = Default::default();
+    for (f, _, c) in &functions {
+        *loop_pending.entry(f.as_str()).or_default() +=
+            clamp(c.loop_sent) - clamp(c.loop_processed);
+    }
+    out.gauges(
+        "function_loop_messages_pending",
+        "Messages in the feedback loop not processed yet, by target function type: sent - \
+         processed over this process's workers (with several processes, sum over them)",
+        loop_pending
+            .into_iter()
+            .map(|(f, n)| (labels(&[("function", f)]), n))
+            .collect(),
+    );
     out.counter(
         "hop_cap_deferrals",
         "Messages sent into the next epoch because their hop reached the hop cap (a cycle)",
         get(&m.hop_cap_deferrals),
     );
+    let state = m.state();
+    let state_rows = |value: &dyn Fn(&FunctionState) -> u64| -> Vec<(Labels, i64)> {
+        state
+            .iter()
+            .flat_map(|(w, census)| {
+                census
+                    .by_function
+                    .iter()
+                    .map(|f| (labelled(*w, &[("function", &f.function)]), clamp(value(f))))
+            })
+            .collect()
+    };
     out.gauges(
         "state_values",
-        "Stored state values, by worker (RocksDB: its estimate), read at most once a second",
-        m.state_values()
-            .into_iter()
-            .map(|(w, n)| (labels(&[("worker", &w.to_string())]), clamp(n)))
+        "Stored state values (one per instance and value spec), by worker and function type \
+         (in memory: counted once a second; with --state-dir: a background pass over the last \
+         merged checkpoint, see statefun_state_counted_age_seconds)",
+        state_rows(&|f| f.values),
+    );
+    out.gauges(
+        "state_value_bytes",
+        "Bytes of the stored state values (their wire bytes, without keys), by worker and \
+         function type, counted as statefun_state_values",
+        state_rows(&|f| f.bytes),
+    );
+    out.gauges(
+        "state_counted_age_seconds",
+        "Time since the state metrics of each worker were counted",
+        state
+            .iter()
+            .map(|(w, census)| {
+                let age = now_ms.saturating_sub(census.counted_at_ms) as f64 / 1000.0;
+                (labelled(*w, &[]), age)
+            })
             .collect(),
     );
 
@@ -559,6 +639,14 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "Messages waiting behind in-flight remote function requests",
         clamp(get(&m.remote_queued)),
     );
+    out.gauges(
+        "remote_backlog_messages",
+        "Messages waiting behind in-flight remote requests, by worker and endpoint",
+        m.remote_backlog()
+            .into_iter()
+            .map(|(e, w, n)| (labelled(w, &[("endpoint", &e)]), clamp(n)))
+            .collect(),
+    );
     out.gauge(
         "remote_queued_messages_peak",
         "The most messages ever waiting behind remote function requests",
@@ -587,35 +675,30 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "Transactions of exactly-once Kafka egresses, by egress and outcome (committed, aborted)",
         sinks
             .iter()
-            .filter(|(_, s)| s.has_transactions())
-            .flat_map(|(id, s)| {
+            .filter(|(_, _, s)| s.has_transactions())
+            .flat_map(|(id, w, s)| {
                 [
-                    (
-                        labels(&[("egress", id), ("outcome", "committed")]),
-                        s.transactions_committed,
-                    ),
-                    (
-                        labels(&[("egress", id), ("outcome", "aborted")]),
-                        s.transactions_aborted,
-                    ),
+                    ("committed", s.transactions_committed),
+                    ("aborted", s.transactions_aborted),
                 ]
+                .map(|(outcome, n)| (labelled(*w, &[("egress", id), ("outcome", outcome)]), n))
             })
             .collect(),
     );
-    let kinesis: Vec<_> = sinks.iter().filter(|(_, s)| s.has_entries()).collect();
+    let kinesis: Vec<_> = sinks.iter().filter(|(_, _, s)| s.has_entries()).collect();
     out.counters(
         "egress_kinesis_entries",
         "PutRecords entries of Kinesis egresses, by egress and outcome (written: acknowledged; \
          throttled: ProvisionedThroughputExceeded, sent again; failed: another error, sent again)",
         kinesis
             .iter()
-            .flat_map(|(id, s)| {
+            .flat_map(|(id, w, s)| {
                 [
                     ("written", s.entries_written),
                     ("throttled", s.entries_throttled),
                     ("failed", s.entries_failed),
                 ]
-                .map(|(outcome, n)| (labels(&[("egress", id), ("outcome", outcome)]), n))
+                .map(|(outcome, n)| (labelled(*w, &[("egress", id), ("outcome", outcome)]), n))
             })
             .collect(),
     );
@@ -624,7 +707,7 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "PutRecords calls of Kinesis egresses sent again after throttled or failed entries, by egress",
         kinesis
             .iter()
-            .map(|(id, s)| (labels(&[("egress", id)]), s.retries))
+            .map(|(id, w, s)| (labelled(*w, &[("egress", id)]), s.retries))
             .collect(),
     );
     out.histograms(
@@ -633,7 +716,7 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
          after their checkpoint is durable), one observation per egress, sink and epoch",
         m.delivery()
             .iter()
-            .map(|(id, h)| (labels(&[("egress", id)]), ConstHistogram::of(h)))
+            .map(|(id, w, h)| (labelled(*w, &[("egress", id)]), ConstHistogram::of(h)))
             .collect(),
     );
 
@@ -673,7 +756,6 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "How long workers paused for checkpoints (freezing the window and handing it over)",
         vec![(Vec::new(), locked(&m.checkpoint_pause))],
     );
-    let now_ms = crate::clock::Clock::now_ms();
     let last_at = get(&m.last_checkpoint_at_ms);
     if last_at > 0 {
         out.gauges(
@@ -736,19 +818,21 @@ mod tests {
     fn metrics_read_the_counters_and_readiness_follows_the_run() {
         let shared = Shared::default();
         shared.expect_workers(2);
-        Metrics::add(&shared.metrics.ingress_counter("ns/in").0, 42);
-        shared.metrics.count_egress([("ns/out", 7, 70)]);
+        Metrics::add(&shared.metrics.ingress_counter("ns/in", 0).0, 40);
+        Metrics::add(&shared.metrics.ingress_counter("ns/in", 1).0, 2);
+        shared.metrics.count_egress(1, [("ns/out", 7, 70)]);
         let info = ProcessInfo {
             process: 3,
             epoch_interval: Duration::from_millis(10),
         };
         let text = render(&shared, info).unwrap();
-        assert!(
-            text.contains("statefun_ingress_records_total{process=\"3\",ingress=\"ns/in\"} 42")
-                && text
-                    .contains("statefun_egress_records_total{process=\"3\",egress=\"ns/out\"} 7"),
-            "{text}"
-        );
+        for line in [
+            "statefun_ingress_records_total{process=\"3\",worker=\"0\",ingress=\"ns/in\"} 40",
+            "statefun_ingress_records_total{process=\"3\",worker=\"1\",ingress=\"ns/in\"} 2",
+            "statefun_egress_records_total{process=\"3\",worker=\"1\",egress=\"ns/out\"} 7",
+        ] {
+            assert!(text.contains(line), "no `{line}` in:\n{text}");
+        }
         assert!(text.contains("statefun_ready{process=\"3\"} 0"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(not_ready(&shared).unwrap().starts_with("starting"));
@@ -774,35 +858,63 @@ mod tests {
             retries: 3,
             ..SinkStats::default()
         };
-        m.count_sink("ns/k", &kinesis);
-        m.count_sink("ns/k", &kinesis);
+        m.count_sink("ns/k", 0, &kinesis);
+        m.count_sink("ns/k", 0, &kinesis);
         m.count_sink(
             "ns/kafka",
+            1,
             &SinkStats {
                 transactions_committed: 4,
                 ..SinkStats::default()
             },
         );
-        m.count_sink("ns/file", &SinkStats::default());
+        m.count_sink("ns/file", 0, &SinkStats::default());
         let mut h = Histogram::new(&crate::shared::DELIVERY_BOUNDS);
         h.observe(0.2);
         h.observe(3.0);
-        m.observe_delivery("ns/k", &h);
+        m.observe_delivery("ns/k", 0, &h);
         Metrics::add(&m.feedback_sent, 7);
         Metrics::add(&m.feedback_processed, 5);
+        // Per function type: 4 messages to ns/f sent on worker 0, 1 processed on worker 0 and
+        // 2 on worker 1.
+        let looped = |sent, processed| FunctionCounts {
+            loop_sent: sent,
+            loop_processed: processed,
+            ..FunctionCounts::default()
+        };
+        m.count_functions(0, [("ns/f", &looped(4, 1))]);
+        m.count_functions(1, [("ns/f", &looped(0, 2))]);
+        m.set_remote_backlog(1, &[("ns/*".to_string(), 9)]);
+        m.set_state(
+            1,
+            crate::state::StateCensus {
+                by_function: vec![FunctionState {
+                    function: "ns/f".into(),
+                    values: 3,
+                    bytes: 24,
+                }],
+                counted_at_ms: 1,
+            },
+        );
         let info = ProcessInfo {
             process: 0,
             epoch_interval: Duration::from_millis(10),
         };
         let text = render(&shared, info).unwrap();
         for line in [
-            "statefun_egress_kinesis_entries_total{process=\"0\",egress=\"ns/k\",outcome=\"written\"} 20",
-            "statefun_egress_kinesis_entries_total{process=\"0\",egress=\"ns/k\",outcome=\"throttled\"} 30",
-            "statefun_egress_kinesis_entries_total{process=\"0\",egress=\"ns/k\",outcome=\"failed\"} 4",
-            "statefun_egress_kinesis_retries_total{process=\"0\",egress=\"ns/k\"} 6",
-            "statefun_egress_transactions_total{process=\"0\",egress=\"ns/kafka\",outcome=\"committed\"} 4",
-            "statefun_egress_delivery_seconds_count{process=\"0\",egress=\"ns/k\"} 2",
-            "statefun_egress_delivery_seconds_bucket{process=\"0\",le=\"0.25\",egress=\"ns/k\"} 1",
+            "statefun_egress_kinesis_entries_total{process=\"0\",worker=\"0\",egress=\"ns/k\",outcome=\"written\"} 20",
+            "statefun_egress_kinesis_entries_total{process=\"0\",worker=\"0\",egress=\"ns/k\",outcome=\"throttled\"} 30",
+            "statefun_egress_kinesis_entries_total{process=\"0\",worker=\"0\",egress=\"ns/k\",outcome=\"failed\"} 4",
+            "statefun_egress_kinesis_retries_total{process=\"0\",worker=\"0\",egress=\"ns/k\"} 6",
+            "statefun_egress_transactions_total{process=\"0\",worker=\"1\",egress=\"ns/kafka\",outcome=\"committed\"} 4",
+            "statefun_egress_delivery_seconds_count{process=\"0\",worker=\"0\",egress=\"ns/k\"} 2",
+            "statefun_egress_delivery_seconds_bucket{process=\"0\",le=\"0.25\",worker=\"0\",egress=\"ns/k\"} 1",
+            "statefun_function_loop_messages_sent_total{process=\"0\",worker=\"0\",function=\"ns/f\"} 4",
+            "statefun_function_loop_messages_processed_total{process=\"0\",worker=\"1\",function=\"ns/f\"} 2",
+            "statefun_function_loop_messages_pending{process=\"0\",function=\"ns/f\"} 1",
+            "statefun_remote_backlog_messages{process=\"0\",worker=\"1\",endpoint=\"ns/*\"} 9",
+            "statefun_state_values{process=\"0\",worker=\"1\",function=\"ns/f\"} 3",
+            "statefun_state_value_bytes{process=\"0\",worker=\"1\",function=\"ns/f\"} 24",
             "statefun_feedback_messages_sent_total{process=\"0\"} 7",
             "statefun_feedback_messages_processed_total{process=\"0\"} 5",
             "statefun_feedback_messages_pending{process=\"0\"} 2",
@@ -812,13 +924,11 @@ mod tests {
         // Series only for what each sink kind reports.
         assert!(!text.contains("egress=\"ns/file\""), "{text}");
         assert!(
-            !text.contains(
-                "statefun_egress_kinesis_entries_total{process=\"0\",egress=\"ns/kafka\""
-            ),
+            !text.contains("statefun_egress_kinesis_entries_total{process=\"0\",worker=\"1\""),
             "{text}"
         );
         assert!(
-            !text.contains("statefun_egress_transactions_total{process=\"0\",egress=\"ns/k\""),
+            !text.contains("statefun_egress_transactions_total{process=\"0\",worker=\"0\""),
             "{text}"
         );
     }

@@ -163,6 +163,23 @@ impl<T: Copy + Ord> RemoteDriver<T> {
         self.batchers.values().map(|b| b.queued()).sum()
     }
 
+    /// Messages queued behind in-flight requests per endpoint (its `functions` pattern, the
+    /// label of the endpoint's other metrics), in pattern order; endpoints with nothing
+    /// queued are left out.
+    pub fn queued_by_endpoint(&self) -> Vec<(String, u64)> {
+        let mut by: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for (function, batcher) in &self.batchers {
+            let queued = batcher.queued() as u64;
+            if queued == 0 {
+                continue;
+            }
+            if let Some(endpoint) = self.invoker.endpoint_for(function) {
+                *by.entry(endpoint.functions.to_string()).or_default() += queued;
+            }
+        }
+        by.into_iter().collect()
+    }
+
     /// Queues a message for a remote function; sends a request if its address is idle.
     pub fn enqueue(
         &mut self,

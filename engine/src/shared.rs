@@ -15,6 +15,8 @@ use statefun_connectors::sink::SinkStats;
 use statefun_module::HttpEndpoint;
 use statefun_remote::RemotePool;
 
+use crate::state::StateCensus;
+
 /// A process's remote-function pool, or why it could not be made.
 type PoolOrError = Result<Arc<RemotePool>, String>;
 
@@ -256,18 +258,31 @@ pub struct FunctionCounts {
     /// reads per batch, none per invocation); remote ones the time from sending their
     /// request to its answer.
     pub latency: Histogram,
+    /// Messages sent to this type into the feedback loop (by functions, from timers when
+    /// due, or restored in flight): with [`FunctionCounts::loop_processed`] the loop's
+    /// backlog for the type.
+    pub loop_sent: u64,
+    /// Messages for this type taken out of the feedback loop (to invoke, to send to a
+    /// remote endpoint, or to fail as unregistered).
+    pub loop_processed: u64,
 }
 
 impl FunctionCounts {
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.invocations == 0 && self.errors == 0 && self.remote_failures == 0
+        self.invocations == 0
+            && self.errors == 0
+            && self.remote_failures == 0
+            && self.loop_sent == 0
+            && self.loop_processed == 0
     }
 
     fn add(&mut self, other: &FunctionCounts) {
         self.invocations += other.invocations;
         self.errors += other.errors;
         self.remote_failures += other.remote_failures;
+        self.loop_sent += other.loop_sent;
+        self.loop_processed += other.loop_processed;
         self.latency.merge(&other.latency);
     }
 
@@ -276,12 +291,14 @@ impl FunctionCounts {
         self.invocations = 0;
         self.errors = 0;
         self.remote_failures = 0;
+        self.loop_sent = 0;
+        self.loop_processed = 0;
         self.latency.clear();
     }
 }
 
 /// Records and bytes, per ingress or egress id.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Flow {
     records: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
@@ -289,6 +306,34 @@ struct Flow {
 
 /// Counts by id: `(id, count)`, in id order.
 pub type Counts = Vec<(String, u64)>;
+
+/// Per id, per worker (global index).
+type ByWorker<V> = std::sync::Mutex<BTreeMap<String, BTreeMap<usize, V>>>;
+
+/// Everything of a [`ByWorker`] map, in id and worker order.
+fn rows<V: Clone>(map: &ByWorker<V>) -> Vec<(String, usize, V)> {
+    map.lock()
+        .map(|m| {
+            m.iter()
+                .flat_map(|(id, by)| by.iter().map(|(w, v)| (id.clone(), *w, v.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The entry of `(id, worker)`; allocates the id only when it is new.
+fn entry<'m, V: Default>(
+    map: &'m mut BTreeMap<String, BTreeMap<usize, V>>,
+    id: &str,
+    worker: usize,
+) -> &'m mut V {
+    if !map.contains_key(id) {
+        map.insert(id.to_string(), BTreeMap::new());
+    }
+    map.get_mut(id)
+        .map(|by| by.entry(worker).or_default())
+        .expect("inserted above")
+}
 
 /// Counters of one process. Workers add their local counts in batches.
 #[derive(Default)]
@@ -329,33 +374,36 @@ pub struct Metrics {
     pub last_checkpoint_bytes: AtomicU64,
     /// When the newest checkpoint was written (ms since the Unix epoch).
     pub last_checkpoint_at_ms: AtomicU64,
-    /// Records and bytes read per ingress id (see [`Metrics::ingress_counter`]).
-    by_ingress: std::sync::Mutex<BTreeMap<String, Flow>>,
-    /// Records and bytes written per egress id (see [`Metrics::count_egress`]).
-    by_egress: std::sync::Mutex<BTreeMap<String, Flow>>,
-    /// What each egress's sinks reported ([`Sink::take_stats`]), summed per egress id (see
-    /// [`Metrics::count_sink`]).
+    /// Records and bytes read per ingress id and worker (see [`Metrics::ingress_counter`]).
+    by_ingress: ByWorker<Flow>,
+    /// Records and bytes written per egress id and worker (see [`Metrics::count_egress`]).
+    by_egress: ByWorker<Flow>,
+    /// What each egress's sinks reported ([`Sink::take_stats`]), summed per egress id and
+    /// worker (see [`Metrics::count_sink`]).
     ///
     /// [`Sink::take_stats`]: statefun_connectors::Sink::take_stats
-    sink_stats: std::sync::Mutex<BTreeMap<String, SinkStats>>,
-    /// Delivery latency per egress id (see [`Metrics::observe_delivery`]).
-    delivery: std::sync::Mutex<BTreeMap<String, Histogram>>,
+    sink_stats: ByWorker<SinkStats>,
+    /// Delivery latency per egress id and worker (see [`Metrics::observe_delivery`]).
+    delivery: ByWorker<Histogram>,
     /// Messages functions sent to functions (the feedback loop), delayed ones when they
     /// fell due; with [`Metrics::feedback_processed`] the loop's backlog.
     pub feedback_sent: AtomicU64,
     /// Messages from functions (not from ingresses) the function operators took in to
     /// invoke (or to send to a remote endpoint).
     pub feedback_processed: AtomicU64,
-    /// What was counted per function type (see [`Metrics::count_functions`]).
-    by_function: std::sync::Mutex<BTreeMap<String, FunctionCounts>>,
+    /// What was counted per function type and worker (see [`Metrics::count_functions`]).
+    by_function: ByWorker<FunctionCounts>,
+    /// Messages waiting behind in-flight remote requests, per endpoint and worker, as each
+    /// worker last reported (see [`Metrics::set_remote_backlog`]).
+    remote_backlog: ByWorker<u64>,
     /// Messages for function types nothing serves (counted as failed invocations).
     pub unregistered: AtomicU64,
     /// Delayed messages pending, over the workers (a gauge; each worker adds its change).
     pub delayed_pending: AtomicU64,
     /// Messages sent into the next epoch because their hop reached the hop cap.
     pub hop_cap_deferrals: AtomicU64,
-    /// Stored state values per worker (global index), as each last reported.
-    state_values: std::sync::Mutex<BTreeMap<usize, u64>>,
+    /// Stored state per worker (global index), as each last reported.
+    state: std::sync::Mutex<BTreeMap<usize, StateCensus>>,
     /// Checkpoints that failed (a write or hand-over error: the job stops).
     pub checkpoint_failures: AtomicU64,
     /// Bytes written by checkpoints, over all of them.
@@ -372,33 +420,35 @@ pub struct Metrics {
     pub checkpoint_pauses_us: std::sync::Mutex<Vec<u64>>,
 }
 
-/// Per id: `(id, records, bytes)`, in id order.
-pub type Flows = Vec<(String, u64, u64)>;
+/// Per id and worker: `(id, worker, records, bytes)`, in id and worker order.
+pub type Flows = Vec<(String, usize, u64, u64)>;
 
 impl Metrics {
-    /// The counters of records and bytes read by ingress `id` (taken when an operator is
-    /// built, so that counting costs one atomic add per batch, as the process total does).
-    pub fn ingress_counter(&self, id: &str) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
+    /// The counters of records and bytes read by ingress `id` on `worker` (taken when an
+    /// operator is built, so that counting costs one atomic add per batch, as the process
+    /// total does).
+    pub fn ingress_counter(&self, id: &str, worker: usize) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
         match self.by_ingress.lock() {
             Ok(mut m) => {
-                let flow = m.entry(id.to_string()).or_default();
+                let flow = entry(&mut m, id, worker);
                 (flow.records.clone(), flow.bytes.clone())
             }
             Err(_) => Default::default(),
         }
     }
 
-    /// Counts records and bytes written by sinks, per egress id, and the records in the
-    /// process total.
-    pub fn count_egress<'a>(&self, written: impl IntoIterator<Item = (&'a str, u64, u64)>) {
+    /// Counts records and bytes written by `worker`'s sinks, per egress id, and the records
+    /// in the process total.
+    pub fn count_egress<'a>(
+        &self,
+        worker: usize,
+        written: impl IntoIterator<Item = (&'a str, u64, u64)>,
+    ) {
         let mut total = 0;
         if let Ok(mut map) = self.by_egress.lock() {
             for (id, n, bytes) in written {
                 total += n;
-                let flow = match map.get(id) {
-                    Some(flow) => flow,
-                    None => map.entry(id.to_string()).or_default(),
-                };
+                let flow = entry(&mut map, id, worker);
                 Self::add(&flow.records, n);
                 Self::add(&flow.bytes, bytes);
             }
@@ -406,62 +456,70 @@ impl Metrics {
         Self::add(&self.records_out, total);
     }
 
-    /// Adds what a sink of egress `id` reported since it was last asked (once per commit or
-    /// flush, not per record); nothing for a sink with nothing to report.
-    pub fn count_sink(&self, id: &str, stats: &SinkStats) {
+    /// Adds what a sink of egress `id` on `worker` reported since it was last asked (once
+    /// per commit or flush, not per record); nothing for a sink with nothing to report.
+    pub fn count_sink(&self, id: &str, worker: usize, stats: &SinkStats) {
         if *stats == SinkStats::default() {
             return;
         }
         if let Ok(mut map) = self.sink_stats.lock() {
-            match map.get_mut(id) {
-                Some(entry) => entry.add(stats),
-                None => {
-                    map.insert(id.to_string(), *stats);
-                }
-            }
+            entry(&mut map, id, worker).add(stats);
         }
     }
 
-    /// `(egress id, what its sinks reported)` so far, in id order, for egresses whose sinks
-    /// reported anything.
-    pub fn sink_stats(&self) -> Vec<(String, SinkStats)> {
-        self.sink_stats
-            .lock()
-            .map(|m| m.iter().map(|(id, s)| (id.clone(), *s)).collect())
-            .unwrap_or_default()
+    /// `(egress id, worker, what its sinks reported)` so far, in id and worker order, for
+    /// sinks that reported anything.
+    pub fn sink_stats(&self) -> Vec<(String, usize, SinkStats)> {
+        rows(&self.sink_stats)
     }
 
-    /// Adds a sink operator's delivery latencies of egress `id` (one observation per epoch
-    /// of records a sink confirmed), once per flush or commit.
-    pub fn observe_delivery(&self, id: &str, latencies: &Histogram) {
+    /// Adds the delivery latencies of egress `id` on `worker` (one observation per epoch of
+    /// records a sink confirmed), once per flush or commit.
+    pub fn observe_delivery(&self, id: &str, worker: usize, latencies: &Histogram) {
         if latencies.count() == 0 {
             return;
         }
         if let Ok(mut map) = self.delivery.lock() {
-            match map.get_mut(id) {
-                Some(h) => h.merge(latencies),
-                None => {
-                    map.insert(id.to_string(), latencies.clone());
-                }
+            let h = entry(&mut map, id, worker);
+            if h.count() == 0 && h.bounds() != latencies.bounds() {
+                *h = latencies.clone();
+            } else {
+                h.merge(latencies);
             }
         }
     }
 
-    /// Delivery latency per egress id so far, in id order.
-    pub fn delivery(&self) -> Vec<(String, Histogram)> {
-        self.delivery
-            .lock()
-            .map(|m| m.iter().map(|(id, h)| (id.clone(), h.clone())).collect())
-            .unwrap_or_default()
+    /// Delivery latency per egress id and worker so far.
+    pub fn delivery(&self) -> Vec<(String, usize, Histogram)> {
+        rows(&self.delivery)
     }
 
-    /// Adds an operator's tally of one activation per function type: one lock per
+    /// Records the messages waiting behind in-flight remote requests on `worker`, per
+    /// endpoint (its `functions` pattern): the worker's whole list, replacing the last.
+    pub fn set_remote_backlog(&self, worker: usize, backlog: &[(String, u64)]) {
+        if let Ok(mut map) = self.remote_backlog.lock() {
+            for by in map.values_mut() {
+                by.remove(&worker);
+            }
+            for (endpoint, n) in backlog {
+                *entry(&mut map, endpoint, worker) = *n;
+            }
+        }
+    }
+
+    /// `(endpoint, worker, messages queued)` as each worker last reported.
+    pub fn remote_backlog(&self) -> Vec<(String, usize, u64)> {
+        rows(&self.remote_backlog)
+    }
+
+    /// Adds `worker`'s tally of one activation per function type: one lock per
     /// activation, not per message; empty entries are skipped. Messages for a type
     /// nothing serves are counted apart ([`Metrics::unregistered`], shown as
     /// [`Metrics::UNREGISTERED`]), so a stream of bad targets cannot create one series per
     /// invented name.
     pub fn count_functions<'a>(
         &self,
+        worker: usize,
         tally: impl IntoIterator<Item = (&'a str, &'a FunctionCounts)>,
     ) {
         if let Ok(mut map) = self.by_function.lock() {
@@ -469,12 +527,7 @@ impl Metrics {
                 if counts.is_empty() {
                     continue;
                 }
-                match map.get_mut(function) {
-                    Some(entry) => entry.add(counts),
-                    None => {
-                        map.insert(function.to_string(), counts.clone());
-                    }
-                }
+                entry(&mut map, function, worker).add(counts);
             }
         }
     }
@@ -483,45 +536,47 @@ impl Metrics {
     pub const UNREGISTERED: &'static str = "(unregistered)";
 
     /// What was counted per function type so far, in type order.
-    pub fn by_function(&self) -> Vec<(String, FunctionCounts)> {
-        self.by_function
-            .lock()
-            .map(|m| m.iter().map(|(f, c)| (f.clone(), c.clone())).collect())
-            .unwrap_or_default()
+    pub fn by_function(&self) -> Vec<(String, usize, FunctionCounts)> {
+        rows(&self.by_function)
     }
 
-    /// Records a worker's count of stored state values.
-    pub fn set_state_values(&self, worker: usize, values: u64) {
-        if let Ok(mut map) = self.state_values.lock() {
-            map.insert(worker, values);
+    /// Records `worker`'s stored state.
+    pub fn set_state(&self, worker: usize, census: StateCensus) {
+        if let Ok(mut map) = self.state.lock() {
+            map.insert(worker, census);
         }
     }
 
-    /// `(worker, stored state values)` as each worker last reported.
-    pub fn state_values(&self) -> Vec<(usize, u64)> {
-        self.state_values
+    /// `(worker, its stored state)` as each worker last reported.
+    pub fn state(&self) -> Vec<(usize, StateCensus)> {
+        self.state
             .lock()
-            .map(|m| m.iter().map(|(w, n)| (*w, *n)).collect())
+            .map(|m| m.iter().map(|(w, c)| (*w, c.clone())).collect())
             .unwrap_or_default()
     }
 
-    /// Records read per ingress id, and written per egress id, so far.
+    /// Records read per ingress id, and written per egress id, so far (summed over the
+    /// workers).
     pub fn by_id(&self) -> (Counts, Counts) {
         let (read, written) = self.flows();
-        let records = |flows: Flows| flows.into_iter().map(|(id, n, _)| (id, n)).collect();
+        let records = |flows: Flows| {
+            let mut by: BTreeMap<String, u64> = BTreeMap::new();
+            for (id, _, n, _) in flows {
+                *by.entry(id).or_default() += n;
+            }
+            by.into_iter().collect()
+        };
         (records(read), records(written))
     }
 
-    /// Records and bytes read per ingress id, and written per egress id, so far.
+    /// Records and bytes read per ingress id and worker, and written per egress id and
+    /// worker, so far.
     pub fn flows(&self) -> (Flows, Flows) {
-        let read = |map: &std::sync::Mutex<BTreeMap<String, Flow>>| {
-            map.lock()
-                .map(|m| {
-                    m.iter()
-                        .map(|(id, f)| (id.clone(), Self::get(&f.records), Self::get(&f.bytes)))
-                        .collect()
-                })
-                .unwrap_or_default()
+        let read = |map: &ByWorker<Flow>| {
+            rows(map)
+                .into_iter()
+                .map(|(id, w, f)| (id, w, Self::get(&f.records), Self::get(&f.bytes)))
+                .collect()
         };
         (read(&self.by_ingress), read(&self.by_egress))
     }
@@ -583,19 +638,30 @@ mod tests {
     #[test]
     fn function_tallies_add_up_per_type() {
         let m = Metrics::default();
-        m.count_functions([
-            ("ns/a", &counts(3, 1, 2e-6)),
-            ("ns/b", &counts(2, 0, 1.0)),
-            ("ns/c", &FunctionCounts::default()),
-        ]);
-        m.count_functions([("ns/a", &counts(1, 0, 0.3))]);
+        m.count_functions(
+            0,
+            [
+                ("ns/a", &counts(3, 1, 2e-6)),
+                ("ns/b", &counts(2, 0, 1.0)),
+                ("ns/c", &FunctionCounts::default()),
+            ],
+        );
+        m.count_functions(0, [("ns/a", &counts(1, 0, 0.3))]);
+        m.count_functions(1, [("ns/a", &counts(5, 0, 0.3))]);
         let all = m.by_function();
-        let summary: Vec<(&str, u64, u64, u64)> = all
+        let summary: Vec<(&str, usize, u64, u64, u64)> = all
             .iter()
-            .map(|(f, c)| (f.as_str(), c.invocations, c.errors, c.latency.count()))
+            .map(|(f, w, c)| (f.as_str(), *w, c.invocations, c.errors, c.latency.count()))
             .collect();
-        assert_eq!(summary, vec![("ns/a", 4, 1, 4), ("ns/b", 2, 0, 2)]);
-        let a = &all[0].1.latency;
+        assert_eq!(
+            summary,
+            vec![
+                ("ns/a", 0, 4, 1, 4),
+                ("ns/a", 1, 5, 0, 5),
+                ("ns/b", 0, 2, 0, 2)
+            ]
+        );
+        let a = &all[0].2.latency;
         // 2 µs lands in the 2.5 µs bucket (index 1), 0.3 s in the 0.5 s one (index 17).
         assert_eq!((a.counts()[1], a.counts()[17]), (3, 1));
         assert!((a.sum() - (6e-6 + 0.3)).abs() < 1e-12);
@@ -620,14 +686,27 @@ mod tests {
     #[test]
     fn flows_count_records_and_bytes_per_id() {
         let m = Metrics::default();
-        let (records, bytes) = m.ingress_counter("ns/in");
+        let (records, bytes) = m.ingress_counter("ns/in", 1);
         Metrics::add(&records, 3);
         Metrics::add(&bytes, 30);
-        m.count_egress([("ns/out", 2, 20), ("ns/out", 1, 5)]);
+        // The same counters again for the same worker; others for another.
+        Metrics::add(&m.ingress_counter("ns/in", 1).0, 1);
+        Metrics::add(&m.ingress_counter("ns/in", 0).0, 2);
+        m.count_egress(0, [("ns/out", 2, 20), ("ns/out", 1, 5)]);
+        m.count_egress(3, [("ns/out", 4, 8)]);
         let (read, written) = m.flows();
-        assert_eq!(read, vec![("ns/in".to_string(), 3, 30)]);
-        assert_eq!(written, vec![("ns/out".to_string(), 3, 25)]);
-        assert_eq!(Metrics::get(&m.records_out), 3);
+        let s = |id: &str| id.to_string();
+        assert_eq!(read, vec![(s("ns/in"), 0, 2, 0), (s("ns/in"), 1, 4, 30)]);
+        assert_eq!(
+            written,
+            vec![(s("ns/out"), 0, 3, 25), (s("ns/out"), 3, 4, 8)]
+        );
+        assert_eq!(m.by_id(), (vec![(s("ns/in"), 6)], vec![(s("ns/out"), 7)]));
+        assert_eq!(Metrics::get(&m.records_out), 7);
+        m.set_remote_backlog(0, &[(s("a/*"), 3), (s("b/*"), 1)]);
+        m.set_remote_backlog(1, &[(s("a/*"), 2)]);
+        m.set_remote_backlog(0, &[(s("b/*"), 4)]);
+        assert_eq!(m.remote_backlog(), vec![(s("a/*"), 1, 2), (s("b/*"), 0, 4)]);
         let mut reported = 0;
         Metrics::move_gauge(&m.delayed_pending, &mut reported, 5);
         Metrics::move_gauge(&m.delayed_pending, &mut reported, 2);

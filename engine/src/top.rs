@@ -875,12 +875,14 @@ mod tests {
         shared.expect_workers(1);
         shared.worker_ready();
         let m = &shared.metrics;
-        Metrics::add(&m.ingress_counter("ns/in").0, 42);
-        m.count_egress([("ns/out", 7, 70)]);
+        // Two workers' counts: the view sums them.
+        Metrics::add(&m.ingress_counter("ns/in", 0).0, 40);
+        Metrics::add(&m.ingress_counter("ns/in", 1).0, 2);
+        m.count_egress(0, [("ns/out", 7, 70)]);
         // 100 epochs delivered in 0.5 to 1 s: the p99 interpolates inside that bucket.
         let mut delivery = crate::shared::Histogram::new(&crate::shared::DELIVERY_BOUNDS);
         delivery.observe_n(0.7, 100);
-        m.observe_delivery("ns/out", &delivery);
+        m.observe_delivery("ns/out", 0, &delivery);
         let mut counts = FunctionCounts {
             invocations: 100,
             errors: 2,
@@ -889,7 +891,7 @@ mod tests {
         // 50 invocations of 4 µs and 50 of 40 µs: p50 is the top of the 5 µs bucket.
         counts.latency.observe_n(4e-6, 50);
         counts.latency.observe_n(40e-6, 50);
-        m.count_functions([("ns/fn", &counts)]);
+        m.count_functions(0, [("ns/fn", &counts)]);
         let info = ProcessInfo {
             process: 2,
             epoch_interval: Duration::from_millis(10),

@@ -45,12 +45,15 @@ const CACHE_LIMIT: usize = 1 << 20;
 /// Durable checkpoints' windows kept as a read cache, at most.
 const RECENT_WINDOWS: usize = 3;
 
+/// Bytes before the value in a main-state entry: its expiry (u64).
+pub(crate) const STATE_VALUE_HEADER: usize = 8;
+
 /// Whether a raw store entry is main state whose TTL has passed at `now_ms`
 /// (used by the RocksDB compaction filter).
 pub(crate) fn expired_state_entry(key: &[u8], value: &[u8], now_ms: u64) -> bool {
     key.first() == Some(&STATE)
-        && value.len() >= 8
-        && value[..8]
+        && value.len() >= STATE_VALUE_HEADER
+        && value[..STATE_VALUE_HEADER]
             .try_into()
             .map(u64::from_be_bytes)
             .is_ok_and(|expires| expires <= now_ms)
@@ -195,6 +198,8 @@ pub struct DurableBackend<S: Store> {
     submitted: VecDeque<u64>,
     /// Entries of durable windows kept in `recent`.
     cache_limit: usize,
+    /// The background count of the stored state, for metrics.
+    census: super::census::Census,
 }
 
 /// What the writer reports for each batch: `(checkpoint id, how long encoding and
@@ -356,9 +361,9 @@ fn put_pending_value(batch: &mut Batch, key: &[&[u8]], value: &Option<StoredValu
 }
 
 fn decode_value(bytes: &[u8]) -> Option<StoredValue> {
-    let expires = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let expires = u64::from_be_bytes(bytes.get(..STATE_VALUE_HEADER)?.try_into().ok()?);
     Some(StoredValue {
-        bytes: bytes[8..].into(),
+        bytes: bytes[STATE_VALUE_HEADER..].into(),
         expires_at_ms: expires,
     })
 }
@@ -404,6 +409,7 @@ impl<S: Store> DurableBackend<S> {
             recent: VecDeque::new(),
             submitted: VecDeque::new(),
             cache_limit: CACHE_LIMIT,
+            census: Default::default(),
         };
         Ok((backend, report))
     }
@@ -838,6 +844,10 @@ impl<S: Store> StateBackend for DurableBackend<S> {
         self.store.approximate_len() as usize
     }
 
+    fn census(&mut self, _now_ms: u64) -> Option<crate::state::StateCensus> {
+        self.census.poll(&self.store, self.worker)
+    }
+
     fn take_error(&mut self) -> Option<String> {
         self.error.take()
     }
@@ -936,6 +946,15 @@ fn read_meta<S: Store>(store: &S, id: u64) -> Result<CheckpointMeta, String> {
 pub fn state_key_group(key: &[u8]) -> Option<u32> {
     match key {
         [STATE, hi, lo, ..] => Some(u32::from(u16::from_be_bytes([*hi, *lo]))),
+        _ => None,
+    }
+}
+
+/// The function type of a raw main-state key (after the key group, length-prefixed, see
+/// the layout).
+pub(crate) fn state_function(key: &[u8]) -> Option<&[u8]> {
+    match key {
+        [STATE, _, _, hi, lo, rest @ ..] => rest.get(..usize::from(u16::from_be_bytes([*hi, *lo]))),
         _ => None,
     }
 }
@@ -1179,6 +1198,47 @@ mod tests {
             egress: TypeName::parse("ns/out").unwrap(),
             value: TypedValue::new("ns/t", vec![n]),
         }
+    }
+
+    #[test]
+    fn the_census_counts_the_merged_state_per_function_type() {
+        // One worker: a checkpoint writes the main state.
+        let store = MemoryStore::default();
+        let (mut b, _) = DurableBackend::open(store.clone(), 0, 1).unwrap();
+        let other = TypeName::parse("ns/other").unwrap();
+        // Enough keys for several chunks of a pass.
+        for i in 0..40_000u32 {
+            put(&mut b, &format!("id-{i}"), (i % 200) as u8);
+        }
+        b.put(&key(&other, "x"), StoredValue::new(b"twelve bytes"));
+        b.put(
+            &key(&other, "gone"),
+            StoredValue {
+                expires_at_ms: 1,
+                ..StoredValue::new(b"expired")
+            },
+        );
+        b.put(&key(&other, "y"), StoredValue::new(b"deleted"));
+        b.delete(&key(&other, "y"));
+        assert_eq!(super::super::census::count(&store).unwrap(), vec![]);
+        b.checkpoint_in_background(meta(10), &[], None, None, &waker())
+            .unwrap();
+        assert!(matches!(b.wait_written().as_slice(), [(10, Ok(_))]));
+        let row = |function: &str, values, bytes| crate::state::FunctionState {
+            function: function.into(),
+            values,
+            bytes,
+        };
+        let expected = vec![row("ns/counter", 40_000, 40_000), row("ns/other", 1, 12)];
+        assert_eq!(super::super::census::count(&store).unwrap(), expected);
+        // Through the backend: the first call starts a pass, a later one has its count.
+        let census = loop {
+            if let Some(c) = b.census(0) {
+                break c;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(census.by_function, expected);
     }
 
     #[test]

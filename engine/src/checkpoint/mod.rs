@@ -34,6 +34,7 @@
 //! return to the newest globally complete checkpoint, which a worker that
 //! raced ahead of a crashed peer must do.
 
+mod census;
 mod durable;
 mod evidence;
 pub mod rescale;

@@ -138,7 +138,11 @@ impl Store for RocksStore {
         let mut out = Vec::new();
         let from = after.unwrap_or(prefix);
         let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
-        for item in self.db.iterator(mode) {
+        // Scans are bulk reads (restores, rescales, the state census): they must not evict
+        // the blocks the workers' point reads keep in the cache.
+        let mut read = rocksdb::ReadOptions::default();
+        read.fill_cache(false);
+        for item in self.db.iterator_opt(mode, read) {
             let (k, v) = item.map_err(|e| self.error("scanning", e))?;
             if after.is_some_and(|a| &k[..] <= a) {
                 continue;

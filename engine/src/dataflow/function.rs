@@ -124,6 +124,13 @@ fn tally<'t>(
     &mut counts[at].1
 }
 
+/// Counts `messages` into the feedback loop, per target function type.
+fn count_looped(counts: &mut Vec<(TypeName, FunctionCounts)>, messages: &[Envelope]) {
+    for m in messages {
+        tally(counts, &m.target.function_type).loop_sent += 1;
+    }
+}
+
 /// Gives each embedded invocation of a batch the batch's mean latency: `before` holds the
 /// tally's invocation counts when the batch began, `elapsed` is its duration. Timing the
 /// batch, not each invocation, keeps clock reads off the per-invocation path (two per
@@ -463,6 +470,7 @@ pub(crate) fn functions<'s>(
                 if let Some(cap) = startup_cap.take() {
                     if !restored_inflight.is_empty() {
                         looped += restored_inflight.len() as u64;
+                        count_looped(&mut by_function, &restored_inflight);
                         loop_handle.session(&cap).give_iterator(restored_inflight.drain(..));
                     }
                 }
@@ -564,7 +572,8 @@ pub(crate) fn functions<'s>(
                 let mut pending = data.drain(..);
                 while let Some(envelope) = pending.next() {
                     // A message of a function (not of an ingress) taken out of the loop.
-                    unlooped += u64::from(!envelope.metadata.is_some());
+                    let from_loop = u64::from(!envelope.metadata.is_some());
+                    unlooped += from_loop;
                     // Start loading the state of a message a few ahead: its
                     // cache miss then overlaps this invocation instead of
                     // stalling its own.
@@ -580,6 +589,7 @@ pub(crate) fn functions<'s>(
                         }
                     };
                     let Some(entry) = found else {
+                        tally(&mut by_function, &envelope.target.function_type).loop_processed += from_loop;
                         if let Some(driver) = remote.as_mut().filter(|d| d.serves(&envelope.target.function_type)) {
                             held.entry(time)
                                 .or_insert_with(|| (loop_cap.clone(), egress_cap.clone(), 0))
@@ -600,7 +610,9 @@ pub(crate) fn functions<'s>(
                         }
                         continue;
                     };
-                    tally(&mut by_function, &entry.function_type).invocations += 1;
+                    let counts = tally(&mut by_function, &entry.function_type);
+                    counts.invocations += 1;
+                    counts.loop_processed += from_loop;
                     // The message, kept only where a failure would dead-letter it.
                     let kept = matches!(app.function_error, FunctionErrorAction::DeadLetter(_))
                         .then(|| (envelope.target.clone(), envelope.value.clone()));
@@ -613,6 +625,7 @@ pub(crate) fn functions<'s>(
                                 deferred += effects.messages.len() as u64;
                             }
                             looped += effects.messages.len() as u64;
+                            count_looped(&mut by_function, &effects.messages);
                             sent.give_iterator(effects.messages.drain(..));
                             for message in effects.egress.drain(..) {
                                 if declared(&app, &shared, &message, &mut unknown_egress, &mut bad_egress) {
@@ -663,6 +676,7 @@ pub(crate) fn functions<'s>(
                                 deferred += messages.len() as u64;
                             }
                             looped += messages.len() as u64;
+                            count_looped(&mut by_function, &messages);
                             loop_handle
                                 .session(&loop_cap.delayed(&send_time))
                                 .give_iterator(messages.into_iter());
@@ -711,6 +725,7 @@ pub(crate) fn functions<'s>(
                             s.log_sent(tc.time().0, &due);
                         }
                         looped += due.len() as u64;
+                        count_looped(&mut by_function, &due);
                         loop_handle.session(&*tc).give_iterator(due.into_iter());
                     }
                     match timers.next_due_ms() {
@@ -838,15 +853,24 @@ pub(crate) fn functions<'s>(
             }
 
             let m = &shared.metrics;
+            let each_second = now_ms >= state_reported_ms.saturating_add(1000);
             if let Some(driver) = remote.as_ref() {
-                Metrics::move_gauge(&m.remote_queued, &mut reported_queued, driver.queued() as u64);
+                let queued = driver.queued() as u64;
+                if queued != reported_queued || each_second {
+                    m.set_remote_backlog(index, &driver.queued_by_endpoint());
+                }
+                Metrics::move_gauge(&m.remote_queued, &mut reported_queued, queued);
                 let total = Metrics::get(&m.remote_queued);
                 m.remote_queued_peak.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
             }
             Metrics::move_gauge(&m.delayed_pending, &mut reported_delayed, timers.len() as u64);
-            if now_ms >= state_reported_ms.saturating_add(1000) {
+            if each_second {
                 state_reported_ms = now_ms;
-                m.set_state_values(index, backend.state().len() as u64);
+                if crate::observe::served() {
+                    if let Some(census) = backend.state().census(now_ms) {
+                        m.set_state(index, census);
+                    }
+                }
             }
             // Every invocation is in the tally by its type.
             let invocations = by_function.iter().map(|(_, c)| c.invocations).sum();
@@ -857,8 +881,21 @@ pub(crate) fn functions<'s>(
             Metrics::add(&m.feedback_sent, looped);
             Metrics::add(&m.feedback_processed, unlooped);
             if by_function.iter().any(|(_, c)| !c.is_empty()) {
-                m.count_functions(by_function.iter().map(|(f, c)| (f.as_str(), c)));
-                by_function.iter_mut().for_each(|(_, c)| c.clear());
+                // Types nothing serves (messages sent to invented names) are counted under
+                // one name and leave the tally, so they cannot grow it or the series.
+                let served = |f: &TypeName| {
+                    app.functions.contains_key(f) || remote.as_ref().is_some_and(|d| d.serves(f))
+                };
+                m.count_functions(
+                    index,
+                    by_function.iter().map(|(f, c)| {
+                        (if served(f) { f.as_str() } else { Metrics::UNREGISTERED }, c)
+                    }),
+                );
+                by_function.retain_mut(|(f, c)| {
+                    c.clear();
+                    served(f)
+                });
             }
             Metrics::add(&m.unknown_egress, bad_egress);
         }

@@ -601,7 +601,8 @@ pub fn host_ingress<'s>(
         vec![ingress.route.clone()],
         ingress.bad_records.clone(),
     );
-    let (read_here, bytes_here) = shared.metrics.ingress_counter(ingress.id.as_str());
+    let worker = records.scope().index();
+    let (read_here, bytes_here) = shared.metrics.ingress_counter(ingress.id.as_str(), worker);
     let name = format!("Host ingress {}", ingress.id);
     let mut failed = false;
     records.unary::<timely::container::CapacityContainerBuilder<Vec<Envelope>>, _, _, _>(

@@ -44,7 +44,7 @@ use timely::dataflow::operators::{Input, Probe};
 use timely::worker::Worker;
 
 use super::checkpointing::exchange_all;
-use super::sink::{flush_all, open_sinks, redeliver};
+use super::sink::{flush_all, open_sinks, redeliver, Unconfirmed};
 use crate::app::{Application, Durability};
 use crate::checkpoint::rescale::{marker_path, read_marker, Found, Inventory, Plan};
 use crate::checkpoint::{
@@ -269,8 +269,9 @@ fn build(
             });
             single.extend(rest);
             let mut sinks = open_sinks(app, false, *old, true, shared);
-            redeliver(&mut sinks, own, Some(*old), shared);
-            flush_all(&mut sinks, shared);
+            let mut timing = Unconfirmed::new(app.settings.epoch_interval, index);
+            redeliver(&mut sinks, own, Some(*old), shared, &mut timing);
+            flush_all(&mut sinks, shared, &mut timing);
             if let Some(e) = shared.failure() {
                 status = Err(e);
                 break;
@@ -395,7 +396,8 @@ fn build(
     // Records of single-writer sinks (files): worker 0 writes them.
     if index == 0 && !received.outbox.is_empty() {
         let mut sinks = open_sinks(app, true, 0, true, shared);
-        redeliver(&mut sinks, received.outbox, None, shared);
+        let mut timing = Unconfirmed::new(app.settings.epoch_interval, index);
+        redeliver(&mut sinks, received.outbox, None, shared, &mut timing);
         if let Some(e) = shared.failure() {
             return Err(e);
         }

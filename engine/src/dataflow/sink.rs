@@ -110,7 +110,7 @@ fn sink_operator<'s, P>(
     let index = stream.scope().index();
     let shared = shared.clone();
     let mut sinks = open_sinks(app, single_writers, index, false, &shared);
-    let mut unconfirmed = Unconfirmed::new(app.settings.epoch_interval);
+    let mut unconfirmed = Unconfirmed::new(app.settings.epoch_interval, index);
     let mut frontier_seen: Option<u64> = Some(0);
     let mut dirty = false;
     let mut last_flush = Instant::now();
@@ -128,9 +128,10 @@ fn sink_operator<'s, P>(
                     unconfirmed.wrote(id, epoch);
                 }
             }
-            shared
-                .metrics
-                .count_egress(touched.iter().map(|(id, (n, b))| (id.as_str(), *n, *b)));
+            shared.metrics.count_egress(
+                index,
+                touched.iter().map(|(id, (n, b))| (id.as_str(), *n, *b)),
+            );
             data.clear();
         });
         let now = frontier.frontier().first().copied();
@@ -221,7 +222,7 @@ where
     );
     // Sinks of this worker's own records learn which checkpoint they write.
     let labels = (!single_writers).then_some(index);
-    let mut unconfirmed = Unconfirmed::new(settings.app.settings.epoch_interval);
+    let mut unconfirmed = Unconfirmed::new(settings.app.settings.epoch_interval, index);
     let name = if single_writers {
         "Egress (single writer, checkpointed)"
     } else {
@@ -274,7 +275,7 @@ where
                         return;
                     }
                     replayed = true;
-                    redeliver(&mut sinks, std::mem::take(&mut replay), labels, &shared);
+                    redeliver(&mut sinks, std::mem::take(&mut replay), labels, &shared, &mut unconfirmed);
                 }
                 // No token can arrive any more for checkpoints before the
                 // control frontier: one missing there was never written, and
@@ -343,9 +344,14 @@ where
     )
 }
 
-/// Flushes every sink; a failure fails the job, naming the egress.
-pub(crate) fn flush_all(sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>, shared: &Shared) {
-    flush_confirming(sinks, shared, &mut Unconfirmed::default());
+/// Flushes every sink, timing what `unconfirmed` holds; a failure fails the job, naming
+/// the egress.
+pub(crate) fn flush_all(
+    sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
+    shared: &Shared,
+    unconfirmed: &mut Unconfirmed,
+) {
+    flush_confirming(sinks, shared, unconfirmed);
 }
 
 /// Flushes every sink, counts what each reported ([`Sink::take_stats`]) and times the
@@ -360,7 +366,9 @@ fn flush_confirming(
         if let Err(e) = &flushed {
             shared.fail(format!("egress `{id}` failed to flush: {e}"));
         }
-        shared.metrics.count_sink(id.as_str(), &sink.take_stats());
+        shared
+            .metrics
+            .count_sink(id.as_str(), unconfirmed.worker, &sink.take_stats());
         unconfirmed.settle(id, flushed.is_ok(), shared);
     }
 }
@@ -370,9 +378,11 @@ fn flush_confirming(
 /// epochs: `statefun_egress_delivery_seconds`.
 ///
 /// One entry per egress and epoch, not per record, and one clock read and one lock per
-/// confirmation: the cost does not grow with the records.
-#[derive(Default)]
+/// confirmation: the cost does not grow with the records. It also names the worker whose
+/// sinks it times, for the `worker` label of what they report.
 pub(crate) struct Unconfirmed {
+    /// The worker (global index) whose sinks these are.
+    pub(crate) worker: usize,
     /// The epoch length in seconds (epochs are wall-clock ticks, `crate::clock`).
     epoch_seconds: f64,
     by_egress: BTreeMap<TypeName, Vec<u64>>,
@@ -381,9 +391,10 @@ pub(crate) struct Unconfirmed {
 }
 
 impl Unconfirmed {
-    /// For epochs of `epoch_interval`.
-    pub(crate) fn new(epoch_interval: Duration) -> Self {
+    /// For epochs of `epoch_interval`, on `worker`.
+    pub(crate) fn new(epoch_interval: Duration, worker: usize) -> Self {
         Unconfirmed {
+            worker,
             epoch_seconds: epoch_interval.as_secs_f64(),
             by_egress: BTreeMap::new(),
             latencies: crate::shared::Histogram::new(&crate::shared::DELIVERY_BOUNDS),
@@ -424,7 +435,7 @@ impl Unconfirmed {
             }
             shared
                 .metrics
-                .observe_delivery(id.as_str(), &self.latencies);
+                .observe_delivery(id.as_str(), self.worker, &self.latencies);
         }
         epochs.clear();
     }
@@ -434,11 +445,17 @@ impl Unconfirmed {
 /// `sinks` did not deliver before (exactly-once sinks know what they delivered; the others
 /// write everything again), oldest checkpoint first, and commits them as the newest.
 /// `labels` as for [`deliver`].
+///
+/// Their delivery is timed (`unconfirmed`) from the end of their checkpoint's epoch — the
+/// records' own epochs are not kept, and theirs is the latest they can be of — so the
+/// latency of records that waited out a crash and a restart shows; records of a run's final
+/// checkpoint (no epoch) are not timed.
 pub(crate) fn redeliver(
     sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
     mut replay: Vec<(u64, EgressMessage)>,
     labels: Option<usize>,
     shared: &Shared,
+    unconfirmed: &mut Unconfirmed,
 ) {
     replay.sort_by_key(|(checkpoint, _)| *checkpoint);
     let through = replay.last().map(|(c, _)| *c);
@@ -457,7 +474,7 @@ pub(crate) fn redeliver(
             Some(group) if group.checkpoint == checkpoint => group.records.push(message),
             _ => batch.push(Group {
                 checkpoint,
-                epoch: None,
+                epoch: crate::checkpoint::describe_id(checkpoint).1,
                 records: vec![message],
             }),
         }
@@ -467,15 +484,7 @@ pub(crate) fn redeliver(
             "egress records of restored checkpoints");
     }
     if let Some(through) = through {
-        let mut unconfirmed = Unconfirmed::default();
-        deliver(
-            sinks,
-            batch,
-            labels,
-            Some(through),
-            shared,
-            &mut unconfirmed,
-        );
+        deliver(sinks, batch, labels, Some(through), shared, unconfirmed);
     }
 }
 
@@ -502,8 +511,9 @@ fn deliver_through(
     );
 }
 
-/// Records of one epoch (`None`: replayed from a restored checkpoint, whose epochs are not
-/// kept) that belong to one checkpoint (whose outbox holds them).
+/// Records of one epoch that belong to one checkpoint (whose outbox holds them). Records
+/// replayed from a restored checkpoint carry the checkpoint's epoch (their own are not
+/// kept); `None` for a run's final checkpoint.
 struct Group {
     checkpoint: u64,
     epoch: Option<u64>,
@@ -578,7 +588,9 @@ fn deliver(
                     ));
                 }
                 // What the sink reported (transactions, Kinesis entries), once per commit.
-                shared.metrics.count_sink(id.as_str(), &sink.take_stats());
+                shared
+                    .metrics
+                    .count_sink(id.as_str(), unconfirmed.worker, &sink.take_stats());
                 unconfirmed.settle(id, committed.is_ok(), shared);
             }
         }
@@ -586,9 +598,10 @@ fn deliver(
     if !touched.is_empty() {
         crate::failpoint::hit("sink-after-commit");
     }
-    shared
-        .metrics
-        .count_egress(touched.iter().map(|(id, (n, b))| (id.as_str(), *n, *b)));
+    shared.metrics.count_egress(
+        unconfirmed.worker,
+        touched.iter().map(|(id, (n, b))| (id.as_str(), *n, *b)),
+    );
 }
 
 /// Writes `records` to their sinks, one call per run of records for the same

@@ -297,7 +297,7 @@ pub(crate) fn ingress<'s>(
     source::<_, CapacityContainerBuilder<Vec<Envelope>>, _, _>(scope, &name, move |cap, info| {
         let activator = worker.activator_for(info.address.clone());
         let ingress_id = plan.id.to_string();
-        let (read_here, bytes_here) = shared.metrics.ingress_counter(&ingress_id);
+        let (read_here, bytes_here) = shared.metrics.ingress_counter(&ingress_id, index);
         let mut source = match plan.open(index, peers) {
             Ok(mut source) => {
                 let sync = worker.sync_activator_for(info.address.to_vec());

@@ -74,6 +74,27 @@ pub struct StateKey<'a> {
     pub slot: u16,
 }
 
+/// Stored state of one function type on one worker: what [`StateBackend::census`] counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FunctionState {
+    /// The function type.
+    pub function: String,
+    /// Stored values (one per instance and value spec).
+    pub values: u64,
+    /// Bytes of those values (their wire bytes, without keys or expiry).
+    pub bytes: u64,
+}
+
+/// A worker's stored state per function type, and when it was counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateCensus {
+    /// Per function type, in name order.
+    pub by_function: Vec<FunctionState>,
+    /// When the count was taken (ms since the Unix epoch): now for in-memory state, the
+    /// end of the last background pass over a durable store.
+    pub counted_at_ms: u64,
+}
+
 /// Storage for function state, one instance per worker.
 ///
 /// Backends need not apply TTL on reads; the function operator checks
@@ -91,6 +112,13 @@ pub trait StateBackend: 'static {
     fn prefetch(&self, _function: &TypeName, _id: &str) {}
     /// The number of stored values (for metrics and tests).
     fn len(&self) -> usize;
+    /// The stored values and their bytes per function type, as far as the backend knows
+    /// them at `now_ms` (for metrics, asked about once a second while `/metrics` is
+    /// served): exact and current for in-memory state; a durable backend may count in the
+    /// background and answer with its last count, or `None` before the first.
+    fn census(&mut self, _now_ms: u64) -> Option<StateCensus> {
+        None
+    }
     /// Whether nothing is stored.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -186,6 +214,24 @@ impl StateBackend for MemoryBackend {
         );
         self.len
     }
+
+    fn census(&mut self, now_ms: u64) -> Option<StateCensus> {
+        let mut by_function: Vec<FunctionState> = self
+            .by_function
+            .iter()
+            .filter(|(_, t)| t.len() > 0)
+            .map(|(f, t)| FunctionState {
+                function: f.to_string(),
+                values: t.len() as u64,
+                bytes: t.bytes() as u64,
+            })
+            .collect();
+        by_function.sort_by(|a, b| a.function.cmp(&b.function));
+        Some(StateCensus {
+            by_function,
+            counted_at_ms: now_ms,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +271,20 @@ mod tests {
         let long = "an-id-that-is-longer-than-twenty-four-bytes";
         s.put(&k(&a, long, 0), v(5));
         assert_eq!(s.get(&k(&a, long, 0)), Some(&v(5)));
+        s.put(&k(&b, "z", 0), StoredValue::new(b"twenty bytes, spilt."));
+        let census = s.census(7).unwrap();
+        let row = |function: &str, values, bytes| FunctionState {
+            function: function.into(),
+            values,
+            bytes,
+        };
+        assert_eq!(
+            census,
+            StateCensus {
+                by_function: vec![row("ns/a", 3, 3), row("ns/b", 2, 21)],
+                counted_at_ms: 7,
+            }
+        );
     }
 
     #[test]

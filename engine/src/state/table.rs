@@ -50,6 +50,8 @@ pub(super) struct Table {
     /// `entries.len() - 1`; `entries.len()` is a power of two (or zero).
     mask: usize,
     len: usize,
+    /// Bytes of the stored values (for metrics: kept as values change, never counted).
+    bytes: usize,
 }
 
 /// The hash of an id: every value of an instance hashes alike, so they sit
@@ -67,6 +69,11 @@ impl Table {
     /// The number of stored values.
     pub(super) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Bytes of the stored values.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Asks the processor to start loading the line where `(id, slot 0)`
@@ -106,6 +113,7 @@ impl Table {
     #[inline]
     pub(super) fn put(&mut self, hash: u32, id: &str, slot: u16, value: StoredValue) -> bool {
         if let Some(i) = self.find(hash, id, slot) {
+            self.bytes = self.bytes + value.bytes.len() - self.entries[i].value.bytes.len();
             self.entries[i].value = value;
             return false;
         }
@@ -114,6 +122,7 @@ impl Table {
             self.grow();
         }
         let i = self.vacancy(hash);
+        self.bytes += value.bytes.len();
         self.entries[i] = Entry {
             hash,
             slot,
@@ -129,6 +138,7 @@ impl Table {
         let Some(mut hole) = self.find(hash, id, slot) else {
             return false;
         };
+        self.bytes -= self.entries[hole].value.bytes.len();
         self.entries[hole] = Entry::vacant();
         self.len -= 1;
         // Backward shift: move each following entry of the run into the hole
@@ -201,7 +211,7 @@ mod tests {
     #[test]
     fn behaves_like_a_map_under_random_puts_and_removes() {
         let mut table = Table::default();
-        let mut model: HashMap<(String, u16), u8> = HashMap::new();
+        let mut model: HashMap<(String, u16), Vec<u8>> = HashMap::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for step in 0..200_000u32 {
             x ^= x << 13;
@@ -221,8 +231,9 @@ mod tests {
                     );
                 }
                 _ => {
-                    let v = (step % 251) as u8;
-                    let new = table.put(hash, &id, slot, StoredValue::new(&[v]));
+                    // Values of 0 to 39 bytes: inline and spilled, growing and shrinking.
+                    let v = vec![(step % 251) as u8; (step % 40) as usize];
+                    let new = table.put(hash, &id, slot, StoredValue::new(&v));
                     assert_eq!(
                         new,
                         model.insert((id.clone(), slot), v).is_none(),
@@ -231,11 +242,12 @@ mod tests {
                 }
             }
             assert_eq!(table.len(), model.len());
+            assert_eq!(table.bytes(), model.values().map(Vec::len).sum::<usize>());
         }
         for ((id, slot), v) in &model {
             let n: u64 = id[3..].parse().unwrap();
             let found = table.get(test_hash(n, id), id, *slot);
-            assert_eq!(found.map(|s| s.bytes.as_slice()), Some(&[*v][..]));
+            assert_eq!(found.map(|s| s.bytes.as_slice()), Some(&v[..]));
         }
     }
 

@@ -8,7 +8,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use example_crash_counter::{expected_lines, COUNTER, OUT};
+use example_crash_counter::{audit_of, expected_lines, COUNTER, OUT};
 use statefun_engine::top::{parse, Sample};
 use statefun_sdk::{KafkaEgressMessage, TypeName};
 use statefun_testkit::http_get;
@@ -28,12 +28,14 @@ impl Drop for Kill {
     }
 }
 
-/// The value of the sample `name` whose labels include every one of `labels`.
+/// The sum of the samples `name` whose labels include every one of `labels` (over the
+/// workers, as PromQL's `sum`), or `None` without any.
 fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
-        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
         .map(|s| s.value)
+        .reduce(|a, b| a + b)
 }
 
 /// `statefun top --once` (through the example's binary, which is the `statefun` CLI with
@@ -154,32 +156,52 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
     assert_eq!(http_get(&addr, "/healthz"), Some((200, "ok\n".to_string())));
     assert_eq!(http_get(&addr, "/nothing-here").map(|(s, _)| s), Some(404));
     // Each record: one counter invocation, one audit and one delayed tick (to the counter).
+    let counter = [("function", COUNTER)];
+    let audit = [("function", "crash/audit")];
+    let invocations = "statefun_function_invocations_total";
     let (_, metrics) = wait_until(&addr, "/metrics", |_, text| {
-        text.contains(&format!(
-            "statefun_function_invocations_total{{process=\"0\",function=\"crash/counter\"}} {}",
-            2 * records
-        )) && text.contains(&format!(
-            "statefun_function_invocations_total{{process=\"0\",function=\"crash/audit\"}} {records}"
-        ))
+        let samples = parse(text);
+        value(&samples, invocations, &counter) == Some((2 * records) as f64)
+            && value(&samples, invocations, &audit) == Some(records as f64)
     });
-    for line in [
-        format!("statefun_ingress_records_total{{process=\"0\",ingress=\"observe/in\"}} {records}"),
-        format!("statefun_ingress_bytes_total{{process=\"0\",ingress=\"observe/in\"}} {bytes_in}"),
-        "statefun_function_invocation_failures_total{process=\"0\",function=\"crash/counter\",kind=\"error\"} 0"
-            .to_string(),
-        "statefun_function_invocation_failures_total{process=\"0\",function=\"crash/counter\",kind=\"remote\"} 0"
-            .to_string(),
+    let samples = parse(&metrics);
+    let ingress = [("ingress", "observe/in")];
+    let error = [("function", COUNTER), ("kind", "error")];
+    let remote = [("function", COUNTER), ("kind", "remote")];
+    let inf = [("function", "crash/audit"), ("le", "+Inf")];
+    let latency = "statefun_function_invocation_seconds";
+    for (name, labels, expected) in [
+        ("statefun_ingress_records_total", &ingress[..], records),
+        ("statefun_ingress_bytes_total", &ingress, bytes_in as u64),
+        ("statefun_function_invocation_failures_total", &error, 0),
+        ("statefun_function_invocation_failures_total", &remote, 0),
         // Every invocation is one observation of its type's latency histogram.
-        format!(
-            "statefun_function_invocation_seconds_count{{process=\"0\",function=\"crash/counter\"}} {}",
-            2 * records
-        ),
-        format!(
-            "statefun_function_invocation_seconds_count{{process=\"0\",function=\"crash/audit\"}} {records}"
-        ),
-        format!(
-            "statefun_function_invocation_seconds_bucket{{process=\"0\",le=\"+Inf\",function=\"crash/audit\"}} {records}"
-        ),
+        (&format!("{latency}_count"), &counter, 2 * records),
+        (&format!("{latency}_count"), &audit, records),
+        (&format!("{latency}_bucket"), &inf, records),
+    ] {
+        assert_eq!(
+            value(&samples, name, labels),
+            Some(expected as f64),
+            "{name} {labels:?}:\n{metrics}"
+        );
+    }
+    // Counted per worker: both workers read the file (its lines are split between them by
+    // position) and invoke the counter (ids are split by key group).
+    for (name, labels) in [
+        ("statefun_ingress_records_total", &ingress),
+        (invocations, &counter),
+    ] {
+        for worker in ["0", "1"] {
+            let mut with = labels.to_vec();
+            with.push(("worker", worker));
+            assert!(
+                value(&samples, name, &with).is_some(),
+                "{name} of worker {worker}:\n{metrics}"
+            );
+        }
+    }
+    for line in [
         "statefun_hop_cap_deferrals_total{process=\"0\"} 0".to_string(),
         "statefun_checkpoint_failures_total{process=\"0\"} 0".to_string(),
         "statefun_checkpoint_restores_total{process=\"0\"} 0".to_string(),
@@ -193,10 +215,9 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
     let (_, metrics) = wait_until(&addr, "/metrics", |_, text| {
         let samples = parse(text);
         let checkpoints = value(&samples, "statefun_checkpoints_total", &[]);
-        text.contains(&format!(
-            "statefun_egress_records_total{{process=\"0\",egress=\"crash/out\"}} {}",
-            3 * records
-        )) && text.contains("statefun_checkpoint_age_seconds")
+        let egress = [("egress", OUT)];
+        value(&samples, "statefun_egress_records_total", &egress) == Some((3 * records) as f64)
+            && text.contains("statefun_checkpoint_age_seconds")
             && text.contains("statefun_delayed_messages_pending{process=\"0\"} 0")
             && checkpoints.is_some()
             && checkpoints == value(&samples, "statefun_checkpoint_write_seconds_count", &[])
@@ -219,6 +240,22 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
             "{name}:\n{metrics}"
         );
     }
+    // Per function type: the audits went through the loop to crash/audit, the ticks to
+    // the counter; nothing is left in it.
+    for (function, sent) in [("crash/audit", records), (COUNTER, records)] {
+        let f = [("function", function)];
+        for (name, expected) in [
+            ("statefun_function_loop_messages_sent_total", sent),
+            ("statefun_function_loop_messages_processed_total", sent),
+            ("statefun_function_loop_messages_pending", 0),
+        ] {
+            assert_eq!(
+                value(&samples, name, &f),
+                Some(expected as f64),
+                "{name} {function}:\n{metrics}"
+            );
+        }
+    }
     // Delivery latency: one observation per epoch of records the file sink committed.
     // How many epochs the records fall into depends on when they were read, so the count
     // is only bounded: at least one, at most one per record. Each waited for its
@@ -231,6 +268,24 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
     );
     assert!(
         value(&samples, "statefun_egress_delivery_seconds_sum", &egress).is_some_and(|s| s > 0.0),
+        "{metrics}"
+    );
+    // Stored state, counted in the background from the merged checkpoints: the 9 counters
+    // keep `count` and `ticks`, each audit id its `count`, every value an IntWrapper of 5
+    // bytes (tag and sfixed32).
+    let audits: std::collections::BTreeSet<String> =
+        (0..9).map(|k| audit_of(&k.to_string())).collect();
+    let expected_state = [(COUNTER, 18u64), ("crash/audit", audits.len() as u64)];
+    let (_, metrics) = wait_until(&addr, "/metrics", |_, text| {
+        let samples = parse(text);
+        expected_state.iter().all(|(function, values)| {
+            let f = [("function", *function)];
+            value(&samples, "statefun_state_values", &f) == Some(*values as f64)
+                && value(&samples, "statefun_state_value_bytes", &f) == Some((5 * values) as f64)
+        })
+    });
+    assert!(
+        metrics.contains("statefun_state_counted_age_seconds{process=\"0\",worker=\"1\"}"),
         "{metrics}"
     );
     assert!(
@@ -267,10 +322,82 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
     );
 }
 
+/// Records a restart delivers from its checkpoint's outbox are timed from the end of that
+/// checkpoint's epoch, before the crash: their delivery latency shows the time they waited
+/// for the restart, not zero and not nothing.
+#[test]
+fn records_replayed_after_a_crash_show_their_wait_in_the_delivery_latency() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let records = 30u64;
+    let input: String = (0..records).map(|i| format!("{}\tv{i}\n", i % 5)).collect();
+    std::fs::write(dir.path().join("in.txt"), input).expect("input");
+    std::fs::write(
+        dir.path().join("module.yaml"),
+        format!(
+            "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: observe/in\n  path: in.txt\n  \
+             valueType: io.statefun.types/string\n  follow: true\n  targets:\n    - {COUNTER}\n---\n{}",
+            file_egress()
+        ),
+    )
+    .expect("module.yaml");
+    let durable = ["--state-dir", "state", "--checkpoint-interval", "100ms"];
+    // The first run aborts once a sink has written the records of a durable checkpoint and
+    // not yet committed them: the restart delivers them again from the outbox.
+    let status = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
+        .current_dir(dir.path())
+        .args(["run", "module.yaml", "-w", "2"])
+        .args(durable)
+        .env("STATEFUN_FAILPOINT", "sink-before-commit:1")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run the app");
+    assert!(!status.success(), "the fail point aborts the run");
+    let down = Duration::from_secs(3);
+    std::thread::sleep(down);
+    let (addr, guard) = start_observed(dir.path(), &durable);
+    let egress = [("egress", OUT)];
+    let (_, metrics) = wait_until(&addr, "/metrics", |_, text| {
+        let samples = parse(text);
+        value(&samples, "statefun_egress_records_total", &egress).is_some()
+            && value(&samples, "statefun_egress_delivery_seconds_count", &egress)
+                .is_some_and(|n| n >= 1.0)
+    });
+    let samples = parse(&metrics);
+    let count = value(&samples, "statefun_egress_delivery_seconds_count", &egress);
+    let mut within = egress.to_vec();
+    within.push(("le", "2.5"));
+    let fast = value(&samples, "statefun_egress_delivery_seconds_bucket", &within);
+    assert!(
+        matches!((count, fast), (Some(n), Some(f)) if n - f >= 1.0),
+        "an epoch delivered after waiting out the {down:?} restart:\n{metrics}"
+    );
+    // And exactly once: every line the state implies, each once.
+    let expected = expected_lines((0..records).map(|i| format!("{}", i % 5)));
+    let out = dir.path().join("out.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = statefun_testkit::egress_lines(&out);
+        if lines.len() >= expected.len() {
+            let mut seen = lines.clone();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), lines.len(), "duplicates in {lines:?}");
+            assert_eq!(lines.len(), expected.len(), "{lines:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(guard);
+}
+
 /// A Kafka ingress whose records go to a remote function that never answers: the first
 /// record's invocation stays in flight, its epoch never completes, and after 200 epochs
 /// (2 s) the sources stop reading. Records produced after that are exactly the lag, and
-/// the remote endpoint shows exactly one request, one message, in flight.
+/// the remote endpoint shows exactly one request, one message, in flight, and one message
+/// waiting behind it.
 #[test]
 fn kafka_lag_and_remote_requests_are_exact_while_the_job_is_stalled() {
     let Some(bootstrap) = statefun_testkit::kafka_bootstrap() else {
@@ -278,7 +405,14 @@ fn kafka_lag_and_remote_requests_are_exact_while_the_job_is_stalled() {
     };
     let topic = statefun_testkit::unique_name("observe-lag");
     statefun_testkit::kafka::create_topics(&bootstrap, &[(&topic, 1)]);
-    statefun_testkit::kafka::produce(&bootstrap, &topic, [(0, "k".into(), "first".into())]);
+    statefun_testkit::kafka::produce(
+        &bootstrap,
+        &topic,
+        [
+            (0, "k".into(), "first".into()),
+            (0, "k".into(), "second".into()),
+        ],
+    );
     // The function server: accepts connections, answers nothing.
     let (port, _requests) = statefun_testkit::silent_server();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -297,11 +431,12 @@ fn kafka_lag_and_remote_requests_are_exact_while_the_job_is_stalled() {
     let (addr, guard) = start_observed(dir.path(), &[]);
     let ingress = [("ingress", "observe/kafka")];
     let endpoint = [("endpoint", "slow/*")];
-    // The first record is read and its invocation sent; the epoch of that message never
-    // completes, so once the epoch lag passes 200 epochs (2 s) the sources read no more.
+    // The first two records are read and the first one's invocation sent (the second waits
+    // behind it: same address); the epoch of those messages never completes, so once the
+    // epoch lag passes 200 epochs (2 s) the sources read no more.
     wait_until(&addr, "/metrics", |_, text| {
         let samples = parse(text);
-        value(&samples, "statefun_ingress_records_total", &ingress) == Some(1.0)
+        value(&samples, "statefun_ingress_records_total", &ingress) == Some(2.0)
             && value(&samples, "statefun_remote_in_flight_requests", &endpoint) == Some(1.0)
             && value(&samples, "statefun_epoch_lag_seconds", &[]).is_some_and(|lag| lag >= 3.0)
     });
@@ -321,13 +456,14 @@ fn kafka_lag_and_remote_requests_are_exact_while_the_job_is_stalled() {
     });
     let samples = parse(&metrics);
     for (name, labels, expected) in [
-        ("statefun_kafka_partition_position", &partition[..], 1.0),
+        ("statefun_kafka_partition_position", &partition[..], 2.0),
         (
             "statefun_kafka_partition_high_watermark",
             &partition,
-            1.0 + f64::from(more),
+            2.0 + f64::from(more),
         ),
-        ("statefun_ingress_records_total", &ingress, 1.0),
+        ("statefun_ingress_records_total", &ingress, 2.0),
+        ("statefun_remote_backlog_messages", &endpoint, 1.0),
         ("statefun_remote_requests_total", &endpoint, 1.0),
         ("statefun_remote_in_flight_requests", &endpoint, 1.0),
         ("statefun_remote_retries_total", &endpoint, 0.0),
@@ -352,7 +488,7 @@ fn kafka_lag_and_remote_requests_are_exact_while_the_job_is_stalled() {
     // The ingress's lag is its partitions' sum; the partition row has its offsets.
     assert_eq!(
         row(&shown, "observe/kafka")[1..4],
-        ["0.0", "1", "5"],
+        ["0.0", "2", "5"],
         "{shown}"
     );
     let partition_row = shown
@@ -360,7 +496,7 @@ fn kafka_lag_and_remote_requests_are_exact_while_the_job_is_stalled() {
         .find(|l| l.contains(&format!("{topic} [0]")))
         .unwrap_or_else(|| panic!("no partition row in:\n{shown}"));
     let cells: Vec<&str> = partition_row.split_whitespace().collect();
-    assert_eq!(cells[cells.len() - 3..], ["1", "6", "5"], "{shown}");
+    assert_eq!(cells[cells.len() - 3..], ["2", "7", "5"], "{shown}");
     assert_eq!(
         row(&shown, "slow/*")[1..6],
         ["0.0", "1", "1", "0", "-"],

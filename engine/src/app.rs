@@ -103,8 +103,8 @@ pub struct Durability {
     pub state_dir: std::path::PathBuf,
     /// Time between checkpoints (default 1 s); rounded to whole epochs.
     pub checkpoint_interval: Duration,
-    /// RocksDB block cache per worker, in bytes (default 64 MiB).
-    pub block_cache_bytes: usize,
+    /// The memory each worker's durable state may use.
+    pub memory: crate::checkpoint::StateMemory,
 }
 
 impl Durability {
@@ -113,7 +113,7 @@ impl Durability {
         Durability {
             state_dir: state_dir.into(),
             checkpoint_interval: Duration::from_secs(1),
-            block_cache_bytes: 64 << 20,
+            memory: Default::default(),
         }
     }
 }

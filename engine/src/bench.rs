@@ -45,6 +45,12 @@ pub struct BenchArgs {
     /// RocksDB block cache per worker in MiB, with --state-dir.
     #[arg(long, default_value_t = 64)]
     pub block_cache_mb: usize,
+    /// RocksDB memtables per worker in MiB, with --state-dir.
+    #[arg(long, default_value_t = 512)]
+    pub write_buffer_mb: usize,
+    /// Values of recent checkpoints kept in memory per worker in MiB, with --state-dir.
+    #[arg(long, default_value_t = 256)]
+    pub state_cache_mb: usize,
     /// Measure per-hop latency instead of throughput: messages bounce
     /// between pairs of function instances and every hop's time from send to
     /// invocation goes into a histogram.
@@ -168,7 +174,11 @@ pub fn run_engine(args: &BenchArgs) -> Result<Duration, String> {
         settings.durability = Some(crate::app::Durability {
             state_dir: dir.clone(),
             checkpoint_interval: args.checkpoint_interval,
-            block_cache_bytes: args.block_cache_mb.max(1) << 20,
+            memory: crate::checkpoint::StateMemory::from_mb(
+                args.block_cache_mb,
+                args.write_buffer_mb,
+                args.state_cache_mb,
+            ),
         });
     }
     let epoch_interval = settings.epoch_interval;

@@ -179,8 +179,16 @@ struct RunArgs {
     /// RocksDB block cache per worker, in MiB (default 64; state beyond it is read from disk).
     #[arg(long)]
     block_cache_mb: Option<usize>,
+    /// RocksDB memtables per worker, in MiB (default 512: four of 128).
+    #[arg(long)]
+    write_buffer_mb: Option<usize>,
+    /// Values of recent checkpoints kept in memory per worker as a read cache, in MiB
+    /// (default 256).
+    #[arg(long)]
+    state_cache_mb: Option<usize>,
     /// A YAML file with run settings (`state-dir`, `state-backend`,
-    /// `checkpoint-interval`, `block-cache-mb`); flags win over it.
+    /// `checkpoint-interval`, `block-cache-mb`, `write-buffer-mb`, `state-cache-mb`,
+    /// `metrics-addr`); flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Epoch length in milliseconds: the unit of progress.
@@ -557,7 +565,27 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
         .checkpoint_interval
         .or(file.checkpoint_interval)
         .unwrap_or(Duration::from_secs(1));
-    let block_cache_mb = args.block_cache_mb.or(file.block_cache_mb).unwrap_or(64);
+    let defaults = crate::checkpoint::StateMemory::default();
+    let mb = |flag: Option<usize>, in_file: Option<usize>, default: usize| {
+        flag.or(in_file).unwrap_or(default >> 20)
+    };
+    let memory = crate::checkpoint::StateMemory::from_mb(
+        mb(
+            args.block_cache_mb,
+            file.block_cache_mb,
+            defaults.block_cache_bytes,
+        ),
+        mb(
+            args.write_buffer_mb,
+            file.write_buffer_mb,
+            defaults.write_buffer_bytes,
+        ),
+        mb(
+            args.state_cache_mb,
+            file.state_cache_mb,
+            defaults.state_cache_bytes,
+        ),
+    );
     let durability = match (state_backend.as_deref(), &state_dir) {
         (Some("memory"), Some(dir)) => {
             eprintln!(
@@ -572,7 +600,7 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("./statefun-state")),
             checkpoint_interval,
-            block_cache_bytes: block_cache_mb.max(1) << 20,
+            memory,
         }),
     };
     let cluster = match args.timely.cluster() {

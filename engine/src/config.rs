@@ -4,7 +4,9 @@
 //! ```yaml
 //! state-dir: ./state           # relative to this file's directory
 //! checkpoint-interval: 500ms   # Flink-style durations: 500ms, 1s, 2min
-//! block-cache-mb: 256
+//! block-cache-mb: 256          # RocksDB block cache per worker
+//! write-buffer-mb: 512         # RocksDB memtables per worker
+//! state-cache-mb: 256          # recently checkpointed values kept in memory per worker
 //! state-backend: rocksdb       # or memory
 //! metrics-addr: 0.0.0.0:9249   # /metrics, /healthz, /readyz
 //! ```
@@ -27,6 +29,10 @@ pub struct RunConfig {
     pub checkpoint_interval: Option<Duration>,
     /// `block-cache-mb`.
     pub block_cache_mb: Option<usize>,
+    /// `write-buffer-mb`.
+    pub write_buffer_mb: Option<usize>,
+    /// `state-cache-mb`.
+    pub state_cache_mb: Option<usize>,
     /// `metrics-addr`: HOST:PORT of `/metrics`, `/healthz` and `/readyz`.
     pub metrics_addr: Option<String>,
 }
@@ -36,6 +42,8 @@ const KEYS: &[&str] = &[
     "state-backend",
     "checkpoint-interval",
     "block-cache-mb",
+    "write-buffer-mb",
+    "state-cache-mb",
     "metrics-addr",
 ];
 
@@ -108,11 +116,16 @@ pub fn load(path: &Path) -> Result<RunConfig, String> {
                 }
                 config.checkpoint_interval = Some(d);
             }
-            "block-cache-mb" => {
-                let mb = text.parse().map_err(|_| {
-                    format!("{file}: `block-cache-mb: {text}` is not a whole number of MiB")
-                })?;
-                config.block_cache_mb = Some(mb);
+            key @ ("block-cache-mb" | "write-buffer-mb" | "state-cache-mb") => {
+                let mb = text
+                    .parse()
+                    .map_err(|_| format!("{file}: `{key}: {text}` is not a whole number of MiB"))?;
+                let field = match key {
+                    "block-cache-mb" => &mut config.block_cache_mb,
+                    "write-buffer-mb" => &mut config.write_buffer_mb,
+                    _ => &mut config.state_cache_mb,
+                };
+                *field = Some(mb);
             }
             "metrics-addr" => config.metrics_addr = Some(text),
             other => {
@@ -124,4 +137,33 @@ pub fn load(path: &Path) -> Result<RunConfig, String> {
         }
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<RunConfig, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("statefun.yaml");
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        load(&path)
+    }
+
+    #[test]
+    fn memory_settings_are_read_and_bad_ones_named() {
+        let c = load_text("block-cache-mb: 32\nwrite-buffer-mb: 64\nstate-cache-mb: 16\n").unwrap();
+        assert_eq!(
+            (c.block_cache_mb, c.write_buffer_mb, c.state_cache_mb),
+            (Some(32), Some(64), Some(16))
+        );
+        let err = load_text("write-buffer-mb: lots\n").unwrap_err();
+        assert!(
+            err.ends_with("`write-buffer-mb: lots` is not a whole number of MiB"),
+            "{err}"
+        );
+        let err = load_text("state-cache-gb: 1\n").unwrap_err();
+        assert!(err.contains("unknown setting `state-cache-gb`"), "{err}");
+        assert!(err.contains("state-cache-mb"), "{err}");
+    }
 }

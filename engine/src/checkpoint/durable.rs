@@ -40,8 +40,6 @@ const OUTBOX: u8 = b'o';
 const MANIFEST: &[u8] = b"x";
 /// The on-disk format; bumped on incompatible changes.
 const FORMAT: u32 = 1;
-/// Entries of durable checkpoints' windows kept in memory as a read cache.
-const CACHE_LIMIT: usize = 1 << 20;
 /// Durable checkpoints' windows kept as a read cache, at most.
 const RECENT_WINDOWS: usize = 3;
 
@@ -189,14 +187,16 @@ pub struct DurableBackend<S: Store> {
     /// merged ones. Read from here until the store has them.
     writing: VecDeque<(u64, Frozen)>,
     /// Windows of durable checkpoints kept as a read cache, oldest first, at most
-    /// [`RECENT_WINDOWS`] of them and `cache_limit` entries in all (the oldest go first,
+    /// [`RECENT_WINDOWS`] of them and `cache_limit` bytes in all (the oldest go first,
     /// so a newer value is never hidden behind an older one).
     recent: VecDeque<Frozen>,
     /// The background writer, started by the first background checkpoint.
     writer: Option<Writer>,
     /// Checkpoints handed to the writer and not yet reported back, oldest first.
     submitted: VecDeque<u64>,
-    /// Entries of durable windows kept in `recent`.
+    /// Bytes of durable windows kept in `recent` ([`StateMemory::state_cache_bytes`]).
+    ///
+    /// [`StateMemory::state_cache_bytes`]: super::StateMemory::state_cache_bytes
     cache_limit: usize,
     /// The background count of the stored state, for metrics.
     census: super::census::Census,
@@ -408,10 +408,18 @@ impl<S: Store> DurableBackend<S> {
             writer: None,
             recent: VecDeque::new(),
             submitted: VecDeque::new(),
-            cache_limit: CACHE_LIMIT,
+            cache_limit: super::StateMemory::default().state_cache_bytes,
             census: Default::default(),
         };
         Ok((backend, report))
+    }
+
+    /// Keeps at most `bytes` of durable checkpoints' windows in memory as a read cache
+    /// (default: [`StateMemory`]'s).
+    ///
+    /// [`StateMemory`]: super::StateMemory
+    pub fn set_cache_bytes(&mut self, bytes: usize) {
+        self.cache_limit = bytes;
     }
 
     /// Rolls the store to checkpoint `id` (the one every worker agreed on):
@@ -613,13 +621,13 @@ impl<S: Store> DurableBackend<S> {
                 self.recent.push_back(window);
             }
         }
-        let mut cached: usize = self.recent.iter().map(|w| w.len()).sum();
+        let mut cached: usize = self.recent.iter().map(|w| w.bytes()).sum();
         // A miss looks through every window: a few of them only.
         while cached > self.cache_limit || self.recent.len() > RECENT_WINDOWS {
             let Some(oldest) = self.recent.pop_front() else {
                 break;
             };
-            cached -= oldest.len();
+            cached -= oldest.bytes();
             match self.writer.as_ref().and_then(|w| w.jobs.as_ref()) {
                 Some(jobs) => {
                     let _ = jobs.send(Task::Free(oldest));

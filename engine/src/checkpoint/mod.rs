@@ -53,7 +53,7 @@ pub use durable::{
     WorkerCheckpoints, Written,
 };
 pub use evidence::{Evidence, Verdict};
-pub use rocks::{RocksOptions, RocksStore};
+pub use rocks::{RocksStore, StateMemory};
 pub use store::{Batch, Entries, MemoryStore, Store, StoreError};
 
 /// Source positions kept in a checkpoint: per ingress id, `(epoch, position)`

@@ -9,18 +9,50 @@ use super::durable::expired_state_entry;
 use super::store::{Batch, Entries, Op, Store, StoreError};
 use crate::clock::Clock;
 
-/// Tuning of the per-worker databases.
-#[derive(Clone, Debug)]
-pub struct RocksOptions {
-    /// Block cache per worker, in bytes: state beyond it stays on disk.
+/// The memory a worker's durable state may use, besides the windows of values changed
+/// since the last checkpoints (those grow with what the interval changes; see
+/// docs/DURABILITY.md, "Memory").
+///
+/// The defaults fit two workers in a 2-core, 4 GB container with room to spare:
+/// 64 MiB of block cache, 512 MiB of memtables and 256 MiB of state cache per worker.
+///
+/// ```
+/// let m = statefun_engine::checkpoint::StateMemory::from_mb(256, 128, 64);
+/// assert_eq!(m.write_buffer_bytes, 128 << 20);
+/// assert_eq!(statefun_engine::checkpoint::StateMemory::default().block_cache_bytes, 64 << 20);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateMemory {
+    /// RocksDB's block cache, in bytes: state read beyond it comes from the file system.
     pub block_cache_bytes: usize,
+    /// RocksDB's memtables in all (four of a quarter each: one filling while the others are
+    /// flushed), in bytes. Smaller means more, smaller files to flush and compact.
+    pub write_buffer_bytes: usize,
+    /// Values of durable checkpoints the worker keeps in memory as a read cache, in bytes
+    /// (its windows' tables and keys): state read again soon after it changed is read
+    /// from here instead of RocksDB.
+    pub state_cache_bytes: usize,
 }
 
-impl Default for RocksOptions {
-    fn default() -> Self {
-        RocksOptions {
-            block_cache_bytes: 64 << 20,
+impl StateMemory {
+    /// The three sizes in MiB (each at least 1 MiB; the memtables at least 4).
+    pub fn from_mb(block_cache: usize, write_buffer: usize, state_cache: usize) -> Self {
+        StateMemory {
+            block_cache_bytes: block_cache.max(1) << 20,
+            write_buffer_bytes: write_buffer.max(4) << 20,
+            state_cache_bytes: state_cache.max(1) << 20,
         }
+    }
+
+    /// What a store opened only to read or clean up needs.
+    pub fn minimal() -> Self {
+        Self::from_mb(1, 4, 1)
+    }
+}
+
+impl Default for StateMemory {
+    fn default() -> Self {
+        Self::from_mb(64, 512, 256)
     }
 }
 
@@ -38,7 +70,7 @@ pub struct RocksStore {
 
 impl RocksStore {
     /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path, options: &RocksOptions) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, options: &StateMemory) -> Result<Self, StoreError> {
         // RocksDB would create an empty database over one whose CURRENT file
         // is gone; refuse instead of silently starting from nothing.
         let has_files = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
@@ -55,7 +87,7 @@ impl RocksStore {
         // Checkpoints arrive as large batches: room for two in memory while
         // one is flushed, and background threads for flushes and compactions,
         // so a checkpoint rarely waits for a flush (a write stall).
-        opts.set_write_buffer_size(128 << 20);
+        opts.set_write_buffer_size(options.write_buffer_bytes / 4);
         opts.set_max_write_buffer_number(4);
         opts.set_max_background_jobs(2);
         // A bloom filter over each memtable's whole keys: a read of a key not written in the
@@ -196,7 +228,7 @@ mod tests {
     #[test]
     fn compaction_drops_expired_state_from_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+        let store = RocksStore::open(dir.path(), &StateMemory::default()).unwrap();
         let value = |expires: u64| {
             let mut v = expires.to_be_bytes().to_vec();
             v.push(7);
@@ -217,7 +249,7 @@ mod tests {
         assert!(store.get_into(b"p-pending-is-kept", &mut buf).unwrap());
         drop(store);
         // Reopening sees the same (the data is on disk, synced).
-        let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+        let store = RocksStore::open(dir.path(), &StateMemory::default()).unwrap();
         assert!(store.get_into(b"s-live", &mut buf).unwrap());
         assert_eq!(buf, value(u64::MAX));
     }
@@ -225,8 +257,8 @@ mod tests {
     #[test]
     fn a_database_in_use_is_refused_with_a_hint() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
-        let err = RocksStore::open(dir.path(), &RocksOptions::default())
+        let _first = RocksStore::open(dir.path(), &StateMemory::default()).unwrap();
+        let err = RocksStore::open(dir.path(), &StateMemory::default())
             .err()
             .unwrap();
         assert!(

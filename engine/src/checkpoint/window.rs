@@ -77,6 +77,12 @@ impl Window {
         self.keys.len()
     }
 
+    /// The memory it holds: its table's entries and control bytes, and its key arena.
+    pub(crate) fn bytes(&self) -> usize {
+        let buckets = (self.table.capacity() * 8 / 7).next_power_of_two();
+        buckets * (std::mem::size_of::<Entry>() + 1) + self.keys.capacity()
+    }
+
     /// The slot of `key`, whose [`hash_key`] is `hash`.
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<&Slot> {

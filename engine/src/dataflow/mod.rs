@@ -116,7 +116,7 @@ use statefun_sdk::EgressMessage;
 
 use crate::app::{Application, Durability};
 use crate::checkpoint::rescale::Decision;
-use crate::checkpoint::{agree, DurableBackend, RocksOptions, RocksStore, Schedule, WorkerReport};
+use crate::checkpoint::{agree, DurableBackend, RocksStore, Schedule, StateMemory, WorkerReport};
 use crate::envelope::Envelope;
 use crate::shared::{Metrics, Shared};
 use crate::state::{MemoryBackend, StateBackend};
@@ -901,13 +901,7 @@ pub fn run(
 /// Drops the outboxes of worker `index`'s store after a clean finish.
 fn forget_outboxes(d: &Durability, index: usize, peers: usize) -> Result<(), String> {
     let path = d.state_dir.join(format!("worker-{index}"));
-    let store = RocksStore::open(
-        &path,
-        &RocksOptions {
-            block_cache_bytes: 1 << 20,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let store = RocksStore::open(&path, &StateMemory::minimal()).map_err(|e| e.to_string())?;
     let (mut backend, _) = DurableBackend::open(store, index, peers)?;
     backend.forget_outboxes()
 }
@@ -931,9 +925,7 @@ fn recover(
 )> {
     let (index, peers) = (worker.index(), worker.peers());
     let path = durability.state_dir.join(format!("worker-{index}"));
-    let options = RocksOptions {
-        block_cache_bytes: durability.block_cache_bytes,
-    };
+    let options = &durability.memory;
     let failed = |error: String| WorkerReport {
         worker: index,
         peers: None,
@@ -951,9 +943,13 @@ fn recover(
     let mut rescaled = false;
     let (mut backend, reports, missing) = loop {
         let missing = !path.exists();
-        let opened = RocksStore::open(&path, &options)
+        let opened = RocksStore::open(&path, options)
             .map_err(|e| e.to_string())
-            .and_then(|store| DurableBackend::open(store, index, peers));
+            .and_then(|store| DurableBackend::open(store, index, peers))
+            .map(|(mut backend, report)| {
+                backend.set_cache_bytes(options.state_cache_bytes);
+                (backend, report)
+            });
         let (backend, report) = match opened {
             Ok((backend, report)) => (Some(backend), WorkerReport { missing, ..report }),
             Err(e) => (None, failed(e)),

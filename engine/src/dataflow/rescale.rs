@@ -49,7 +49,7 @@ use crate::app::{Application, Durability};
 use crate::checkpoint::rescale::{marker_path, read_marker, Found, Inventory, Plan};
 use crate::checkpoint::{
     put_state, seal_rescaled, state_chunk, state_key_group, CheckpointMeta, DurableBackend,
-    Entries, Manifest, Recovered, RocksOptions, RocksStore, WorkerReport,
+    Entries, Manifest, Recovered, RocksStore, StateMemory, WorkerReport,
 };
 use crate::envelope::Envelope;
 use crate::keygroup::{worker_for_id, worker_for_key_group};
@@ -234,14 +234,12 @@ fn build(
 ) -> Result<(), String> {
     let index = worker.index();
     let dir = &durability.state_dir;
-    let options = RocksOptions {
-        block_cache_bytes: durability.block_cache_bytes,
-    };
+    let options = &durability.memory;
     let mut status: Result<(), String> = Ok(());
     // The old databases this worker reads, rolled to the checkpoint.
     let mut olds: Vec<(usize, DurableBackend<RocksStore>, Recovered)> = Vec::new();
     for old in plan.read_by(index) {
-        let opened = RocksStore::open(&dir.join(format!("worker-{old}")), &options)
+        let opened = RocksStore::open(&dir.join(format!("worker-{old}")), options)
             .map_err(|e| e.to_string())
             .and_then(|store| DurableBackend::open(store, old, plan.from))
             .and_then(|(mut backend, _)| {
@@ -280,7 +278,7 @@ fn build(
     }
     // The new database, built from scratch.
     let staged = match &status {
-        Ok(()) => match open_staged(&staged_db(dir, index), &options) {
+        Ok(()) => match open_staged(&staged_db(dir, index), options) {
             Ok(store) => Some(store),
             Err(e) => {
                 status = Err(e);
@@ -475,7 +473,7 @@ impl Received {
 }
 
 /// Opens a new, empty database at `path` (removing what an earlier attempt left there).
-fn open_staged(path: &Path, options: &RocksOptions) -> Result<RocksStore, String> {
+fn open_staged(path: &Path, options: &StateMemory) -> Result<RocksStore, String> {
     if path.exists() {
         std::fs::remove_dir_all(path).map_err(|e| {
             format!(

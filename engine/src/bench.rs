@@ -220,6 +220,13 @@ pub fn run_engine(args: &BenchArgs) -> Result<Duration, String> {
             at(0.99),
             at(1.0)
         );
+        let written = crate::shared::Metrics::get(&shared.metrics.checkpoint_bytes);
+        let per = written as f64 / pauses.len().max(1) as f64;
+        println!(
+            "checkpoint bytes: {:.1} MiB written, {:.2} MiB per checkpoint",
+            written as f64 / f64::from(1 << 20),
+            per / f64::from(1 << 20)
+        );
     }
     if report.invocations != args.records {
         return Err(format!(

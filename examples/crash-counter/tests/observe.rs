@@ -62,6 +62,21 @@ fn row<'t>(text: &'t str, first: &str) -> Vec<&'t str> {
         .unwrap_or_else(|| panic!("no row `{first}` in:\n{text}"))
 }
 
+/// Writes `input` (`key<TAB>value` lines) to `dir/in.txt` and a module reading it with
+/// `follow: true` (ingress `observe/in`) into the counter, whose lines go to the file egress.
+fn write_followed_file_job(dir: &std::path::Path, input: &str) {
+    std::fs::write(dir.join("in.txt"), input).expect("input");
+    std::fs::write(
+        dir.join("module.yaml"),
+        format!(
+            "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: observe/in\n  path: in.txt\n  \
+             valueType: io.statefun.types/string\n  follow: true\n  targets:\n    - {COUNTER}\n---\n{}",
+            file_egress()
+        ),
+    )
+    .expect("module.yaml");
+}
+
 /// Runs `dir/module.yaml` there with 2 workers and `--metrics-addr` on a free port (plus
 /// `extra` arguments); returns the address and a guard that kills the job if a failed
 /// assertion leaves it running.
@@ -130,16 +145,7 @@ fn metrics_count_exactly_what_the_job_did_and_probes_follow_it() {
                 .len()
         })
         .sum();
-    std::fs::write(dir.path().join("in.txt"), input).expect("input");
-    std::fs::write(
-        dir.path().join("module.yaml"),
-        format!(
-            "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: observe/in\n  path: in.txt\n  \
-             valueType: io.statefun.types/string\n  follow: true\n  targets:\n    - {COUNTER}\n---\n{}",
-            file_egress()
-        ),
-    )
-    .expect("module.yaml");
+    write_followed_file_job(dir.path(), &input);
     let addr = format!("127.0.0.1:{}", statefun_testkit::free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_example-crash-counter"))
         .current_dir(dir.path())
@@ -330,16 +336,7 @@ fn records_replayed_after_a_crash_show_their_wait_in_the_delivery_latency() {
     let dir = tempfile::tempdir().expect("temp dir");
     let records = 30u64;
     let input: String = (0..records).map(|i| format!("{}\tv{i}\n", i % 5)).collect();
-    std::fs::write(dir.path().join("in.txt"), input).expect("input");
-    std::fs::write(
-        dir.path().join("module.yaml"),
-        format!(
-            "kind: io.statefun-rs.file.v1/ingress\nspec:\n  id: observe/in\n  path: in.txt\n  \
-             valueType: io.statefun.types/string\n  follow: true\n  targets:\n    - {COUNTER}\n---\n{}",
-            file_egress()
-        ),
-    )
-    .expect("module.yaml");
+    write_followed_file_job(dir.path(), &input);
     let durable = ["--state-dir", "state", "--checkpoint-interval", "100ms"];
     // The first run aborts once a sink has written the records of a durable checkpoint and
     // not yet committed them: the restart delivers them again from the outbox.

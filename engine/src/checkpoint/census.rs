@@ -18,6 +18,7 @@
 //! the next pass after they are merged.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,9 +33,23 @@ pub(crate) const MIN_GAP: Duration = Duration::from_secs(1);
 const CHUNK: usize = 16 * 1024;
 
 /// A worker's census: the last complete pass, and whether one is running.
+///
+/// Dropping it stops a running pass after its current chunk and waits for the thread: the
+/// thread holds the store open, and a restart (`--restart`) must be able to open it again.
 #[derive(Default)]
 pub(crate) struct Census {
     progress: Arc<Mutex<Progress>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Census {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -50,7 +65,7 @@ struct Progress {
 impl Census {
     /// The last complete count of `store`, starting a pass in the background when one is
     /// due (see the module docs).
-    pub(crate) fn poll<S: Store>(&self, store: &Arc<S>, worker: usize) -> Option<StateCensus> {
+    pub(crate) fn poll<S: Store>(&mut self, store: &Arc<S>, worker: usize) -> Option<StateCensus> {
         let Ok(mut progress) = self.progress.lock() else {
             return None;
         };
@@ -59,11 +74,12 @@ impl Census {
             progress.running = true;
             let store = store.clone();
             let shared = self.progress.clone();
+            let stop = self.stop.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("state-census-{worker}"))
                 .spawn(move || {
                     let started = Instant::now();
-                    let counted = count(&*store);
+                    let counted = count(&*store, &stop);
                     let took = started.elapsed();
                     if let Ok(mut progress) = shared.lock() {
                         progress.running = false;
@@ -78,7 +94,7 @@ impl Census {
                                     counted_at_ms: crate::clock::Clock::now_ms(),
                                 });
                             }
-                            Err(e) if !progress.warned => {
+                            Err(e) if !progress.warned && !stop.load(Ordering::Relaxed) => {
                                 progress.warned = true;
                                 tracing::warn!(worker, error = %e,
                                     "cannot count the stored state for metrics; the state metrics keep their last count");
@@ -87,9 +103,17 @@ impl Census {
                         }
                     }
                 });
-            if spawned.is_err() {
-                progress.running = false;
-                progress.next_at = Some(Instant::now() + MIN_GAP);
+            match spawned {
+                Ok(thread) => {
+                    // The previous pass's thread has finished (`running` was false).
+                    if let Some(done) = self.thread.replace(thread) {
+                        let _ = done.join();
+                    }
+                }
+                Err(_) => {
+                    progress.running = false;
+                    progress.next_at = Some(Instant::now() + MIN_GAP);
+                }
             }
         }
         progress.last.clone()
@@ -97,12 +121,16 @@ impl Census {
 }
 
 /// Values and value bytes per function type in the main state of `store`, in name order;
-/// expired values (not yet dropped by compaction) are not counted.
-pub(crate) fn count<S: Store>(store: &S) -> Result<Vec<FunctionState>, String> {
+/// expired values (not yet dropped by compaction) are not counted. Gives up between chunks
+/// once `stop` is set.
+pub(crate) fn count<S: Store>(store: &S, stop: &AtomicBool) -> Result<Vec<FunctionState>, String> {
     let now_ms = crate::clock::Clock::now_ms();
     let mut by: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err("stopped: the worker's state closed".into());
+        }
         let chunk = state_chunk(store, after.as_deref(), CHUNK)?;
         for (key, value) in &chunk {
             let (Some(function), Some(header)) =

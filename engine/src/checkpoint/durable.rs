@@ -1182,12 +1182,12 @@ mod tests {
         assert_eq!(get(&mut b, "a"), Some(2));
     }
 
-    fn get(b: &mut DurableBackend<MemoryStore>, id: &str) -> Option<u8> {
+    fn get<S: Store>(b: &mut DurableBackend<S>, id: &str) -> Option<u8> {
         let f = f();
         b.get(&key(&f, id)).map(|v| v.bytes[0])
     }
 
-    fn put(b: &mut DurableBackend<MemoryStore>, id: &str, n: u8) {
+    fn put<S: Store>(b: &mut DurableBackend<S>, id: &str, n: u8) {
         let f = f();
         b.put(&key(&f, id), StoredValue::new(&[n]));
     }
@@ -1206,6 +1206,25 @@ mod tests {
             egress: TypeName::parse("ns/out").unwrap(),
             value: TypedValue::new("ns/t", vec![n]),
         }
+    }
+
+    /// A census pass holds the store open: dropping the backend stops and joins it, so
+    /// that a restart in the same process can open the database again at once.
+    #[test]
+    fn dropping_the_backend_ends_a_running_census_and_frees_the_store() {
+        use crate::checkpoint::{RocksStore, StateMemory};
+        let dir = tempfile::tempdir().unwrap();
+        let open = || RocksStore::open(dir.path(), &StateMemory::minimal()).unwrap();
+        let (mut b, _) = DurableBackend::open(open(), 0, 1).unwrap();
+        for i in 0..300_000u32 {
+            put(&mut b, &format!("id-{i}"), (i % 200) as u8);
+        }
+        b.checkpoint(meta(10), &[], None, None).unwrap();
+        // Starts a pass (hundreds of milliseconds over 300 000 values) and drops at once.
+        assert_eq!(b.census(0), None);
+        drop(b);
+        let (mut again, _) = DurableBackend::open(open(), 0, 1).unwrap();
+        assert_eq!(get(&mut again, "id-7"), Some(7));
     }
 
     #[test]
@@ -1228,7 +1247,10 @@ mod tests {
         );
         b.put(&key(&other, "y"), StoredValue::new(b"deleted"));
         b.delete(&key(&other, "y"));
-        assert_eq!(super::super::census::count(&store).unwrap(), vec![]);
+        assert_eq!(
+            super::super::census::count(&store, &Default::default()).unwrap(),
+            vec![]
+        );
         b.checkpoint_in_background(meta(10), &[], None, None, &waker())
             .unwrap();
         assert!(matches!(b.wait_written().as_slice(), [(10, Ok(_))]));
@@ -1238,7 +1260,10 @@ mod tests {
             bytes,
         };
         let expected = vec![row("ns/counter", 40_000, 40_000), row("ns/other", 1, 12)];
-        assert_eq!(super::super::census::count(&store).unwrap(), expected);
+        assert_eq!(
+            super::super::census::count(&store, &Default::default()).unwrap(),
+            expected
+        );
         // Through the backend: the first call starts a pass, a later one has its count.
         let census = loop {
             if let Some(c) = b.census(0) {

@@ -371,10 +371,23 @@ impl Job {
     /// still have input to work on.
     fn sigkill_one(&mut self, p: usize, must_run: bool) {
         let (mut children, running) = self.start_running();
-        assert!(
-            running || !must_run,
-            "the restarted job wrote nothing within 30 s"
-        );
+        if !running && must_run {
+            // Say why: what each process printed before it was stopped.
+            let said: Vec<String> = children
+                .iter_mut()
+                .enumerate()
+                .map(|(q, child)| {
+                    let exited = child.try_wait().ok().flatten();
+                    let _ = child.kill();
+                    let (_, err) = exit_within(child, Duration::from_secs(5)).unwrap_or_default();
+                    format!("process {q} (exited by itself: {exited:?}):\n{err}")
+                })
+                .collect();
+            panic!(
+                "the restarted job wrote nothing within 30 s\n{}",
+                said.join("\n")
+            );
+        }
         let _ = children[p].kill();
         let _ = children[p].wait();
         for (q, child) in children.iter_mut().enumerate().filter(|(q, _)| *q != p) {

@@ -741,20 +741,21 @@ pub fn render(shared: &Shared, info: ProcessInfo) -> Result<String, String> {
         "Workers that restored their state from a checkpoint at start",
         get(&m.checkpoint_restores),
     );
-    let locked = |h: &std::sync::Mutex<Histogram>| {
-        h.lock()
-            .map(|h| ConstHistogram::of(&h))
-            .unwrap_or_else(|_| ConstHistogram::of(&Histogram::default()))
+    let times = |pause: bool| -> Vec<(Labels, ConstHistogram)> {
+        m.checkpoint_times(pause)
+            .iter()
+            .map(|(w, h)| (labelled(*w, &[]), ConstHistogram::of(h)))
+            .collect()
     };
     out.histograms(
         "checkpoint_write_seconds",
         "How long checkpoints took to encode and write (on the background writer)",
-        vec![(Vec::new(), locked(&m.checkpoint_write))],
+        times(false),
     );
     out.histograms(
         "checkpoint_pause_seconds",
         "How long workers paused for checkpoints (freezing the window and handing it over)",
-        vec![(Vec::new(), locked(&m.checkpoint_pause))],
+        times(true),
     );
     let last_at = get(&m.last_checkpoint_at_ms);
     if last_at > 0 {
@@ -885,6 +886,8 @@ mod tests {
         m.count_functions(0, [("ns/f", &looped(4, 1))]);
         m.count_functions(1, [("ns/f", &looped(0, 2))]);
         m.set_remote_backlog(1, &[("ns/*".to_string(), 9)]);
+        m.observe_checkpoint(1, true, 0.003);
+        m.observe_checkpoint(1, false, 0.2);
         m.set_state(
             1,
             crate::state::StateCensus {
@@ -913,6 +916,9 @@ mod tests {
             "statefun_function_loop_messages_processed_total{process=\"0\",worker=\"1\",function=\"ns/f\"} 2",
             "statefun_function_loop_messages_pending{process=\"0\",function=\"ns/f\"} 1",
             "statefun_remote_backlog_messages{process=\"0\",worker=\"1\",endpoint=\"ns/*\"} 9",
+            "statefun_checkpoint_pause_seconds_count{process=\"0\",worker=\"1\"} 1",
+            "statefun_checkpoint_pause_seconds_bucket{process=\"0\",le=\"0.005\",worker=\"1\"} 1",
+            "statefun_checkpoint_write_seconds_count{process=\"0\",worker=\"1\"} 1",
             "statefun_state_values{process=\"0\",worker=\"1\",function=\"ns/f\"} 3",
             "statefun_state_value_bytes{process=\"0\",worker=\"1\",function=\"ns/f\"} 24",
             "statefun_feedback_messages_sent_total{process=\"0\"} 7",

@@ -411,10 +411,11 @@ pub struct Metrics {
     /// Workers that restored their state from a checkpoint at start (each start or restart
     /// that resumes counts once per worker).
     pub checkpoint_restores: AtomicU64,
-    /// How long checkpoints took to encode and write (background writer), in seconds.
-    pub checkpoint_write: std::sync::Mutex<Histogram>,
-    /// How long workers paused for checkpoints, in seconds.
-    pub checkpoint_pause: std::sync::Mutex<Histogram>,
+    /// How long checkpoints took to encode and write (background writer), in seconds, per
+    /// worker (see [`Metrics::observe_checkpoint`]).
+    checkpoint_write: std::sync::Mutex<BTreeMap<usize, Histogram>>,
+    /// How long workers paused for checkpoints, in seconds, per worker.
+    checkpoint_pause: std::sync::Mutex<BTreeMap<usize, Histogram>>,
     /// The workers' checkpoint pauses (µs: freezing the window and handing it to the
     /// writer), for the p50/p99 in benchmarks.
     pub checkpoint_pauses_us: std::sync::Mutex<Vec<u64>>,
@@ -538,6 +539,31 @@ impl Metrics {
     /// What was counted per function type so far, in type order.
     pub fn by_function(&self) -> Vec<(String, usize, FunctionCounts)> {
         rows(&self.by_function)
+    }
+
+    /// Observes how long one of `worker`'s checkpoints took: `pause` for the worker's
+    /// pause, else the background write.
+    pub fn observe_checkpoint(&self, worker: usize, pause: bool, seconds: f64) {
+        let map = if pause {
+            &self.checkpoint_pause
+        } else {
+            &self.checkpoint_write
+        };
+        if let Ok(mut map) = map.lock() {
+            map.entry(worker).or_default().observe(seconds);
+        }
+    }
+
+    /// `(worker, histogram)` of checkpoint pauses (`pause`) or background writes so far.
+    pub fn checkpoint_times(&self, pause: bool) -> Vec<(usize, Histogram)> {
+        let map = if pause {
+            &self.checkpoint_pause
+        } else {
+            &self.checkpoint_write
+        };
+        map.lock()
+            .map(|m| m.iter().map(|(w, h)| (*w, h.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Records `worker`'s stored state.

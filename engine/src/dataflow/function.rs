@@ -225,9 +225,7 @@ impl Snapshotter {
                     crate::failpoint::hit("checkpoint-after-write");
                     let m = &shared.metrics;
                     // The histogram first: a scrape never sees more checkpoints than writes timed.
-                    if let Ok(mut h) = m.checkpoint_write.lock() {
-                        h.observe(took.as_secs_f64());
-                    }
+                    m.observe_checkpoint(index, false, took.as_secs_f64());
                     Metrics::add(&m.checkpoint_bytes, bytes as u64);
                     Metrics::add(&m.checkpoints, 1);
                     m.last_checkpoint_id
@@ -798,9 +796,7 @@ pub(crate) fn functions<'s>(
                                 s.writing.push_back((c, next, stats.id, id));
                                 let m = &shared.metrics;
                                 let us = stats.duration.as_micros() as u64;
-                                if let Ok(mut h) = m.checkpoint_pause.lock() {
-                                    h.observe(stats.duration.as_secs_f64());
-                                }
+                                m.observe_checkpoint(index, true, stats.duration.as_secs_f64());
                                 if let Ok(mut pauses) = m.checkpoint_pauses_us.lock() {
                                     if pauses.len() < 1_000_000 {
                                         pauses.push(us);

@@ -321,18 +321,29 @@ fn rows<V: Clone>(map: &ByWorker<V>) -> Vec<(String, usize, V)> {
         .unwrap_or_default()
 }
 
-/// The entry of `(id, worker)`; allocates the id only when it is new.
-fn entry<'m, V: Default>(
+/// The entry of `(id, worker)`, made by `make` when new; allocates the id only when it is
+/// new.
+fn entry_with<'m, V>(
     map: &'m mut BTreeMap<String, BTreeMap<usize, V>>,
     id: &str,
     worker: usize,
+    make: impl FnOnce() -> V,
 ) -> &'m mut V {
     if !map.contains_key(id) {
         map.insert(id.to_string(), BTreeMap::new());
     }
     map.get_mut(id)
-        .map(|by| by.entry(worker).or_default())
+        .map(|by| by.entry(worker).or_insert_with(make))
         .expect("inserted above")
+}
+
+/// [`entry_with`] a default value.
+fn entry<'m, V: Default>(
+    map: &'m mut BTreeMap<String, BTreeMap<usize, V>>,
+    id: &str,
+    worker: usize,
+) -> &'m mut V {
+    entry_with(map, id, worker, V::default)
 }
 
 /// Counters of one process. Workers add their local counts in batches.
@@ -481,12 +492,8 @@ impl Metrics {
             return;
         }
         if let Ok(mut map) = self.delivery.lock() {
-            let h = entry(&mut map, id, worker);
-            if h.count() == 0 && h.bounds() != latencies.bounds() {
-                *h = latencies.clone();
-            } else {
-                h.merge(latencies);
-            }
+            entry_with(&mut map, id, worker, || Histogram::new(latencies.bounds()))
+                .merge(latencies);
         }
     }
 

@@ -139,7 +139,7 @@ fn sink_operator<'s, P>(
             frontier_seen = now;
             let finished = now.is_none();
             if dirty && (finished || last_flush.elapsed() >= FLUSH_INTERVAL) {
-                flush_confirming(&mut sinks, &shared, &mut unconfirmed);
+                flush_all(&mut sinks, &shared, &mut unconfirmed);
                 dirty = false;
                 last_flush = Instant::now();
             }
@@ -344,19 +344,10 @@ where
     )
 }
 
-/// Flushes every sink, timing what `unconfirmed` holds; a failure fails the job, naming
+/// Flushes every sink, counts what each reported ([`Sink::take_stats`]) and times the
+/// delivery of the epochs each confirmed (`unconfirmed`); a failure fails the job, naming
 /// the egress.
 pub(crate) fn flush_all(
-    sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
-    shared: &Shared,
-    unconfirmed: &mut Unconfirmed,
-) {
-    flush_confirming(sinks, shared, unconfirmed);
-}
-
-/// Flushes every sink, counts what each reported ([`Sink::take_stats`]) and times the
-/// delivery of the epochs each confirmed; a failure fails the job, naming the egress.
-fn flush_confirming(
     sinks: &mut BTreeMap<TypeName, Box<dyn Sink>>,
     shared: &Shared,
     unconfirmed: &mut Unconfirmed,

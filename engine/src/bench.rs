@@ -43,13 +43,13 @@ pub struct BenchArgs {
     #[arg(long, default_value = "1s", value_parser = statefun_module::parse_duration)]
     pub checkpoint_interval: Duration,
     /// RocksDB block cache per worker in MiB, with --state-dir.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = crate::checkpoint::StateMemory::DEFAULT_BLOCK_CACHE_MB)]
     pub block_cache_mb: usize,
     /// RocksDB memtables per worker in MiB, with --state-dir.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = crate::checkpoint::StateMemory::DEFAULT_WRITE_BUFFER_MB)]
     pub write_buffer_mb: usize,
     /// Values of recent checkpoints kept in memory per worker in MiB, with --state-dir.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = crate::checkpoint::StateMemory::DEFAULT_STATE_CACHE_MB)]
     pub state_cache_mb: usize,
     /// Measure per-hop latency instead of throughput: messages bounce
     /// between pairs of function instances and every hop's time from send to

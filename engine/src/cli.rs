@@ -565,26 +565,17 @@ fn run(registry: FunctionRegistry, args: RunArgs) -> ExitCode {
         .checkpoint_interval
         .or(file.checkpoint_interval)
         .unwrap_or(Duration::from_secs(1));
-    let defaults = crate::checkpoint::StateMemory::default();
-    let mb = |flag: Option<usize>, in_file: Option<usize>, default: usize| {
-        flag.or(in_file).unwrap_or(default >> 20)
-    };
-    let memory = crate::checkpoint::StateMemory::from_mb(
-        mb(
-            args.block_cache_mb,
-            file.block_cache_mb,
-            defaults.block_cache_bytes,
-        ),
-        mb(
-            args.write_buffer_mb,
-            file.write_buffer_mb,
-            defaults.write_buffer_bytes,
-        ),
-        mb(
-            args.state_cache_mb,
-            file.state_cache_mb,
-            defaults.state_cache_bytes,
-        ),
+    use crate::checkpoint::StateMemory;
+    let memory = StateMemory::from_mb(
+        args.block_cache_mb
+            .or(file.block_cache_mb)
+            .unwrap_or(StateMemory::DEFAULT_BLOCK_CACHE_MB),
+        args.write_buffer_mb
+            .or(file.write_buffer_mb)
+            .unwrap_or(StateMemory::DEFAULT_WRITE_BUFFER_MB),
+        args.state_cache_mb
+            .or(file.state_cache_mb)
+            .unwrap_or(StateMemory::DEFAULT_STATE_CACHE_MB),
     );
     let durability = match (state_backend.as_deref(), &state_dir) {
         (Some("memory"), Some(dir)) => {

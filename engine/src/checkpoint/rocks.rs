@@ -35,6 +35,13 @@ pub struct StateMemory {
 }
 
 impl StateMemory {
+    /// The default block cache, in MiB.
+    pub const DEFAULT_BLOCK_CACHE_MB: usize = 64;
+    /// The default memtables in all, in MiB.
+    pub const DEFAULT_WRITE_BUFFER_MB: usize = 512;
+    /// The default state cache, in MiB.
+    pub const DEFAULT_STATE_CACHE_MB: usize = 256;
+
     /// The three sizes in MiB (each at least 1 MiB; the memtables at least 4).
     pub fn from_mb(block_cache: usize, write_buffer: usize, state_cache: usize) -> Self {
         StateMemory {
@@ -52,7 +59,11 @@ impl StateMemory {
 
 impl Default for StateMemory {
     fn default() -> Self {
-        Self::from_mb(64, 512, 256)
+        Self::from_mb(
+            Self::DEFAULT_BLOCK_CACHE_MB,
+            Self::DEFAULT_WRITE_BUFFER_MB,
+            Self::DEFAULT_STATE_CACHE_MB,
+        )
     }
 }
 

@@ -164,17 +164,13 @@ impl<T: Copy + Ord> RemoteDriver<T> {
     }
 
     /// Messages queued behind in-flight requests per endpoint (its `functions` pattern, the
-    /// label of the endpoint's other metrics), in pattern order; endpoints with nothing
-    /// queued are left out.
+    /// label of the endpoint's other metrics), in pattern order: every endpoint this driver
+    /// has sent to, 0 when nothing waits (a series that reads 0, not one that vanishes).
     pub fn queued_by_endpoint(&self) -> Vec<(String, u64)> {
         let mut by: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         for (function, batcher) in &self.batchers {
-            let queued = batcher.queued() as u64;
-            if queued == 0 {
-                continue;
-            }
             if let Some(endpoint) = self.invoker.endpoint_for(function) {
-                *by.entry(endpoint.functions.to_string()).or_default() += queued;
+                *by.entry(endpoint.functions.to_string()).or_default() += batcher.queued() as u64;
             }
         }
         by.into_iter().collect()

@@ -106,11 +106,11 @@ impl InvocationHost for Host<'_> {
             slot: slot as u16,
         };
         if spec.expiration == Expiration::Never {
-            return Ok(self.backend.get(&key).map(|v| v.bytes.as_slice()));
+            return Ok(self.backend.get(&key).map(|v| v.bytes));
         }
         let live = self.backend.get(&key).map(|v| v.is_live(self.now_ms));
         match live {
-            Some(true) => Ok(self.backend.get(&key).map(|v| v.bytes.as_slice())),
+            Some(true) => Ok(self.backend.get(&key).map(|v| v.bytes)),
             Some(false) => {
                 // Expired: drop it for real, not just hide it.
                 self.backend.delete(&key);
@@ -331,7 +331,7 @@ pub(crate) fn renew_after_call(
             };
             let renewed = match backend.get(&key) {
                 Some(v) if v.is_live(now_ms) => Some(StoredValue {
-                    bytes: v.bytes.clone(),
+                    bytes: ValueBytes::from_slice(v.bytes),
                     expires_at_ms: expiry(spec.expiration, now_ms),
                 }),
                 Some(_) => None,

@@ -29,7 +29,7 @@ use super::window::{hash_key, Slot, Window};
 use super::WorkerReport;
 use crate::envelope::Envelope;
 use crate::keygroup::key_group;
-use crate::state::{StateBackend, StateKey, StoredValue};
+use crate::state::{StateBackend, StateKey, StoredValue, ValueRef};
 use crate::timers::Timers;
 
 const STATE: u8 = b's';
@@ -818,7 +818,7 @@ impl<S: Store> DurableBackend<S> {
 }
 
 impl<S: Store> StateBackend for DurableBackend<S> {
-    fn get(&mut self, key: &StateKey<'_>) -> Option<&StoredValue> {
+    fn get(&mut self, key: &StateKey<'_>) -> Option<ValueRef<'_>> {
         self.encode(key);
         let hash = hash_key(&self.key);
         if self.window.get(hash, &self.key).is_none() {
@@ -831,11 +831,12 @@ impl<S: Store> StateBackend for DurableBackend<S> {
                     dirty: false,
                 },
             );
-            return slot.value.as_ref();
+            return slot.value.as_ref().map(StoredValue::as_value_ref);
         }
         self.window
             .get(hash, &self.key)
             .and_then(|slot| slot.value.as_ref())
+            .map(StoredValue::as_value_ref)
     }
 
     fn put(&mut self, key: &StateKey<'_>, value: StoredValue) {

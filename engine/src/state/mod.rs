@@ -54,6 +54,53 @@ impl StoredValue {
     pub fn is_live(&self, now_ms: u64) -> bool {
         now_ms < self.expires_at_ms
     }
+
+    /// The value as backends lend it.
+    #[inline]
+    pub fn as_value_ref(&self) -> ValueRef<'_> {
+        ValueRef {
+            bytes: &self.bytes,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+}
+
+/// A stored value as a backend lends it: its wire bytes and expiry.
+///
+/// Backends hand out this view rather than a `&StoredValue` so that each can
+/// keep values in its own layout (the in-memory table packs small ids and
+/// values into its entries).
+///
+/// ```
+/// use statefun_engine::state::StoredValue;
+/// let stored = StoredValue { expires_at_ms: 100, ..StoredValue::new(&[7]) };
+/// let value = stored.as_value_ref();
+/// assert_eq!(value.bytes, &[7]);
+/// assert!(value.is_live(99) && !value.is_live(100));
+/// assert_eq!(value.to_stored(), stored);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueRef<'a> {
+    /// The value's wire bytes.
+    pub bytes: &'a [u8],
+    /// Expiry time in ms since the Unix epoch, or [`StoredValue::NEVER`].
+    pub expires_at_ms: u64,
+}
+
+impl ValueRef<'_> {
+    /// Whether the value is still readable at `now_ms` (as [`StoredValue::is_live`]).
+    #[inline]
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_at_ms
+    }
+
+    /// An owned copy.
+    pub fn to_stored(&self) -> StoredValue {
+        StoredValue {
+            bytes: ValueBytes::from_slice(self.bytes),
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
 }
 
 /// Names one persisted value.
@@ -101,7 +148,7 @@ pub struct StateCensus {
 /// [`StoredValue::is_live`] and deletes expired values it meets.
 pub trait StateBackend: 'static {
     /// The value named by `key`, if stored.
-    fn get(&mut self, key: &StateKey<'_>) -> Option<&StoredValue>;
+    fn get(&mut self, key: &StateKey<'_>) -> Option<ValueRef<'_>>;
     /// Stores (replaces) the value named by `key`.
     fn put(&mut self, key: &StateKey<'_>, value: StoredValue);
     /// Deletes the value named by `key`; deleting nothing is fine.
@@ -134,8 +181,8 @@ pub trait StateBackend: 'static {
 /// keyed by `(id, slot)`.
 ///
 /// Laid out for cache behaviour, since state access dominates the cost of a
-/// keyed function: an entry is one 64-byte line holding the hash, the slot,
-/// the id (inline up to 24 bytes) and the value (inline up to 16 bytes), and
+/// keyed function: an entry is half a 64-byte line holding the hash, the slot,
+/// and the id and value (inline when together they fit in 23 bytes), and
 /// [`StateBackend::prefetch`] starts loading it records ahead. The outer list
 /// has one entry per function type, found by the interned name's pointer.
 ///
@@ -146,7 +193,7 @@ pub trait StateBackend: 'static {
 /// let key = StateKey { function: &f, id: "alice", spec: "count", slot: 0 };
 /// let mut b = MemoryBackend::default();
 /// b.put(&key, StoredValue::new(&[1]));
-/// assert_eq!(b.get(&key).unwrap().bytes.as_slice(), &[1]);
+/// assert_eq!(b.get(&key).unwrap().bytes, &[1]);
 /// b.delete(&key);
 /// assert!(b.get(&key).is_none());
 /// ```
@@ -168,7 +215,7 @@ impl MemoryBackend {
 
 impl StateBackend for MemoryBackend {
     #[inline]
-    fn get(&mut self, key: &StateKey<'_>) -> Option<&StoredValue> {
+    fn get(&mut self, key: &StateKey<'_>) -> Option<ValueRef<'_>> {
         self.table(key.function)?
             .get(hash_id(key.id), key.id, key.slot)
     }
@@ -255,22 +302,22 @@ mod tests {
         s.put(&k(&a, "x", 1), v(3));
         s.put(&k(&a, "y", 0), v(4));
         assert_eq!(s.len(), 4);
-        assert_eq!(s.get(&k(&a, "x", 0)), Some(&v(1)));
-        assert_eq!(s.get(&k(&b, "x", 0)), Some(&v(2)));
-        assert_eq!(s.get(&k(&a, "x", 1)), Some(&v(3)));
-        assert_eq!(s.get(&k(&a, "y", 0)), Some(&v(4)));
+        assert_eq!(s.get(&k(&a, "x", 0)).map(|r| r.to_stored()), Some(v(1)));
+        assert_eq!(s.get(&k(&b, "x", 0)).map(|r| r.to_stored()), Some(v(2)));
+        assert_eq!(s.get(&k(&a, "x", 1)).map(|r| r.to_stored()), Some(v(3)));
+        assert_eq!(s.get(&k(&a, "y", 0)).map(|r| r.to_stored()), Some(v(4)));
         s.put(&k(&a, "x", 0), v(9));
         assert_eq!(s.len(), 4);
-        assert_eq!(s.get(&k(&a, "x", 0)), Some(&v(9)));
+        assert_eq!(s.get(&k(&a, "x", 0)).map(|r| r.to_stored()), Some(v(9)));
         s.delete(&k(&a, "x", 0));
         s.delete(&k(&a, "x", 0));
         assert_eq!(s.len(), 3);
         assert_eq!(s.get(&k(&a, "x", 0)), None);
-        assert_eq!(s.get(&k(&b, "x", 0)), Some(&v(2)));
+        assert_eq!(s.get(&k(&b, "x", 0)).map(|r| r.to_stored()), Some(v(2)));
         // Long ids (not inline) work the same.
         let long = "an-id-that-is-longer-than-twenty-four-bytes";
         s.put(&k(&a, long, 0), v(5));
-        assert_eq!(s.get(&k(&a, long, 0)), Some(&v(5)));
+        assert_eq!(s.get(&k(&a, long, 0)).map(|r| r.to_stored()), Some(v(5)));
         s.put(&k(&b, "z", 0), StoredValue::new(b"twenty bytes, spilt."));
         let census = s.census(7).unwrap();
         let row = |function: &str, values, bytes| FunctionState {
@@ -299,6 +346,9 @@ mod tests {
             slot: 0,
         };
         s.put(&key(&a1), StoredValue::new(&[7]));
-        assert_eq!(s.get(&key(&a2)), Some(&StoredValue::new(&[7])));
+        assert_eq!(
+            s.get(&key(&a2)),
+            Some(StoredValue::new(&[7]).as_value_ref())
+        );
     }
 }

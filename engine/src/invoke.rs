@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use statefun_sdk::{
-    Address, Context, EgressMessage, Expiration, FunctionError, InvocationHost, Message, SdkError,
-    ValueSpecDescriptor,
+    Address, Context, EgressMessage, Expiration, FunctionError, IngressMetadata, InvocationHost,
+    Message, SdkError, ValueSpecDescriptor,
 };
 
 use crate::entry::FunctionEntry;
@@ -215,8 +215,21 @@ pub fn invoke<'s>(
             now_ms,
             scratch: &mut *scratch,
         };
-        let metadata = metadata.get();
-        let mut ctx = Context::new(&target, caller.as_deref(), metadata.as_deref(), &mut host);
+        // A generator record's metadata is made here for the function to borrow. It owns
+        // nothing, so its drop is skipped (`ManuallyDrop`): the enum's drop glue, run for
+        // every record, cost more than making it.
+        let generator;
+        let metadata = match &metadata {
+            Metadata::None => None,
+            Metadata::Generator(sequence) => {
+                generator = std::mem::ManuallyDrop::new(IngressMetadata::Generator {
+                    sequence: *sequence,
+                });
+                Some(&*generator)
+            }
+            Metadata::Record(record) => Some(&**record),
+        };
+        let mut ctx = Context::new(&target, caller.as_deref(), metadata, &mut host);
         entry.function.invoke(&mut ctx, message)
     };
     if let Err(error) = result {
@@ -228,11 +241,10 @@ pub fn invoke<'s>(
     // Delays count from now, after the function returned, not from `now_ms`
     // (the start of the operator's activation, which may be well before the
     // `send_after` call): a delayed message must never fire early.
-    let sent_ms = if scratch.timer_ops.is_empty() {
-        now_ms
-    } else {
-        crate::clock::Clock::now_ms().max(now_ms)
-    };
+    if scratch.timer_ops.is_empty() {
+        return Ok(&mut scratch.effects);
+    }
+    let sent_ms = crate::clock::Clock::now_ms().max(now_ms);
     for op in scratch.timer_ops.drain(..) {
         match op {
             TimerOp::Schedule {
@@ -342,5 +354,71 @@ pub(crate) fn renew_after_call(
                 None => backend.delete(&key),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use statefun_sdk::{FunctionSpec, TypeName, TypedValue};
+
+    use super::*;
+    use crate::state::MemoryBackend;
+
+    /// Every kind of envelope metadata reaches the function as the record's
+    /// `IngressMetadata` (a generator's is made for the call), and a delayed
+    /// send made in the same call still reaches the timers.
+    #[test]
+    fn the_function_sees_each_kind_of_metadata_and_its_delayed_sends_are_kept() {
+        let seen: Arc<Mutex<Vec<Option<IngressMetadata>>>> = Arc::default();
+        let log = seen.clone();
+        let spec = FunctionSpec::builder(TypeName::parse("t/f").unwrap())
+            .with_fn(
+                move |ctx: &mut Context<'_>, m: Message| -> Result<(), FunctionError> {
+                    log.lock().unwrap().push(ctx.metadata().cloned());
+                    if m.value.value == b"later" {
+                        ctx.send_after(Duration::from_secs(5), Message::new(m.target, m.value));
+                    }
+                    Ok(())
+                },
+            )
+            .build()
+            .unwrap();
+        let entry = FunctionEntry::of(&spec);
+        let kafka = IngressMetadata::Kafka {
+            topic: "orders".into(),
+            partition: 2,
+            offset: 40,
+            timestamp_ms: Some(1),
+            headers: vec![("h".into(), None)],
+        };
+        let target = Address::new(entry.function_type.clone(), "a");
+        let envelope = |metadata, value: &[u8]| Envelope {
+            target: target.clone(),
+            caller: None,
+            value: TypedValue::new("t/v", value.to_vec()),
+            metadata,
+        };
+        let mut backend = MemoryBackend::default();
+        let mut timers = Timers::default();
+        let mut scratch = Scratch::default();
+        for e in [
+            envelope(Metadata::Generator(7), b"now"),
+            envelope(Metadata::of(kafka.clone()), b"now"),
+            envelope(Metadata::None, b"later"),
+        ] {
+            let effects = invoke(&entry, e, &mut backend, &mut timers, 1_000, &mut scratch);
+            assert!(effects.is_ok());
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Some(IngressMetadata::Generator { sequence: 7 }),
+                Some(kafka),
+                None
+            ]
+        );
+        assert_eq!(timers.len(), 1);
     }
 }

@@ -624,11 +624,17 @@ pub(crate) fn functions<'s>(
                             }
                             looped += effects.messages.len() as u64;
                             count_looped(&mut by_function, &effects.messages);
-                            sent.give_iterator(effects.messages.drain(..));
-                            for message in effects.egress.drain(..) {
-                                if declared(&app, &shared, &message, &mut unknown_egress, &mut bad_egress) {
-                                    Snapshotter::keep(&mut snap, &message);
-                                    egress.give(message);
+                            // (Most invocations send nothing: a drain's set-up and drop cost more
+                            // than the check.)
+                            if !effects.messages.is_empty() {
+                                sent.give_iterator(effects.messages.drain(..));
+                            }
+                            if !effects.egress.is_empty() {
+                                for message in effects.egress.drain(..) {
+                                    if declared(&app, &shared, &message, &mut unknown_egress, &mut bad_egress) {
+                                        Snapshotter::keep(&mut snap, &message);
+                                        egress.give(message);
+                                    }
                                 }
                             }
                         }

@@ -65,15 +65,48 @@ impl Metadata {
     /// assert_eq!(m.get().as_deref(), Some(&IngressMetadata::Generator { sequence: 7 }));
     /// assert_eq!(Metadata::None.get(), None);
     /// ```
-    pub fn get(&self) -> Option<std::borrow::Cow<'_, IngressMetadata>> {
-        use std::borrow::Cow;
+    pub fn get(&self) -> Option<MetadataRef<'_>> {
         match self {
             Metadata::None => None,
-            Metadata::Generator(sequence) => Some(Cow::Owned(IngressMetadata::Generator {
-                sequence: *sequence,
-            })),
-            Metadata::Record(record) => Some(Cow::Borrowed(record)),
+            Metadata::Generator(sequence) => Some(MetadataRef::Generator(
+                std::mem::ManuallyDrop::new(IngressMetadata::Generator {
+                    sequence: *sequence,
+                }),
+            )),
+            Metadata::Record(record) => Some(MetadataRef::Record(record)),
         }
+    }
+}
+
+/// The ingress record of a [`Metadata`] as functions see it ([`Metadata::get`]): a
+/// generator's is made for the call, the others are borrowed.
+///
+/// Not a `Cow`: dropping one ran `IngressMetadata`'s drop glue on every invocation, which
+/// cost more than making the value; a generator's owns nothing, so it is never dropped
+/// (`ManuallyDrop`), and this type has no drop glue at all.
+#[derive(Debug)]
+pub enum MetadataRef<'a> {
+    /// A generator record's metadata, made from its sequence number.
+    Generator(std::mem::ManuallyDrop<IngressMetadata>),
+    /// Any other ingress record's, borrowed from the envelope.
+    Record(&'a IngressMetadata),
+}
+
+impl std::ops::Deref for MetadataRef<'_> {
+    type Target = IngressMetadata;
+
+    fn deref(&self) -> &IngressMetadata {
+        match self {
+            MetadataRef::Generator(generator) => generator,
+            MetadataRef::Record(record) => record,
+        }
+    }
+}
+
+impl PartialEq for MetadataRef<'_> {
+    /// Equal when the records are, however each is held.
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
     }
 }
 

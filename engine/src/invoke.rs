@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use statefun_sdk::{
-    Address, Context, EgressMessage, Expiration, FunctionError, IngressMetadata, InvocationHost,
-    Message, SdkError, ValueSpecDescriptor,
+    Address, Context, EgressMessage, Expiration, FunctionError, InvocationHost, Message, SdkError,
+    ValueSpecDescriptor,
 };
 
 use crate::entry::FunctionEntry;
@@ -215,21 +215,8 @@ pub fn invoke<'s>(
             now_ms,
             scratch: &mut *scratch,
         };
-        // A generator record's metadata is made here for the function to borrow. It owns
-        // nothing, so its drop is skipped (`ManuallyDrop`): the enum's drop glue, run for
-        // every record, cost more than making it.
-        let generator;
-        let metadata = match &metadata {
-            Metadata::None => None,
-            Metadata::Generator(sequence) => {
-                generator = std::mem::ManuallyDrop::new(IngressMetadata::Generator {
-                    sequence: *sequence,
-                });
-                Some(&*generator)
-            }
-            Metadata::Record(record) => Some(&**record),
-        };
-        let mut ctx = Context::new(&target, caller.as_deref(), metadata, &mut host);
+        let metadata = metadata.get();
+        let mut ctx = Context::new(&target, caller.as_deref(), metadata.as_deref(), &mut host);
         entry.function.invoke(&mut ctx, message)
     };
     if let Err(error) = result {
@@ -238,12 +225,12 @@ pub fn invoke<'s>(
         return Err(InvocationError { target, error });
     }
     apply_writes(entry, &target, backend, now_ms, scratch);
-    // Delays count from now, after the function returned, not from `now_ms`
-    // (the start of the operator's activation, which may be well before the
-    // `send_after` call): a delayed message must never fire early.
     if scratch.timer_ops.is_empty() {
         return Ok(&mut scratch.effects);
     }
+    // Delays count from now, after the function returned, not from `now_ms`
+    // (the start of the operator's activation, which may be well before the
+    // `send_after` call): a delayed message must never fire early.
     let sent_ms = crate::clock::Clock::now_ms().max(now_ms);
     for op in scratch.timer_ops.drain(..) {
         match op {
@@ -361,7 +348,7 @@ pub(crate) fn renew_after_call(
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use statefun_sdk::{FunctionSpec, TypeName, TypedValue};
+    use statefun_sdk::{FunctionSpec, IngressMetadata, TypeName, TypedValue};
 
     use super::*;
     use crate::state::MemoryBackend;

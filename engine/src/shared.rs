@@ -551,24 +551,24 @@ impl Metrics {
     /// Observes how long one of `worker`'s checkpoints took: `pause` for the worker's
     /// pause, else the background write.
     pub fn observe_checkpoint(&self, worker: usize, pause: bool, seconds: f64) {
-        let map = if pause {
+        if let Ok(mut map) = self.checkpoint_histograms(pause).lock() {
+            map.entry(worker).or_default().observe(seconds);
+        }
+    }
+
+    /// The per-worker histograms of checkpoint pauses (`pause`) or background writes.
+    fn checkpoint_histograms(&self, pause: bool) -> &std::sync::Mutex<BTreeMap<usize, Histogram>> {
+        if pause {
             &self.checkpoint_pause
         } else {
             &self.checkpoint_write
-        };
-        if let Ok(mut map) = map.lock() {
-            map.entry(worker).or_default().observe(seconds);
         }
     }
 
     /// `(worker, histogram)` of checkpoint pauses (`pause`) or background writes so far.
     pub fn checkpoint_times(&self, pause: bool) -> Vec<(usize, Histogram)> {
-        let map = if pause {
-            &self.checkpoint_pause
-        } else {
-            &self.checkpoint_write
-        };
-        map.lock()
+        self.checkpoint_histograms(pause)
+            .lock()
             .map(|m| m.iter().map(|(w, h)| (*w, h.clone())).collect())
             .unwrap_or_default()
     }

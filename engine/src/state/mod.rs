@@ -52,7 +52,7 @@ impl StoredValue {
     /// ```
     #[inline]
     pub fn is_live(&self, now_ms: u64) -> bool {
-        now_ms < self.expires_at_ms
+        self.as_value_ref().is_live(now_ms)
     }
 
     /// The value as backends lend it.

@@ -182,8 +182,7 @@ struct RunArgs {
     /// RocksDB memtables per worker, in MiB (default 512: four of 128).
     #[arg(long)]
     write_buffer_mb: Option<usize>,
-    /// Values of recent checkpoints kept in memory per worker as a read cache, in MiB
-    /// (default 256).
+    /// The hot table of state values kept in memory per worker, in MiB (default 256).
     #[arg(long)]
     state_cache_mb: Option<usize>,
     /// A YAML file with run settings (`state-dir`, `state-backend`,

@@ -6,7 +6,7 @@
 //! checkpoint-interval: 500ms   # Flink-style durations: 500ms, 1s, 2min
 //! block-cache-mb: 256          # RocksDB block cache per worker
 //! write-buffer-mb: 512         # RocksDB memtables per worker
-//! state-cache-mb: 256          # recently checkpointed values kept in memory per worker
+//! state-cache-mb: 256          # the hot table of state values kept in memory per worker
 //! state-backend: rocksdb       # or memory
 //! metrics-addr: 0.0.0.0:9249   # /metrics, /healthz, /readyz
 //! ```

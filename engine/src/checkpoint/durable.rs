@@ -1,4 +1,4 @@
-//! The durable state backend: state read through an in-memory window over a
+//! The durable state backend: state kept in an in-memory hot table over a
 //! [`Store`], written to it only by checkpoints.
 //!
 //! Layout of a worker's store (all integers big-endian, so keys sort by them):
@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use statefun_sdk::EgressMessage;
+use statefun_sdk::{EgressMessage, TypeName};
 
+use super::hot::{hot_hash, ChangeLog, HotTable};
 use super::store::{Batch, Store};
-use super::window::{hash_key, Slot, Window};
 use super::WorkerReport;
 use crate::envelope::Envelope;
 use crate::keygroup::key_group;
@@ -40,8 +40,6 @@ const OUTBOX: u8 = b'o';
 const MANIFEST: &[u8] = b"x";
 /// The on-disk format; bumped on incompatible changes.
 const FORMAT: u32 = 1;
-/// Durable checkpoints' windows kept as a read cache, at most.
-const RECENT_WINDOWS: usize = 3;
 
 /// Bytes before the value in a main-state entry: its expiry (u64).
 pub(crate) const STATE_VALUE_HEADER: usize = 8;
@@ -157,44 +155,58 @@ pub struct WorkerCheckpoints {
 /// A window a checkpoint froze: its dirty slots are that checkpoint's changes, and every
 /// slot's value is the current one as of that checkpoint. Shared with the writer, which
 /// encodes it, and read by the worker until the store has it.
-type Frozen = Arc<Window>;
+type Frozen = Arc<ChangeLog>;
+
+/// A checkpoint written as pending changes (several workers) and not yet merged into the
+/// main state.
+struct Pending {
+    id: u64,
+    log: Frozen,
+    changes: usize,
+    interval: u32,
+}
 
 /// A [`StateBackend`] over a durable [`Store`].
 ///
-/// Reads go through the current checkpoint's window (values read or written
-/// since the last checkpoint), then the changes of written checkpoints not
-/// yet merged, then the changes of batches still being written, then the store's
-/// main state; writes stay in the window until a checkpoint writes them
+/// Values live in a per-worker hot table ([`super::hot`]) for as long as the worker
+/// runs and the memory budget allows; a value missing from it is read from the store's
+/// main state. Writes change the table and append to the current interval's change log,
+/// and reach the store only when a checkpoint writes that log
 /// ([`DurableBackend::checkpoint`], or [`DurableBackend::checkpoint_in_background`],
-/// which hands the batch to a writer thread so that the worker goes on). The store
-/// therefore only ever holds checkpointed data, and a crash at any moment leaves it at
-/// a checkpoint.
+/// which hands it to a writer thread so that the worker goes on). The store therefore
+/// only ever holds checkpointed data, and a crash at any moment leaves it at a
+/// checkpoint. An entry leaves the table only once its last change is in the store's
+/// main state, so the table and the store together always hold the newest values.
 pub struct DurableBackend<S: Store> {
     store: Arc<S>,
     worker: usize,
     peers: usize,
     key: Vec<u8>,
     read: Vec<u8>,
-    window: Window,
+    hot: HotTable,
+    /// The changes of the current interval.
+    log: ChangeLog,
+    /// Keys changed in the current interval.
     dirty: usize,
-    /// Windows of written checkpoints not yet merged (several workers), oldest first, with
-    /// their numbers of changes.
-    pending: Vec<(u64, Frozen, usize)>,
+    /// The current interval's number (from 1; an entry's `changed` is 0 if no interval
+    /// changed it since it was read from the store).
+    interval: u32,
+    /// The newest interval whose changes are all in the store's main state: entries last
+    /// changed in it or earlier may be evicted.
+    safe: u32,
+    /// Closed intervals not yet safe, oldest first, with the id of the batch that writes
+    /// them into the main state (a single worker's checkpoint, or the checkpoint whose
+    /// batch merges them).
+    unsafe_intervals: VecDeque<(u64, u32)>,
+    /// Checkpoints written as pending changes and not yet merged, oldest first.
+    pending: Vec<Pending>,
     merged_through: Option<u64>,
     error: Option<String>,
-    /// Windows whose changes are in batches handed to the writer and not yet durable,
-    /// oldest first, by the id of that batch: a single worker's checkpoint windows, and
-    /// merged ones. Read from here until the store has them.
-    writing: VecDeque<(u64, Frozen)>,
-    /// Windows of durable checkpoints kept as a read cache, oldest first, at most
-    /// [`RECENT_WINDOWS`] of them and `cache_limit` bytes in all (the oldest go first,
-    /// so a newer value is never hidden behind an older one).
-    recent: VecDeque<Frozen>,
     /// The background writer, started by the first background checkpoint.
     writer: Option<Writer>,
     /// Checkpoints handed to the writer and not yet reported back, oldest first.
     submitted: VecDeque<u64>,
-    /// Bytes of durable windows kept in `recent` ([`StateMemory::state_cache_bytes`]).
+    /// The hot table's budget in bytes ([`StateMemory::state_cache_bytes`]).
     ///
     /// [`StateMemory::state_cache_bytes`]: super::StateMemory::state_cache_bytes
     cache_limit: usize,
@@ -206,26 +218,17 @@ pub struct DurableBackend<S: Store> {
 /// writing it took and its size in bytes, or why it failed)`.
 pub type Written = (u64, Result<(Duration, usize), String>);
 
-/// What the worker hands the writer thread.
-enum Task {
-    /// Encode and write a checkpoint's batch.
-    Write(Job),
-    /// Free a window the worker no longer needs (off the worker).
-    Free(Frozen),
-}
-
-/// A checkpoint's batch as the worker hands it over: the windows to encode, and the
+/// A checkpoint's batch as the worker hands it over: the change logs to encode, and the
 /// rest of the batch (metadata, outbox, range deletions) already built.
 struct Job {
     id: u64,
-    /// This checkpoint's window: its dirty slots go into the main state (one worker)
-    /// or as pending changes of `id` (several).
+    /// This checkpoint's changes: into the main state (one worker) or as pending changes
+    /// of `id` (several).
     own: Frozen,
     direct: bool,
-    /// Windows of checkpoints merged by this batch: their dirty slots go into the main
-    /// state.
+    /// Changes of checkpoints merged by this batch, oldest first: into the main state.
     merges: Vec<Frozen>,
-    /// Dirty slots in `own` and `merges` together (to size the batch).
+    /// Keys changed in `own` and `merges` together (to size the batch).
     changed: usize,
     rest: Batch,
 }
@@ -236,24 +239,22 @@ impl Job {
     /// insert instead of missing the cache on every level).
     fn encode(self) -> Batch {
         let changed = self.changed;
-        let mut batch =
-            Batch::with_capacity(changed * 64 + self.rest.bytes(), changed + self.rest.len());
+        let logged = self.own.bytes() + self.merges.iter().map(|m| m.bytes()).sum::<usize>();
+        let mut batch = Batch::with_capacity(logged + self.rest.bytes(), changed + self.rest.len());
         let id = self.id.to_be_bytes();
-        let run = batch.len();
-        for (k, slot) in self.own.iter().filter(|(_, s)| s.dirty) {
+        // Each log's changes come out in key order; a later merge's value of a key is
+        // written after (and so wins over) an earlier one's.
+        for (k, value) in self.own.changes() {
             if self.direct {
-                put_state_value(&mut batch, &[k], &slot.value);
+                put_state_value(&mut batch, &[k], value);
             } else {
-                put_pending_value(&mut batch, &[&[PENDING], &id, &k[1..]], &slot.value);
+                put_pending_value(&mut batch, &[&[PENDING], &id, &k[1..]], value);
             }
         }
-        batch.sorted_from(run);
         for merged in &self.merges {
-            let run = batch.len();
-            for (k, slot) in merged.iter().filter(|(_, s)| s.dirty) {
-                put_state_value(&mut batch, &[k], &slot.value);
+            for (k, value) in merged.changes() {
+                put_state_value(&mut batch, &[k], value);
             }
-            batch.sorted_from(run);
         }
         batch.append(&self.rest);
         batch.sort();
@@ -264,7 +265,7 @@ impl Job {
 /// A thread writing checkpoint batches in the order they were handed over, so that the
 /// worker's pause is the time to build a batch, not to make it durable.
 struct Writer {
-    jobs: Option<mpsc::Sender<Task>>,
+    jobs: Option<mpsc::Sender<Job>>,
     done: mpsc::Receiver<Written>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -274,21 +275,13 @@ impl Writer {
         store: Arc<S>,
         waker: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Writer, String> {
-        let (jobs, queue) = mpsc::channel::<Task>();
+        let (jobs, queue) = mpsc::channel::<Job>();
         let (report, done) = mpsc::channel();
         let location = store.location();
         let thread = std::thread::Builder::new()
             .name("statefun-checkpoint-writer".into())
             .spawn(move || {
-                for task in queue {
-                    let job = match task {
-                        Task::Write(job) => job,
-                        // Freeing a million entries takes as long as a pause used to.
-                        Task::Free(window) => {
-                            drop(window);
-                            continue;
-                        }
-                    };
+                for job in queue {
                     crate::failpoint::hit("checkpoint-writing");
                     let started = Instant::now();
                     let id = job.id;
@@ -344,18 +337,18 @@ fn id_of(key: &[u8]) -> Option<u64> {
 
 /// Writes `value` at the key made of `key` as main state (expiry, then the bytes; see
 /// [`decode_value`]); `None` deletes it.
-fn put_state_value(batch: &mut Batch, key: &[&[u8]], value: &Option<StoredValue>) {
+fn put_state_value(batch: &mut Batch, key: &[&[u8]], value: Option<ValueRef<'_>>) {
     match value {
-        Some(v) => batch.put_parts(key, &[&v.expires_at_ms.to_be_bytes(), &v.bytes]),
+        Some(v) => batch.put_parts(key, &[&v.expires_at_ms.to_be_bytes(), v.bytes]),
         None => batch.delete_parts(key),
     }
 }
 
 /// Writes `value` at the key made of `key` as a pending change: `0` for a deletion,
 /// else `1` and the main-state encoding.
-fn put_pending_value(batch: &mut Batch, key: &[&[u8]], value: &Option<StoredValue>) {
+fn put_pending_value(batch: &mut Batch, key: &[&[u8]], value: Option<ValueRef<'_>>) {
     match value {
-        Some(v) => batch.put_parts(key, &[&[1], &v.expires_at_ms.to_be_bytes(), &v.bytes]),
+        Some(v) => batch.put_parts(key, &[&[1], &v.expires_at_ms.to_be_bytes(), v.bytes]),
         None => batch.put_parts(key, &[&[0]]),
     }
 }
@@ -399,14 +392,16 @@ impl<S: Store> DurableBackend<S> {
             peers,
             key: Vec::with_capacity(64),
             read: Vec::with_capacity(64),
-            window: Window::default(),
+            hot: HotTable::default(),
+            log: ChangeLog::default(),
             dirty: 0,
+            interval: 1,
+            safe: 0,
+            unsafe_intervals: VecDeque::new(),
             pending: Vec::new(),
             merged_through: manifest.and_then(|m| m.merged_through),
             error: None,
-            writing: VecDeque::new(),
             writer: None,
-            recent: VecDeque::new(),
             submitted: VecDeque::new(),
             cache_limit: super::StateMemory::default().state_cache_bytes,
             census: Default::default(),
@@ -414,8 +409,8 @@ impl<S: Store> DurableBackend<S> {
         Ok((backend, report))
     }
 
-    /// Keeps at most `bytes` of durable checkpoints' windows in memory as a read cache
-    /// (default: [`StateMemory`]'s).
+    /// Keeps the hot table within `bytes` (default: [`StateMemory`]'s), as far as values
+    /// already in the store can be evicted.
     ///
     /// [`StateMemory`]: super::StateMemory
     pub fn set_cache_bytes(&mut self, bytes: usize) {
@@ -427,6 +422,8 @@ impl<S: Store> DurableBackend<S> {
     /// main state, discards later ones, and returns what to resume from.
     /// `None` is a fresh start.
     pub fn restore(&mut self, id: Option<u64>) -> Result<Option<Recovered>, String> {
+        // Whatever memory holds may be newer than the checkpoint restored.
+        self.forget_memory();
         let Some(id) = id else {
             // A fresh start: anything here is from checkpoints that never
             // completed everywhere (see `agree`), so it goes.
@@ -557,7 +554,7 @@ impl<S: Store> DurableBackend<S> {
             .writer
             .as_ref()
             .and_then(|w| w.jobs.as_ref())
-            .is_some_and(|jobs| jobs.send(Task::Write(job)).is_ok());
+            .is_some_and(|jobs| jobs.send(job).is_ok());
         if !sent {
             return Err(format!(
                 "{}: the checkpoint writer stopped (an earlier write failed)",
@@ -613,35 +610,34 @@ impl<S: Store> DurableBackend<S> {
         }
     }
 
-    /// Checkpoint `id` is durable: the windows its batch held are in the store, and stay
-    /// in memory only as a read cache (`recent`), newest last, within `cache_limit`.
+    /// Checkpoint `id`'s batch is durable: the intervals it wrote into the main state are
+    /// safe, and their entries may leave the hot table.
     fn acknowledge(&mut self, id: u64) {
-        while self.writing.front().is_some_and(|(w, _)| *w <= id) {
-            if let Some((_, window)) = self.writing.pop_front() {
-                self.recent.push_back(window);
-            }
-        }
-        let mut cached: usize = self.recent.iter().map(|w| w.bytes()).sum();
-        // A miss looks through every window: a few of them only.
-        while cached > self.cache_limit || self.recent.len() > RECENT_WINDOWS {
-            let Some(oldest) = self.recent.pop_front() else {
+        while let Some(&(batch, interval)) = self.unsafe_intervals.front() {
+            if batch > id {
                 break;
-            };
-            cached -= oldest.bytes();
-            match self.writer.as_ref().and_then(|w| w.jobs.as_ref()) {
-                Some(jobs) => {
-                    let _ = jobs.send(Task::Free(oldest));
-                }
-                None => drop(oldest),
             }
+            self.safe = self.safe.max(interval);
+            self.unsafe_intervals.pop_front();
         }
     }
 
-    /// Freezes the window as checkpoint `meta.id` (see [`DurableBackend::checkpoint`])
-    /// and builds the rest of its batch; the changed values are encoded from the frozen
-    /// windows later, by [`Job::encode`]. Memory is updated as if the batch were written:
-    /// the frozen windows stay readable (in `pending`, or in `writing` until
-    /// [`DurableBackend::acknowledge`]).
+    /// Drops the hot table, the current changes and the pending logs.
+    fn forget_memory(&mut self) {
+        self.hot.clear();
+        self.log = ChangeLog::default();
+        self.dirty = 0;
+        self.pending.clear();
+        self.unsafe_intervals.clear();
+        self.safe = self.interval;
+        self.interval += 1;
+    }
+
+    /// Closes the current interval as checkpoint `meta.id` (see
+    /// [`DurableBackend::checkpoint`]) and builds the rest of its batch; the changed
+    /// values are encoded from the interval's change log later, by [`Job::encode`]. The
+    /// hot table keeps the newest values; its entries changed in the interval stay until
+    /// the batch writing them into the main state is acknowledged.
     fn prepare(
         &mut self,
         mut meta: CheckpointMeta,
@@ -655,9 +651,11 @@ impl<S: Store> DurableBackend<S> {
         // A single worker never has to roll back to an older checkpoint than
         // its newest, so its changes go straight into the main state.
         let direct = self.peers == 1;
-        // The next window starts at the size this one reached: no rehashing as it grows.
-        let next = Window::with_capacity(self.window.len(), self.window.key_bytes());
-        let own: Frozen = Arc::new(std::mem::replace(&mut self.window, next));
+        // The next log starts at the size this one reached: no copying as it grows.
+        let next = ChangeLog::with_capacity(self.log.bytes());
+        let own: Frozen = Arc::new(std::mem::replace(&mut self.log, next));
+        let closed = self.interval;
+        self.interval += 1;
         let n = self.dirty as u64;
         self.dirty = 0;
         meta.state_changes = n;
@@ -671,14 +669,14 @@ impl<S: Store> DurableBackend<S> {
         let mut changed = n as usize;
         let mut merges = Vec::new();
         if let Some(done) = complete_through {
-            while self.pending.first().is_some_and(|(p, _, _)| *p <= done) {
-                let (p, window, dirty) = self.pending.remove(0);
-                changed += dirty;
-                rest.delete_range(u64_key(PENDING, p), u64_key(PENDING, p + 1));
-                // Readable from memory until this batch is in the store.
-                self.writing.push_back((id, window.clone()));
-                merges.push(window);
-                self.merged_through = Some(p);
+            while self.pending.first().is_some_and(|p| p.id <= done) {
+                let p = self.pending.remove(0);
+                changed += p.changes;
+                rest.delete_range(u64_key(PENDING, p.id), u64_key(PENDING, p.id + 1));
+                // In the main state once this batch is in the store.
+                self.unsafe_intervals.push_back((id, p.interval));
+                merges.push(p.log);
+                self.merged_through = Some(p.id);
             }
             if let Some(m) = self.merged_through.filter(|_| !merges.is_empty()) {
                 rest.delete_range(u64_key(META, 0), u64_key(META, m));
@@ -700,9 +698,14 @@ impl<S: Store> DurableBackend<S> {
         }
         rest.put(MANIFEST.to_vec(), self.manifest_bytes()?);
         if direct {
-            self.writing.push_back((id, own.clone()));
+            self.unsafe_intervals.push_back((id, closed));
         } else {
-            self.pending.push((id, own.clone(), n as usize));
+            self.pending.push(Pending {
+                id,
+                log: own.clone(),
+                changes: n as usize,
+                interval: closed,
+            });
         }
         let stats = CheckpointStats {
             id,
@@ -764,22 +767,12 @@ impl<S: Store> DurableBackend<S> {
         k.extend_from_slice(key.spec.as_bytes());
     }
 
-    /// The value of `self.key` below the window: frozen windows newest first (unmerged
-    /// checkpoints, batches being written, the recent ones kept as a cache), then the
-    /// store.
-    fn load(&mut self, hash: u64) -> Option<StoredValue> {
-        let frozen = self.pending.iter().rev().map(|(_, w, _)| w);
-        let frozen = frozen
-            .chain(self.writing.iter().rev().map(|(_, w)| w))
-            .chain(self.recent.iter().rev());
-        for window in frozen {
-            if let Some(slot) = window.get(hash, &self.key) {
-                return slot.value.clone();
-            }
-        }
+    /// The value of `self.key` in the store's main state; `None` if reading failed (the
+    /// error is kept for [`StateBackend::take_error`]).
+    fn load(&mut self) -> Option<Option<StoredValue>> {
         match self.store.get_into(&self.key, &mut self.read) {
             Ok(true) => match decode_value(&self.read) {
-                Some(v) => Some(v),
+                Some(v) => Some(Some(v)),
                 None => {
                     self.error.get_or_insert_with(|| {
                         format!(
@@ -790,7 +783,7 @@ impl<S: Store> DurableBackend<S> {
                     None
                 }
             },
-            Ok(false) => None,
+            Ok(false) => Some(None),
             Err(e) => {
                 self.error.get_or_insert(e.to_string());
                 None
@@ -798,21 +791,41 @@ impl<S: Store> DurableBackend<S> {
         }
     }
 
-    fn set(&mut self, value: Option<StoredValue>) {
-        let hash = hash_key(&self.key);
-        match self.window.get_mut(hash, &self.key) {
-            Some(slot) => {
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.dirty += 1;
-                }
-                slot.value = value;
+    /// The hot table's slot of `self.key`, entered with `value` if it is not there.
+    #[inline]
+    fn slot(
+        &mut self,
+        hash: u32,
+        value: impl FnOnce(&mut Self) -> Option<Option<StoredValue>>,
+    ) -> Option<usize> {
+        if let Some(i) = self.hot.find(hash, &self.key) {
+            return Some(i);
+        }
+        let value = value(self)?;
+        self.hot.make_room(self.cache_limit, self.safe);
+        Some(self.hot.insert(hash, &self.key, value))
+    }
+
+    /// Sets the value of `self.key` (`None`: deleted) and logs the change.
+    fn set(&mut self, key: &StateKey<'_>, value: Option<ValueRef<'_>>) {
+        let hash = hot_hash(key.function.as_str(), key.id);
+        let Some(i) = self.slot(hash, |_| Some(None)) else {
+            return;
+        };
+        self.hot.set(
+            i,
+            value.map(|v| v.bytes),
+            value.map_or(StoredValue::NEVER, |v| v.expires_at_ms),
+        );
+        let entry = self.hot.at(i);
+        if entry.changed == self.interval {
+            if !self.log.overwrite(entry.logged_at, value) {
+                entry.logged_at = self.log.append(&self.key, value);
             }
-            None => {
-                self.dirty += 1;
-                self.window
-                    .insert(hash, &self.key, Slot { value, dirty: true });
-            }
+        } else {
+            entry.changed = self.interval;
+            entry.logged_at = self.log.append(&self.key, value);
+            self.dirty += 1;
         }
     }
 }
@@ -820,33 +833,24 @@ impl<S: Store> DurableBackend<S> {
 impl<S: Store> StateBackend for DurableBackend<S> {
     fn get(&mut self, key: &StateKey<'_>) -> Option<ValueRef<'_>> {
         self.encode(key);
-        let hash = hash_key(&self.key);
-        if self.window.get(hash, &self.key).is_none() {
-            let value = self.load(hash);
-            let slot = self.window.insert(
-                hash,
-                &self.key,
-                Slot {
-                    value,
-                    dirty: false,
-                },
-            );
-            return slot.value.as_ref().map(StoredValue::as_value_ref);
-        }
-        self.window
-            .get(hash, &self.key)
-            .and_then(|slot| slot.value.as_ref())
-            .map(StoredValue::as_value_ref)
+        let hash = hot_hash(key.function.as_str(), key.id);
+        let i = self.slot(hash, Self::load)?;
+        self.hot.at(i).value()
     }
 
     fn put(&mut self, key: &StateKey<'_>, value: StoredValue) {
         self.encode(key);
-        self.set(Some(value));
+        self.set(key, Some(value.as_value_ref()));
     }
 
     fn delete(&mut self, key: &StateKey<'_>) {
         self.encode(key);
-        self.set(None);
+        self.set(key, None);
+    }
+
+    #[inline]
+    fn prefetch(&self, function: &TypeName, id: &str) {
+        self.hot.prefetch(hot_hash(function.as_str(), id));
     }
 
     fn len(&self) -> usize {
@@ -1534,7 +1538,7 @@ mod tests {
         // The value bytes as the batch encodes them.
         let encoded = |v: StoredValue| -> Vec<u8> {
             let mut batch = Batch::default();
-            put_state_value(&mut batch, &[b"s"], &Some(v));
+            put_state_value(&mut batch, &[b"s"], Some(v.as_value_ref()));
             let value = match batch.ops().next() {
                 Some(crate::checkpoint::store::Op::Put(_, value)) => value.to_vec(),
                 other => panic!("{other:?}"),

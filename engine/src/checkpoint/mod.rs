@@ -37,10 +37,10 @@
 mod census;
 mod durable;
 mod evidence;
+mod hot;
 pub mod rescale;
 mod rocks;
 mod store;
-mod window;
 
 use serde::{Deserialize, Serialize};
 use statefun_sdk::EgressMessage;

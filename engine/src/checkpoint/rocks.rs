@@ -28,9 +28,9 @@ pub struct StateMemory {
     /// RocksDB's memtables in all (four of a quarter each: one filling while the others are
     /// flushed), in bytes. Smaller means more, smaller files to flush and compact.
     pub write_buffer_bytes: usize,
-    /// Values of durable checkpoints the worker keeps in memory as a read cache, in bytes
-    /// (its windows' tables and keys): state read again soon after it changed is read
-    /// from here instead of RocksDB.
+    /// The worker's hot table of state values, in bytes (entries, keys and values): state
+    /// that fits is read and written at memory speed; beyond it the values read least
+    /// recently (and already in RocksDB) are evicted.
     pub state_cache_bytes: usize,
 }
 

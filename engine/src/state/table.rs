@@ -273,7 +273,7 @@ impl Table {
 
 /// Starts loading the cache line at `p` (a hint: it never faults).
 #[inline(always)]
-fn prefetch_line(p: *const u8) {
+pub(crate) fn prefetch_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `_mm_prefetch` only hints the cache; it reads nothing, never
     // faults, and `p` points into a live allocation anyway. SSE is part of

@@ -1,0 +1,503 @@
+//! The durable backend's hot table: the worker's values in memory, by state key, across
+//! checkpoints.
+//!
+//! Why one table that lives as long as the worker, and not a window per checkpoint
+//! interval: at a million keys and a checkpoint a second nearly every key is touched
+//! again in the next interval. A fresh window per interval faulted in (and zeroed) a new
+//! table of a million entries each second, and each first read of a key in the interval
+//! fell through the frozen windows of earlier ones. Here a key's entry stays; what a
+//! checkpoint needs — the values changed in its interval, immutable while the worker goes
+//! on — is kept beside it in an append-only [`ChangeLog`], and the table only remembers
+//! which interval last changed each entry.
+//!
+//! The table is a cache with a budget ([`HotTable::make_room`]): an entry may leave it
+//! only once its last change is in the store's main state (the interval is *safe*), so a
+//! key missing from the table is read from the store and is right there. Eviction is a
+//! clock: a sweep clears the `referenced` bit of entries read since it last passed and
+//! removes safe entries whose bit is clear.
+//!
+//! Linear probing with the hash kept in the entry; removal shifts the following entries
+//! back (no tombstones), as in the in-memory state table. The load stays at or below 4/5.
+
+use crate::state::{StoredValue, ValueRef};
+
+/// The hash of a state key, from its function type and id only: all values of an
+/// instance hash alike, so [`HotTable::prefetch`] can start loading their line from the
+/// function and id, before the spec of the value read is known.
+#[inline]
+pub(crate) fn hot_hash(function: &str, id: &str) -> u32 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(function.as_bytes());
+    h.write_u8(0xff);
+    h.write(id.as_bytes());
+    let h = h.finish();
+    (h >> 32) as u32 ^ h as u32
+}
+
+/// `logged_at` of an entry whose change is not (or can no longer be) overwritten in the
+/// log in place.
+const NOT_LOGGED: u32 = u32::MAX;
+
+/// One state value: 64 bytes, a cache line.
+pub(crate) struct Entry {
+    hash: u32,
+    /// The interval that last changed the value; 0 if none did since it was loaded.
+    pub(crate) changed: u32,
+    /// Where that change is in the current interval's log (when `changed` is the current
+    /// interval), to overwrite it in place when the value changes again.
+    pub(crate) logged_at: u32,
+    /// Whether a value is stored (`false`: absent, or deleted).
+    present: bool,
+    /// Read or written since the clock hand last passed.
+    referenced: bool,
+    key: Box<[u8]>,
+    value: StoredValue,
+}
+
+impl Entry {
+    /// The value, if one is stored.
+    #[inline]
+    pub(crate) fn value(&self) -> Option<ValueRef<'_>> {
+        self.present.then(|| self.value.as_value_ref())
+    }
+
+    /// Heap bytes it holds beside its slot.
+    fn heap(&self) -> usize {
+        self.key.len()
+            + if self.value.bytes.spilled() {
+                self.value.bytes.capacity()
+            } else {
+                0
+            }
+    }
+}
+
+/// Values by state key (see the module docs).
+#[derive(Default)]
+pub(crate) struct HotTable {
+    entries: Vec<Option<Entry>>,
+    /// `entries.len() - 1`; `entries.len()` is a power of two (or zero).
+    mask: usize,
+    len: usize,
+    /// Bytes of keys and spilled values the entries hold on the heap.
+    heap: usize,
+    /// The clock hand: the next slot a sweep visits.
+    hand: usize,
+}
+
+impl HotTable {
+    /// The number of entries.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The memory it holds: its slots, and the keys and values they point to.
+    pub(crate) fn bytes(&self) -> usize {
+        self.entries.len() * std::mem::size_of::<Option<Entry>>() + self.heap
+    }
+
+    /// Starts loading the line where the values of `hash` would be.
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u32) {
+        if let Some(entry) = self.entries.get(hash as usize & self.mask) {
+            crate::state::prefetch_line(entry as *const Option<Entry> as *const u8);
+        }
+    }
+
+    /// The slot of `key`, whose [`hot_hash`] is `hash`.
+    #[inline]
+    pub(crate) fn find(&self, hash: u32, key: &[u8]) -> Option<usize> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mut i = hash as usize & self.mask;
+        loop {
+            match &self.entries[i] {
+                None => return None,
+                Some(e) if e.hash == hash && *e.key == *key => return Some(i),
+                Some(_) => i = (i + 1) & self.mask,
+            }
+        }
+    }
+
+    /// The entry in slot `i` (from [`HotTable::find`] or [`HotTable::insert`]), marked
+    /// as used.
+    #[inline]
+    pub(crate) fn at(&mut self, i: usize) -> &mut Entry {
+        match &mut self.entries[i] {
+            Some(e) => {
+                e.referenced = true;
+                e
+            }
+            None => unreachable!("slot {i} was just found or filled"),
+        }
+    }
+
+    /// Replaces the value of the entry in slot `i`.
+    #[inline]
+    pub(crate) fn set(&mut self, i: usize, value: Option<&[u8]>, expires_at_ms: u64) {
+        let Some(e) = &mut self.entries[i] else {
+            unreachable!("slot {i} was just found or filled")
+        };
+        let before = e.heap();
+        e.referenced = true;
+        e.present = value.is_some();
+        let bytes = value.unwrap_or_default();
+        e.value.bytes.clear();
+        e.value.bytes.extend_from_slice(bytes);
+        e.value.expires_at_ms = expires_at_ms;
+        self.heap = self.heap + e.heap() - before;
+    }
+
+    /// Enters `key`, which the table does not hold, with `value`, and returns its slot.
+    /// Call [`HotTable::make_room`] first.
+    pub(crate) fn insert(&mut self, hash: u32, key: &[u8], value: Option<StoredValue>) -> usize {
+        if (self.len + 1) * 5 > self.entries.len() * 4 {
+            self.grow();
+        }
+        let present = value.is_some();
+        let entry = Entry {
+            hash,
+            changed: 0,
+            logged_at: NOT_LOGGED,
+            present,
+            referenced: true,
+            key: key.into(),
+            value: value.unwrap_or_else(|| StoredValue::new(&[])),
+        };
+        self.heap += entry.heap();
+        let mut i = hash as usize & self.mask;
+        while self.entries[i].is_some() {
+            i = (i + 1) & self.mask;
+        }
+        self.entries[i] = Some(entry);
+        self.len += 1;
+        i
+    }
+
+    /// Makes room for one more entry within `limit` bytes, evicting entries whose last
+    /// change was in interval `safe` or earlier (see the module docs). When nothing can be
+    /// evicted the table grows past the limit: unwritten changes are never dropped.
+    pub(crate) fn make_room(&mut self, limit: usize, safe: u32) {
+        let full = (self.len + 1) * 5 > self.entries.len() * 4;
+        if !full {
+            if self.bytes() > limit {
+                // A few slots per insert keep the heap within the limit as values grow.
+                self.sweep(safe, 16, usize::MAX, limit);
+            }
+            return;
+        }
+        let slot = std::mem::size_of::<Option<Entry>>();
+        let grown = (self.entries.len() * 2).max(16) * slot + self.heap;
+        if grown <= limit {
+            return;
+        }
+        // At the budget: free a twentieth of the slots (two passes at most: the first
+        // may only clear the `referenced` bits) rather than grow.
+        let target = self.entries.len() * 3 / 4;
+        self.sweep(safe, self.entries.len() * 2, target, limit);
+    }
+
+    /// Visits up to `steps` slots from the hand, evicting safe entries not referenced
+    /// since the last pass, until at most `target_len` entries and `limit` bytes remain.
+    fn sweep(&mut self, safe: u32, steps: usize, target_len: usize, limit: usize) {
+        if self.entries.is_empty() {
+            return;
+        }
+        for _ in 0..steps {
+            if self.len <= target_len && self.bytes() <= limit {
+                return;
+            }
+            let i = self.hand;
+            match &mut self.entries[i] {
+                Some(e) if e.referenced => e.referenced = false,
+                Some(e) if e.changed <= safe => {
+                    // The next entry of the run may shift into this slot: visit it again.
+                    self.remove(i);
+                    continue;
+                }
+                _ => {}
+            }
+            self.hand = (i + 1) & self.mask;
+        }
+    }
+
+    /// Removes the entry in slot `hole`, shifting the following entries of its run back
+    /// unless their home lies (cyclically) after the hole, so every entry stays reachable
+    /// from its home without tombstones.
+    fn remove(&mut self, mut hole: usize) {
+        if let Some(e) = self.entries[hole].take() {
+            self.heap -= e.heap();
+            self.len -= 1;
+        }
+        let mut i = (hole + 1) & self.mask;
+        while let Some(e) = &self.entries[i] {
+            let home = e.hash as usize & self.mask;
+            let distance_now = i.wrapping_sub(home) & self.mask;
+            let distance_hole = i.wrapping_sub(hole) & self.mask;
+            if distance_hole <= distance_now {
+                self.entries.swap(hole, i);
+                hole = i;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let capacity = (self.entries.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.entries, Vec::with_capacity(capacity));
+        self.entries.resize_with(capacity, || None);
+        self.mask = capacity - 1;
+        self.hand = 0;
+        for entry in old.into_iter().flatten() {
+            let mut i = entry.hash as usize & self.mask;
+            while self.entries[i].is_some() {
+                i = (i + 1) & self.mask;
+            }
+            self.entries[i] = Some(entry);
+        }
+    }
+
+    /// Forgets every entry (a restore rolled the store back under it).
+    pub(crate) fn clear(&mut self) {
+        *self = HotTable::default();
+    }
+}
+
+/// The changes of one checkpoint interval, in the order they were made: what the worker
+/// hands the writer at a checkpoint, and keeps (several workers) until the checkpoint is
+/// merged into the main state.
+///
+/// A record is `key length (u32) | key | present (u8) | expiry (u64) | value length (u32)
+/// | value`, little-endian. A key changed again in the same interval is overwritten in
+/// place when its value has the same length (the usual case: a counter), else appended
+/// again; [`ChangeLog::changes`] keeps the last record of each key.
+#[derive(Default)]
+pub(crate) struct ChangeLog {
+    data: Vec<u8>,
+}
+
+/// Bytes of a record besides its key and value.
+const RECORD_OVERHEAD: usize = 4 + 1 + 8 + 4;
+
+impl ChangeLog {
+    /// An empty log with room for `bytes` of records.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        ChangeLog {
+            data: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Bytes of records.
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Appends a change of `key` to `value` and returns where it is, for
+    /// [`ChangeLog::overwrite`] (`u32::MAX` past 4 GiB of records: appended again then).
+    pub(crate) fn append(&mut self, key: &[u8], value: Option<ValueRef<'_>>) -> u32 {
+        let at = u32::try_from(self.data.len())
+            .ok()
+            .filter(|at| *at != NOT_LOGGED)
+            .unwrap_or(NOT_LOGGED);
+        let bytes = value.map_or(&[][..], |v| v.bytes);
+        let d = &mut self.data;
+        d.reserve(RECORD_OVERHEAD + key.len() + bytes.len());
+        d.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        d.extend_from_slice(key);
+        d.push(value.is_some() as u8);
+        d.extend_from_slice(&value.map_or(0, |v| v.expires_at_ms).to_le_bytes());
+        d.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        d.extend_from_slice(bytes);
+        at
+    }
+
+    /// Replaces the value of the record at `at` with `value` if it has the same length;
+    /// false (nothing changed) otherwise.
+    pub(crate) fn overwrite(&mut self, at: u32, value: Option<ValueRef<'_>>) -> bool {
+        if at == NOT_LOGGED {
+            return false;
+        }
+        let at = at as usize;
+        let Some(key_len) = read_u32(&self.data, at) else {
+            return false;
+        };
+        let flag = at + 4 + key_len as usize;
+        let bytes = value.map_or(&[][..], |v| v.bytes);
+        if read_u32(&self.data, flag + 9) != Some(bytes.len() as u32) {
+            return false;
+        }
+        self.data[flag] = value.is_some() as u8;
+        let expires = value.map_or(0, |v| v.expires_at_ms).to_le_bytes();
+        self.data[flag + 1..flag + 9].copy_from_slice(&expires);
+        self.data[flag + 13..flag + 13 + bytes.len()].copy_from_slice(bytes);
+        true
+    }
+
+    /// The last change of each key, in key order (for the store's batch: RocksDB inserts
+    /// sorted keys faster), `None` for a deletion.
+    pub(crate) fn changes(&self) -> Vec<(&[u8], Option<ValueRef<'_>>)> {
+        let mut records: Vec<(&[u8], usize)> = Vec::new();
+        let d = &self.data;
+        let mut at = 0;
+        while let Some(key_len) = read_u32(d, at) {
+            let key = &d[at + 4..at + 4 + key_len as usize];
+            let flag = at + 4 + key_len as usize;
+            let value_len = read_u32(d, flag + 9).unwrap_or(0) as usize;
+            records.push((key, flag));
+            at = flag + 13 + value_len;
+        }
+        // Stable: of a key's records, the last one written sorts last.
+        records.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out: Vec<(&[u8], Option<ValueRef<'_>>)> = Vec::with_capacity(records.len());
+        for (key, flag) in records {
+            let value = (d[flag] == 1).then(|| {
+                let value_len = read_u32(d, flag + 9).unwrap_or(0) as usize;
+                ValueRef {
+                    bytes: &d[flag + 13..flag + 13 + value_len],
+                    expires_at_ms: u64::from_le_bytes(
+                        d[flag + 1..flag + 9].try_into().unwrap_or_default(),
+                    ),
+                }
+            });
+            match out.last_mut() {
+                Some(last) if last.0 == key => last.1 = value,
+                _ => out.push((key, value)),
+            }
+        }
+        out
+    }
+}
+
+#[inline]
+fn read_u32(data: &[u8], at: usize) -> Option<u32> {
+    data.get(at..at + 4)?
+        .try_into()
+        .ok()
+        .map(u32::from_le_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, HashMap};
+
+    #[test]
+    fn an_entry_is_a_cache_line() {
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 64);
+    }
+
+    fn key(n: u64) -> Vec<u8> {
+        if n.is_multiple_of(5) {
+            format!("a-key-longer-than-most-{n}").into_bytes()
+        } else {
+            format!("k{n}").into_bytes()
+        }
+    }
+
+    /// A quarter of the keys hash to the last slots of any table, so runs wrap around
+    /// the end; the rest hash normally.
+    fn hash(n: u64) -> u32 {
+        if n.is_multiple_of(4) {
+            u32::MAX - (n % 3) as u32
+        } else {
+            hot_hash("f", &n.to_string())
+        }
+    }
+
+    /// Random inserts, updates and evictions against a map: every entry the table keeps
+    /// has the model's value, and no entry changed after the safe interval is evicted.
+    #[test]
+    fn behaves_like_a_map_and_evicts_only_safe_entries() {
+        let mut table = HotTable::default();
+        let mut model: HashMap<u64, (Option<Vec<u8>>, u32)> = HashMap::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut interval = 1u32;
+        let mut safe = 0u32;
+        for step in 0..100_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = x % 2_000;
+            // Each interval changes at most 400 keys; the one before is safe.
+            if step % 400 == 0 {
+                interval += 1;
+                safe = interval - 1;
+            }
+            // A small budget: the table must evict to stay near it.
+            let limit = 16 * 1024;
+            let value =
+                (!(x >> 30).is_multiple_of(6)).then(|| vec![step as u8; (step % 30) as usize]);
+            let i = match table.find(hash(n), &key(n)) {
+                Some(i) => i,
+                None => {
+                    table.make_room(limit, safe);
+                    table.insert(hash(n), &key(n), None)
+                }
+            };
+            table.set(i, value.as_deref(), StoredValue::NEVER);
+            table.at(i).changed = interval;
+            model.insert(n, (value, interval));
+            if step % 97 != 0 {
+                continue;
+            }
+            for (n, (v, changed)) in &model {
+                if *changed > safe {
+                    let i = table.find(hash(*n), &key(*n));
+                    let i = i.unwrap_or_else(|| panic!("step {step}: unsafe key {n} evicted"));
+                    let got = table.at(i).value().map(|v| v.bytes.to_vec());
+                    assert_eq!(&got, v, "step {step}, key {n}");
+                }
+            }
+            {
+                let kept = model
+                    .iter()
+                    .filter(|(n, _)| table.find(hash(**n), &key(**n)).is_some())
+                    .count();
+                assert_eq!(kept, table.len(), "step {step}");
+            }
+        }
+        // Room for the unsafe keys (at most 800: two intervals' worth) was all it grew.
+        assert!(table.len() <= 820, "evicted too little: {}", table.len());
+        assert!(table.bytes() <= 1024 * 64 + 800 * 40, "{}", table.bytes());
+    }
+
+    #[test]
+    fn a_log_keeps_the_last_change_of_each_key_in_key_order() {
+        let mut log = ChangeLog::default();
+        let v = |b: &'static [u8], e| {
+            Some(ValueRef {
+                bytes: b,
+                expires_at_ms: e,
+            })
+        };
+        let b = log.append(b"b", v(b"1", 7));
+        let a = log.append(b"a", v(b"22", StoredValue::NEVER));
+        assert!(log.overwrite(b, v(b"3", 9)), "same length: in place");
+        assert!(!log.overwrite(a, v(b"333", 1)), "longer: appended instead");
+        log.append(b"a", v(b"333", 1));
+        let c = log.append(b"c", v(b"x", 1));
+        assert!(!log.overwrite(c, None), "a deletion is shorter");
+        log.append(b"c", None);
+        let d = log.append(b"d", None);
+        assert!(log.overwrite(d, v(b"", 5)));
+        let got: BTreeMap<Vec<u8>, Option<(Vec<u8>, u64)>> = log
+            .changes()
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.map(|v| (v.bytes.to_vec(), v.expires_at_ms))))
+            .collect();
+        let want: BTreeMap<Vec<u8>, Option<(Vec<u8>, u64)>> = [
+            (b"a".to_vec(), Some((b"333".to_vec(), 1))),
+            (b"b".to_vec(), Some((b"3".to_vec(), 9))),
+            (b"c".to_vec(), None),
+            (b"d".to_vec(), Some((vec![], 5))),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want);
+        let keys: Vec<&[u8]> = log.changes().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [&b"a"[..], b"b", b"c", b"d"]);
+    }
+}

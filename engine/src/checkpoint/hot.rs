@@ -13,8 +13,9 @@
 //! The table is a cache with a budget ([`HotTable::make_room`]): an entry may leave it
 //! only once its last change is in the store's main state (the interval is *safe*), so a
 //! key missing from the table is read from the store and is right there. Eviction is a
-//! clock: a sweep clears the `referenced` bit of entries read since it last passed and
-//! removes safe entries whose bit is clear.
+//! randomized clock: it looks at short runs of slots from random places, clears the
+//! `referenced` bit of entries used since it last looked, and removes a safe entry whose
+//! bit is clear.
 //!
 //! Linear probing with the hash kept in the entry; removal shifts the following entries
 //! back (no tombstones), as in the in-memory state table. The load stays at or below 4/5.
@@ -49,7 +50,7 @@ pub(crate) struct Entry {
     pub(crate) logged_at: u32,
     /// Whether a value is stored (`false`: absent, or deleted).
     present: bool,
-    /// Read or written since the clock hand last passed.
+    /// Read or written since eviction last looked at it.
     referenced: bool,
     key: Box<[u8]>,
     value: StoredValue,
@@ -74,7 +75,6 @@ impl Entry {
 }
 
 /// Values by state key (see the module docs).
-#[derive(Default)]
 pub(crate) struct HotTable {
     entries: Vec<Option<Entry>>,
     /// `entries.len() - 1`; `entries.len()` is a power of two (or zero).
@@ -82,8 +82,20 @@ pub(crate) struct HotTable {
     len: usize,
     /// Bytes of keys and spilled values the entries hold on the heap.
     heap: usize,
-    /// The clock hand: the next slot a sweep visits.
-    hand: usize,
+    /// The state of the random choice of where to evict (never zero).
+    random: u64,
+}
+
+impl Default for HotTable {
+    fn default() -> Self {
+        HotTable {
+            entries: Vec::new(),
+            mask: 0,
+            len: 0,
+            heap: 0,
+            random: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
 }
 
 impl HotTable {
@@ -177,51 +189,55 @@ impl HotTable {
         i
     }
 
-    /// Makes room for one more entry within `limit` bytes, evicting entries whose last
-    /// change was in interval `safe` or earlier (see the module docs). When nothing can be
-    /// evicted the table grows past the limit: unwritten changes are never dropped.
+    /// Makes room for one more entry within `limit` bytes, evicting an entry whose last
+    /// change was in interval `safe` or earlier (see the module docs). When none can be
+    /// found the table grows past the limit: unwritten changes are never dropped.
     pub(crate) fn make_room(&mut self, limit: usize, safe: u32) {
         let full = (self.len + 1) * 5 > self.entries.len() * 4;
         if !full {
             if self.bytes() > limit {
-                // A few slots per insert keep the heap within the limit as values grow.
-                self.sweep(safe, 16, usize::MAX, limit);
+                self.evict_one(safe);
             }
             return;
         }
         let slot = std::mem::size_of::<Option<Entry>>();
         let grown = (self.entries.len() * 2).max(16) * slot + self.heap;
-        if grown <= limit {
+        if grown > limit && self.evict_one(safe) {
             return;
         }
-        // At the budget: free a twentieth of the slots (two passes at most: the first
-        // may only clear the `referenced` bits) rather than grow.
-        let target = self.entries.len() * 3 / 4;
-        self.sweep(safe, self.entries.len() * 2, target, limit);
+        self.grow();
     }
 
-    /// Visits up to `steps` slots from the hand, evicting safe entries not referenced
-    /// since the last pass, until at most `target_len` entries and `limit` bytes remain.
-    fn sweep(&mut self, safe: u32, steps: usize, target_len: usize, limit: usize) {
+    /// Evicts one safe entry not referenced since the clock last looked at it, looking
+    /// at a few short runs of slots from random places and clearing the `referenced`
+    /// bits it passes (a randomized clock). Random places, not a hand going round:
+    /// evicting only where a hand is leaves the slots ahead of it filling up, and linear
+    /// probes there grow to thousands of slots.
+    fn evict_one(&mut self, safe: u32) -> bool {
         if self.entries.is_empty() {
-            return;
+            return false;
         }
-        for _ in 0..steps {
-            if self.len <= target_len && self.bytes() <= limit {
-                return;
-            }
-            let i = self.hand;
-            match &mut self.entries[i] {
-                Some(e) if e.referenced => e.referenced = false,
-                Some(e) if e.changed <= safe => {
-                    // The next entry of the run may shift into this slot: visit it again.
-                    self.remove(i);
-                    continue;
+        for _ in 0..8 {
+            // xorshift64
+            let mut x = self.random;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.random = x;
+            let start = x as usize & self.mask;
+            for step in 0..16 {
+                let i = (start + step) & self.mask;
+                match &mut self.entries[i] {
+                    Some(e) if e.referenced => e.referenced = false,
+                    Some(e) if e.changed <= safe => {
+                        self.remove(i);
+                        return true;
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-            self.hand = (i + 1) & self.mask;
         }
+        false
     }
 
     /// Removes the entry in slot `hole`, shifting the following entries of its run back
@@ -250,7 +266,6 @@ impl HotTable {
         let old = std::mem::replace(&mut self.entries, Vec::with_capacity(capacity));
         self.entries.resize_with(capacity, || None);
         self.mask = capacity - 1;
-        self.hand = 0;
         for entry in old.into_iter().flatten() {
             let mut i = entry.hash as usize & self.mask;
             while self.entries[i].is_some() {

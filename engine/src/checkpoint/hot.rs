@@ -243,22 +243,14 @@ impl HotTable {
     /// Removes the entry in slot `hole`, shifting the following entries of its run back
     /// unless their home lies (cyclically) after the hole, so every entry stays reachable
     /// from its home without tombstones.
-    fn remove(&mut self, mut hole: usize) {
+    fn remove(&mut self, hole: usize) {
         if let Some(e) = self.entries[hole].take() {
             self.heap -= e.heap();
             self.len -= 1;
         }
-        let mut i = (hole + 1) & self.mask;
-        while let Some(e) = &self.entries[i] {
-            let home = e.hash as usize & self.mask;
-            let distance_now = i.wrapping_sub(home) & self.mask;
-            let distance_hole = i.wrapping_sub(hole) & self.mask;
-            if distance_hole <= distance_now {
-                self.entries.swap(hole, i);
-                hole = i;
-            }
-            i = (i + 1) & self.mask;
-        }
+        crate::state::close_hole(&mut self.entries, self.mask, hole, |e| {
+            e.as_ref().map(|e| e.hash)
+        });
     }
 
     fn grow(&mut self) {

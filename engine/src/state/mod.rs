@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use statefun_sdk::TypeName;
 
-pub(crate) use table::prefetch_line;
+pub(crate) use table::{close_hole, prefetch_line};
 use table::{hash_id, Table};
 
 /// Value bytes, stored inline up to 16 bytes (every primitive type fits).

@@ -225,26 +225,15 @@ impl Table {
 
     /// Removes the value of `(id, slot)`; returns whether there was one.
     pub(super) fn remove(&mut self, hash: u32, id: &str, slot: u16) -> bool {
-        let Some(mut hole) = self.find(hash, id, slot) else {
+        let Some(hole) = self.find(hash, id, slot) else {
             return false;
         };
         self.bytes -= self.entries[hole].value().bytes.len();
         self.entries[hole] = Entry::vacant();
         self.len -= 1;
-        // Backward shift: move each following entry of the run into the hole
-        // unless its home lies (cyclically) after the hole, so every entry
-        // stays reachable from its home without tombstones.
-        let mut i = (hole + 1) & self.mask;
-        while self.entries[i].slot != EMPTY {
-            let home = self.entries[i].hash as usize & self.mask;
-            let distance_now = i.wrapping_sub(home) & self.mask;
-            let distance_hole = i.wrapping_sub(hole) & self.mask;
-            if distance_hole <= distance_now {
-                self.entries.swap(hole, i);
-                hole = i;
-            }
-            i = (i + 1) & self.mask;
-        }
+        close_hole(&mut self.entries, self.mask, hole, |e| {
+            (e.slot != EMPTY).then_some(e.hash)
+        });
         true
     }
 
@@ -268,6 +257,31 @@ impl Table {
                 self.entries[i] = entry;
             }
         }
+    }
+}
+
+/// Closes the hole left at `hole` in a linear-probing table of `mask + 1` entries
+/// (`hash` gives an occupied entry's hash, `None` for an empty one): moves each
+/// following entry of the run into the hole unless its home lies (cyclically)
+/// after the hole, so every entry stays reachable from its home without
+/// tombstones (a backward shift).
+#[inline]
+pub(crate) fn close_hole<T>(
+    entries: &mut [T],
+    mask: usize,
+    mut hole: usize,
+    hash: impl Fn(&T) -> Option<u32>,
+) {
+    let mut i = (hole + 1) & mask;
+    while let Some(h) = hash(&entries[i]) {
+        let home = h as usize & mask;
+        let distance_now = i.wrapping_sub(home) & mask;
+        let distance_hole = i.wrapping_sub(hole) & mask;
+        if distance_hole <= distance_now {
+            entries.swap(hole, i);
+            hole = i;
+        }
+        i = (i + 1) & mask;
     }
 }
 

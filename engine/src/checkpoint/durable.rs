@@ -152,9 +152,8 @@ pub struct WorkerCheckpoints {
     pub keys: u64,
 }
 
-/// A window a checkpoint froze: its dirty slots are that checkpoint's changes, and every
-/// slot's value is the current one as of that checkpoint. Shared with the writer, which
-/// encodes it, and read by the worker until the store has it.
+/// A closed interval's change log: that checkpoint's changes. Shared with the writer,
+/// which encodes it, and (several workers) kept until the checkpoint is merged.
 type Frozen = Arc<ChangeLog>;
 
 /// A checkpoint written as pending changes (several workers) and not yet merged into the
@@ -234,9 +233,9 @@ struct Job {
 }
 
 impl Job {
-    /// The batch, changed values in key order (RocksDB inserts a batch into its memtable,
-    /// a skip list, in batch order: sorted keys reuse the search path of the previous
-    /// insert instead of missing the cache on every level).
+    /// The batch, each log's changed values in key order (RocksDB inserts a batch into
+    /// its memtable, a skip list, in batch order: sorted keys reuse the search path of the
+    /// previous insert instead of missing the cache on every level).
     fn encode(self) -> Batch {
         let changed = self.changed;
         let logged = self.own.bytes() + self.merges.iter().map(|m| m.bytes()).sum::<usize>();
@@ -257,7 +256,6 @@ impl Job {
             }
         }
         batch.append(&self.rest);
-        batch.sort();
         batch
     }
 }
@@ -812,12 +810,7 @@ impl<S: Store> DurableBackend<S> {
         let Some(i) = self.slot(hash, |_| Some(None)) else {
             return;
         };
-        self.hot.set(
-            i,
-            value.map(|v| v.bytes),
-            value.map_or(StoredValue::NEVER, |v| v.expires_at_ms),
-        );
-        let entry = self.hot.at(i);
+        let entry = self.hot.set(i, value);
         if entry.changed == self.interval {
             if !self.log.overwrite(entry.logged_at, value) {
                 entry.logged_at = self.log.append(&self.key, value);

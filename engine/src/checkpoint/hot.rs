@@ -147,20 +147,23 @@ impl HotTable {
         }
     }
 
-    /// Replaces the value of the entry in slot `i`.
+    /// Replaces the value of the entry in slot `i` (`None`: deleted) and returns the
+    /// entry, marked as used.
     #[inline]
-    pub(crate) fn set(&mut self, i: usize, value: Option<&[u8]>, expires_at_ms: u64) {
+    pub(crate) fn set(&mut self, i: usize, value: Option<ValueRef<'_>>) -> &mut Entry {
         let Some(e) = &mut self.entries[i] else {
             unreachable!("slot {i} was just found or filled")
         };
         let before = e.heap();
         e.referenced = true;
         e.present = value.is_some();
-        let bytes = value.unwrap_or_default();
         e.value.bytes.clear();
-        e.value.bytes.extend_from_slice(bytes);
-        e.value.expires_at_ms = expires_at_ms;
+        e.value
+            .bytes
+            .extend_from_slice(value.map_or(&[][..], |v| v.bytes));
+        e.value.expires_at_ms = value.map_or(StoredValue::NEVER, |v| v.expires_at_ms);
         self.heap = self.heap + e.heap() - before;
+        e
     }
 
     /// Enters `key`, which the table does not hold, with `value`, and returns its slot.
@@ -444,8 +447,11 @@ mod tests {
                     table.insert(hash(n), &key(n), None)
                 }
             };
-            table.set(i, value.as_deref(), StoredValue::NEVER);
-            table.at(i).changed = interval;
+            let value_ref = value.as_deref().map(|bytes| ValueRef {
+                bytes,
+                expires_at_ms: StoredValue::NEVER,
+            });
+            table.set(i, value_ref).changed = interval;
             model.insert(n, (value, interval));
             if step % 97 != 0 {
                 continue;

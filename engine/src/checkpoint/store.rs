@@ -55,16 +55,11 @@ const DELETE_RANGE: u8 = 2;
 ///
 /// The bytes of all writes live in one arena, so building a batch of a million
 /// changed values costs no allocation per value: a checkpoint's batch is built while
-/// the worker waits. Runs of single-key writes marked with [`Batch::sorted_from`] may
-/// be put in key order later, off the worker ([`Batch::sort`]): RocksDB inserts a
-/// batch into its memtable (a skip list) in batch order, and sorted keys reuse the
-/// search path of the previous insert instead of missing the cache on every level.
+/// the worker waits. Writes are applied in the order they were added.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
     data: Vec<u8>,
     slots: Vec<Extent>,
-    /// Runs of `slots` (single-key writes of distinct keys) to sort by key.
-    runs: Vec<(usize, usize)>,
 }
 
 impl Batch {
@@ -73,7 +68,6 @@ impl Batch {
         Batch {
             data: Vec::with_capacity(bytes),
             slots: Vec::with_capacity(ops),
-            runs: Vec::new(),
         }
     }
 
@@ -131,27 +125,9 @@ impl Batch {
         }
     }
 
-    /// The number of writes so far: where a run for [`Batch::sorted_from`] starts.
+    /// The number of writes so far.
     pub fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    /// Marks the writes from `start` (a [`Batch::len`] taken before them) to here as
-    /// puts and deletes of distinct keys that [`Batch::sort`] may put in key order.
-    pub fn sorted_from(&mut self, start: usize) {
-        if start < self.slots.len() {
-            self.runs.push((start, self.slots.len()));
-        }
-    }
-
-    /// Puts every marked run in key order (see the type's docs).
-    pub fn sort(&mut self) {
-        let data = &self.data;
-        for &(from, to) in &self.runs {
-            self.slots[from..to]
-                .sort_unstable_by(|a, b| data[a.start..a.key_end].cmp(&data[b.start..b.key_end]));
-        }
-        self.runs.clear();
     }
 
     /// The writes, in order.
@@ -356,25 +332,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn marked_runs_sort_by_key_and_everything_else_keeps_its_place() {
+    fn writes_keep_their_order_and_parts_join() {
         let mut batch = Batch::default();
         batch.delete_range(b"a".to_vec(), b"b".to_vec());
-        let run = batch.len();
         batch.put_parts(&[b"k", b"3"], &[b"x", b"y"]);
         batch.delete_parts(&[b"k1"]);
         batch.put(b"k2".to_vec(), b"z".to_vec());
-        batch.sorted_from(run);
         batch.put(b"a0".to_vec(), b"last".to_vec());
         assert_eq!(batch.bytes(), 2 + 4 + 2 + 3 + 6);
-        batch.sort();
         let ops: Vec<Op<'_>> = batch.ops().collect();
         assert_eq!(
             ops,
             [
                 Op::DeleteRange(b"a", b"b"),
+                Op::Put(b"k3", b"xy"),
                 Op::Delete(b"k1"),
                 Op::Put(b"k2", b"z"),
-                Op::Put(b"k3", b"xy"),
                 Op::Put(b"a0", b"last"),
             ]
         );

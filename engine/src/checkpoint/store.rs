@@ -157,10 +157,35 @@ impl Batch {
 /// Key-value pairs in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// [`Store::get_many`] as one [`Store::get_into`] per key.
+pub(crate) fn get_each<S: Store + ?Sized>(
+    store: &S,
+    keys: &[&[u8]],
+    found: &mut dyn FnMut(usize, Option<&[u8]>),
+) -> Result<(), StoreError> {
+    let mut out = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let present = store.get_into(key, &mut out)?;
+        found(i, present.then_some(out.as_slice()));
+    }
+    Ok(())
+}
+
 /// A worker's durable key-value store.
 pub trait Store: Send + Sync + 'static {
     /// Reads `key` into `out` (replacing its contents); returns whether it was present.
     fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StoreError>;
+    /// Reads every key of `keys` (sorted, no duplicates) and calls `found` with its index
+    /// and its value (`None`: absent), in order; stops at the first error. One call
+    /// instead of a read per key lets a store batch its work (RocksDB's `MultiGet` probes
+    /// the filters and searches the index blocks of all keys together).
+    fn get_many(
+        &self,
+        keys: &[&[u8]],
+        found: &mut dyn FnMut(usize, Option<&[u8]>),
+    ) -> Result<(), StoreError> {
+        get_each(self, keys, found)
+    }
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         self.scan_chunk(prefix, None, usize::MAX)

@@ -158,6 +158,15 @@ pub trait StateBackend: 'static {
     /// backend may start loading its values so the invocation finds them in
     /// cache. The function operator calls it a few messages ahead.
     fn prefetch(&self, _function: &TypeName, _id: &str) {}
+    /// Whether [`StateBackend::fetch`] does anything: the function operator builds the
+    /// keys only for backends that read them.
+    fn fetches(&self) -> bool {
+        false
+    }
+    /// A hint that the values named by `keys` are about to be read (the state of the
+    /// next messages of a batch): a durable backend reads those it does not hold in one
+    /// batched read, instead of one read per invocation.
+    fn fetch<'a>(&mut self, _keys: &mut dyn Iterator<Item = StateKey<'a>>) {}
     /// The number of stored values (for metrics and tests).
     fn len(&self) -> usize;
     /// The stored values and their bytes per function type, as far as the backend knows

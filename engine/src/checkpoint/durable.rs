@@ -730,12 +730,20 @@ impl<S: Store> DurableBackend<S> {
         Ok((job, stats))
     }
 
-    /// Deletes every outbox: all egress records were delivered (after the
-    /// final checkpoint of a clean run).
-    pub fn forget_outboxes(&mut self) -> Result<(), String> {
+    /// Deletes every outbox of `store`: all egress records were delivered (after the
+    /// final checkpoint of a clean run, when the backend itself may be gone; see
+    /// [`DurableBackend::shared_store`]).
+    pub fn forget_outboxes(store: &S) -> Result<(), String> {
         let mut batch = Batch::default();
         batch.delete_range(vec![OUTBOX], vec![OUTBOX + 1]);
-        self.store.write(batch).map_err(|e| e.to_string())
+        store.write(batch).map_err(|e| e.to_string())
+    }
+
+    /// The store, shared: the worker keeps it open past the dataflow that owns the
+    /// backend (reopening a RocksDB database replays its write-ahead log, seconds for a
+    /// large one).
+    pub fn shared_store(&self) -> Arc<S> {
+        self.store.clone()
     }
 
     /// The newest checkpoint merged into the main state.

@@ -349,20 +349,36 @@ impl ChangeLog {
     /// The last change of each key, in key order (for the store's batch: RocksDB inserts
     /// sorted keys faster), `None` for a deletion.
     pub(crate) fn changes(&self) -> Vec<(&[u8], Option<ValueRef<'_>>)> {
-        let mut records: Vec<(&[u8], usize)> = Vec::new();
+        let mut records: Vec<(u64, &[u8], usize)> = Vec::new();
         let d = &self.data;
         let mut at = 0;
+        // The keys' common prefix (the state marker, often the key group's first byte
+        // and the function type): sorting compares the 8 bytes after it first, a
+        // comparison of integers instead of a `memcmp` over the shared bytes.
+        let mut common: Option<&[u8]> = None;
         while let Some(key_len) = read_u32(d, at) {
             let key = &d[at + 4..at + 4 + key_len as usize];
             let flag = at + 4 + key_len as usize;
             let value_len = read_u32(d, flag + 9).unwrap_or(0) as usize;
-            records.push((key, flag));
+            common = Some(match common {
+                None => key,
+                Some(c) => &c[..c.iter().zip(key).take_while(|(a, b)| a == b).count()],
+            });
+            records.push((0, key, flag));
             at = flag + 13 + value_len;
         }
-        // Stable: of a key's records, the last one written sorts last.
-        records.sort_by(|a, b| a.0.cmp(b.0));
+        let skip = common.map_or(0, <[u8]>::len);
+        for r in &mut records {
+            let mut next = [0u8; 8];
+            let rest = &r.1[skip..];
+            let n = rest.len().min(8);
+            next[..n].copy_from_slice(&rest[..n]);
+            r.0 = u64::from_be_bytes(next);
+        }
+        // Of a key's records, the last one written (the larger offset) sorts last.
+        records.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
         let mut out: Vec<(&[u8], Option<ValueRef<'_>>)> = Vec::with_capacity(records.len());
-        for (key, flag) in records {
+        for (_, key, flag) in records {
             let value = (d[flag] == 1).then(|| {
                 let value_len = read_u32(d, flag + 9).unwrap_or(0) as usize;
                 ValueRef {
@@ -512,5 +528,43 @@ mod tests {
         assert_eq!(got, want);
         let keys: Vec<&[u8]> = log.changes().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, [&b"a"[..], b"b", b"c", b"d"]);
+    }
+
+    /// Keys sharing a long prefix, of every length around the 8 bytes the sort compares
+    /// first (one is the prefix itself, some continue with zero bytes), changed in
+    /// random order and repeatedly: the log gives each key's last value, in key order.
+    #[test]
+    fn keys_with_a_common_prefix_sort_like_bytes() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut log = ChangeLog::default();
+        let mut want: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let values: Vec<Vec<u8>> = (0..=255u8).map(|n| vec![n; (n % 3) as usize]).collect();
+        for _ in 0..5000 {
+            let mut key = b"s\x00\x07bench/counter".to_vec();
+            for _ in 0..next() % 12 {
+                key.push([0u8, 1, 0xff, b'7'][(next() % 4) as usize]);
+            }
+            let value = &values[(next() % 256) as usize];
+            log.append(
+                &key,
+                Some(ValueRef {
+                    bytes: value,
+                    expires_at_ms: 0,
+                }),
+            );
+            want.insert(key, value.clone());
+        }
+        let got: Vec<(Vec<u8>, Vec<u8>)> = log
+            .changes()
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.map(|v| v.bytes.to_vec()).unwrap_or_default()))
+            .collect();
+        assert_eq!(got, want.into_iter().collect::<Vec<_>>());
     }
 }

@@ -299,7 +299,9 @@ impl Store for RocksStore {
     }
 
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut wb = WriteBatch::default();
+        // Room for every key and value and each record's header (type, family, two
+        // lengths): a checkpoint's batch is tens of MB, and growing it copies it.
+        let mut wb = WriteBatch::with_capacity_bytes(batch.bytes() + 16 * batch.len() + 12);
         let (first, end) = state_range();
         for op in batch.ops() {
             match op {

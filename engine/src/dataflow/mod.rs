@@ -116,7 +116,7 @@ use statefun_sdk::EgressMessage;
 
 use crate::app::{Application, Durability};
 use crate::checkpoint::rescale::Decision;
-use crate::checkpoint::{agree, DurableBackend, RocksStore, Schedule, StateMemory, WorkerReport};
+use crate::checkpoint::{agree, DurableBackend, RocksStore, Schedule, WorkerReport};
 use crate::envelope::Envelope;
 use crate::shared::{Metrics, Shared};
 use crate::state::{MemoryBackend, StateBackend};
@@ -798,6 +798,7 @@ pub fn run(
                 let Some((durable, recovered)) = recover(worker, d, &shared, &app, local_workers) else {
                     return;
                 };
+                let store = durable.shared_store();
                 let every = (d.checkpoint_interval.as_millis()
                     / app.settings.epoch_interval.as_millis().max(1))
                 .max(1) as u64;
@@ -846,7 +847,7 @@ pub fn run(
                 // done with, so a restart does not send it again.
                 let all_delivered = evidence.borrow().delivered.covers(checkpointing::FINISH_EPOCH);
                 if all_delivered && !shared.failed() {
-                    if let Err(e) = forget_outboxes(d, index, peers) {
+                    if let Err(e) = DurableBackend::forget_outboxes(&*store) {
                         tracing::warn!(worker = index, "{e}; a restart re-sends the last checkpoint's records to at-least-once egresses");
                     }
                 }
@@ -896,14 +897,6 @@ pub fn run(
         Some(failure) => Err(failure),
         None => Ok(report),
     }
-}
-
-/// Drops the outboxes of worker `index`'s store after a clean finish.
-fn forget_outboxes(d: &Durability, index: usize, peers: usize) -> Result<(), String> {
-    let path = d.state_dir.join(format!("worker-{index}"));
-    let store = RocksStore::open(&path, &StateMemory::minimal()).map_err(|e| e.to_string())?;
-    let (mut backend, _) = DurableBackend::open(store, index, peers)?;
-    backend.forget_outboxes()
 }
 
 /// Opens this worker's durable state, agrees with every worker on the

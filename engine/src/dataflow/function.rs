@@ -106,6 +106,26 @@ struct Snapshotter {
 /// 3.91 M; 12 3.82 M; 24 3.51 M; 48 2.91 M).
 const PREFETCH_AHEAD: usize = 6;
 
+/// The last function type looked up and its entry.
+type LastEntry<'a> = Option<(&'a TypeName, &'a Arc<crate::entry::FunctionEntry>)>;
+
+/// The registered entry of `function`, through `last`: messages usually come in runs for
+/// one type, and the hit costs a pointer comparison instead of hashing the name.
+#[inline]
+fn entry_of<'a>(
+    app: &'a Application,
+    last: &mut LastEntry<'a>,
+    function: &TypeName,
+) -> Option<&'a Arc<crate::entry::FunctionEntry>> {
+    match *last {
+        Some((t, entry)) if t == function => Some(entry),
+        _ => {
+            *last = app.functions.get_key_value(function);
+            last.map(|(_, entry)| entry)
+        }
+    }
+}
+
 /// How many messages' state a durable backend reads in one batched read
 /// ([`StateBackend::fetch`]), ahead of invoking them.
 const FETCH_AHEAD: usize = 256;
@@ -115,28 +135,23 @@ const FETCH_AHEAD: usize = 256;
 /// covered.
 fn fetch_ahead(app: &Application, state: &mut dyn StateBackend, messages: &[Envelope]) -> usize {
     let n = messages.len().min(FETCH_AHEAD);
-    let mut last: Option<(&TypeName, &Arc<crate::entry::FunctionEntry>)> = None;
+    let mut last = None;
     let mut keys = messages[..n].iter().flat_map(|m| {
         let function = &m.target.function_type;
-        let entry = match last {
-            Some((t, entry)) if t == function => Some(entry),
-            _ => {
-                last = app.functions.get_key_value(function);
-                last.map(|(_, entry)| entry)
-            }
-        };
-        entry.into_iter().flat_map(move |entry| {
-            entry
-                .specs
-                .iter()
-                .enumerate()
-                .map(move |(slot, spec)| StateKey {
-                    function,
-                    id: &m.target.id,
-                    spec: &spec.name,
-                    slot: slot as u16,
-                })
-        })
+        entry_of(app, &mut last, function)
+            .into_iter()
+            .flat_map(move |entry| {
+                entry
+                    .specs
+                    .iter()
+                    .enumerate()
+                    .map(move |(slot, spec)| StateKey {
+                        function,
+                        id: &m.target.id,
+                        spec: &spec.name,
+                        slot: slot as u16,
+                    })
+            })
     });
     state.fetch(&mut keys);
     n
@@ -589,10 +604,7 @@ pub(crate) fn functions<'s>(
                 }
             });
 
-            // The function type of the last message, and its entry: messages
-            // usually come in runs for one type, and the hit costs a pointer
-            // comparison instead of hashing the name.
-            let mut last: Option<(&TypeName, &Arc<crate::entry::FunctionEntry>)> = None;
+            let mut last = None;
             for (loop_cap, egress_cap, mut data) in work.drain(..) {
                 let time @ (epoch, _) = *loop_cap.time();
                 let send_time = send_time(time, hop_cap);
@@ -625,14 +637,7 @@ pub(crate) fn functions<'s>(
                         backend.state().prefetch(&ahead.target.function_type, &ahead.target.id);
                     }
                     let function_type = &envelope.target.function_type;
-                    let found = match last {
-                        Some((t, entry)) if t == function_type => Some(entry),
-                        _ => {
-                            last = app.functions.get_key_value(function_type);
-                            last.map(|(_, entry)| entry)
-                        }
-                    };
-                    let Some(entry) = found else {
+                    let Some(entry) = entry_of(&app, &mut last, function_type) else {
                         tally(&mut by_function, &envelope.target.function_type).loop_processed += from_loop;
                         if let Some(driver) = remote.as_mut().filter(|d| d.serves(&envelope.target.function_type)) {
                             held.entry(time)

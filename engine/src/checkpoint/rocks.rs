@@ -169,9 +169,10 @@ impl RocksStore {
     /// (a database of the earlier single-family layout), in one atomic batch: a crash
     /// during it leaves the old layout, converted on the next open.
     fn separate_families(&self) -> Result<(), StoreError> {
-        let (Some(meta), Some(state)) = (self.family(&[0]), self.family(&[STATE])) else {
+        let (state, meta) = self.families()?;
+        if std::ptr::eq(state, meta) {
             return Ok(());
-        };
+        }
         let (first, end) = state_range();
         let mut wb = WriteBatch::default();
         let mut moved = 0usize;
@@ -198,27 +199,29 @@ impl RocksStore {
         Ok(())
     }
 
-    /// The column family that holds `key` (or whose keys start with it): `None` in a
-    /// database opened read-only that has only the default one.
-    fn family(&self, key: &[u8]) -> Option<&rocksdb::ColumnFamily> {
-        let name = if key.first() == Some(&STATE) {
-            rocksdb::DEFAULT_COLUMN_FAMILY_NAME
-        } else {
-            META_FAMILY
-        };
-        self.db.cf_handle(name)
-    }
-
-    /// The family of `key`, or the default one where there is only that.
-    fn family_of(&self, key: &[u8]) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.family(key)
-            .or_else(|| self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME))
+    /// The state's column family and the `meta` one (the default family again in a
+    /// database opened read-only that has only that one).
+    fn families(&self) -> Result<(&rocksdb::ColumnFamily, &rocksdb::ColumnFamily), StoreError> {
+        let state = self
+            .db
+            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
             .ok_or_else(|| {
                 StoreError::new(format!(
                     "{}: the state database has no default column family",
                     self.path.display()
                 ))
-            })
+            })?;
+        Ok((state, self.db.cf_handle(META_FAMILY).unwrap_or(state)))
+    }
+
+    /// The column family that holds `key` (or the keys starting with it).
+    fn family_of(&self, key: &[u8]) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        let (state, meta) = self.families()?;
+        Ok(if key.first() == Some(&STATE) {
+            state
+        } else {
+            meta
+        })
     }
 
     /// Compacts the whole database (drops expired state and deleted entries now).
@@ -303,17 +306,26 @@ impl Store for RocksStore {
         // lengths): a checkpoint's batch is tens of MB, and growing it copies it.
         let mut wb = WriteBatch::with_capacity_bytes(batch.bytes() + 16 * batch.len() + 12);
         let (first, end) = state_range();
+        // Looked up once, not per write (a batch holds a million).
+        let (state, meta) = self.families()?;
+        let family = |k: &[u8]| {
+            if k.first() == Some(&STATE) {
+                state
+            } else {
+                meta
+            }
+        };
         for op in batch.ops() {
             match op {
-                Op::Put(k, v) => wb.put_cf(self.family_of(k)?, k, v),
-                Op::Delete(k) => wb.delete_cf(self.family_of(k)?, k),
+                Op::Put(k, v) => wb.put_cf(family(k), k, v),
+                Op::Delete(k) => wb.delete_cf(family(k), k),
                 // A range goes to each family that holds keys in it, and only to those.
                 Op::DeleteRange(from, to) => {
                     if from < &end[..] && to > &first[..] {
-                        wb.delete_range_cf(self.family_of(&first)?, from, to);
+                        wb.delete_range_cf(state, from, to);
                     }
                     if from < &first[..] || to > &end[..] {
-                        wb.delete_range_cf(self.family_of(&[0])?, from, to);
+                        wb.delete_range_cf(meta, from, to);
                     }
                 }
             }
@@ -324,7 +336,7 @@ impl Store for RocksStore {
     }
 
     fn approximate_len(&self) -> u64 {
-        let Ok(state) = self.family_of(&[STATE]) else {
+        let Ok((state, _)) = self.families() else {
             return 0;
         };
         self.db
@@ -392,15 +404,10 @@ mod tests {
     fn compaction_drops_expired_state_from_disk() {
         let dir = tempfile::tempdir().unwrap();
         let store = RocksStore::open(dir.path(), &StateMemory::default()).unwrap();
-        let value = |expires: u64| {
-            let mut v = expires.to_be_bytes().to_vec();
-            v.push(7);
-            v
-        };
         let mut batch = Batch::default();
-        batch.put(b"s-expired".to_vec(), value(1));
-        batch.put(b"s-live".to_vec(), value(u64::MAX));
-        batch.put(b"p-pending-is-kept".to_vec(), value(1));
+        batch.put(b"s-expired".to_vec(), state_value(1, 7));
+        batch.put(b"s-live".to_vec(), state_value(u64::MAX, 7));
+        batch.put(b"p-pending-is-kept".to_vec(), state_value(1, 7));
         store.write(batch).unwrap();
         store.compact();
         let mut buf = Vec::new();
@@ -414,11 +421,12 @@ mod tests {
         // Reopening sees the same (the data is on disk, synced).
         let store = RocksStore::open(dir.path(), &StateMemory::default()).unwrap();
         assert!(store.get_into(b"s-live", &mut buf).unwrap());
-        assert_eq!(buf, value(u64::MAX));
+        assert_eq!(buf, state_value(u64::MAX, 7));
     }
 
-    fn state_value(n: u8) -> Vec<u8> {
-        let mut v = u64::MAX.to_be_bytes().to_vec();
+    /// A main-state value: its expiry, then one byte.
+    fn state_value(expires: u64, n: u8) -> Vec<u8> {
+        let mut v = expires.to_be_bytes().to_vec();
         v.push(n);
         v
     }
@@ -429,7 +437,7 @@ mod tests {
         let store = RocksStore::open(dir.path(), &StateMemory::minimal()).unwrap();
         let mut batch = Batch::default();
         for i in (0..200u8).step_by(2) {
-            batch.put(vec![STATE, i], state_value(i));
+            batch.put(vec![STATE, i], state_value(u64::MAX, i));
             batch.put(vec![b'm', i], vec![i]);
         }
         batch.put(b"x".to_vec(), vec![9]);
@@ -451,14 +459,14 @@ mod tests {
         .unwrap();
         assert_eq!(batched, single);
         assert_eq!(batched.len(), 200);
-        assert_eq!(batched[4], (4, Some(state_value(4))));
+        assert_eq!(batched[4], (4, Some(state_value(u64::MAX, 4))));
         assert_eq!(batched[5], (5, None));
         assert!(store.scan(b"m").unwrap().is_empty());
         let mut buf = Vec::new();
         assert!(store.get_into(b"x", &mut buf).unwrap());
         // The state family's memtable got the 100 puts and not the range deletion (its
         // filters stay on for batched reads).
-        let state = store.family(&[STATE]).unwrap();
+        let state = store.families().unwrap().0;
         let entries = |store: &RocksStore| {
             store
                 .db
@@ -482,7 +490,7 @@ mod tests {
             let mut opts = Options::default();
             opts.create_if_missing(true);
             let db = DB::open(&opts, dir.path()).unwrap();
-            db.put([STATE, 1], state_value(1)).unwrap();
+            db.put([STATE, 1], state_value(u64::MAX, 1)).unwrap();
             db.put([b'm', 0, 7], [7]).unwrap();
             db.put([b'r', 0, 7], [8]).unwrap();
             db.put(b"x", [9]).unwrap();
@@ -491,11 +499,11 @@ mod tests {
             let store = RocksStore::open(dir.path(), &StateMemory::minimal()).unwrap();
             let mut buf = Vec::new();
             assert!(store.get_into(&[STATE, 1], &mut buf).unwrap());
-            assert_eq!(buf, state_value(1));
+            assert_eq!(buf, state_value(u64::MAX, 1));
             assert!(store.get_into(b"x", &mut buf).unwrap());
             assert_eq!(store.scan(b"m").unwrap(), vec![(vec![b'm', 0, 7], vec![7])]);
             assert_eq!(store.scan(b"r").unwrap().len(), 1);
-            let state = store.family(&[STATE]).unwrap();
+            let state = store.families().unwrap().0;
             let left: Vec<_> = store
                 .db
                 .iterator_cf(state, rocksdb::IteratorMode::Start)

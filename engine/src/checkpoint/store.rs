@@ -54,8 +54,8 @@ const DELETE_RANGE: u8 = 2;
 /// Writes applied together or not at all.
 ///
 /// The bytes of all writes live in one arena, so building a batch of a million
-/// changed values costs no allocation per value: a checkpoint's batch is built while
-/// the worker waits. Writes are applied in the order they were added.
+/// changed values costs no allocation per value (a checkpoint's batch, usually built by
+/// the background writer). Writes are applied in the order they were added.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
     data: Vec<u8>,

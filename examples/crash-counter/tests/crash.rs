@@ -34,6 +34,10 @@ struct Job {
     records: u64,
     /// Where the exactly-once egress writes.
     output: Output,
+    /// Processes started so far: every other one writes its checkpoints' state as
+    /// ingested table files (`STATEFUN_INGEST_MIN_WRITES=1`), the others through RocksDB's
+    /// log, so crashes hit both ways of writing a checkpoint.
+    starts: std::cell::Cell<u64>,
 }
 
 /// Where a job's exactly-once egress goes.
@@ -98,6 +102,7 @@ impl Job {
             separate_state_dirs: false,
             records,
             output,
+            starts: std::cell::Cell::new(0),
         }
     }
 
@@ -206,6 +211,14 @@ impl Job {
             Some(f) => cmd.env("STATEFUN_FAILPOINT", f),
             None => cmd.env_remove("STATEFUN_FAILPOINT"),
         };
+        let starts = self.starts.get();
+        self.starts.set(starts + 1);
+        let ingesting = failpoint.is_some_and(|f| f.starts_with("checkpoint-ingesting"));
+        if ingesting || starts % 2 == 1 {
+            cmd.env("STATEFUN_INGEST_MIN_WRITES", "1");
+        } else {
+            cmd.env_remove("STATEFUN_INGEST_MIN_WRITES");
+        }
         cmd.spawn().expect("start the app")
     }
 
@@ -295,6 +308,7 @@ fn crash_and_recover(workers: usize, processes: usize, default_kills: usize) {
     for point in [
         "checkpoint-before-write",
         "checkpoint-writing",
+        "checkpoint-ingesting",
         "checkpoint-after-write",
         "sink-before-commit",
         "sink-after-commit",
@@ -313,7 +327,7 @@ fn crash_and_recover(workers: usize, processes: usize, default_kills: usize) {
     job.finish();
     job.check();
     println!(
-        "{workers} worker(s) × {processes} process(es): {n} kills + 5 fail points, output exact"
+        "{workers} worker(s) × {processes} process(es): {n} kills + 6 fail points, output exact"
     );
 }
 

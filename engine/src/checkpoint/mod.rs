@@ -56,6 +56,12 @@ pub use evidence::{Evidence, Verdict};
 pub use rocks::{RocksStore, StateMemory};
 pub use store::{Batch, Entries, MemoryStore, Store, StoreError};
 
+/// Makes the creation, renaming and removal of files in `dir` durable (their data is
+/// synced separately).
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Source positions kept in a checkpoint: per ingress id, `(epoch, position)`
 /// entries (see [`position_at`]).
 pub type SourcePositions = Vec<(String, Vec<(u64, Vec<u8>)>)>;

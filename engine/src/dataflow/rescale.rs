@@ -47,6 +47,7 @@ use super::checkpointing::exchange_all;
 use super::sink::{flush_all, open_sinks, redeliver, Unconfirmed};
 use crate::app::{Application, Durability};
 use crate::checkpoint::rescale::{marker_path, read_marker, Found, Inventory, Plan};
+use crate::checkpoint::sync_dir;
 use crate::checkpoint::{
     put_state, seal_rescaled, state_chunk, state_key_group, CheckpointMeta, DurableBackend,
     Entries, Manifest, Recovered, RocksStore, StateMemory, WorkerReport,
@@ -508,11 +509,6 @@ fn write_marker(dir: &Path, index: usize, plan: &Plan) -> Result<(), String> {
             path.display()
         )
     })
-}
-
-/// Makes renames and removals in `dir` durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The worker count a database was written with (`None`: no manifest, or not openable).

@@ -349,7 +349,7 @@ impl ChangeLog {
     /// The last change of each key, in key order (for the store's batch: RocksDB inserts
     /// sorted keys faster), `None` for a deletion.
     pub(crate) fn changes(&self) -> Vec<(&[u8], Option<ValueRef<'_>>)> {
-        let mut records: Vec<(u64, &[u8], usize)> = Vec::new();
+        let mut records: Vec<(u64, u64, &[u8], usize)> = Vec::new();
         let d = &self.data;
         let mut at = 0;
         // The keys' common prefix (the state marker, often the key group's first byte
@@ -364,21 +364,39 @@ impl ChangeLog {
                 None => key,
                 Some(c) => &c[..c.iter().zip(key).take_while(|(a, b)| a == b).count()],
             });
-            records.push((0, key, flag));
+            records.push((0, 0, key, flag));
             at = flag + 13 + value_len;
         }
         let skip = common.map_or(0, <[u8]>::len);
-        for r in &mut records {
+        // Those 8 bytes are often the key group and the start of the function type, the
+        // same for a few hundred keys: a second word, after what all keys share beyond
+        // the first (the rest of the function type), usually holds the ids.
+        let mut common2: Option<&[u8]> = None;
+        for r in &records {
+            let tail = r.2.get(skip + 8..).unwrap_or(&[]);
+            common2 = Some(match common2 {
+                None => tail,
+                Some(c) => &c[..c.iter().zip(tail).take_while(|(a, b)| a == b).count()],
+            });
+        }
+        let skip2 = skip + 8 + common2.map_or(0, <[u8]>::len);
+        // Zero-padded big-endian words order like the bytes they hold, except that a key
+        // and a longer one continuing with zero bytes tie: the full key decides then.
+        let word = |key: &[u8], at: usize| {
             let mut next = [0u8; 8];
-            let rest = &r.1[skip..];
+            let rest = key.get(at..).unwrap_or(&[]);
             let n = rest.len().min(8);
             next[..n].copy_from_slice(&rest[..n]);
-            r.0 = u64::from_be_bytes(next);
+            u64::from_be_bytes(next)
+        };
+        for r in &mut records {
+            r.0 = word(r.2, skip);
+            r.1 = word(r.2, skip2);
         }
         // Of a key's records, the last one written (the larger offset) sorts last.
-        records.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        records.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
         let mut out: Vec<(&[u8], Option<ValueRef<'_>>)> = Vec::with_capacity(records.len());
-        for (_, key, flag) in records {
+        for (_, _, key, flag) in records {
             let value = (d[flag] == 1).then(|| {
                 let value_len = read_u32(d, flag + 9).unwrap_or(0) as usize;
                 ValueRef {
@@ -542,29 +560,39 @@ mod tests {
             rng ^= rng << 17;
             rng
         };
-        let mut log = ChangeLog::default();
-        let mut want: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let values: Vec<Vec<u8>> = (0..=255u8).map(|n| vec![n; (n % 3) as usize]).collect();
-        for _ in 0..5000 {
-            let mut key = b"s\x00\x07bench/counter".to_vec();
-            for _ in 0..next() % 12 {
-                key.push([0u8, 1, 0xff, b'7'][(next() % 4) as usize]);
+        // All keys in one key group (the first word is in the ids), then keys over a few
+        // key groups (the first word holds the group and the type's start, the second the
+        // ids, after the rest of the type).
+        for groups in [1u64, 3] {
+            let mut log = ChangeLog::default();
+            let mut want: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            for _ in 0..5000 {
+                let group = (next() % groups) as u8;
+                let mut key = [b"s\x00".as_slice(), &[group], b"bench/counter\x00"].concat();
+                for _ in 0..next() % 12 {
+                    key.push([0u8, 1, 0xff, b'7'][(next() % 4) as usize]);
+                }
+                let value = &values[(next() % 256) as usize];
+                log.append(
+                    &key,
+                    Some(ValueRef {
+                        bytes: value,
+                        expires_at_ms: 0,
+                    }),
+                );
+                want.insert(key, value.clone());
             }
-            let value = &values[(next() % 256) as usize];
-            log.append(
-                &key,
-                Some(ValueRef {
-                    bytes: value,
-                    expires_at_ms: 0,
-                }),
+            let got: Vec<(Vec<u8>, Vec<u8>)> = log
+                .changes()
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.map(|v| v.bytes.to_vec()).unwrap_or_default()))
+                .collect();
+            assert_eq!(
+                got,
+                want.into_iter().collect::<Vec<_>>(),
+                "{groups} key groups"
             );
-            want.insert(key, value.clone());
         }
-        let got: Vec<(Vec<u8>, Vec<u8>)> = log
-            .changes()
-            .into_iter()
-            .map(|(k, v)| (k.to_vec(), v.map(|v| v.bytes.to_vec()).unwrap_or_default()))
-            .collect();
-        assert_eq!(got, want.into_iter().collect::<Vec<_>>());
     }
 }

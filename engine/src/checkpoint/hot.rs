@@ -360,10 +360,7 @@ impl ChangeLog {
             let key = &d[at + 4..at + 4 + key_len as usize];
             let flag = at + 4 + key_len as usize;
             let value_len = read_u32(d, flag + 9).unwrap_or(0) as usize;
-            common = Some(match common {
-                None => key,
-                Some(c) => &c[..c.iter().zip(key).take_while(|(a, b)| a == b).count()],
-            });
+            common = Some(common.map_or(key, |c| shared_prefix(c, key)));
             records.push((0, 0, key, flag));
             at = flag + 13 + value_len;
         }
@@ -374,10 +371,7 @@ impl ChangeLog {
         let mut common2: Option<&[u8]> = None;
         for r in &records {
             let tail = r.2.get(skip + 8..).unwrap_or(&[]);
-            common2 = Some(match common2 {
-                None => tail,
-                Some(c) => &c[..c.iter().zip(tail).take_while(|(a, b)| a == b).count()],
-            });
+            common2 = Some(common2.map_or(tail, |c| shared_prefix(c, tail)));
         }
         let skip2 = skip + 8 + common2.map_or(0, <[u8]>::len);
         // Zero-padded big-endian words order like the bytes they hold, except that a key
@@ -413,6 +407,11 @@ impl ChangeLog {
         }
         out
     }
+}
+
+/// The longest prefix of `a` that `b` starts with too.
+fn shared_prefix<'a>(a: &'a [u8], b: &[u8]) -> &'a [u8] {
+    &a[..a.iter().zip(b).take_while(|(x, y)| x == y).count()]
 }
 
 #[inline]

@@ -115,6 +115,17 @@ fn state_range() -> ([u8; 1], [u8; 1]) {
     ([STATE], [STATE + 1])
 }
 
+/// Whether `key` is main state (lives in the state's column family).
+fn is_state(key: &[u8]) -> bool {
+    key.first() == Some(&STATE)
+}
+
+/// Whether the range `[from, to)` holds keys of main state.
+fn reaches_state(from: &[u8], to: &[u8]) -> bool {
+    let (first, end) = state_range();
+    from < &end[..] && to > &first[..]
+}
+
 impl RocksStore {
     /// Opens (creating if needed) the database at `path`.
     ///
@@ -281,15 +292,18 @@ impl RocksStore {
     /// Writes the batch's writes of main state (puts and point deletions) to a synced
     /// table file in key order, the last write of a key winning, when there are at least
     /// `ingest_min` of them and no range deletion reaches the state; returns its name.
-    fn stage(&self, batch: &Batch) -> Result<Option<String>, StoreError> {
-        let (first, end) = state_range();
+    fn stage(
+        &self,
+        batch: &Batch,
+        state: &rocksdb::ColumnFamily,
+    ) -> Result<Option<String>, StoreError> {
         // One pass without allocating: how many writes of state, their bytes, whether
         // they are already in strict key order (one worker's checkpoint: they are).
         let (mut count, mut changed, mut sorted) = (0usize, 0usize, true);
         let mut last: Option<&[u8]> = None;
         for op in batch.ops() {
             if let Op::DeleteRange(from, to) = op {
-                if from < &end[..] && to > &first[..] {
+                if reaches_state(from, to) {
                     return Ok(None);
                 }
             }
@@ -311,7 +325,6 @@ impl RocksStore {
         // cost less (measured: 283 k vs 214 k records/s). Ingest when the changed values
         // are at least half of what the state holds on disk (compressed).
         if self.ingest_min > 1 {
-            let (state, _) = self.families()?;
             let stored = self
                 .db
                 .property_int_value_cf(state, "rocksdb.estimate-live-data-size")
@@ -373,8 +386,12 @@ impl RocksStore {
     /// Writes, synced, what `batch` writes besides main state (which [`RocksStore::stage`]
     /// put in the staged file `name`) and the record naming that file: from here on the
     /// batch is durable.
-    fn commit_staged(&self, batch: &Batch, name: &str) -> Result<(), StoreError> {
-        let (_, meta) = self.families()?;
+    fn commit_staged(
+        &self,
+        batch: &Batch,
+        name: &str,
+        meta: &rocksdb::ColumnFamily,
+    ) -> Result<(), StoreError> {
         let mut wb = WriteBatch::default();
         for op in batch.ops() {
             match op {
@@ -409,11 +426,7 @@ impl RocksStore {
     /// The column family that holds `key` (or the keys starting with it).
     fn family_of(&self, key: &[u8]) -> Result<&rocksdb::ColumnFamily, StoreError> {
         let (state, meta) = self.families()?;
-        Ok(if key.first() == Some(&STATE) {
-            state
-        } else {
-            meta
-        })
+        Ok(if is_state(key) { state } else { meta })
     }
 
     /// Compacts the whole database (drops expired state and deleted entries now).
@@ -503,10 +516,11 @@ impl Store for RocksStore {
     /// database is next opened ([`RocksStore::finish_ingestion`]); a crash before leaves a
     /// staged file nothing names, removed then.
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
-        if let Some(name) = self.stage(&batch)? {
-            self.commit_staged(&batch, &name)?;
+        // Looked up once, not per write (a batch holds a million).
+        let (state, meta) = self.families()?;
+        if let Some(name) = self.stage(&batch, state)? {
+            self.commit_staged(&batch, &name, meta)?;
             crate::failpoint::hit("checkpoint-ingesting");
-            let (state, meta) = self.families()?;
             self.ingest(state, &self.path.join(STAGING).join(name))?;
             // Not synced: should the deletion be lost, the next open finds the file gone
             // (ingested) and deletes it again.
@@ -519,10 +533,8 @@ impl Store for RocksStore {
         // lengths): a checkpoint's batch is tens of MB, and growing it copies it.
         let mut wb = WriteBatch::with_capacity_bytes(batch.bytes() + 16 * batch.len() + 12);
         let (first, end) = state_range();
-        // Looked up once, not per write (a batch holds a million).
-        let (state, meta) = self.families()?;
         let family = |k: &[u8]| {
-            if k.first() == Some(&STATE) {
+            if is_state(k) {
                 state
             } else {
                 meta
@@ -534,7 +546,7 @@ impl Store for RocksStore {
                 Op::Delete(k) => wb.delete_cf(family(k), k),
                 // A range goes to each family that holds keys in it, and only to those.
                 Op::DeleteRange(from, to) => {
-                    if from < &end[..] && to > &first[..] {
+                    if reaches_state(from, to) {
                         wb.delete_range_cf(state, from, to);
                     }
                     if from < &first[..] || to > &end[..] {
@@ -581,8 +593,8 @@ type StateWrite<'a> = (&'a [u8], Option<&'a [u8]>);
 /// `op` if it is a put or point deletion of main state.
 fn state_write(op: Op<'_>) -> Option<StateWrite<'_>> {
     match op {
-        Op::Put(k, v) if k.first() == Some(&STATE) => Some((k, Some(v))),
-        Op::Delete(k) if k.first() == Some(&STATE) => Some((k, None)),
+        Op::Put(k, v) if is_state(k) => Some((k, Some(v))),
+        Op::Delete(k) if is_state(k) => Some((k, None)),
         _ => None,
     }
 }
@@ -742,12 +754,13 @@ mod tests {
         store.write(first).unwrap();
         let before = everything(&store);
         // The process dies after the batch became durable, before its file is ingested...
-        let name = store.stage(&second).unwrap().unwrap();
-        store.commit_staged(&second, &name).unwrap();
+        let (state, meta) = store.families().unwrap();
+        let name = store.stage(&second, state).unwrap().unwrap();
+        store.commit_staged(&second, &name, meta).unwrap();
         // ...and a later batch was staged, never committed.
         let mut lost = Batch::default();
         lost.put(b"s300".to_vec(), state_value(u64::MAX, 3));
-        let stray = store.stage(&lost).unwrap().unwrap();
+        let stray = store.stage(&lost, state).unwrap().unwrap();
         assert_ne!(name, stray);
         drop(store);
         let staging = dir.path().join(STAGING);

@@ -8,6 +8,7 @@
 //! |---------------------------|-----------------------------------------------------|
 //! | `checkpoint-before-write` | a worker is about to hand its checkpoint batch over |
 //! | `checkpoint-writing`      | the background writer is about to write a batch (the worker runs on) |
+//! | `checkpoint-staged`       | several workers: a checkpoint's changes are a synced staged file; its batch is not written |
 //! | `checkpoint-ingesting`    | a batch's metadata is durable and names its state file; the file is not yet ingested |
 //! | `checkpoint-after-write`  | the batch is durable; sinks do not know yet         |
 //! | `rescale-before-commit`   | every new database of a rescale is built; no commit marker yet |

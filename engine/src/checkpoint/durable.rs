@@ -12,6 +12,10 @@
 //! | `o` checkpoint                        | the checkpoint's egress outbox         |
 //! | `x`                                   | [`Manifest`] (bincode)                 |
 //!
+//! A checkpoint's changes not yet merged are either `p` entries or, when the store takes
+//! them ([`Store::stage`]), the staged set of the checkpoint's id (written once, applied
+//! by the batch that merges it; see docs/DURABILITY.md, "How a checkpoint is written").
+//!
 //! State keys start with the key group (then length-prefixed function type,
 //! id, and the spec name), so the state of a key group is one key range that
 //! a rescale could move.
@@ -230,38 +234,65 @@ struct Job {
     /// of `id` (several).
     own: Frozen,
     direct: bool,
-    /// Changes of checkpoints merged by this batch, oldest first: into the main state.
-    merges: Vec<Frozen>,
+    /// Changes of checkpoints merged by this batch, oldest first, with their ids: into
+    /// the main state.
+    merges: Vec<(u64, Frozen)>,
     /// Keys changed in `own` and `merges` together (to size the batch).
     changed: usize,
     rest: Batch,
 }
 
 impl Job {
-    /// The batch, each log's changed values in key order (RocksDB inserts a batch into
-    /// its memtable, a skip list, in batch order: sorted keys reuse the search path of the
-    /// previous insert instead of missing the cache on every level).
-    fn encode(self) -> Batch {
+    /// Writes the checkpoint; returns the batch's size in bytes.
+    ///
+    /// Each log's changed values go in key order (RocksDB inserts a batch into its
+    /// memtable, a skip list, in batch order: sorted keys reuse the search path of the
+    /// previous insert instead of missing the cache on every level). With several
+    /// workers, this checkpoint's changes are staged ([`Store::stage`]) when the store
+    /// takes them — written once, as a table file, and applied by the batch that merges
+    /// them — or else written as pending values (and written again when merged).
+    fn write<S: Store + ?Sized>(self, store: &S) -> Result<usize, String> {
         let changed = self.changed;
-        let logged = self.own.bytes() + self.merges.iter().map(|m| m.bytes()).sum::<usize>();
+        let logged = self.own.bytes() + self.merges.iter().map(|(_, m)| m.bytes()).sum::<usize>();
         let mut batch = Batch::with_capacity(logged + self.rest.bytes(), changed + self.rest.len());
         let id = self.id.to_be_bytes();
-        // Each log's changes come out in key order; a later merge's value of a key is
-        // written after (and so wins over) an earlier one's.
-        for (k, value) in self.own.changes() {
-            if self.direct {
-                put_state_value(&mut batch, &[k], value);
-            } else {
-                put_pending_value(&mut batch, &[&[PENDING], &id, &k[1..]], value);
+        let own = self.own.changes();
+        if !self.direct && !own.is_empty() && store.stages(own.len()) {
+            let mut changes = Batch::with_capacity(self.own.bytes(), own.len());
+            for (k, value) in own {
+                put_state_value(&mut changes, &[k], value);
+            }
+            store.stage(self.id, &changes).map_err(|e| e.to_string())?;
+            crate::failpoint::hit("checkpoint-staged");
+        } else {
+            for (k, value) in own {
+                if self.direct {
+                    put_state_value(&mut batch, &[k], value);
+                } else {
+                    put_pending_value(&mut batch, &[&[PENDING], &id, &k[1..]], value);
+                }
             }
         }
-        for merged in &self.merges {
-            for (k, value) in merged.changes() {
-                put_state_value(&mut batch, &[k], value);
+        // A later merge's value of a key is written (or applied) after, and so wins over,
+        // an earlier one's.
+        let staged = if self.merges.is_empty() {
+            Vec::new()
+        } else {
+            store.staged().map_err(|e| e.to_string())?
+        };
+        for (merged_id, merged) in &self.merges {
+            if staged.binary_search(merged_id).is_ok() {
+                batch.apply_staged(*merged_id);
+            } else {
+                for (k, value) in merged.changes() {
+                    put_state_value(&mut batch, &[k], value);
+                }
             }
         }
         batch.append(&self.rest);
-        batch
+        let bytes = batch.bytes();
+        store.write(batch).map_err(|e| e.to_string())?;
+        Ok(bytes)
     }
 }
 
@@ -288,12 +319,7 @@ impl Writer {
                     crate::failpoint::hit("checkpoint-writing");
                     let started = Instant::now();
                     let id = job.id;
-                    let batch = job.encode();
-                    let bytes = batch.bytes();
-                    let result = store
-                        .write(batch)
-                        .map(|()| (started.elapsed(), bytes))
-                        .map_err(|e| e.to_string());
+                    let result = job.write(&*store).map(|bytes| (started.elapsed(), bytes));
                     let failed = result.is_err();
                     if report.send((id, result)).is_err() {
                         return;
@@ -429,12 +455,18 @@ impl<S: Store> DurableBackend<S> {
     pub fn restore(&mut self, id: Option<u64>) -> Result<Option<Recovered>, String> {
         // Whatever memory holds may be newer than the checkpoint restored.
         self.forget_memory();
+        // A staged set is a pending checkpoint's changes (see `Job::write`); one whose
+        // checkpoint was never written (a crash between the two) or is rolled back goes.
+        let staged = self.store.staged().map_err(|e| e.to_string())?;
         let Some(id) = id else {
             // A fresh start: anything here is from checkpoints that never
             // completed everywhere (see `agree`), so it goes.
-            if !ranges(&*self.store)?.is_empty() {
+            if !ranges(&*self.store)?.is_empty() || !staged.is_empty() {
                 let mut batch = Batch::default();
                 batch.delete_range(vec![0], vec![0xff]);
+                for &s in &staged {
+                    batch.drop_staged(s);
+                }
                 self.store.write(batch).map_err(|e| e.to_string())?;
                 self.pending.clear();
                 self.merged_through = None;
@@ -450,10 +482,14 @@ impl<S: Store> DurableBackend<S> {
             ));
         };
         let mut batch = Batch::default();
+        let mut applied = Vec::new();
         for &p in &metas {
             let unmerged = self.merged_through.is_none_or(|m| p > m);
             let prefix = u64_key(PENDING, p);
-            if unmerged && p <= id {
+            if unmerged && p <= id && staged.binary_search(&p).is_ok() {
+                batch.apply_staged(p);
+                applied.push(p);
+            } else if unmerged && p <= id {
                 for (k, v) in self.store.scan(&prefix).map_err(|e| e.to_string())? {
                     let mut main = Vec::with_capacity(k.len() - 8);
                     main.push(STATE);
@@ -476,6 +512,9 @@ impl<S: Store> DurableBackend<S> {
                 batch.delete(u64_key(META, p));
                 batch.delete(u64_key(RANGE, p));
             }
+        }
+        for s in staged.into_iter().filter(|s| !applied.contains(s)) {
+            batch.drop_staged(s);
         }
         batch.delete_range(u64_key(META, 0), u64_key(META, first));
         batch.delete_range(u64_key(RANGE, 0), u64_key(RANGE, first));
@@ -528,9 +567,7 @@ impl<S: Store> DurableBackend<S> {
             result?;
         }
         let (job, mut stats) = self.prepare(meta, outbox, complete_through, delivered_through)?;
-        let batch = job.encode();
-        stats.bytes = batch.bytes();
-        self.store.write(batch).map_err(|e| e.to_string())?;
+        stats.bytes = job.write(&*self.store)?;
         self.acknowledge(stats.id);
         stats.duration = started.elapsed();
         Ok(stats)
@@ -680,7 +717,7 @@ impl<S: Store> DurableBackend<S> {
                 rest.delete_range(u64_key(PENDING, p.id), u64_key(PENDING, p.id + 1));
                 // In the main state once this batch is in the store.
                 self.unsafe_intervals.push_back((id, p.interval));
-                merges.push(p.log);
+                merges.push((p.id, p.log));
                 self.merged_through = Some(p.id);
             }
             if let Some(m) = self.merged_through.filter(|_| !merges.is_empty()) {
@@ -1589,6 +1626,99 @@ mod tests {
                 assert_eq!(replayed, expected, "crash at write {crash_at}");
             }
         }
+    }
+
+    /// Several workers on a store that stages: each checkpoint's changes are staged when
+    /// written and applied when merged (`min_writes` 1: all of them; 2: those changing
+    /// two keys, the others written as pending values, so merges mix both). A crash at
+    /// every write (staging a set counts as one), then a restore of the newest or the
+    /// oldest restorable checkpoint, gives exactly that checkpoint's state, and leaves no
+    /// staged set behind.
+    #[test]
+    fn staged_checkpoints_merge_roll_back_and_survive_every_crash_point() {
+        for min_writes in [1, 2] {
+            for oldest in [false, true] {
+                for crash_at in 1..=14u64 {
+                    let what = format!("min {min_writes}, oldest {oldest}, crash at {crash_at}");
+                    let store = MemoryStore::default();
+                    store.stage_sets(min_writes);
+                    let (mut b, _) = open(&store);
+                    store.fail_write(crash_at);
+                    let mut written: Vec<(u64, Option<u8>, Option<u8>)> = Vec::new();
+                    let mut value_b = None;
+                    for (i, id) in [10u64, 20, 30, 40, 50, 60, 70].into_iter().enumerate() {
+                        let i = i as u8;
+                        put(&mut b, "a", i);
+                        if i % 2 == 1 {
+                            put(&mut b, "b", i);
+                            value_b = Some(i);
+                        }
+                        // Every third checkpoint merges all before it: two or three at once.
+                        let complete = written.last().filter(|_| i % 3 == 2).map(|w| w.0);
+                        match b.checkpoint(meta(id), &[], complete, None) {
+                            Ok(_) => written.push((id, Some(i), value_b)),
+                            Err(_) => break,
+                        }
+                    }
+                    drop(b);
+                    // No fault past the crash.
+                    store.fail_write(u64::MAX);
+                    let (mut b, report) = open(&store);
+                    let target = if oldest {
+                        report.restorable.first()
+                    } else {
+                        report.restorable.last()
+                    }
+                    .map(|r| r.0);
+                    let expected = written
+                        .iter()
+                        .find(|w| Some(w.0) == target)
+                        .map_or((None, None), |w| (w.1, w.2));
+                    if target.is_none() {
+                        assert!(written.is_empty(), "{what}");
+                    }
+                    b.restore(target).unwrap();
+                    assert_eq!((get(&mut b, "a"), get(&mut b, "b")), expected, "{what}");
+                    assert_eq!(store.staged_ids(), Vec::<u64>::new(), "{what}");
+                    // And the next checkpoints go on from there.
+                    put(&mut b, "a", 100);
+                    let next = target.unwrap_or(0) + 1000;
+                    b.checkpoint(meta(next), &[], target, None).unwrap();
+                    b.checkpoint(meta(next + 10), &[], Some(next), None)
+                        .unwrap();
+                    drop(b);
+                    let (mut b, _) = open(&store);
+                    b.restore(Some(next + 10)).unwrap();
+                    assert_eq!(get(&mut b, "a"), Some(100), "{what}");
+                    assert_eq!(get(&mut b, "b"), expected.1, "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn staged_sets_are_used_only_when_the_store_takes_them() {
+        let store = MemoryStore::default();
+        store.stage_sets(2);
+        let (mut b, _) = open(&store);
+        put(&mut b, "a", 1);
+        b.checkpoint(meta(10), &[], None, None).unwrap();
+        // One change: written as pending values.
+        assert!(store.staged_ids().is_empty());
+        assert!(store.dump().keys().any(|k| k[0] == PENDING));
+        put(&mut b, "a", 2);
+        put(&mut b, "b", 2);
+        b.checkpoint(meta(20), &[], Some(10), None).unwrap();
+        assert_eq!(store.staged_ids(), vec![20]);
+        assert!(store.dump().keys().all(|k| k[0] != PENDING));
+        b.checkpoint(meta(30), &[], Some(20), None).unwrap();
+        // Applied: in the main state, no copy left.
+        assert!(store.staged_ids().is_empty());
+        assert_eq!(
+            store.dump().keys().filter(|k| k[0] == STATE).count(),
+            2,
+            "a and b in the main state"
+        );
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub enum Op<'a> {
     Delete(&'a [u8]),
     /// Deletes every key in `[from, to)`.
     DeleteRange(&'a [u8], &'a [u8]),
+    /// Applies the staged set ([`Store::stage`]) of this id here, in the batch's order:
+    /// its writes win over the batch's earlier ones and lose to its later ones. The set
+    /// is gone afterwards.
+    ApplyStaged(u64),
+    /// Deletes the staged set of this id, unapplied (nothing if there is none).
+    DropStaged(u64),
 }
 
 /// Where an op's bytes are in the batch's arena: its key is `start..key_end`, its value
@@ -50,6 +56,8 @@ struct Extent {
 const PUT: u8 = 0;
 const DELETE: u8 = 1;
 const DELETE_RANGE: u8 = 2;
+const APPLY_STAGED: u8 = 3;
+const DROP_STAGED: u8 = 4;
 
 /// Writes applied together or not at all.
 ///
@@ -114,13 +122,25 @@ impl Batch {
         self.push(DELETE_RANGE, &[&from], &[&to]);
     }
 
-    /// Appends the writes of `other` (its marked runs are not carried over).
+    /// Applies staged set `id` at this point of the batch ([`Op::ApplyStaged`]).
+    pub fn apply_staged(&mut self, id: u64) {
+        self.push(APPLY_STAGED, &[&id.to_be_bytes()], &[]);
+    }
+
+    /// Deletes staged set `id` unapplied ([`Op::DropStaged`]).
+    pub fn drop_staged(&mut self, id: u64) {
+        self.push(DROP_STAGED, &[&id.to_be_bytes()], &[]);
+    }
+
+    /// Appends the writes of `other`.
     pub fn append(&mut self, other: &Batch) {
         for op in other.ops() {
             match op {
                 Op::Put(k, v) => self.push(PUT, &[k], &[v]),
                 Op::Delete(k) => self.push(DELETE, &[k], &[]),
                 Op::DeleteRange(from, to) => self.push(DELETE_RANGE, &[from], &[to]),
+                Op::ApplyStaged(id) => self.apply_staged(id),
+                Op::DropStaged(id) => self.drop_staged(id),
             }
         }
     }
@@ -132,13 +152,21 @@ impl Batch {
 
     /// The writes, in order.
     pub fn ops(&self) -> impl Iterator<Item = Op<'_>> + '_ {
-        self.slots.iter().map(|s| {
+        self.ops_in(0..self.slots.len())
+    }
+
+    /// The writes at positions `range` (as counted by [`Batch::ops`]), in order.
+    pub fn ops_in(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = Op<'_>> + '_ {
+        self.slots[range].iter().map(|s| {
             let key = &self.data[s.start..s.key_end];
             let value = &self.data[s.key_end..s.end];
+            let id = || key.try_into().map_or(0, u64::from_be_bytes);
             match s.kind {
                 PUT => Op::Put(key, value),
                 DELETE => Op::Delete(key),
-                _ => Op::DeleteRange(key, value),
+                DELETE_RANGE => Op::DeleteRange(key, value),
+                APPLY_STAGED => Op::ApplyStaged(id()),
+                _ => Op::DropStaged(id()),
             }
         })
     }
@@ -202,6 +230,30 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `batch` atomically and durably (synced to disk) before returning. Takes
     /// `&self`: a background writer writes while the worker reads.
     fn write(&self, batch: Batch) -> Result<(), StoreError>;
+    /// Whether [`Store::stage`] takes a set of `writes` writes of main state: a store
+    /// that keeps staged sets as files declines sets too small to be worth one. `false`
+    /// for a store that keeps none.
+    fn stages(&self, writes: usize) -> bool {
+        let _ = writes;
+        false
+    }
+    /// Sets aside, durably before returning, the puts and point deletions of main state
+    /// in `changes` (any order, the last write of a key winning) as staged set `id`,
+    /// replacing any set of that id: invisible to reads until a batch applies it
+    /// ([`Batch::apply_staged`]), or deleted by one ([`Batch::drop_staged`]). A set is
+    /// written once and applied without being written again (a checkpoint of several
+    /// workers, staged when written and applied when every worker has completed it).
+    fn stage(&self, id: u64, changes: &Batch) -> Result<(), StoreError> {
+        let _ = changes;
+        Err(StoreError::new(format!(
+            "{}: this store keeps no staged sets (set {id})",
+            self.location()
+        )))
+    }
+    /// The ids of the staged sets the store holds, ascending.
+    fn staged(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(Vec::new())
+    }
     /// An estimate of the number of keys.
     fn approximate_len(&self) -> u64;
     /// Where the store lives, for messages.
@@ -216,9 +268,16 @@ pub struct Faults {
     writes: u64,
 }
 
+/// A staged set's writes of main state, in key order (`None`: a deletion).
+type Staged = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 #[derive(Debug, Default)]
 struct Shared {
     data: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Staged sets by id, when the store stages ([`MemoryStore::stage_sets`]).
+    staged: BTreeMap<u64, Staged>,
+    /// The fewest writes [`Store::stage`] takes; `None`: the store does not stage.
+    stage_min: Option<usize>,
     faults: Faults,
 }
 
@@ -244,7 +303,19 @@ impl MemoryStore {
         self.gate.1.notify_all();
     }
 
-    /// Fails the `n`-th write from now (1 = the next), applying nothing of it.
+    /// Makes the store take staged sets ([`Store::stage`]) of at least `min_writes`
+    /// writes, as RocksDB's does large ones; off by default.
+    pub fn stage_sets(&self, min_writes: usize) {
+        self.lock().stage_min = Some(min_writes);
+    }
+
+    /// The ids of the staged sets held, ascending.
+    pub fn staged_ids(&self) -> Vec<u64> {
+        self.lock().staged.keys().copied().collect()
+    }
+
+    /// Fails the `n`-th write from now (1 = the next), applying nothing of it. Staging a
+    /// set counts as a write.
     pub fn fail_write(&self, n: u64) {
         let mut s = self.lock();
         s.faults.fail_write = Some(n);
@@ -264,6 +335,22 @@ impl MemoryStore {
     /// A copy of every entry (for tests comparing stores).
     pub fn dump(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
         self.lock().data.clone()
+    }
+
+    /// Waits while writes are held, then counts a write: an error if it is the one to fail.
+    fn begin_write(&self) -> Result<std::sync::MutexGuard<'_, Shared>, StoreError> {
+        let mut held = self.gate.0.lock().unwrap_or_else(|e| e.into_inner());
+        while *held {
+            held = self.gate.1.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(held);
+        let mut s = self.lock();
+        s.faults.writes += 1;
+        if s.faults.fail_write == Some(s.faults.writes) {
+            s.faults.fail_write = None;
+            return Err(StoreError::new("injected write failure"));
+        }
+        Ok(s)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -309,16 +396,17 @@ impl Store for MemoryStore {
     }
 
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut held = self.gate.0.lock().unwrap_or_else(|e| e.into_inner());
-        while *held {
-            held = self.gate.1.wait(held).unwrap_or_else(|e| e.into_inner());
-        }
-        drop(held);
-        let mut s = self.lock();
-        s.faults.writes += 1;
-        if s.faults.fail_write == Some(s.faults.writes) {
-            s.faults.fail_write = None;
-            return Err(StoreError::new("injected write failure"));
+        let mut s = self.begin_write()?;
+        // All or nothing: a staged set the batch applies must exist before anything
+        // is applied.
+        for op in batch.ops() {
+            if let Op::ApplyStaged(id) = op {
+                if !s.staged.contains_key(&id) {
+                    return Err(StoreError::new(format!(
+                        "in-memory store: staged set {id} is missing"
+                    )));
+                }
+            }
         }
         for op in batch.ops() {
             match op {
@@ -338,9 +426,46 @@ impl Store for MemoryStore {
                         s.data.remove(&k);
                     }
                 }
+                Op::ApplyStaged(id) => {
+                    for (k, v) in s.staged.remove(&id).unwrap_or_default() {
+                        match v {
+                            Some(v) => s.data.insert(k, v),
+                            None => s.data.remove(&k),
+                        };
+                    }
+                }
+                Op::DropStaged(id) => {
+                    s.staged.remove(&id);
+                }
             }
         }
         Ok(())
+    }
+
+    fn stages(&self, writes: usize) -> bool {
+        self.lock().stage_min.is_some_and(|min| writes >= min)
+    }
+
+    fn stage(&self, id: u64, changes: &Batch) -> Result<(), StoreError> {
+        let mut s = self.begin_write()?;
+        let mut set = Staged::new();
+        for op in changes.ops() {
+            match op {
+                Op::Put(k, v) => set.insert(k.to_vec(), Some(v.to_vec())),
+                Op::Delete(k) => set.insert(k.to_vec(), None),
+                _ => {
+                    return Err(StoreError::new(
+                        "in-memory store: a staged set holds only puts and deletions",
+                    ))
+                }
+            };
+        }
+        s.staged.insert(id, set);
+        Ok(())
+    }
+
+    fn staged(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.staged_ids())
     }
 
     fn approximate_len(&self) -> u64 {

@@ -213,7 +213,9 @@ impl Job {
         };
         let starts = self.starts.get();
         self.starts.set(starts + 1);
-        let ingesting = failpoint.is_some_and(|f| f.starts_with("checkpoint-ingesting"));
+        let ingesting = failpoint.is_some_and(|f| {
+            f.starts_with("checkpoint-ingesting") || f.starts_with("checkpoint-staged")
+        });
         if ingesting || starts % 2 == 1 {
             cmd.env("STATEFUN_INGEST_MIN_WRITES", "1");
         } else {
@@ -308,6 +310,7 @@ fn crash_and_recover(workers: usize, processes: usize, default_kills: usize) {
     for point in [
         "checkpoint-before-write",
         "checkpoint-writing",
+        "checkpoint-staged",
         "checkpoint-ingesting",
         "checkpoint-after-write",
         "sink-before-commit",
@@ -327,7 +330,7 @@ fn crash_and_recover(workers: usize, processes: usize, default_kills: usize) {
     job.finish();
     job.check();
     println!(
-        "{workers} worker(s) × {processes} process(es): {n} kills + 6 fail points, output exact"
+        "{workers} worker(s) × {processes} process(es): {n} kills + 7 fail points, output exact"
     );
 }
 

@@ -466,11 +466,18 @@ fn rescaling_recovers_from_a_crash_and_finishes_an_interrupted_commit() {
     );
 }
 
+/// Copies `from` into `to` with its subdirectories (a database keeps checkpoints of
+/// several workers not yet merged in `staged/`), as `cp -a` would.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create the copy");
     for entry in std::fs::read_dir(from).expect("read the directory") {
         let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a file");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy a file");
+        }
     }
 }
 

@@ -243,7 +243,7 @@ struct Job {
 }
 
 impl Job {
-    /// Writes the checkpoint; returns the batch's size in bytes.
+    /// Writes the checkpoint; returns the bytes of keys and values it wrote.
     ///
     /// Each log's changed values go in key order (RocksDB inserts a batch into its
     /// memtable, a skip list, in batch order: sorted keys reuse the search path of the
@@ -257,12 +257,16 @@ impl Job {
         let mut batch = Batch::with_capacity(logged + self.rest.bytes(), changed + self.rest.len());
         let id = self.id.to_be_bytes();
         let own = self.own.changes();
+        // Bytes of keys and values written, staged ones included (a staged set applied
+        // later is not written again).
+        let mut staged_bytes = 0;
         if !self.direct && !own.is_empty() && store.stages(own.len()) {
             let mut changes = Batch::with_capacity(self.own.bytes(), own.len());
             for (k, value) in own {
                 put_state_value(&mut changes, &[k], value);
             }
             store.stage(self.id, &changes).map_err(|e| e.to_string())?;
+            staged_bytes = changes.bytes();
             crate::failpoint::hit("checkpoint-staged");
         } else {
             for (k, value) in own {
@@ -290,7 +294,7 @@ impl Job {
             }
         }
         batch.append(&self.rest);
-        let bytes = batch.bytes();
+        let bytes = batch.bytes() + staged_bytes;
         store.write(batch).map_err(|e| e.to_string())?;
         Ok(bytes)
     }

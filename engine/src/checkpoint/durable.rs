@@ -28,7 +28,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use statefun_sdk::{EgressMessage, TypeName};
 
-use super::hot::{hot_hash, ChangeLog, HotTable};
+use super::hot::{hot_hash, ChangeLog, HotTable, SortKey};
 use super::store::{Batch, Store};
 use super::WorkerReport;
 use crate::envelope::Envelope;
@@ -251,25 +251,29 @@ impl Job {
     /// workers, this checkpoint's changes are staged ([`Store::stage`]) when the store
     /// takes them — written once, as a table file, and applied by the batch that merges
     /// them — or else written as pending values (and written again when merged).
-    fn write<S: Store + ?Sized>(self, store: &S) -> Result<usize, String> {
+    ///
+    /// `order` is the writer's to keep from one checkpoint to the next
+    /// ([`ChangeLog::sort_into`]).
+    fn write<S: Store + ?Sized>(self, store: &S, order: &mut Vec<SortKey>) -> Result<usize, String> {
         let changed = self.changed;
         let logged = self.own.bytes() + self.merges.iter().map(|(_, m)| m.bytes()).sum::<usize>();
         let mut batch = Batch::with_capacity(logged + self.rest.bytes(), changed + self.rest.len());
         let id = self.id.to_be_bytes();
-        let own = self.own.changes();
+        self.own.sort_into(order);
+        let own = || order.iter().map(|k| self.own.change(k));
         // Bytes of keys and values written, staged ones included (a staged set applied
         // later is not written again).
         let mut staged_bytes = 0;
-        if !self.direct && !own.is_empty() && store.stages(own.len()) {
-            let mut changes = Batch::with_capacity(self.own.bytes(), own.len());
-            for (k, value) in own {
+        if !self.direct && !order.is_empty() && store.stages(order.len()) {
+            let mut changes = Batch::with_capacity(self.own.bytes(), order.len());
+            for (k, value) in own() {
                 put_state_value(&mut changes, &[k], value);
             }
             store.stage(self.id, &changes).map_err(|e| e.to_string())?;
             staged_bytes = changes.bytes();
             crate::failpoint::hit("checkpoint-staged");
         } else {
-            for (k, value) in own {
+            for (k, value) in own() {
                 if self.direct {
                     put_state_value(&mut batch, &[k], value);
                 } else {
@@ -288,7 +292,9 @@ impl Job {
             if staged.binary_search(merged_id).is_ok() {
                 batch.apply_staged(*merged_id);
             } else {
-                for (k, value) in merged.changes() {
+                merged.sort_into(order);
+                for k in order.iter() {
+                    let (k, value) = merged.change(k);
                     put_state_value(&mut batch, &[k], value);
                 }
             }
@@ -319,11 +325,15 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("statefun-checkpoint-writer".into())
             .spawn(move || {
+                // Kept from one checkpoint to the next (see `ChangeLog::sort_into`).
+                let mut order = Vec::new();
                 for job in queue {
                     crate::failpoint::hit("checkpoint-writing");
                     let started = Instant::now();
                     let id = job.id;
-                    let result = job.write(&*store).map(|bytes| (started.elapsed(), bytes));
+                    let result = job
+                        .write(&*store, &mut order)
+                        .map(|bytes| (started.elapsed(), bytes));
                     let failed = result.is_err();
                     if report.send((id, result)).is_err() {
                         return;
@@ -571,7 +581,7 @@ impl<S: Store> DurableBackend<S> {
             result?;
         }
         let (job, mut stats) = self.prepare(meta, outbox, complete_through, delivered_through)?;
-        stats.bytes = job.write(&*self.store)?;
+        stats.bytes = job.write(&*self.store, &mut Vec::new())?;
         self.acknowledge(stats.id);
         stats.duration = started.elapsed();
         Ok(stats)

@@ -283,10 +283,21 @@ impl HotTable {
 /// A record is `key length (u32) | key | present (u8) | expiry (u64) | value length (u32)
 /// | value`, little-endian. A key changed again in the same interval is overwritten in
 /// place when its value has the same length (the usual case: a counter), else appended
-/// again; [`ChangeLog::changes`] keeps the last record of each key.
+/// again; [`ChangeLog::sort_into`] keeps the last record of each key.
 #[derive(Default)]
 pub(crate) struct ChangeLog {
     data: Vec<u8>,
+    /// Records appended.
+    records: usize,
+}
+
+/// Where a record of a [`ChangeLog`] sorts: two words of its key after what all keys of
+/// the log share, and the record's offset in the log.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SortKey {
+    first: u64,
+    second: u64,
+    at: usize,
 }
 
 /// Bytes of a record besides its key and value.
@@ -297,6 +308,7 @@ impl ChangeLog {
     pub(crate) fn with_capacity(bytes: usize) -> Self {
         ChangeLog {
             data: Vec::with_capacity(bytes),
+            records: 0,
         }
     }
 
@@ -313,6 +325,7 @@ impl ChangeLog {
             .filter(|at| *at != NOT_LOGGED)
             .unwrap_or(NOT_LOGGED);
         let bytes = value.map_or(&[][..], |v| v.bytes);
+        self.records += 1;
         let d = &mut self.data;
         d.reserve(RECORD_OVERHEAD + key.len() + bytes.len());
         d.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -348,8 +361,20 @@ impl ChangeLog {
 
     /// The last change of each key, in key order (for the store's batch: RocksDB inserts
     /// sorted keys faster), `None` for a deletion.
+    #[cfg(test)]
     pub(crate) fn changes(&self) -> Vec<(&[u8], Option<ValueRef<'_>>)> {
-        let mut records: Vec<(u64, u64, &[u8], usize)> = Vec::new();
+        let mut order = Vec::new();
+        self.sort_into(&mut order);
+        order.iter().map(|k| self.change(k)).collect()
+    }
+
+    /// Fills `order` with where the last change of each key is, in key order (read each
+    /// with [`ChangeLog::change`]). The caller keeps `order` from one log to the next: a
+    /// checkpoint's million changes then reuse memory already in place, instead of
+    /// faulting in tens of fresh megabytes every time.
+    pub(crate) fn sort_into(&self, order: &mut Vec<SortKey>) {
+        order.clear();
+        order.reserve(self.records);
         let d = &self.data;
         let mut at = 0;
         // The keys' common prefix (the state marker, often the key group's first byte
@@ -361,7 +386,11 @@ impl ChangeLog {
             let flag = at + 4 + key_len as usize;
             let value_len = read_u32(d, flag + 9).unwrap_or(0) as usize;
             common = Some(common.map_or(key, |c| shared_prefix(c, key)));
-            records.push((0, 0, key, flag));
+            order.push(SortKey {
+                first: 0,
+                second: 0,
+                at,
+            });
             at = flag + 13 + value_len;
         }
         let skip = common.map_or(0, <[u8]>::len);
@@ -369,8 +398,8 @@ impl ChangeLog {
         // same for a few hundred keys: a second word, after what all keys share beyond
         // the first (the rest of the function type), usually holds the ids.
         let mut common2: Option<&[u8]> = None;
-        for r in &records {
-            let tail = r.2.get(skip + 8..).unwrap_or(&[]);
+        for r in order.iter() {
+            let tail = self.key_at(r.at).get(skip + 8..).unwrap_or(&[]);
             common2 = Some(common2.map_or(tail, |c| shared_prefix(c, tail)));
         }
         let skip2 = skip + 8 + common2.map_or(0, <[u8]>::len);
@@ -383,29 +412,58 @@ impl ChangeLog {
             next[..n].copy_from_slice(&rest[..n]);
             u64::from_be_bytes(next)
         };
-        for r in &mut records {
-            r.0 = word(r.2, skip);
-            r.1 = word(r.2, skip2);
+        for r in order.iter_mut() {
+            let key = self.key_at(r.at);
+            r.first = word(key, skip);
+            r.second = word(key, skip2);
         }
+        let same_key = |a: &SortKey, b: &SortKey| {
+            (a.first, a.second) == (b.first, b.second) && self.key_at(a.at) == self.key_at(b.at)
+        };
         // Of a key's records, the last one written (the larger offset) sorts last.
-        records.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
-        let mut out: Vec<(&[u8], Option<ValueRef<'_>>)> = Vec::with_capacity(records.len());
-        for (_, _, key, flag) in records {
-            let value = (d[flag] == 1).then(|| {
-                let value_len = read_u32(d, flag + 9).unwrap_or(0) as usize;
-                ValueRef {
-                    bytes: &d[flag + 13..flag + 13 + value_len],
-                    expires_at_ms: u64::from_le_bytes(
-                        d[flag + 1..flag + 9].try_into().unwrap_or_default(),
-                    ),
-                }
-            });
-            match out.last_mut() {
-                Some(last) if last.0 == key => last.1 = value,
-                _ => out.push((key, value)),
+        order.sort_unstable_by(|a, b| {
+            (a.first, a.second)
+                .cmp(&(b.first, b.second))
+                .then_with(|| self.key_at(a.at).cmp(self.key_at(b.at)))
+                .then(a.at.cmp(&b.at))
+        });
+        // Keep the last record of each key, in place.
+        let mut kept = 0;
+        for i in 0..order.len() {
+            let r = order[i];
+            if kept > 0 && same_key(&order[kept - 1], &r) {
+                order[kept - 1] = r;
+            } else {
+                order[kept] = r;
+                kept += 1;
             }
         }
-        out
+        order.truncate(kept);
+    }
+
+    /// The key and value (`None`: deleted) of the record `k` sorted ([`ChangeLog::sort_into`]).
+    pub(crate) fn change(&self, k: &SortKey) -> (&[u8], Option<ValueRef<'_>>) {
+        let d = &self.data;
+        let key = self.key_at(k.at);
+        let flag = k.at + 4 + key.len();
+        let value = (d.get(flag) == Some(&1)).then(|| {
+            let value_len = read_u32(d, flag + 9).unwrap_or(0) as usize;
+            ValueRef {
+                bytes: d.get(flag + 13..flag + 13 + value_len).unwrap_or(&[]),
+                expires_at_ms: d
+                    .get(flag + 1..flag + 9)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_le_bytes),
+            }
+        });
+        (key, value)
+    }
+
+    /// The key of the record at `at`.
+    #[inline]
+    fn key_at(&self, at: usize) -> &[u8] {
+        let len = read_u32(&self.data, at).unwrap_or(0) as usize;
+        self.data.get(at + 4..at + 4 + len).unwrap_or(&[])
     }
 }
 

@@ -254,7 +254,11 @@ impl Job {
     ///
     /// `order` is the writer's to keep from one checkpoint to the next
     /// ([`ChangeLog::sort_into`]).
-    fn write<S: Store + ?Sized>(self, store: &S, order: &mut Vec<SortKey>) -> Result<usize, String> {
+    fn write<S: Store + ?Sized>(
+        self,
+        store: &S,
+        order: &mut Vec<SortKey>,
+    ) -> Result<usize, String> {
         let changed = self.changed;
         let logged = self.own.bytes() + self.merges.iter().map(|(_, m)| m.bytes()).sum::<usize>();
         let mut batch = Batch::with_capacity(logged + self.rest.bytes(), changed + self.rest.len());

@@ -289,19 +289,29 @@ impl RocksStore {
             .get_cf(meta, INGESTING)
             .map_err(|e| self.error("reading", e))?;
         if let Some(names) = named {
-            // Files ingested before the crash are gone; the others go in, in order. One
-            // ingested whose removal the crash prevented goes in again: nothing was
-            // written after it, so its values are still the newest.
-            for name in String::from_utf8_lossy(&names).split('\n') {
-                let file = if name.contains('/') {
-                    self.path.join(name)
-                } else {
-                    staging.join(name)
-                };
-                if !name.is_empty() && file.exists() {
-                    tracing::info!(file = %file.display(), "state database: completing the ingestion of a checkpoint's state that a crash interrupted");
-                    self.ingest(state, &file)?;
-                }
+            let files: Vec<PathBuf> = String::from_utf8_lossy(&names)
+                .split('\n')
+                .filter(|name| !name.is_empty())
+                .map(|name| {
+                    if name.contains('/') {
+                        self.path.join(name)
+                    } else {
+                        staging.join(name)
+                    }
+                })
+                .collect();
+            // The files went in one after the other, each removed as it went in: a gone
+            // file and every one before it are in. A file still there after the last gone
+            // one goes in (again, if the crash came between its ingestion and its removal:
+            // nothing newer was ingested after it, so its values are still the newest);
+            // one before it must not (it would undo newer ones) and is deleted.
+            let done = files.iter().rposition(|f| !f.exists()).map_or(0, |i| i + 1);
+            for file in &files[..done] {
+                let _ = std::fs::remove_file(file);
+            }
+            for file in &files[done..] {
+                tracing::info!(file = %file.display(), "state database: completing the ingestion of a checkpoint's state that a crash interrupted");
+                self.ingest(state, file)?;
             }
             self.db
                 .delete_cf_opt(meta, INGESTING, &self.sync)
@@ -1033,23 +1043,46 @@ mod tests {
         }
         memory.write(batch.clone()).unwrap();
         let expected: Entries = memory.dump().into_iter().collect();
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_ingesting(dir.path(), 1);
-        for (id, set) in &sets {
-            store.stage(*id, set).unwrap();
+        // The process dies after `k` of the batch's files went in; `back` is one of them
+        // whose removal the crash undid (the last one in, or the first one while the
+        // last one is gone): the result is the batch's, whatever the point.
+        for k in 0..=5 {
+            for back in [None, Some(k.max(1) - 1), Some(0)] {
+                if back.is_some_and(|b| b >= k) {
+                    continue;
+                }
+                let what = format!("{k} files in, {back:?} back");
+                let dir = tempfile::tempdir().unwrap();
+                let store = open_ingesting(dir.path(), 1);
+                for (id, set) in &sets {
+                    store.stage(*id, set).unwrap();
+                }
+                let committed = store.commit(&batch).unwrap();
+                assert_eq!(committed.ingest.len(), 5, "head, 5, after 5, 7, after 7");
+                let (state, _) = store.families().unwrap();
+                let mut copy = None;
+                for (i, file) in committed.ingest[..k].iter().enumerate() {
+                    if back == Some(i) {
+                        copy = Some((file.clone(), std::fs::read(file).unwrap()));
+                    }
+                    store.ingest(state, file).unwrap();
+                }
+                if let Some((file, bytes)) = copy {
+                    std::fs::write(file, bytes).unwrap();
+                }
+                drop(store);
+                let read_only = RocksStore::open_read_only(dir.path()).unwrap();
+                assert_eq!(everything(&read_only), expected, "{what}");
+                drop(read_only);
+                let store = open_ingesting(dir.path(), 1);
+                assert_eq!(everything(&store), expected, "{what}");
+                let mut out = Vec::new();
+                assert!(!store.get_into(INGESTING, &mut out).unwrap(), "{what}");
+                // Set 9 was dropped by the batch but is still on disk: the backend's restore
+                // drops what no checkpoint names (see `DurableBackend::restore`).
+                assert_eq!(store.staged().unwrap(), vec![9], "{what}");
+            }
         }
-        // Durable, then the process dies before ingesting (or dropping) anything.
-        let committed = store.commit(&batch).unwrap();
-        assert_eq!(committed.ingest.len(), 5, "head, 5, after 5, 7, after 7");
-        drop(store);
-        let read_only = RocksStore::open_read_only(dir.path()).unwrap();
-        assert_eq!(everything(&read_only), expected);
-        drop(read_only);
-        let store = open_ingesting(dir.path(), 1);
-        assert_eq!(everything(&store), expected);
-        // Set 9 was dropped by the batch but is still on disk: the backend's restore drops
-        // what no checkpoint names (see `DurableBackend::restore`).
-        assert_eq!(store.staged().unwrap(), vec![9]);
     }
 
     #[test]

@@ -963,10 +963,10 @@ mod tests {
         assert!(!store.get_into(INGESTING, &mut out).unwrap());
     }
 
-    /// Staged sets, and batches applying them among writes of state before and after,
-    /// on RocksDB and on the in-memory store, which applies a batch's writes one after
-    /// the other.
-    fn staged_sets_and_batches() -> (Vec<(u64, Batch)>, Batch) {
+    /// Staged sets, a batch applying them among writes of state before and after, and
+    /// what the in-memory store (which applies a batch's writes one after the other)
+    /// holds after staging the sets and writing the batch.
+    fn staged_sets_and_batches() -> (Vec<(u64, Batch)>, Batch, Entries) {
         let mut five = Batch::default();
         five.put(b"s001".to_vec(), state_value(u64::MAX, 5));
         five.put(b"s002".to_vec(), state_value(u64::MAX, 5));
@@ -990,19 +990,19 @@ mod tests {
         batch.delete_range(b"m".to_vec(), b"m1".to_vec());
         batch.drop_staged(9);
         batch.drop_staged(11);
-        (vec![(5, five), (7, seven), (9, nine)], batch)
-    }
-
-    #[test]
-    fn staged_sets_apply_where_the_batch_puts_them() {
+        let sets = vec![(5, five), (7, seven), (9, nine)];
         let memory = crate::checkpoint::store::MemoryStore::default();
         memory.stage_sets(1);
-        let (sets, batch) = staged_sets_and_batches();
         for (id, set) in &sets {
             memory.stage(*id, set).unwrap();
         }
         memory.write(batch.clone()).unwrap();
-        let expected: Entries = memory.dump().into_iter().collect();
+        (sets, batch, memory.dump().into_iter().collect())
+    }
+
+    #[test]
+    fn staged_sets_apply_where_the_batch_puts_them() {
+        let (sets, batch, expected) = staged_sets_and_batches();
         for ingest_min in [1, usize::MAX] {
             let dir = tempfile::tempdir().unwrap();
             let store = open_ingesting(dir.path(), ingest_min);
@@ -1035,14 +1035,7 @@ mod tests {
 
     #[test]
     fn applying_staged_sets_a_crash_interrupted_completes_when_opened() {
-        let memory = crate::checkpoint::store::MemoryStore::default();
-        memory.stage_sets(1);
-        let (sets, batch) = staged_sets_and_batches();
-        for (id, set) in &sets {
-            memory.stage(*id, set).unwrap();
-        }
-        memory.write(batch.clone()).unwrap();
-        let expected: Entries = memory.dump().into_iter().collect();
+        let (sets, batch, expected) = staged_sets_and_batches();
         // The process dies after `k` of the batch's files went in; `back` is one of them
         // whose removal the crash undid (the last one in, or the first one while the
         // last one is gone): the result is the batch's, whatever the point.

@@ -255,7 +255,7 @@ impl Job {
     /// `order` is the writer's to keep from one checkpoint to the next
     /// ([`ChangeLog::sort_into`]).
     fn write<S: Store + ?Sized>(
-        self,
+        &self,
         store: &S,
         order: &mut Vec<SortKey>,
     ) -> Result<usize, String> {
@@ -308,6 +308,11 @@ impl Job {
         store.write(batch).map_err(|e| e.to_string())?;
         Ok(bytes)
     }
+
+    /// The change logs the job holds, to be reused where it held the last reference.
+    fn into_logs(self) -> impl Iterator<Item = Frozen> {
+        std::iter::once(self.own).chain(self.merges.into_iter().map(|(_, log)| log))
+    }
 }
 
 /// A thread writing checkpoint batches in the order they were handed over, so that the
@@ -315,6 +320,10 @@ impl Job {
 struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
     done: mpsc::Receiver<Written>,
+    /// Change logs written and no longer needed, for the worker to fill again: a new
+    /// log of a million changes would fault in tens of fresh megabytes on the worker
+    /// every interval.
+    spare: mpsc::Receiver<ChangeLog>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -325,6 +334,7 @@ impl Writer {
     ) -> Result<Writer, String> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (report, done) = mpsc::channel();
+        let (give_back, spare) = mpsc::channel();
         let location = store.location();
         let thread = std::thread::Builder::new()
             .name("statefun-checkpoint-writer".into())
@@ -338,6 +348,11 @@ impl Writer {
                     let result = job
                         .write(&*store, &mut order)
                         .map(|bytes| (started.elapsed(), bytes));
+                    for log in job.into_logs() {
+                        if let Ok(log) = Arc::try_unwrap(log) {
+                            let _ = give_back.send(log);
+                        }
+                    }
                     let failed = result.is_err();
                     if report.send((id, result)).is_err() {
                         return;
@@ -353,6 +368,7 @@ impl Writer {
         Ok(Writer {
             jobs: Some(jobs),
             done,
+            spare,
             thread: Some(thread),
         })
     }
@@ -682,6 +698,21 @@ impl<S: Store> DurableBackend<S> {
         }
     }
 
+    /// An empty change log with room for what the current one holds, from the logs the
+    /// writer gave back (the largest; any others are freed).
+    fn spare_log(&mut self) -> Option<ChangeLog> {
+        let spare = &self.writer.as_ref()?.spare;
+        let mut log = spare.try_recv().ok()?;
+        while let Ok(other) = spare.try_recv() {
+            if other.capacity() > log.capacity() {
+                log = other;
+            }
+        }
+        log.clear();
+        log.reserve(self.log.bytes());
+        Some(log)
+    }
+
     /// Drops the hot table, the current changes and the pending logs.
     fn forget_memory(&mut self) {
         self.hot.clear();
@@ -712,7 +743,9 @@ impl<S: Store> DurableBackend<S> {
         // its newest, so its changes go straight into the main state.
         let direct = self.peers == 1;
         // The next log starts at the size this one reached: no copying as it grows.
-        let next = ChangeLog::with_capacity(self.log.bytes());
+        let next = self
+            .spare_log()
+            .unwrap_or_else(|| ChangeLog::with_capacity(self.log.bytes()));
         let own: Frozen = Arc::new(std::mem::replace(&mut self.log, next));
         let closed = self.interval;
         self.interval += 1;

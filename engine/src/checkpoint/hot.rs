@@ -317,6 +317,22 @@ impl ChangeLog {
         self.data.len()
     }
 
+    /// Bytes it has room for without growing.
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.capacity()
+    }
+
+    /// Empties it, keeping its memory.
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+        self.records = 0;
+    }
+
+    /// Makes room for at least `bytes` of records in all.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        self.data.reserve(bytes.saturating_sub(self.data.len()));
+    }
+
     /// Appends a change of `key` to `value` and returns where it is, for
     /// [`ChangeLog::overwrite`] (`u32::MAX` past 4 GiB of records: appended again then).
     pub(crate) fn append(&mut self, key: &[u8], value: Option<ValueRef<'_>>) -> u32 {

@@ -185,7 +185,9 @@ pub struct DurableBackend<S: Store> {
     store: Arc<S>,
     worker: usize,
     peers: usize,
+    /// The last state key encoded ([`DurableBackend::encode`]), and its hot hash.
     key: Vec<u8>,
+    key_hash: u32,
     read: Vec<u8>,
     hot: HotTable,
     /// [`StateBackend::fetch`]'s keys not in the hot table: their encoded bytes one after
@@ -454,6 +456,7 @@ impl<S: Store> DurableBackend<S> {
             worker,
             peers,
             key: Vec::with_capacity(64),
+            key_hash: 0,
             read: Vec::with_capacity(64),
             fetch_keys: Vec::new(),
             fetch_misses: Vec::new(),
@@ -854,8 +857,37 @@ impl<S: Store> DurableBackend<S> {
         .map_err(|e| format!("cannot encode the manifest: {e}"))
     }
 
-    /// Encodes `key` as a main-state key into `self.key`.
-    fn encode(&mut self, key: &StateKey<'_>) {
+    /// Encodes `key` as a main-state key into `self.key`, unless it holds that key
+    /// already (an invocation reads a value and then writes it: one encoding and one hash
+    /// for both), and returns its hot hash.
+    #[inline]
+    fn encode(&mut self, key: &StateKey<'_>) -> u32 {
+        if !self.holds(key) {
+            self.encode_anew(key);
+            self.key_hash = hot_hash(key.function.as_str(), key.id);
+        }
+        self.key_hash
+    }
+
+    /// Whether `self.key` is the encoding of `key`: the same function type, id and spec,
+    /// each with its length (the key group follows from the id).
+    #[inline]
+    fn holds(&self, key: &StateKey<'_>) -> bool {
+        let f = key.function.as_str().as_bytes();
+        let (id, spec) = (key.id.as_bytes(), key.spec.as_bytes());
+        let k = &self.key;
+        let at_id = 9 + f.len();
+        k.len() == at_id + id.len() + spec.len()
+            && k[3..5] == (f.len() as u16).to_be_bytes()
+            && k[5..5 + f.len()] == *f
+            && k[5 + f.len()..at_id] == (id.len() as u32).to_be_bytes()
+            && k[at_id..at_id + id.len()] == *id
+            && k[at_id + id.len()..] == *spec
+    }
+
+    /// Writes the encoding of `key` into `self.key`: the state byte, the key group (u16),
+    /// the function type and the id, each after its length (u16, u32), and the spec.
+    fn encode_anew(&mut self, key: &StateKey<'_>) {
         let k = &mut self.key;
         k.clear();
         k.push(STATE);
@@ -908,8 +940,7 @@ impl<S: Store> DurableBackend<S> {
     }
 
     /// Sets the value of `self.key` (`None`: deleted) and logs the change.
-    fn set(&mut self, key: &StateKey<'_>, value: Option<ValueRef<'_>>) {
-        let hash = hot_hash(key.function.as_str(), key.id);
+    fn set(&mut self, hash: u32, value: Option<ValueRef<'_>>) {
         let Some(i) = self.slot(hash, |_| Some(None)) else {
             return;
         };
@@ -928,20 +959,19 @@ impl<S: Store> DurableBackend<S> {
 
 impl<S: Store> StateBackend for DurableBackend<S> {
     fn get(&mut self, key: &StateKey<'_>) -> Option<ValueRef<'_>> {
-        self.encode(key);
-        let hash = hot_hash(key.function.as_str(), key.id);
+        let hash = self.encode(key);
         let i = self.slot(hash, Self::load)?;
         self.hot.at(i).value()
     }
 
     fn put(&mut self, key: &StateKey<'_>, value: StoredValue) {
-        self.encode(key);
-        self.set(key, Some(value.as_value_ref()));
+        let hash = self.encode(key);
+        self.set(hash, Some(value.as_value_ref()));
     }
 
     fn delete(&mut self, key: &StateKey<'_>) {
-        self.encode(key);
-        self.set(key, None);
+        let hash = self.encode(key);
+        self.set(hash, None);
     }
 
     #[inline]
@@ -962,8 +992,7 @@ impl<S: Store> StateBackend for DurableBackend<S> {
         // Encoded and their slots prefetched first, then looked up: the lookups' cache
         // misses overlap.
         for key in keys {
-            self.encode(&key);
-            let hash = hot_hash(key.function.as_str(), key.id);
+            let hash = self.encode(&key);
             self.hot.prefetch(hash);
             let start = self.fetch_keys.len();
             self.fetch_keys.extend_from_slice(&self.key);
@@ -1744,6 +1773,49 @@ mod tests {
                     assert_eq!(get(&mut b, "b"), expected.1, "{what}");
                 }
             }
+        }
+    }
+
+    /// The encoding of the last key is reused only for that very key: keys whose parts
+    /// run across each other's boundaries (same bytes, split differently) are encoded
+    /// anew, and every reuse gives the bytes and hash a fresh encoding gives.
+    #[test]
+    fn a_key_encoding_is_reused_only_for_the_same_key() {
+        let (ab, abc) = (
+            TypeName::parse("n/ab").unwrap(),
+            TypeName::parse("n/abc").unwrap(),
+        );
+        let keys = [
+            (&ab, "c1", "x"),
+            (&ab, "c", "1x"),
+            (&abc, "1", "x"),
+            (&ab, "c1x", ""),
+            (&ab, "c1", "x"),
+            (&abc, "1", "x"),
+        ];
+        let store = MemoryStore::default();
+        let (mut b, _) = open(&store);
+        let (mut fresh, _) = open(&MemoryStore::default());
+        for (i, &(function, id, spec)) in keys.iter().enumerate() {
+            let key = StateKey {
+                function,
+                id,
+                spec,
+                slot: 0,
+            };
+            let again = b.holds(&key);
+            assert_eq!(again, i > 0 && keys[i - 1] == keys[i], "key {i}");
+            let hash = b.encode(&key);
+            assert!(b.holds(&key));
+            fresh.key.clear();
+            let expected = fresh.encode(&key);
+            assert_eq!(
+                (b.key.clone(), hash),
+                (fresh.key.clone(), expected),
+                "key {i}"
+            );
+            // Reused for the same key.
+            assert_eq!(b.encode(&key), hash);
         }
     }
 

@@ -1263,6 +1263,44 @@ mod tests {
         Arc::new(|| {})
     }
 
+    /// A change log the writer is done with is filled again by a later interval, for one
+    /// worker (after its write) and for several (after the merge that writes it last),
+    /// and what the reused log holds is that interval's changes only. A new log starts at
+    /// the size the last one reached, so after a large interval and two small ones only
+    /// a log given back is large.
+    #[test]
+    fn written_change_logs_are_filled_again() {
+        for peers in [1, 2] {
+            let store = MemoryStore::default();
+            let (mut b, _) = DurableBackend::open(store.clone(), 0, peers).unwrap();
+            for n in 0..1000 {
+                put(&mut b, &format!("k{n}"), 1);
+            }
+            let large = b.log.bytes();
+            let mut capacities = Vec::new();
+            let mut complete = None;
+            for id in [10u64, 20, 30, 40, 50] {
+                b.checkpoint_in_background(meta(id), &[], complete, None, &waker())
+                    .unwrap();
+                for (_, result) in b.wait_written() {
+                    result.unwrap();
+                }
+                complete = Some(id);
+                capacities.push(b.log.capacity());
+                put(&mut b, "b", id as u8);
+            }
+            assert!(
+                capacities[2..].iter().any(|c| *c >= large),
+                "{peers} worker(s): {capacities:?}, the first log {large} bytes"
+            );
+            b.checkpoint(meta(60), &[], complete, None).unwrap();
+            drop(b);
+            let (mut b, _) = DurableBackend::open(store.clone(), 0, peers).unwrap();
+            b.restore(Some(60)).unwrap();
+            assert_eq!((get(&mut b, "k7"), get(&mut b, "b")), (Some(1), Some(50)));
+        }
+    }
+
     #[test]
     fn a_background_write_stays_readable_until_the_store_has_it() {
         // One worker: changes go straight into the main state.

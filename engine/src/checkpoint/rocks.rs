@@ -781,10 +781,21 @@ fn state_write(op: Op<'_>) -> Option<StateWrite<'_>> {
 fn table_file_options() -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.set_block_based_table_factory(&table_options());
+    opts
+}
+
+/// The table format of the state (its column family's files and the files a checkpoint
+/// ingests): bloom filters, so a read of a key that is not there (every first message to
+/// an instance) skips files; and a hash index in each data block, so a point read finds
+/// its key in the block with one probe instead of a binary search over restart points
+/// (at 10 M keys a tenth of the worker's time was that search).
+fn table_options() -> BlockBasedOptions {
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
-    opts.set_block_based_table_factory(&table);
-    opts
+    table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+    table.set_data_block_hash_ratio(0.75);
+    table
 }
 
 /// The options of the column family holding a worker's state (the default one).
@@ -802,14 +813,11 @@ fn state_options(options: &StateMemory, cache: &Cache) -> Options {
     // about 14 bits per entry of a full one.
     opts.set_memtable_whole_key_filtering(true);
     opts.set_memtable_prefix_bloom_ratio(0.02);
-    let mut table = BlockBasedOptions::default();
+    let mut table = table_options();
     table.set_block_cache(cache);
-    // Bloom filters make a read of a key that is not there (every first
-    // message to an instance) skip files. Index and filter blocks stay in
-    // table-reader memory (about 1.5 bytes per key), not in the block
-    // cache: in the cache, data blocks evict them, and a state larger
-    // than the cache then re-reads megabytes of filter per lookup.
-    table.set_bloom_filter(10.0, false);
+    // Index and filter blocks stay in table-reader memory (about 1.5 bytes per key), not
+    // in the block cache: in the cache, data blocks evict them, and a state larger than
+    // the cache then re-reads megabytes of filter per lookup.
     opts.set_block_based_table_factory(&table);
     opts.set_compaction_filter("statefun-ttl", |_level: u32, key: &[u8], value: &[u8]| {
         if expired_state_entry(key, value, Clock::now_ms()) {

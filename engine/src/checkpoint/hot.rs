@@ -141,6 +141,10 @@ impl Entry {
     }
 }
 
+/// How many entries [`HotTable::make_room`] evicts at most when it must evict: once
+/// over its budget, the table goes a little under it, and the next inserts evict nothing.
+const EVICT_BATCH: usize = 32;
+
 /// Values by state key (see the module docs).
 pub(crate) struct HotTable {
     entries: Vec<Option<Entry>>,
@@ -245,34 +249,37 @@ impl HotTable {
         i
     }
 
-    /// Makes room for one more entry within `limit` bytes, evicting an entry whose last
+    /// Makes room for one more entry within `limit` bytes, evicting entries whose last
     /// change was in interval `safe` or earlier (see the module docs). When none can be
     /// found the table grows past the limit: unwritten changes are never dropped.
     pub(crate) fn make_room(&mut self, limit: usize, safe: u32) {
         let full = (self.len + 1) * 5 > self.entries.len() * 4;
         if !full {
             if self.bytes() > limit {
-                self.evict_one(safe);
+                self.evict(safe);
             }
             return;
         }
         let slot = std::mem::size_of::<Option<Entry>>();
         let grown = (self.entries.len() * 2).max(16) * slot + self.heap;
-        if grown > limit && self.evict_one(safe) {
+        if grown > limit && self.evict(safe) {
             return;
         }
         self.grow();
     }
 
-    /// Evicts one safe entry not referenced since the clock last looked at it, looking
-    /// at a few short runs of slots from random places and clearing the `referenced`
-    /// bits it passes (a randomized clock). Random places, not a hand going round:
-    /// evicting only where a hand is leaves the slots ahead of it filling up, and linear
-    /// probes there grow to thousands of slots.
-    fn evict_one(&mut self, safe: u32) -> bool {
+    /// Evicts up to [`EVICT_BATCH`] safe entries not referenced since the clock last
+    /// looked at them, looking at a few runs of slots from random places and clearing the
+    /// `referenced` bits it passes (a randomized clock); true if it evicted any. Random
+    /// places, not a hand going round: evicting only where a hand is leaves the slots
+    /// ahead of it filling up, and linear probes there grow to thousands of slots. A batch
+    /// per place, not one entry: the place is a cache and TLB miss in a table far larger
+    /// than the caches, and the slots after it come in order, nearly for free.
+    fn evict(&mut self, safe: u32) -> bool {
         if self.entries.is_empty() {
             return false;
         }
+        let mut evicted = 0;
         for _ in 0..8 {
             // xorshift64
             let mut x = self.random;
@@ -280,17 +287,25 @@ impl HotTable {
             x ^= x >> 7;
             x ^= x << 17;
             self.random = x;
-            let start = x as usize & self.mask;
-            for step in 0..16 {
-                let i = (start + step) & self.mask;
+            let mut i = x as usize & self.mask;
+            for _ in 0..EVICT_BATCH * 4 {
                 match &mut self.entries[i] {
                     Some(e) if e.referenced => e.referenced = false,
                     Some(e) if e.changed <= safe => {
+                        // The next entry of the run may move into this slot: look again.
                         self.remove(i);
-                        return true;
+                        evicted += 1;
+                        if evicted == EVICT_BATCH {
+                            return true;
+                        }
+                        continue;
                     }
                     _ => {}
                 }
+                i = (i + 1) & self.mask;
+            }
+            if evicted > 0 {
+                return true;
             }
         }
         false

@@ -188,6 +188,10 @@ pub struct DurableBackend<S: Store> {
     /// The last state key encoded ([`DurableBackend::encode`]), and its hot hash.
     key: Vec<u8>,
     key_hash: u32,
+    /// The hot table's slot of `key` and the table's [`HotTable::generation`] when it was
+    /// found: an invocation's write finds its value where its read did, without a second
+    /// probe, as long as nothing moved in the table since.
+    key_slot: Option<(usize, u64)>,
     read: Vec<u8>,
     hot: HotTable,
     /// [`StateBackend::fetch`]'s keys not in the hot table: their encoded bytes one after
@@ -457,6 +461,7 @@ impl<S: Store> DurableBackend<S> {
             peers,
             key: Vec::with_capacity(64),
             key_hash: 0,
+            key_slot: None,
             read: Vec::with_capacity(64),
             fetch_keys: Vec::new(),
             fetch_misses: Vec::new(),
@@ -865,6 +870,7 @@ impl<S: Store> DurableBackend<S> {
         if !self.holds(key) {
             self.encode_anew(key);
             self.key_hash = hot_hash(key.function.as_str(), key.id);
+            self.key_slot = None;
         }
         self.key_hash
     }
@@ -931,12 +937,21 @@ impl<S: Store> DurableBackend<S> {
         hash: u32,
         value: impl FnOnce(&mut Self) -> Option<Option<StoredValue>>,
     ) -> Option<usize> {
-        if let Some(i) = self.hot.find(hash, &self.key) {
-            return Some(i);
+        if let Some((i, generation)) = self.key_slot {
+            if generation == self.hot.generation() {
+                return Some(i);
+            }
         }
-        let value = value(self)?;
-        self.hot.make_room(self.cache_limit, self.safe);
-        Some(self.hot.insert(hash, &self.key, value))
+        let i = match self.hot.find(hash, &self.key) {
+            Some(i) => i,
+            None => {
+                let value = value(self)?;
+                self.hot.make_room(self.cache_limit, self.safe);
+                self.hot.insert(hash, &self.key, value)
+            }
+        };
+        self.key_slot = Some((i, self.hot.generation()));
+        Some(i)
     }
 
     /// Sets the value of `self.key` (`None`: deleted) and logs the change.
@@ -1855,6 +1870,30 @@ mod tests {
             // Reused for the same key.
             assert_eq!(b.encode(&key), hash);
         }
+    }
+
+    /// A write after a read of the same key reuses the read's slot only while nothing in
+    /// the hot table moved: a restore between them empties the table, and the write then
+    /// enters the key anew.
+    #[test]
+    fn a_write_reuses_the_slot_of_its_read_only_while_the_table_is_unchanged() {
+        let store = MemoryStore::default();
+        let (mut b, _) = DurableBackend::open(store.clone(), 0, 1).unwrap();
+        put(&mut b, "a", 1);
+        b.checkpoint(meta(10), &[], None, None).unwrap();
+        put(&mut b, "b", 5);
+        assert_eq!(get(&mut b, "a"), Some(1));
+        b.restore(Some(10)).unwrap();
+        put(&mut b, "a", 2);
+        assert_eq!((get(&mut b, "a"), get(&mut b, "b")), (Some(2), None));
+        // Read, write, read again: one slot throughout.
+        assert_eq!(get(&mut b, "a"), Some(2));
+        put(&mut b, "a", 3);
+        assert_eq!(get(&mut b, "a"), Some(3));
+        b.checkpoint(meta(20), &[], Some(10), None).unwrap();
+        let (mut reopened, _) = DurableBackend::open(store.clone(), 0, 1).unwrap();
+        reopened.restore(Some(20)).unwrap();
+        assert_eq!(get(&mut reopened, "a"), Some(3));
     }
 
     #[test]

@@ -155,6 +155,10 @@ pub(crate) struct HotTable {
     heap: usize,
     /// The state of the random choice of where to evict (never zero).
     random: u64,
+    /// Changes whenever entries may have moved between slots (an insert, a removal, a
+    /// growth, a clear): a slot found at one generation still holds its entry while the
+    /// generation is the same.
+    generation: u64,
 }
 
 impl Default for HotTable {
@@ -165,6 +169,7 @@ impl Default for HotTable {
             len: 0,
             heap: 0,
             random: 0x9e37_79b9_7f4a_7c15,
+            generation: 0,
         }
     }
 }
@@ -174,6 +179,12 @@ impl HotTable {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// See the field: equal generations mean every entry is still in the slot it was in.
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The memory it holds: its slots, and the keys and values they point to.
@@ -238,6 +249,7 @@ impl HotTable {
         if (self.len + 1) * 5 > self.entries.len() * 4 {
             self.grow();
         }
+        self.generation += 1;
         let entry = Entry::new(hash, key, value.as_ref().map(StoredValue::as_value_ref));
         self.heap += entry.heap();
         let mut i = hash as usize & self.mask;
@@ -319,6 +331,7 @@ impl HotTable {
             self.heap -= e.heap();
             self.len -= 1;
         }
+        self.generation += 1;
         crate::state::close_hole(&mut self.entries, self.mask, hole, |e| {
             e.as_ref().map(|e| e.hash)
         });
@@ -326,6 +339,7 @@ impl HotTable {
 
     fn grow(&mut self) {
         let capacity = (self.entries.len() * 2).max(16);
+        self.generation += 1;
         let old = std::mem::replace(&mut self.entries, Vec::with_capacity(capacity));
         self.entries.resize_with(capacity, || None);
         self.mask = capacity - 1;
@@ -340,7 +354,9 @@ impl HotTable {
 
     /// Forgets every entry (a restore rolled the store back under it).
     pub(crate) fn clear(&mut self) {
+        let generation = self.generation + 1;
         *self = HotTable::default();
+        self.generation = generation;
     }
 }
 

@@ -1013,6 +1013,11 @@ impl<S: Store> StateBackend for DurableBackend<S> {
             self.fetch_keys.extend_from_slice(&self.key);
             self.fetch_misses.push((start, self.fetch_keys.len(), hash));
         }
+        // Then the keys of the entries those slots hold (a second miss each), again all
+        // before any is compared.
+        for &(_, _, hash) in &self.fetch_misses {
+            self.hot.prefetch_entry(hash);
+        }
         let (hot, bytes) = (&self.hot, &self.fetch_keys);
         self.fetch_misses
             .retain(|&(start, end, hash)| hot.find(hash, &bytes[start..end]).is_none());

@@ -200,6 +200,27 @@ impl HotTable {
         }
     }
 
+    /// Starts loading the key and value of the entry of `hash` (the first few slots of its
+    /// run that carry the hash), once [`HotTable::prefetch`] brought their slots in: a
+    /// lookup compares the key there, a miss of its own after the slot's.
+    #[inline]
+    pub(crate) fn prefetch_entry(&self, hash: u32) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let mut i = hash as usize & self.mask;
+        for _ in 0..4 {
+            match &self.entries[i] {
+                None => return,
+                Some(e) if e.hash == hash => {
+                    crate::state::prefetch_line(e.data.as_ptr());
+                    return;
+                }
+                Some(_) => i = (i + 1) & self.mask,
+            }
+        }
+    }
+
     /// The slot of `key`, whose [`hot_hash`] is `hash`.
     #[inline]
     pub(crate) fn find(&self, hash: u32, key: &[u8]) -> Option<usize> {

@@ -634,7 +634,9 @@ mod tests {
     #[test]
     fn behaves_like_a_map_and_evicts_only_safe_entries() {
         let mut table = HotTable::default();
-        let mut model: HashMap<u64, (Option<(Vec<u8>, u64)>, u32)> = HashMap::new();
+        /// A value's bytes and expiry.
+        type Value = (Vec<u8>, u64);
+        let mut model: HashMap<u64, (Option<Value>, u32)> = HashMap::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut interval = 1u32;
         let mut safe = 0u32;

@@ -433,9 +433,16 @@ impl ChangeLog {
         self.records = 0;
     }
 
-    /// Makes room for at least `bytes` of records in all.
+    /// Makes room for at least `bytes` of records in all. An empty log too small gets a
+    /// new buffer: growing the old one would copy its whole capacity (tens of MB of
+    /// records already written) into the new one, on the worker, as the checkpoint is
+    /// handed over.
     pub(crate) fn reserve(&mut self, bytes: usize) {
-        self.data.reserve(bytes.saturating_sub(self.data.len()));
+        if self.data.is_empty() && self.data.capacity() < bytes {
+            self.data = Vec::with_capacity(bytes);
+        } else {
+            self.data.reserve(bytes.saturating_sub(self.data.len()));
+        }
     }
 
     /// Appends a change of `key` to `value` and returns where it is, for

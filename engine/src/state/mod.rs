@@ -211,6 +211,9 @@ pub trait StateBackend: 'static {
 pub struct MemoryBackend {
     by_function: Vec<(TypeName, Table)>,
     len: usize,
+    /// Where the last read found its value: the function type's index and the entry's.
+    /// The usual write follows a read of the same value and is checked against it first.
+    last_read: (usize, usize),
 }
 
 impl MemoryBackend {
@@ -226,12 +229,29 @@ impl MemoryBackend {
 impl StateBackend for MemoryBackend {
     #[inline]
     fn get(&mut self, key: &StateKey<'_>) -> Option<ValueRef<'_>> {
-        self.table(key.function)?
-            .get(hash_id(key.id), key.id, key.slot)
+        let at = self
+            .by_function
+            .iter()
+            .position(|(f, _)| f == key.function)?;
+        let (i, value) = self.by_function[at]
+            .1
+            .get(hash_id(key.id), key.id, key.slot)?;
+        self.last_read = (at, i);
+        Some(value)
     }
 
     #[inline]
     fn put(&mut self, key: &StateKey<'_>, value: StoredValue) {
+        let (last_function, last_entry) = self.last_read;
+        let value = match self.by_function.get_mut(last_function) {
+            Some((f, table)) if f == key.function => {
+                match table.replace_at(last_entry, key.id, key.slot, value) {
+                    None => return,
+                    Some(value) => value,
+                }
+            }
+            _ => value,
+        };
         let at = match self.by_function.iter().position(|(f, _)| f == key.function) {
             Some(at) => at,
             None => {

@@ -195,21 +195,49 @@ impl Table {
         }
     }
 
-    /// The value of `(id, slot)`.
+    /// The value of `(id, slot)` and where it is (for [`Table::replace_at`]).
     #[inline]
-    pub(super) fn get(&self, hash: u32, id: &str, slot: u16) -> Option<ValueRef<'_>> {
-        self.find(hash, id, slot).map(|i| self.entries[i].value())
+    pub(super) fn get(&self, hash: u32, id: &str, slot: u16) -> Option<(usize, ValueRef<'_>)> {
+        self.find(hash, id, slot)
+            .map(|i| (i, self.entries[i].value()))
+    }
+
+    /// Replaces the value of `(id, slot)` if it is at `i` (where [`Table::get`] found it
+    /// before; entries move when others are entered or removed, so it is checked) and
+    /// returns `None`; else gives `value` back. An invocation's write after its read then
+    /// needs no hash and no probe.
+    #[inline]
+    pub(super) fn replace_at(
+        &mut self,
+        i: usize,
+        id: &str,
+        slot: u16,
+        value: StoredValue,
+    ) -> Option<StoredValue> {
+        match self.entries.get(i) {
+            Some(e) if e.slot == slot && e.id() == id.as_bytes() => {
+                self.replace(i, id, slot, value);
+                None
+            }
+            _ => Some(value),
+        }
+    }
+
+    /// Replaces the value of the entry at `i`, which holds `(id, slot)`.
+    #[inline]
+    fn replace(&mut self, i: usize, id: &str, slot: u16, value: StoredValue) {
+        let entry = &mut self.entries[i];
+        self.bytes = self.bytes + value.bytes.len() - entry.value().bytes.len();
+        if !entry.replace_inline(&value) {
+            *entry = Entry::new(entry.hash, slot, id, value);
+        }
     }
 
     /// Stores the value of `(id, slot)`; returns whether it is new.
     #[inline]
     pub(super) fn put(&mut self, hash: u32, id: &str, slot: u16, value: StoredValue) -> bool {
         if let Some(i) = self.find(hash, id, slot) {
-            let entry = &mut self.entries[i];
-            self.bytes = self.bytes + value.bytes.len() - entry.value().bytes.len();
-            if !entry.replace_inline(&value) {
-                *entry = Entry::new(hash, slot, id, value);
-            }
+            self.replace(i, id, slot, value);
             return false;
         }
         // Grow at a load of 4/5: linear probing stays short below that.
@@ -314,10 +342,13 @@ mod tests {
     /// that runs collide, wrap around the end and are shifted by removals, and
     /// with every representation: ids and values inline together, too long
     /// together, ids longer than an entry, and values with an expiry (which
-    /// are never inline), each replaced by every other.
+    /// are never inline), each replaced by every other. Half the puts first try
+    /// [`Table::replace_at`] where the last read found a value, whatever key that was
+    /// and whatever moved since.
     #[test]
     fn behaves_like_a_map_under_random_puts_and_removes() {
         let mut table = Table::default();
+        let mut last_read: Option<usize> = None;
         let mut model: HashMap<(String, u16), StoredValue> = HashMap::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let id_of = |n: u64| {
@@ -335,7 +366,18 @@ mod tests {
             let id = id_of(n);
             let slot = ((x >> 20) % 3) as u16;
             let hash = test_hash(n, &id);
-            match (x >> 40) % 3 {
+            match (x >> 40) % 4 {
+                1 => {
+                    let found = table.get(hash, &id, slot);
+                    assert_eq!(
+                        found.map(|(_, v)| v),
+                        model
+                            .get(&(id.clone(), slot))
+                            .map(StoredValue::as_value_ref),
+                        "step {step}"
+                    );
+                    last_read = found.map(|(i, _)| i).or(last_read);
+                }
                 0 => {
                     let removed = table.remove(hash, &id, slot);
                     assert_eq!(
@@ -356,7 +398,15 @@ mod tests {
                         expires_at_ms,
                         ..StoredValue::new(&v)
                     };
-                    let new = table.put(hash, &id, slot, value.clone());
+                    let new = match last_read {
+                        Some(i) if (x >> 33).is_multiple_of(2) => {
+                            match table.replace_at(i, &id, slot, value.clone()) {
+                                None => false,
+                                Some(value) => table.put(hash, &id, slot, value),
+                            }
+                        }
+                        _ => table.put(hash, &id, slot, value.clone()),
+                    };
                     assert_eq!(
                         new,
                         model.insert((id.clone(), slot), value).is_none(),
@@ -372,7 +422,7 @@ mod tests {
         }
         for ((id, slot), v) in &model {
             let n: u64 = id.rsplit('-').next().unwrap().parse().unwrap();
-            let found = table.get(test_hash(n, id), id, *slot);
+            let found = table.get(test_hash(n, id), id, *slot).map(|(_, v)| v);
             assert_eq!(found, Some(v.as_value_ref()));
         }
         for n in 0..300 {

@@ -14,8 +14,8 @@
 //! only once its last change is in the store's main state (the interval is *safe*), so a
 //! key missing from the table is read from the store and is right there. Eviction is a
 //! randomized clock: it looks at short runs of slots from random places, clears the
-//! `referenced` bit of entries used since it last looked, and removes a safe entry whose
-//! bit is clear.
+//! `referenced` bit of entries used since it last looked, and removes the safe entries
+//! whose bit is clear (a batch of them from each place: `EVICT_BATCH`).
 //!
 //! Linear probing with the hash kept in the entry; removal shifts the following entries
 //! back (no tombstones), as in the in-memory state table. The load stays at or below 4/5.

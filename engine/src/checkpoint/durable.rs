@@ -706,8 +706,8 @@ impl<S: Store> DurableBackend<S> {
         }
     }
 
-    /// An empty change log with room for what the current one holds, from the logs the
-    /// writer gave back (the largest; any others are freed).
+    /// An empty change log from those the writer gave back (the largest; any others are
+    /// freed).
     fn spare_log(&mut self) -> Option<ChangeLog> {
         let spare = &self.writer.as_ref()?.spare;
         let mut log = spare.try_recv().ok()?;
@@ -717,7 +717,6 @@ impl<S: Store> DurableBackend<S> {
             }
         }
         log.clear();
-        log.reserve(self.log.bytes());
         Some(log)
     }
 
@@ -751,9 +750,8 @@ impl<S: Store> DurableBackend<S> {
         // its newest, so its changes go straight into the main state.
         let direct = self.peers == 1;
         // The next log starts at the size this one reached: no copying as it grows.
-        let next = self
-            .spare_log()
-            .unwrap_or_else(|| ChangeLog::with_capacity(self.log.bytes()));
+        let mut next = self.spare_log().unwrap_or_default();
+        next.reserve(self.log.bytes());
         let own: Frozen = Arc::new(std::mem::replace(&mut self.log, next));
         let closed = self.interval;
         self.interval += 1;

@@ -409,14 +409,6 @@ pub(crate) struct SortKey {
 const RECORD_OVERHEAD: usize = 4 + 1 + 8 + 4;
 
 impl ChangeLog {
-    /// An empty log with room for `bytes` of records.
-    pub(crate) fn with_capacity(bytes: usize) -> Self {
-        ChangeLog {
-            data: Vec::with_capacity(bytes),
-            records: 0,
-        }
-    }
-
     /// Bytes of records.
     pub(crate) fn bytes(&self) -> usize {
         self.data.len()

@@ -217,22 +217,22 @@ pub struct MemoryBackend {
 }
 
 impl MemoryBackend {
+    /// Where `function`'s table is in `by_function`.
+    #[inline]
+    fn position(&self, function: &TypeName) -> Option<usize> {
+        self.by_function.iter().position(|(f, _)| f == function)
+    }
+
     #[inline]
     fn table(&self, function: &TypeName) -> Option<&Table> {
-        self.by_function
-            .iter()
-            .find(|(f, _)| f == function)
-            .map(|(_, t)| t)
+        self.position(function).map(|at| &self.by_function[at].1)
     }
 }
 
 impl StateBackend for MemoryBackend {
     #[inline]
     fn get(&mut self, key: &StateKey<'_>) -> Option<ValueRef<'_>> {
-        let at = self
-            .by_function
-            .iter()
-            .position(|(f, _)| f == key.function)?;
+        let at = self.position(key.function)?;
         let (i, value) = self.by_function[at]
             .1
             .get(hash_id(key.id), key.id, key.slot)?;
@@ -252,7 +252,7 @@ impl StateBackend for MemoryBackend {
             }
             _ => value,
         };
-        let at = match self.by_function.iter().position(|(f, _)| f == key.function) {
+        let at = match self.position(key.function) {
             Some(at) => at,
             None => {
                 self.by_function

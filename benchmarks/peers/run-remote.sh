@@ -2,15 +2,26 @@
 # Remote functions side by side: `statefun run` (ours) and Apache Flink StateFun 3.3.0's
 # Harness (flink-statefun/, theirs) against the same Python function server
 # (remote/counter_server.py: the official SDK on aiohttp, `bench/remote-counter`), and one
-# table: records/s, runtime CPU per record, function-server CPU, requests, ratios.
+# table: records/s, runtime CPU per record, function-server CPU, requests, end-to-end
+# latency percentiles, ratios.
 #
 #   benchmarks/peers/run-remote.sh [--records N] [--keys K] [--batch B[,B...]]
 #                                  [--parallelism P] [--value-size B] [--xmx 2g]
-#                                  [--timeout S]
+#                                  [--timeout S] [--rate R] [--warmup S]
+#                                  [--flink-buffer-timeout MS]
 #
 # Defaults: 100000 records over 10000 keys, --batch 1000 (maxNumBatchRequests; a
 # comma-separated list runs each, e.g. --batch 1,1000), parallelism 1, 100-character
-# strings, the peer's -Xmx 2g, 600 s per run. Each run gets a fresh function server.
+# strings, the peer's -Xmx 2g, 600 s per run, unpaced. Each run gets a fresh function server.
+# Both sources stamp each value with its due time (values of 16 characters or more) and the
+# server measures due time -> invocation; --rate R paces both sources at R records/s in all
+# (each record's due time is its place in that schedule), which is how latency is measured
+# meaningfully: unpaced, it is mostly the time a record waits behind the ones before it.
+# --warmup S leaves the records due in the first S seconds out of the latency percentiles
+# (not out of the "all" p99 and max, which include the start-up; default 0).
+# --flink-buffer-timeout MS sets the peer's execution.buffer-timeout (Flink's default, 100 ms,
+# lets a network buffer that is not full wait that long before it is sent: at low rates the
+# peer's latency is mostly that wait).
 # Ours:   ${STATEFUN_BIN:-$HOME/.cache/statefun-rs/target/release/statefun} run <module.yaml> -w P
 # Theirs: flink-statefun/run-peer.sh --remote (built with Maven on first use).
 # Python: ${STATEFUN_VENV:-$HOME/.cache/statefun-rs/venv} (bash ci/install-python-sdk.sh).
@@ -26,12 +37,15 @@ parallelism=1
 value_size=100
 xmx=2g
 run_timeout=600
+rate=0
+buffer_timeout=''
+warmup=0
 bin=${STATEFUN_BIN:-$HOME/.cache/statefun-rs/target/release/statefun}
 venv=${STATEFUN_VENV:-$HOME/.cache/statefun-rs/venv}
 py=$venv/bin/python
 
 me=run-remote.sh
-help_lines=2,17
+help_lines=2,29
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 while [ $# -gt 0 ]; do
@@ -43,6 +57,9 @@ while [ $# -gt 0 ]; do
     --value-size) need "$@"; value_size=$2; shift 2 ;;
     --xmx) need "$@"; xmx=$2; shift 2 ;;
     --timeout) need "$@"; run_timeout=$2; shift 2 ;;
+    --rate) need "$@"; rate=$2; shift 2 ;;
+    --flink-buffer-timeout) need "$@"; buffer_timeout=$2; shift 2 ;;
+    --warmup) need "$@"; warmup=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "run-remote.sh: unknown option $1" >&2; usage ;;
   esac
@@ -55,6 +72,18 @@ IFS=, read -r -a batch_list <<<"$batches"
 for b in "${batch_list[@]}"; do
   case "$b" in ''|*[!0-9]*|0) echo "run-remote.sh: --batch takes positive numbers, not '$b'" >&2; exit 2 ;; esac
 done
+case "$rate" in ''|*[!0-9.]*|*.*.*) echo "run-remote.sh: --rate takes records per second (a number >= 0), not '$rate'" >&2; exit 2 ;; esac
+case "$warmup" in ''|*[!0-9.]*|*.*.*) echo "run-remote.sh: --warmup takes seconds (a number >= 0), not '$warmup'" >&2; exit 2 ;; esac
+peer_buffer=()
+if [ -n "$buffer_timeout" ]; then
+  case "$buffer_timeout" in *[!0-9]*) echo "run-remote.sh: --flink-buffer-timeout takes milliseconds, not '$buffer_timeout'" >&2; exit 2 ;; esac
+  peer_buffer=(--buffer-timeout "$buffer_timeout")
+fi
+# Values of 16 characters or more carry their due time (see the top of this file).
+stamped=false server_stamp=() peer_stamp=()
+if [ "$value_size" -ge 16 ]; then
+  stamped=true server_stamp=(--stamped --warmup "$warmup") peer_stamp=(--stamp)
+fi
 if [ "$records" -lt 1 ] || [ "$keys" -lt 1 ] || [ "$parallelism" -lt 1 ]; then
   echo "run-remote.sh: --records, --keys and --parallelism must be >= 1" >&2
   exit 2
@@ -135,7 +164,7 @@ now_ms() { date +%s%3N; }
 start_server() {
   local name=$1 i
   "$py" "$here/remote/counter_server.py" --records "$records" --keys "$keys" \
-    --value-size "$value_size" --port 0 >"$tmp/$name.server.out" 2>"$tmp/$name.server.err" </dev/null &
+    --value-size "$value_size" --port 0 ${server_stamp[@]+"${server_stamp[@]}"} >"$tmp/$name.server.out" 2>"$tmp/$name.server.err" </dev/null &
   server_pid=$!
   for i in $(seq 1 300); do
     grep -q '^READY' "$tmp/$name.server.out" 2>/dev/null && break
@@ -207,8 +236,9 @@ run_side() {
 # field NAME FILE: the value of NAME=... on a key=value line in FILE.
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" "$2" | tail -n 1; }
 
-echo "workload: $records records over $keys keys, ${value_size}-character strings," \
-  "parallelism $parallelism, maxNumBatchRequests ${batches}; function server: $py $here/remote/counter_server.py"
+echo "workload: $records records over $keys keys, ${value_size}-character strings$($stamped && echo ' (stamped)')," \
+  "$([ "$rate" = 0 ] && echo unpaced || echo "paced at $rate records/s")," \
+  "parallelism $parallelism, maxNumBatchRequests ${batches}$([ -n "$buffer_timeout" ] && echo ", the peer's execution.buffer-timeout $buffer_timeout ms"); function server: $py $here/remote/counter_server.py"
 
 if [ ! -x "$bin" ]; then
   echo "ours:   SKIPPED: no statefun binary at $bin (build it with cargo build --release, or set STATEFUN_BIN)"
@@ -230,6 +260,8 @@ spec:
   keys: $keys
   count: $records
   valueSize: $value_size
+  rate: $rate
+  stamp: $stamped
 EOF
     } >"$tmp/ours-$b.yaml"
     echo "ours   (maxNumBatchRequests $b): $bin run <module.yaml> -w $parallelism"
@@ -245,7 +277,8 @@ EOF
   run_side "theirs-$b" "$here/flink-statefun/run-peer.sh" --remote --xmx "$xmx" \
     --module-yaml "$tmp/theirs-$b.yaml" --stats-url "http://127.0.0.1:$port" \
     --records "$records" --keys "$keys" --value-size "$value_size" \
-    --parallelism "$parallelism" --timeout "$run_timeout" || failed=1
+    --parallelism "$parallelism" --timeout "$run_timeout" --rate "$rate" \
+    ${peer_stamp[@]+"${peer_stamp[@]}"} ${peer_buffer[@]+"${peer_buffer[@]}"} || failed=1
   stop_server
 done
 
@@ -254,7 +287,7 @@ done
 values() {
   local s=$tmp/$1.stats t=$tmp/$1.time wall user sys rss launch first v
   if [ ! -s "$s" ] || ! grep -q ' done=true ok=true ' "$s"; then
-    echo "NA NA NA NA NA NA NA NA NA NA NA NA"
+    echo "NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA"
     return
   fi
   read -r wall user sys rss < <(tail -n 1 "$t") || true
@@ -263,14 +296,18 @@ values() {
   for v in records_per_s window_s runtime_cpu_window_s server_cpu_window_s requests invoking_requests invocations max_batch; do
     printf '%s ' "$(field "$v" "$s" | sed 's/^$/NA/')"
   done
-  echo "${user:-NA} ${sys:-NA} ${wall:-NA} ${rss:-NA} $((first - launch)) $(field cpu_from "$s")"
+  printf '%s ' "${user:-NA}" "${sys:-NA}" "${wall:-NA}" "${rss:-NA}" "$((first - launch))" "$(field cpu_from "$s")"
+  for v in lat_p50_ms lat_p99_ms lat_p999_ms lat_max_ms lat_all_p99_ms lat_all_max_ms; do
+    printf '%s ' "$(field "$v" "$s" | sed 's/^$/NA/')"
+  done
+  echo
 }
 
 echo
 for b in "${batch_list[@]}"; do
-  if [ -x "$bin" ]; then o=$(values "ours-$b"); else o="NA NA NA NA NA NA NA NA NA NA NA NA NA NA"; fi
+  if [ -x "$bin" ]; then o=$(values "ours-$b"); else o="NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA NA"; fi
   t=$(values "theirs-$b")
-  awk -v n="$records" -v batch="$b" -v o="$o" -v t="$t" '
+  awk -v n="$records" -v batch="$b" -v o="$o" -v t="$t" -v warmup="$warmup" '
     function na(x) { return x == "NA" || x == "" }
     function num(x, fmt) { return na(x) ? "n/a" : sprintf(fmt, x) }
     function ratio(a, b) {
@@ -286,7 +323,8 @@ for b in "${batch_list[@]}"; do
       split(o, O, " "); split(t, T, " ")
       # 1 rate 2 window 3 rt_cpu_window 4 srv_cpu_window 5 requests 6 invoking 7 invocations
       # 8 max_batch 9 user 10 sys 11 wall 12 rss_kb 13 startup_ms 14 cpu_from
-      for (i = 1; i <= 14; i++) { if (!(i in O)) O[i] = "NA"; if (!(i in T)) T[i] = "NA" }
+      # 15 latency p50 ms 16 p99 17 p99.9 18 max 19 p99 with the warm-up 20 max with it
+      for (i = 1; i <= 20; i++) { if (!(i in O)) O[i] = "NA"; if (!(i in T)) T[i] = "NA" }
       o_cpu = na(O[9]) ? "NA" : O[9] + O[10]; t_cpu = na(T[9]) ? "NA" : T[9] + T[10]
       o_rt = na(O[5]) ? "NA" : O[5] - O[6]; t_rt = na(T[5]) ? "NA" : T[5] - T[6]
       o_mib = na(O[12]) ? "NA" : O[12] / 1024; t_mib = na(T[12]) ? "NA" : T[12] / 1024
@@ -303,28 +341,40 @@ for b in "${batch_list[@]}"; do
       row("process wall seconds", O[11], T[11], "%.2f", "")
       row("peak RSS (MiB)", o_mib, t_mib, "%.0f", "(lower is better)")
       row("start-up (ms)", O[13], T[13], "%.0f", "(launch -> first invocation at the server)")
+      row("latency p50 (ms)", O[15], T[15], "%.2f", "(lower is better; due time at the source -> invocation" (warmup > 0 ? ", after the first " warmup " s)" : ")"))
+      row("latency p99 (ms)", O[16], T[16], "%.2f", "")
+      row("latency p99.9 (ms)", O[17], T[17], "%.2f", "")
+      row("latency max (ms)", O[18], T[18], "%.2f", "")
+      if (warmup > 0) {
+        row("latency p99 (ms), warm-up included", O[19], T[19], "%.2f", "(start-up and the first " warmup " s too)")
+        row("latency max (ms), warm-up included", O[20], T[20], "%.2f", "")
+      }
       if (O[14] == "start") print "  (ours: window CPU counted from process start: the server learnt its pid after its first message)"
       print ""
     }'
 done
 if [ "${#batch_list[@]}" -gt 1 ]; then
-  echo "maxNumBatchRequests effect (records/s; runtime CPU us/record in the window):"
+  echo "maxNumBatchRequests effect (records/s; runtime CPU us/record in the window; latency p99 ms):"
   for b in "${batch_list[@]}"; do
     if [ -x "$bin" ]; then o=$(values "ours-$b"); else o="NA NA NA"; fi
     t=$(values "theirs-$b")
     awk -v n="$records" -v b="$b" -v o="$o" -v t="$t" 'BEGIN {
       split(o, O, " "); split(t, T, " ")
-      printf "  batch %-6s ours %9s rec/s %7s us/rec   theirs %9s rec/s %7s us/rec\n", b,
+      printf "  batch %-6s ours %9s rec/s %7s us/rec %9s ms   theirs %9s rec/s %7s us/rec %9s ms\n", b,
         (O[1] == "NA" || O[1] == "") ? "n/a" : O[1], (O[3] == "NA" || O[3] == "") ? "n/a" : sprintf("%.1f", O[3] * 1e6 / n),
-        (T[1] == "NA" || T[1] == "") ? "n/a" : T[1], (T[3] == "NA" || T[3] == "") ? "n/a" : sprintf("%.1f", T[3] * 1e6 / n)
+        (O[16] == "NA" || O[16] == "") ? "n/a" : O[16],
+        (T[1] == "NA" || T[1] == "") ? "n/a" : T[1], (T[3] == "NA" || T[3] == "") ? "n/a" : sprintf("%.1f", T[3] * 1e6 / n),
+        (T[16] == "NA" || T[16] == "") ? "n/a" : T[16]
     }'
   done
   echo
 fi
 echo "notes: both runtimes call the same single-process Python server (official SDK on aiohttp), restarted"
 echo "       for every run, which is usually the bottleneck: records/s compares how well each runtime"
-echo "       keeps it busy; runtime CPU compares the runtimes' own cost. End-to-end latency is not"
-echo "       measured: ours' generator ingress cannot stamp emit times into records. Theirs' source"
+echo "       keeps it busy; runtime CPU compares the runtimes' own cost. Latency runs from each record's"
+echo "       due time at its source (its place in the --rate schedule; unpaced, when it was made) to its"
+echo "       invocation at the server, server queueing included; without --rate it mostly measures the"
+echo "       backlog of an as-fast-as-possible run (with --rate, records/s is that rate). Theirs' source"
 echo "       stays open after its last record (a bounded StateFun job ends and drops in-flight remote"
 echo "       calls); it stops once the server reports every id complete. Figures from a shared or busy"
 echo "       machine are indicative only."

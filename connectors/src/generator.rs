@@ -3,9 +3,10 @@
 //! It is a throughput benchmark source, so the per-record work is kept to two
 //! small allocations (key and value); everything else is precomputed.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use statefun_module::GeneratorIngress;
 use statefun_sdk::{IngressMetadata, TypeName};
 
 use crate::codec::{
@@ -36,6 +37,10 @@ pub struct GeneratorConfig {
     /// The size of string and raw values in characters/bytes (100 is the
     /// usual default).
     pub value_size: usize,
+    /// Whether string and raw values begin with the record's due time (see
+    /// [`GeneratorSource`]); ignored for number values and for values shorter
+    /// than [`GeneratorIngress::STAMP_DIGITS`].
+    pub stamp: bool,
 }
 
 /// A source of synthetic records.
@@ -59,6 +64,14 @@ pub struct GeneratorConfig {
 /// by `max`), so the long-run rate holds and latency measurements include the
 /// backlog instead of hiding it (no coordinated omission).
 ///
+/// With `stamp`, the first [`GeneratorIngress::STAMP_DIGITS`] characters of
+/// each string or raw value are the record's due time in microseconds since
+/// the Unix epoch, zero-padded: with a `rate`, the time its pacing schedule
+/// gives it (so a record that waited behind a stall shows the wait); without
+/// one, the time of the poll that made it. A function (or a remote function
+/// server on the same machine) subtracts it from its own clock for an
+/// end-to-end latency.
+///
 /// It can resume from a checkpoint: the position is the next sequence number
 /// (and the record count), so a resumed generator continues the sequence
 /// without repeating or skipping a number. Pacing starts afresh at the seek.
@@ -78,6 +91,8 @@ pub struct GeneratorSource {
     interval: Option<f64>,
     /// When pacing started (the first poll after opening or seeking).
     started: Option<Instant>,
+    /// `started` in microseconds since the Unix epoch, for stamps.
+    started_unix_us: u64,
     /// Records produced since `started`: what pacing measures against.
     paced: u64,
     stats: SourceStats,
@@ -98,6 +113,8 @@ struct GeneratorPosition {
 enum ValueKind {
     /// The same bytes for every record.
     Fixed(Vec<u8>),
+    /// These bytes with the due time's digits written from `at` on.
+    Stamped { template: Vec<u8>, at: usize },
     /// `IntWrapper` of the sequence number truncated to `i32`.
     Int,
     /// `LongWrapper` of the sequence number.
@@ -113,7 +130,7 @@ enum ValueKind {
 impl ValueKind {
     /// Encodes the value of sequence `s`: proto3 wrappers with field 1, and
     /// like prost, nothing at all for a zero/false value.
-    fn make(&self, s: u64) -> Vec<u8> {
+    fn make(&self, s: u64, due_us: u64) -> Vec<u8> {
         fn wrap(tag: u8, bytes: &[u8], zero: bool) -> Vec<u8> {
             if zero {
                 return Vec::new();
@@ -125,6 +142,18 @@ impl ValueKind {
         }
         match self {
             ValueKind::Fixed(bytes) => bytes.clone(),
+            ValueKind::Stamped { template, at } => {
+                let mut v = template.clone();
+                let mut n = due_us;
+                for digit in v[*at..*at + GeneratorIngress::STAMP_DIGITS]
+                    .iter_mut()
+                    .rev()
+                {
+                    *digit = b'0' + (n % 10) as u8;
+                    n /= 10;
+                }
+                v
+            }
             ValueKind::Int => {
                 let x = s as i32;
                 wrap(0x0d, &x.to_le_bytes(), x == 0)
@@ -144,6 +173,13 @@ impl ValueKind {
             ValueKind::Bool => wrap(0x08, &[1], s.is_multiple_of(2)),
         }
     }
+}
+
+/// Now, in microseconds since the Unix epoch (0 for a clock set before it).
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// The decimal digits of `n`, without going through `fmt`.
@@ -191,6 +227,16 @@ impl GeneratorSource {
             BOOL_TYPENAME => ValueKind::Bool,
             _ => ValueKind::Fixed(ascii_text(config.value_size).into_bytes()),
         };
+        let value = match value {
+            // The text is the end of the encoding (after a StringWrapper's tag and length).
+            ValueKind::Fixed(template)
+                if config.stamp && config.value_size >= GeneratorIngress::STAMP_DIGITS =>
+            {
+                let at = template.len() - config.value_size;
+                ValueKind::Stamped { template, at }
+            }
+            other => other,
+        };
         let interval =
             (config.rate > 0.0 && config.rate.is_finite()).then(|| stride as f64 / config.rate);
         GeneratorSource {
@@ -207,6 +253,7 @@ impl GeneratorSource {
             value,
             interval,
             started: None,
+            started_unix_us: 0,
             paced: 0,
             stats: SourceStats::default(),
         }
@@ -224,8 +271,21 @@ impl Source for GeneratorSource {
         }
         let mut budget = max as u64;
         let mut paced = None;
+        let stamped = matches!(self.value, ValueKind::Stamped { .. });
+        let started = match self.started {
+            Some(started) => started,
+            None => {
+                self.started_unix_us = if stamped { unix_us() } else { 0 };
+                *self.started.insert(Instant::now())
+            }
+        };
+        // Unpaced records are due when this poll makes them.
+        let poll_us = if stamped && self.interval.is_none() {
+            unix_us()
+        } else {
+            0
+        };
         if let Some(interval) = self.interval {
-            let started = *self.started.get_or_insert_with(Instant::now);
             let elapsed = started.elapsed().as_secs_f64();
             // Record n (0-based, of this worker) is due at n * interval.
             let due = (elapsed / interval).floor() as u64 + 1;
@@ -244,9 +304,16 @@ impl Source for GeneratorSource {
         out.reserve(budget.min(self.end.saturating_sub(self.next)) as usize);
         while budget > 0 && self.next < self.end {
             let s = self.next;
+            let due_us = match self.interval {
+                // Record n of this worker is due at n * interval after the start.
+                Some(interval) if stamped => {
+                    self.started_unix_us + (self.paced as f64 * interval * 1e6).round() as u64
+                }
+                _ => poll_us,
+            };
             out.push(SourceRecord {
                 key: Some(decimal(s % self.keys)),
-                value: Some(self.value.make(s)),
+                value: Some(self.value.make(s, due_us)),
                 route: 0,
                 metadata: IngressMetadata::Generator { sequence: s },
                 rejected: None,
@@ -331,6 +398,7 @@ mod tests {
             rate: 0.0,
             count,
             value_size: 100,
+            stamp: false,
         }
     }
 
@@ -381,17 +449,21 @@ mod tests {
         ] {
             for s in [0u64, 1, 7, 255, 1 << 20] {
                 let expected = encode_primitive_from_text(typename, &s.to_string());
-                assert_eq!(kind.make(s), expected.unwrap().unwrap(), "{typename} {s}");
+                assert_eq!(
+                    kind.make(s, 7),
+                    expected.unwrap().unwrap(),
+                    "{typename} {s}"
+                );
             }
         }
         for s in [0u64, 1, 2, 3] {
             let expected = encode_primitive_from_text(BOOL_TYPENAME, &(s % 2 == 1).to_string());
-            assert_eq!(ValueKind::Bool.make(s), expected.unwrap().unwrap());
+            assert_eq!(ValueKind::Bool.make(s, 7), expected.unwrap().unwrap());
         }
         // int truncates to i32.
         let big = (1u64 << 32) + 5;
         assert_eq!(
-            ValueKind::Int.make(big),
+            ValueKind::Int.make(big, 7),
             encode_primitive_from_text(INT_TYPENAME, "5")
                 .unwrap()
                 .unwrap()
@@ -475,6 +547,73 @@ mod tests {
         std::thread::sleep(wait);
         g.poll(&mut out, 100).unwrap();
         assert_eq!(out.len(), 2);
+    }
+
+    /// The stamp of a string value, and the text after it (which must be the pattern's).
+    fn stamp_of(record: &SourceRecord) -> (u64, String) {
+        let text = decode_primitive_to_text(STRING_TYPENAME, record.value.as_ref().unwrap());
+        let text = text.unwrap().unwrap();
+        let (digits, rest) = text.split_at(GeneratorIngress::STAMP_DIGITS);
+        (digits.parse().expect("16 decimal digits"), rest.to_string())
+    }
+
+    #[test]
+    fn unpaced_stamps_are_the_poll_time() {
+        let mut cfg = config(STRING_TYPENAME, 0);
+        cfg.stamp = true;
+        cfg.value_size = 40;
+        let mut g = GeneratorSource::new(cfg, 0, 1);
+        let mut out = Vec::new();
+        let before = unix_us();
+        g.poll(&mut out, 5).unwrap();
+        let after = unix_us();
+        assert_eq!(out.len(), 5);
+        let pattern = ascii_text(40);
+        for r in &out {
+            let (due, rest) = stamp_of(r);
+            assert!(
+                before <= due && due <= after,
+                "{before} <= {due} <= {after}"
+            );
+            assert_eq!(rest, pattern[GeneratorIngress::STAMP_DIGITS..]);
+        }
+        // Raw values carry the digits from their first byte.
+        let mut cfg = config("com.example/Blob", 1);
+        cfg.stamp = true;
+        cfg.value_size = 20;
+        let records = drain(&mut GeneratorSource::new(cfg, 0, 1), 10);
+        let value = records[0].value.as_ref().unwrap();
+        assert_eq!(value.len(), 20);
+        let due: u64 = std::str::from_utf8(&value[..16]).unwrap().parse().unwrap();
+        assert!(before <= due && due <= unix_us());
+        assert_eq!(&value[16..], &ascii_text(20).as_bytes()[16..]);
+    }
+
+    #[test]
+    fn paced_stamps_follow_the_schedule_and_show_a_stall() {
+        let mut cfg = config(STRING_TYPENAME, 0);
+        cfg.stamp = true;
+        cfg.rate = 2000.0; // 1 000 per second and worker: one every 1 000 µs
+        let mut g = GeneratorSource::new(cfg, 1, 2);
+        let mut out = Vec::new();
+        let before = unix_us();
+        g.poll(&mut out, 100).unwrap();
+        // A stall: the records due meanwhile come in one poll, stamped with when they
+        // were due, not when they were made.
+        std::thread::sleep(Duration::from_millis(30));
+        g.poll(&mut out, 100).unwrap();
+        assert!(out.len() >= 30, "{} records", out.len());
+        let stamps: Vec<u64> = out.iter().map(|r| stamp_of(r).0).collect();
+        assert!(before <= stamps[0] && stamps[0] <= before + 5_000);
+        for (n, due) in stamps.iter().enumerate() {
+            assert_eq!(*due, stamps[0] + n as u64 * 1_000, "record {n}");
+        }
+        // Numbers have no room for a stamp: the setting is ignored.
+        let mut cfg = config(LONG_TYPENAME, 1);
+        cfg.stamp = true;
+        let records = drain(&mut GeneratorSource::new(cfg, 0, 1), 10);
+        let text = decode_primitive_to_text(LONG_TYPENAME, records[0].value.as_ref().unwrap());
+        assert_eq!(text.unwrap().unwrap(), "0");
     }
 
     #[test]

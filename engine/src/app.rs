@@ -338,6 +338,7 @@ impl Application {
                     rate: g.rate,
                     count: g.count,
                     value_size: g.value_size,
+                    stamp: g.stamp,
                 }),
                 IngressSpec::Kafka(k) => {
                     let Some(properties) = planned_kafka_properties(

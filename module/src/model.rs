@@ -807,6 +807,16 @@ pub struct GeneratorIngress {
     pub count: u64,
     /// Bytes per value (`valueSize`, default 100).
     pub value_size: usize,
+    /// `stamp` (default false): each string or raw value begins with the record's due
+    /// time, for end-to-end latency measurements: [`Self::STAMP_DIGITS`] decimal digits of
+    /// microseconds since the Unix epoch.
+    pub stamp: bool,
+}
+
+impl GeneratorIngress {
+    /// The characters a `stamp` takes at the start of each value: the due time in
+    /// microseconds since the Unix epoch, zero-padded (16 digits last until the year 2286).
+    pub const STAMP_DIGITS: usize = 16;
 }
 
 /// `io.statefun-rs.file.v1/egress`: records as lines of a file (or stdout).

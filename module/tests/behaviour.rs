@@ -96,6 +96,7 @@ spec:
   targets: [nobody/home]
   rate: 2500.5
   count: 1000000
+  stamp: true
 ---
 kind: io.statefun.kafka.v1/egress
 spec:
@@ -199,8 +200,8 @@ fn every_kind_loads_with_its_fields() {
         panic!()
     };
     assert_eq!(
-        (g.keys, g.rate, g.count, g.value_size),
-        (1000, 2500.5, 1_000_000, 100)
+        (g.keys, g.rate, g.count, g.value_size, g.stamp),
+        (1000, 2500.5, 1_000_000, 100, true)
     );
 
     let EgressSpec::Kafka(k) = &m.egresses[0].spec else {
@@ -411,7 +412,7 @@ fn checkpoint_interval_against_transaction_timeout() {
     let problems = m.check_checkpoint_interval(Duration::from_secs(60));
     assert_eq!(
         problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        ["module.yaml:87:5: document 7, spec.deliverySemantic: egress `example/out`: transaction timeout 1min is not longer than the checkpoint interval 1min; raise it above the interval (and at most 15min)"]
+        ["module.yaml:88:5: document 7, spec.deliverySemantic: egress `example/out`: transaction timeout 1min is not longer than the checkpoint interval 1min; raise it above the interval (and at most 15min)"]
     );
 }
 

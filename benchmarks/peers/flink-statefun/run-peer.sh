@@ -10,7 +10,7 @@
 #   --linger S --timeout S
 # RemotePeerBench options (the remote-function peer, see ../run-remote.sh):
 #   --module-yaml PATH --stats-url http://127.0.0.1:PORT --records N --keys K
-#   --value-size B --parallelism P --timeout S
+#   --value-size B --parallelism P --timeout S [--rate R] [--stamp] [--buffer-timeout MS]
 # --module runs a module.yaml (remote functions, Kafka/Kinesis I/O) with the settings of
 #   DIR/flink-conf.yaml until the JVM is stopped (ModulePeer; examples/migration/run-on-flink.sh).
 #

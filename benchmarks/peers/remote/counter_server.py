@@ -1,6 +1,7 @@
 """The remote function of the remote-function peer benchmark (../run-remote.sh).
 
     python counter_server.py --records N --keys K [--value-size 100] [--port 0]
+                             [--stamped [--warmup S]]
 
 Serves `bench/remote-counter` with the official StateFun Python SDK
 (apache-flink-statefun 3.3.0, `RequestReplyHandler` on aiohttp, one process, as
@@ -24,6 +25,16 @@ tell when the run is complete and whether it is exact:
 
 The run is complete when every id has completed; `ok` also needs no overshoot and
 nothing bad.
+
+With `--stamped` every message's text starts with its due time (16 decimal digits of
+microseconds since the Unix epoch: statefun-rs' generator `stamp: true`, the Flink
+peer's `--stamp`), and the function records its own clock minus that time at each
+invocation: the end-to-end latency from the source's schedule to the function,
+through the runtime, its HTTP client and this server's queue. The stats line then
+has `lat_n`, `lat_p50_ms`, `lat_p90_ms`, `lat_p99_ms`, `lat_p999_ms` and `lat_max_ms`
+(nearest-rank percentiles; a message without a stamp is `bad`) over the messages due
+`--warmup` seconds or more after the first one's due time (default 0: all of them),
+and `lat_all_p99_ms`, `lat_all_max_ms` over all of them, start-up included.
 
 Other routes (plain text, one `stats: key=value ...` line):
 
@@ -83,8 +94,16 @@ def tree_cpu_seconds(root: int) -> float:
     return total / CLK_TCK
 
 
+def percentile(ordered, q: float) -> float:
+    """The nearest-rank q-quantile (0 < q <= 1) of a sorted, non-empty list."""
+    rank = max(1, -(-len(ordered) * q // 1))
+    return ordered[int(rank) - 1]
+
+
 class Tally:
-    def __init__(self, records: int, keys: int, value_size: int):
+    def __init__(
+        self, records: int, keys: int, value_size: int, stamped: bool = False, warmup_s: float = 0
+    ):
         self.records = records
         self.keys = max(1, keys)
         self.value_size = value_size
@@ -109,6 +128,11 @@ class Tally:
         self.cpu_from = "none"
         self.runtime_cpu_first = None
         self.runtime_cpu_done = None
+        self.stamped = stamped
+        self.warmup_us = int(warmup_s * 1e6)
+        self.first_stamp = None
+        self.latencies_us = []
+        self.warmup_latencies_us = []
 
     def first(self) -> None:
         self.first_mono = time.monotonic()
@@ -174,6 +198,15 @@ class Tally:
             fields.append(("done_unix_ms", int(self.done_unix * 1000)))
         if self.first_unix is not None:
             fields.append(("first_unix_ms", int(self.first_unix * 1000)))
+        if self.stamped and self.latencies_us:
+            ordered = sorted(self.latencies_us)
+            fields.append(("lat_n", len(ordered)))
+            for name, q in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)]:
+                fields.append((f"lat_{name}_ms", f"{percentile(ordered, q) / 1000:.3f}"))
+            fields.append(("lat_max_ms", f"{ordered[-1] / 1000:.3f}"))
+            everything = sorted(self.latencies_us + self.warmup_latencies_us)
+            fields.append(("lat_all_p99_ms", f"{percentile(everything, 0.99) / 1000:.3f}"))
+            fields.append(("lat_all_max_ms", f"{everything[-1] / 1000:.3f}"))
         fields.append(("server_cpu_total_s", f"{time.process_time():.3f}"))
         return "stats: " + " ".join(f"{k}={v}" for k, v in fields)
 
@@ -190,8 +223,25 @@ def build(tally: Tally) -> web.Application:
         if t.first_mono is None:
             t.first()
         t.invocations += 1
-        if message.value_typename() != STRING_TYPENAME or len(message.as_string()) != t.value_size:
+        if message.value_typename() != STRING_TYPENAME:
             t.bad += 1
+        else:
+            text = message.as_string()
+            if len(text) != t.value_size:
+                t.bad += 1
+            elif t.stamped:
+                stamp = text[:16]
+                if stamp.isdigit():
+                    due = int(stamp)
+                    latency = time.time_ns() // 1000 - due
+                    if t.first_stamp is None:
+                        t.first_stamp = due
+                    if due - t.first_stamp >= t.warmup_us:
+                        t.latencies_us.append(latency)
+                    else:
+                        t.warmup_latencies_us.append(latency)
+                else:
+                    t.bad += 1
         n = (context.storage.count or 0) + 1
         context.storage.count = n
         if n >= t.base:
@@ -254,7 +304,7 @@ def build(tally: Tally) -> web.Application:
 
 
 async def serve(args) -> None:
-    tally = Tally(args.records, args.keys, args.value_size)
+    tally = Tally(args.records, args.keys, args.value_size, args.stamped, args.warmup)
     runner = web.AppRunner(build(tally), access_log=None, keepalive_timeout=75.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port)
@@ -270,6 +320,17 @@ def main() -> None:
     parser.add_argument("--keys", type=int, required=True)
     parser.add_argument("--value-size", type=int, default=100)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--stamped",
+        action="store_true",
+        help="messages start with their due time (16 digits, µs since the epoch): record latencies",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="seconds of due times after the first message whose latencies are only in lat_all_*",
+    )
     args = parser.parse_args()
     try:
         asyncio.run(serve(args))

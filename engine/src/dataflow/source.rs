@@ -498,6 +498,7 @@ mod tests {
                 rate: 0.0,
                 count: 0,
                 value_size: 1,
+                stamp: false,
             }),
             bad_records,
         }

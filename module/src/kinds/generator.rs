@@ -1,6 +1,15 @@
 //! Our development kind `io.statefun-rs.generator.v1/ingress`: synthetic records for
 //! benchmarks and smoke tests, with the number of keys, the rate, the count and the value size.
 
+/// The value types a generator fills with the sequence number, which have no room for a stamp.
+const PRIMITIVE_NUMBERS: [&str; 5] = [
+    "io.statefun.types/int",
+    "io.statefun.types/long",
+    "io.statefun.types/float",
+    "io.statefun.types/double",
+    "io.statefun.types/bool",
+];
+
 use super::MetaId;
 use crate::load::Loader;
 use crate::model::{GeneratorIngress, IngressLocation, IngressSpec};
@@ -20,6 +29,7 @@ impl Loader<'_> {
                 "count",
                 "remoteMetadata",
                 "valueSize",
+                "stamp",
             ],
         ) else {
             return;
@@ -48,11 +58,43 @@ impl Loader<'_> {
                 }
             }
         };
-        let (Some((id, decl)), Some(value_type), Some((targets, locs)), Some(rate)) =
-            (id, value_type, targets, rate)
+        let stamp = match o.get("stamp") {
+            None => Some(false),
+            Some(n) => self.boolean(n, &o.field("stamp")),
+        };
+        let (Some((id, decl)), Some(value_type), Some((targets, locs)), Some(rate), Some(stamp)) =
+            (id, value_type, targets, rate, stamp)
         else {
             return;
         };
+        if stamp {
+            let mark = o.get("stamp").map_or(o.mark, |n| n.mark);
+            // A stamp is `STAMP_DIGITS` decimal characters at the start of the value: only
+            // strings and raw bytes have room for them, and only when they are that long.
+            if PRIMITIVE_NUMBERS.contains(&value_type.as_str()) {
+                self.error(
+                    mark,
+                    &o.field("stamp"),
+                    format!(
+                        "a stamp needs a string or raw value; {value_type} values are the \
+                         sequence number (use valueType: io.statefun.types/string)"
+                    ),
+                );
+                return;
+            }
+            if value_size < GeneratorIngress::STAMP_DIGITS as u64 {
+                self.error(
+                    mark,
+                    &o.field("stamp"),
+                    format!(
+                        "a stamp takes the first {digits} characters of each value; \
+                         valueSize is {value_size} (set valueSize: {digits} or more)",
+                        digits = GeneratorIngress::STAMP_DIGITS
+                    ),
+                );
+                return;
+            }
+        }
         let spec_loc = self.location(o.mark, &o.path);
         self.add_ingress(
             id,
@@ -64,6 +106,7 @@ impl Loader<'_> {
                 rate,
                 count,
                 value_size: usize::try_from(value_size).unwrap_or(usize::MAX),
+                stamp,
             }),
             None,
             remote_metadata,

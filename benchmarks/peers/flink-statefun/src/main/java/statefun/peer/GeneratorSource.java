@@ -1,6 +1,9 @@
 package statefun.peer;
 
+import java.time.Instant;
+import java.time.temporal.ChronoUnit;
 import java.util.Collections;
+import java.util.concurrent.locks.LockSupport;
 import org.apache.flink.api.common.state.CheckpointListener;
 import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
@@ -17,6 +20,13 @@ import org.apache.flink.streaming.api.functions.source.RichParallelSourceFunctio
  *
  * <p>Like a well-behaved Flink source it emits under the checkpoint lock (in small batches, so the
  * lock is not taken per record) and checkpoints its position, as statefun-rs' generator does.
+ *
+ * <p>With a {@code rate} (records per second over all subtasks) a subtask emits record {@code n}
+ * of its own at {@code n * p / rate} seconds after its start, catching up after a stall, as
+ * statefun-rs' generator paces. With {@code stamp} the first 16 characters of each value's text
+ * are the record's due time in microseconds since the Unix epoch (its scheduled time when paced,
+ * the time of its batch otherwise): statefun-rs' {@code stamp: true}, so that the function
+ * server can measure the same end-to-end latency for both runtimes.
  */
 public final class GeneratorSource extends RichParallelSourceFunction<Record>
     implements CheckpointedFunction, CheckpointListener {
@@ -36,6 +46,13 @@ public final class GeneratorSource extends RichParallelSourceFunction<Record>
    * StateFun closes its HTTP client under the remote requests still in flight, losing them.
    */
   private final boolean holdOpen;
+  /** Records per second over all subtasks; 0 = as fast as possible. */
+  private final double rate;
+  /** Where the stamp's digits start in {@link #value} (after a StringWrapper's header); -1 = none. */
+  private final int stampAt;
+
+  /** The digits a stamp takes. */
+  static final int STAMP_DIGITS = 16;
 
   private transient ListState<Long> positionState;
   /** The next sequence to emit; -1 until run() or a restore sets it. */
@@ -52,10 +69,41 @@ public final class GeneratorSource extends RichParallelSourceFunction<Record>
    * that, with {@code holdOpen}, does not return after its last record (see {@link #holdOpen}).
    */
   public GeneratorSource(long records, long keys, byte[] value, boolean holdOpen) {
+    this(records, keys, value, holdOpen, 0.0, -1);
+  }
+
+  /**
+   * The remote peer's source with pacing ({@code rate} records per second over all subtasks, 0 =
+   * unpaced) and, when {@code stampAt >= 0}, a due-time stamp written into each copy of {@code
+   * value} from that index on.
+   */
+  public GeneratorSource(
+      long records, long keys, byte[] value, boolean holdOpen, double rate, int stampAt) {
+    if (stampAt >= 0 && stampAt + STAMP_DIGITS > value.length) {
+      throw new IllegalArgumentException("a stamp needs values of at least 16 characters");
+    }
     this.records = records;
     this.keys = Math.max(1, keys);
     this.value = value.clone();
     this.holdOpen = holdOpen;
+    this.rate = rate;
+    this.stampAt = stampAt;
+  }
+
+  /** Now in microseconds since the Unix epoch. */
+  private static long unixMicros() {
+    return ChronoUnit.MICROS.between(Instant.EPOCH, Instant.now());
+  }
+
+  /** A copy of {@code value} with {@code dueMicros} written as 16 digits from {@code at}. */
+  private static byte[] stamped(byte[] value, int at, long dueMicros) {
+    byte[] copy = value.clone();
+    long n = dueMicros;
+    for (int i = at + STAMP_DIGITS - 1; i >= at; i--) {
+      copy[i] = (byte) ('0' + (int) (n % 10));
+      n /= 10;
+    }
+    return copy;
   }
 
   /** {@code size} ASCII bytes of the same pattern statefun-rs' generator uses. */
@@ -90,12 +138,37 @@ public final class GeneratorSource extends RichParallelSourceFunction<Record>
     }
     final byte[] value = this.value;
     final Object lock = ctx.getCheckpointLock();
+    // Pacing: this subtask's record n is due intervalNanos * n after its start.
+    final long intervalNanos = rate > 0 ? Math.round(stride * 1e9 / rate) : 0;
+    final long startNanos = System.nanoTime();
+    final long startMicros = unixMicros();
+    long emitted = 0;
     while (running && next < records) {
+      long allowed = BATCH;
+      if (intervalNanos > 0) {
+        final long elapsed = System.nanoTime() - startNanos;
+        final long due = elapsed / intervalNanos + 1;
+        allowed = Math.min(BATCH, due - emitted);
+        if (allowed <= 0) {
+          LockSupport.parkNanos(emitted * intervalNanos - elapsed);
+          continue;
+        }
+      }
+      final long batchMicros = stampAt >= 0 && intervalNanos == 0 ? unixMicros() : 0;
       synchronized (lock) {
-        for (int i = 0; i < BATCH && next < records; i++) {
+        for (long i = 0; i < allowed && next < records; i++) {
           final long s = next;
-          ctx.collect(new Record(Long.toString(s % keys), value.clone()));
+          final byte[] v;
+          if (stampAt < 0) {
+            v = value.clone();
+          } else if (intervalNanos > 0) {
+            v = stamped(value, stampAt, startMicros + Math.round(emitted * intervalNanos / 1e3));
+          } else {
+            v = stamped(value, stampAt, batchMicros);
+          }
+          ctx.collect(new Record(Long.toString(s % keys), v));
           next = s + stride;
+          emitted++;
         }
       }
     }

@@ -35,7 +35,10 @@ import org.apache.flink.statefun.flink.harness.Harness;
  * leaves with {@code Runtime.halt}: 0 when the server says the counts are exact, 1 otherwise.
  *
  * <p>Options: {@code --module-yaml PATH --stats-url http://127.0.0.1:PORT --records N --keys K
- * --value-size B --parallelism P --timeout S}.
+ * --value-size B --parallelism P --timeout S --rate R --stamp} ({@code --rate}: records per second
+ * over all subtasks, 0 = unpaced; {@code --stamp}: each value's text starts with its due time, see
+ * {@link GeneratorSource}; {@code --buffer-timeout MS}: Flink's {@code execution.buffer-timeout},
+ * how long a network buffer that is not full may wait before it is sent, 100 ms unless set).
  */
 public final class RemotePeerBench {
 
@@ -47,11 +50,18 @@ public final class RemotePeerBench {
     int valueSize = 100;
     int parallelism = 1;
     long timeoutSeconds = 1800;
+    double rate = 0;
+    long bufferTimeoutMs = -1;
+    boolean stamp = false;
     String moduleYaml = null;
     String statsUrl = null;
     try {
       for (int i = 0; i < args.length; i++) {
         String arg = args[i];
+        if (arg.equals("--stamp")) {
+          stamp = true;
+          continue;
+        }
         if (i + 1 >= args.length) {
           throw new IllegalArgumentException("missing value for " + arg);
         }
@@ -73,6 +83,18 @@ public final class RemotePeerBench {
           case "--timeout":
             timeoutSeconds = count(arg, value);
             break;
+          case "--buffer-timeout":
+            bufferTimeoutMs = Long.parseLong(value);
+            if (bufferTimeoutMs < 0) {
+              throw new IllegalArgumentException("--buffer-timeout takes milliseconds >= 0");
+            }
+            break;
+          case "--rate":
+            rate = Double.parseDouble(value);
+            if (!(rate >= 0) || Double.isInfinite(rate)) {
+              throw new IllegalArgumentException("--rate takes records per second >= 0");
+            }
+            break;
           case "--module-yaml":
             moduleYaml = value;
             break;
@@ -89,11 +111,15 @@ public final class RemotePeerBench {
       if (records < 1 || keys < 1 || parallelism < 1) {
         throw new IllegalArgumentException("--records, --keys and --parallelism must be >= 1");
       }
+      if (stamp && valueSize < GeneratorSource.STAMP_DIGITS) {
+        throw new IllegalArgumentException("--stamp needs --value-size 16 or more");
+      }
     } catch (IllegalArgumentException e) {
       System.err.println("remote-peer: " + e.getMessage());
       System.err.println(
           "usage: RemotePeerBench --module-yaml PATH --stats-url http://127.0.0.1:PORT"
-              + " [--records N] [--keys K] [--value-size B] [--parallelism P] [--timeout S]");
+              + " [--records N] [--keys K] [--value-size B] [--parallelism P] [--timeout S]"
+              + " [--rate R] [--stamp] [--buffer-timeout MS]");
       System.exit(2);
       return;
     }
@@ -104,6 +130,7 @@ public final class RemotePeerBench {
       return;
     }
 
+    final byte[] value = stringWrapper(valueSize);
     Harness harness =
         new Harness()
             // No withKryoMessageSerializer(): remote functions take TypedValue, a protobuf
@@ -122,7 +149,14 @@ public final class RemotePeerBench {
             .withGlobalConfiguration(Ids.RECORDS, Long.toString(records))
             .withGlobalConfiguration(Ids.KEYS, Long.toString(keys))
             .withFlinkSourceFunction(
-                Ids.GENERATOR, new GeneratorSource(records, keys, stringWrapper(valueSize), true));
+                Ids.GENERATOR,
+                new GeneratorSource(
+                    records,
+                    keys,
+                    value,
+                    true,
+                    rate,
+                    stamp ? value.length - valueSize : -1));
 
     System.err.printf(
         Locale.ROOT,
@@ -134,6 +168,9 @@ public final class RemotePeerBench {
         parallelism,
         module);
 
+    if (bufferTimeoutMs >= 0) {
+      harness.withConfiguration("execution.buffer-timeout", bufferTimeoutMs + " ms");
+    }
     HarnessJob job = HarnessJob.start(harness);
 
     HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();

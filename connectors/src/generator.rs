@@ -14,7 +14,7 @@ use crate::codec::{
     LONG_TYPENAME, STRING_TYPENAME,
 };
 use crate::source::{decode_position, encode_position};
-use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus};
+use crate::{ConnectorError, RecordKey, Source, SourceRecord, SourceStats, SourceStatus};
 
 const INGRESS: &str = "generator ingress";
 /// The `kind` of generator positions.
@@ -182,8 +182,8 @@ fn unix_us() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// The decimal digits of `n`, without going through `fmt`.
-fn decimal(mut n: u64) -> Vec<u8> {
+/// The decimal digits of `n`, without going through `fmt` (or the heap).
+fn decimal(mut n: u64) -> RecordKey {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -194,7 +194,7 @@ fn decimal(mut n: u64) -> Vec<u8> {
             break;
         }
     }
-    digits[i..].to_vec()
+    RecordKey::from_slice(&digits[i..])
 }
 
 /// `size` ASCII characters of a recognisable pattern.
@@ -619,7 +619,7 @@ mod tests {
     #[test]
     fn decimal_digits() {
         for n in [0u64, 9, 10, 12345, u64::MAX] {
-            assert_eq!(decimal(n), n.to_string().into_bytes());
+            assert_eq!(decimal(n).as_slice(), n.to_string().as_bytes());
         }
     }
 

@@ -36,4 +36,4 @@ pub use generator::{GeneratorConfig, GeneratorSource};
 pub use kafka::{KafkaSink, KafkaSource};
 pub use kinesis::{KinesisSink, KinesisSinkOptions, KinesisSource, KinesisSourceOptions};
 pub use sink::Sink;
-pub use source::{Source, SourceRecord, SourceStats, SourceStatus, Waker};
+pub use source::{RecordKey, Source, SourceRecord, SourceStats, SourceStatus, Waker};

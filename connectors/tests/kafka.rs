@@ -585,7 +585,7 @@ fn missing_keys_bad_keys_and_tombstones_pass_through_for_the_router() {
     let got = read(&mut s, 3, T);
     let kv: Vec<KeyValue> = got
         .iter()
-        .map(|r| (r.key.clone(), r.value.clone()))
+        .map(|r| (r.key.as_ref().map(|k| k.to_vec()), r.value.clone()))
         .collect();
     assert_eq!(
         kv,

@@ -73,7 +73,7 @@ fn seen(r: &SourceRecord) -> Seen {
     (
         r.key
             .as_ref()
-            .map(|k| String::from_utf8(k.clone()).expect("utf8 key")),
+            .map(|k| String::from_utf8(k.to_vec()).expect("utf8 key")),
         r.value.clone().unwrap_or_default(),
         sequence_number.clone(),
         *sub_sequence_number,

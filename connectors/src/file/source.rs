@@ -22,7 +22,7 @@ use super::READ_BUFFER;
 use crate::codec::encode_primitive_from_text;
 use crate::error::open_hint;
 use crate::source::{decode_position, encode_position};
-use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+use crate::{ConnectorError, RecordKey, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
 const INGRESS: &str = "file ingress";
 
@@ -226,7 +226,7 @@ impl LineDecoder {
         };
         self.stats.records += 1;
         out.push(SourceRecord {
-            key: Some(key.to_vec()),
+            key: Some(RecordKey::from_slice(key)),
             value: Some(value),
             route: 0,
             metadata: IngressMetadata::File {
@@ -628,7 +628,7 @@ mod tests {
 
     fn record(path: &std::path::Path, line: u64, key: &[u8], value: Vec<u8>) -> SourceRecord {
         SourceRecord {
-            key: Some(key.to_vec()),
+            key: Some(RecordKey::from_slice(key)),
             value: Some(value),
             route: 0,
             metadata: IngressMetadata::File {

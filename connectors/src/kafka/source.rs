@@ -45,7 +45,7 @@ use super::config::{
 };
 use super::lag::{self, PartitionGauge};
 use crate::source::{decode_position, encode_position};
-use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+use crate::{ConnectorError, RecordKey, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
 /// The `kind` of Kafka positions: `(topic, partition, next offset)` triples.
 pub(crate) const KAFKA_POSITION: &str = "kafka";
@@ -510,7 +510,7 @@ fn to_record(msg: &BorrowedMessage<'_>, route: usize) -> SourceRecord {
         })
         .unwrap_or_default();
     SourceRecord {
-        key: msg.key().map(<[u8]>::to_vec),
+        key: msg.key().map(RecordKey::from_slice),
         value: msg.payload().map(<[u8]>::to_vec),
         route,
         metadata: IngressMetadata::Kafka {

@@ -83,7 +83,7 @@ use super::aggregate::expand;
 use super::client::{backoff, build_client, classify, hint_for, stream_error, Failure, Who};
 use crate::hash::fnv1a;
 use crate::source::{decode_position, encode_position};
-use crate::{ConnectorError, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+use crate::{ConnectorError, RecordKey, Source, SourceRecord, SourceStats, SourceStatus, Waker};
 
 /// The `kind` of Kinesis positions: a list of [`ShardPosition`]s.
 pub(crate) const KINESIS_POSITION: &str = "kinesis";
@@ -997,7 +997,7 @@ async fn read_shard(
                     for piece in pieces {
                         batch.push(Pending {
                             record: SourceRecord {
-                                key: piece.key,
+                                key: piece.key.map(RecordKey::from_vec),
                                 value: Some(piece.data),
                                 route: stream.route,
                                 metadata: IngressMetadata::Kinesis {

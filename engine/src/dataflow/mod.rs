@@ -112,6 +112,7 @@ use timely::dataflow::operators::{
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 use timely::{CommunicationConfig, WorkerConfig};
 
+use statefun_connectors::RecordKey;
 use statefun_sdk::EgressMessage;
 
 use crate::app::{Application, Durability};
@@ -624,7 +625,7 @@ pub fn host_ingress<'s>(
                             + record.value.as_ref().map_or(0, Vec::len))
                             as u64;
                         match router.route_parts(
-                            record.key,
+                            record.key.map(RecordKey::from_vec),
                             record.value,
                             0,
                             record.metadata,

@@ -1,7 +1,7 @@
 //! The generator ingress: synthetic records for benchmarks and smoke tests.
 //!
-//! It is a throughput benchmark source, so the per-record work is kept to two
-//! small allocations (key and value); everything else is precomputed.
+//! It is a throughput benchmark source, so the per-record work is kept to one
+//! small allocation (the value; keys are inline); everything else is precomputed.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

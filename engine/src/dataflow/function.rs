@@ -136,24 +136,23 @@ const FETCH_AHEAD: usize = 256;
 fn fetch_ahead(app: &Application, state: &mut dyn StateBackend, messages: &[Envelope]) -> usize {
     let n = messages.len().min(FETCH_AHEAD);
     let mut last = None;
-    let mut keys = messages[..n].iter().flat_map(|m| {
+    // Plain loops into a slice: nested `flat_map`s behind a `dyn Iterator` took ~150
+    // instructions per message (callgrind).
+    let mut keys = Vec::with_capacity(n);
+    for m in &messages[..n] {
         let function = &m.target.function_type;
-        entry_of(app, &mut last, function)
-            .into_iter()
-            .flat_map(move |entry| {
-                entry
-                    .specs
-                    .iter()
-                    .enumerate()
-                    .map(move |(slot, spec)| StateKey {
-                        function,
-                        id: &m.target.id,
-                        spec: &spec.name,
-                        slot: slot as u16,
-                    })
-            })
-    });
-    state.fetch(&mut keys);
+        if let Some(entry) = entry_of(app, &mut last, function) {
+            for (slot, spec) in entry.specs.iter().enumerate() {
+                keys.push(StateKey {
+                    function,
+                    id: &m.target.id,
+                    spec: &spec.name,
+                    slot: slot as u16,
+                });
+            }
+        }
+    }
+    state.fetch(&keys);
     n
 }
 

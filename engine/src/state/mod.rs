@@ -166,7 +166,7 @@ pub trait StateBackend: 'static {
     /// A hint that the values named by `keys` are about to be read (the state of the
     /// next messages of a batch): a durable backend reads those it does not hold in one
     /// batched read, instead of one read per invocation.
-    fn fetch<'a>(&mut self, _keys: &mut dyn Iterator<Item = StateKey<'a>>) {}
+    fn fetch(&mut self, _keys: &[StateKey<'_>]) {}
     /// The number of stored values (for metrics and tests).
     fn len(&self) -> usize;
     /// The stored values and their bytes per function type, as far as the backend knows

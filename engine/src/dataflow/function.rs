@@ -631,8 +631,9 @@ pub(crate) fn functions<'s>(
                     unlooped += from_loop;
                     // Start loading the state of a message a few ahead: its
                     // cache miss then overlaps this invocation instead of
-                    // stalling its own.
-                    if let Some(ahead) = pending.as_slice().get(PREFETCH_AHEAD) {
+                    // stalling its own. (A backend that fetches has looked up
+                    // those entries in its batch read already.)
+                    if let Some(ahead) = pending.as_slice().get(PREFETCH_AHEAD).filter(|_| !fetching) {
                         backend.state().prefetch(&ahead.target.function_type, &ahead.target.id);
                     }
                     let function_type = &envelope.target.function_type;

@@ -279,8 +279,9 @@ impl StateBackend for MemoryBackend {
 
     #[inline]
     fn prefetch(&self, function: &TypeName, id: &str) {
-        if let Some(table) = self.table(function) {
-            table.prefetch(hash_id(id));
+        match self.table(function) {
+            Some(table) if !table.stays_in_cache() => table.prefetch(hash_id(id)),
+            _ => {}
         }
     }
 

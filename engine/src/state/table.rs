@@ -168,6 +168,14 @@ impl Table {
         self.bytes
     }
 
+    /// Whether the entries are few enough to stay in the processor's caches (a
+    /// quarter of a 1 MiB L2: the messages and the values use it too), where a
+    /// prefetch gains nothing and its hash is wasted work.
+    #[inline]
+    pub(super) fn stays_in_cache(&self) -> bool {
+        self.entries.len() * std::mem::size_of::<Entry>() <= 256 * 1024
+    }
+
     /// Asks the processor to start loading the line where `(id, slot 0)`
     /// would be, so that a lookup a few records later finds it in cache.
     #[inline]
@@ -345,6 +353,23 @@ mod tests {
     /// are never inline), each replaced by every other. Half the puts first try
     /// [`Table::replace_at`] where the last read found a value, whatever key that was
     /// and whatever moved since.
+    #[test]
+    fn only_a_table_larger_than_the_caches_asks_for_prefetches() {
+        let mut table = Table::default();
+        let value = || StoredValue::new(&[1]);
+        for n in 0..1_000u32 {
+            table.put(n.wrapping_mul(0x9e37_79b9), &n.to_string(), 0, value());
+        }
+        assert!(
+            table.stays_in_cache(),
+            "1 000 values: 32 KiB of entries at most"
+        );
+        for n in 1_000..100_000u32 {
+            table.put(n.wrapping_mul(0x9e37_79b9), &n.to_string(), 0, value());
+        }
+        assert!(!table.stays_in_cache(), "100 000 values: several MiB");
+    }
+
     #[test]
     fn behaves_like_a_map_under_random_puts_and_removes() {
         let mut table = Table::default();

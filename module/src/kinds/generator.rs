@@ -1,14 +1,7 @@
 //! Our development kind `io.statefun-rs.generator.v1/ingress`: synthetic records for
 //! benchmarks and smoke tests, with the number of keys, the rate, the count and the value size.
 
-/// The value types a generator fills with the sequence number, which have no room for a stamp.
-const PRIMITIVE_NUMBERS: [&str; 5] = [
-    "io.statefun.types/int",
-    "io.statefun.types/long",
-    "io.statefun.types/float",
-    "io.statefun.types/double",
-    "io.statefun.types/bool",
-];
+use statefun_sdk::types::{PRIMITIVE_TYPENAMES, STRING_TYPENAME};
 
 use super::MetaId;
 use crate::load::Loader;
@@ -58,7 +51,8 @@ impl Loader<'_> {
                 }
             }
         };
-        let stamp = match o.get("stamp") {
+        let stamp_node = o.get("stamp");
+        let stamp = match stamp_node {
             None => Some(false),
             Some(n) => self.boolean(n, &o.field("stamp")),
         };
@@ -68,10 +62,12 @@ impl Loader<'_> {
             return;
         };
         if stamp {
-            let mark = o.get("stamp").map_or(o.mark, |n| n.mark);
+            let mark = stamp_node.map_or(o.mark, |n| n.mark);
             // A stamp is `STAMP_DIGITS` decimal characters at the start of the value: only
-            // strings and raw bytes have room for them, and only when they are that long.
-            if PRIMITIVE_NUMBERS.contains(&value_type.as_str()) {
+            // strings and raw bytes have room for them, and only when they are that long
+            // (the other primitives are the sequence number).
+            let t = value_type.as_str();
+            if t != STRING_TYPENAME && PRIMITIVE_TYPENAMES.contains(&t) {
                 self.error(
                     mark,
                     &o.field("stamp"),

@@ -15,7 +15,7 @@ use statefun_sdk::{
 
 use crate::entry::FunctionEntry;
 use crate::envelope::{Envelope, Metadata};
-use crate::state::{StateBackend, StateKey, StoredValue, ValueBytes};
+use crate::state::{same_bytes, StateBackend, StateKey, StoredValue, ValueBytes};
 use crate::timers::Timers;
 
 /// What a successful invocation produced for the operator to send on.
@@ -72,11 +72,16 @@ struct Host<'a> {
 }
 
 impl Host<'_> {
+    #[inline(always)]
     fn slot(&self, name: &str) -> Result<usize, SdkError> {
-        self.specs
+        match self
+            .specs
             .iter()
-            .position(|s| s.name == name)
-            .ok_or_else(|| SdkError::UnknownState(name.to_owned()))
+            .position(|s| same_bytes(s.name.as_bytes(), name.as_bytes()))
+        {
+            Some(slot) => Ok(slot),
+            None => Err(unknown_state(name)),
+        }
     }
 
     fn token_live(&self, token: &str) -> bool {
@@ -90,6 +95,14 @@ impl Host<'_> {
         }
         live
     }
+}
+
+/// The error for a state name the function did not declare (out of line: the lookup
+/// that may return it runs twice per invocation and stays small).
+#[cold]
+#[inline(never)]
+fn unknown_state(name: &str) -> SdkError {
+    SdkError::UnknownState(name.to_owned())
 }
 
 impl InvocationHost for Host<'_> {

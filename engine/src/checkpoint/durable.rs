@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use statefun_sdk::{EgressMessage, TypeName};
+use statefun_sdk::EgressMessage;
 
 use super::hot::{hot_hash, ChangeLog, HotTable, SortKey};
 use super::store::{Batch, Store};
@@ -987,11 +987,6 @@ impl<S: Store> StateBackend for DurableBackend<S> {
     fn delete(&mut self, key: &StateKey<'_>) {
         let hash = self.encode(key);
         self.set(hash, None);
-    }
-
-    #[inline]
-    fn prefetch(&self, function: &TypeName, id: &str) {
-        self.hot.prefetch(hot_hash(function.as_str(), id));
     }
 
     fn fetches(&self) -> bool {

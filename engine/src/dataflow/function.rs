@@ -617,6 +617,8 @@ pub(crate) fn functions<'s>(
                 let mut pending = data.drain(..);
                 // Messages ahead whose state a durable backend has read (batched).
                 let fetching = backend.state().fetches();
+                // Whether to start loading the state of a message a few ahead.
+                let prefetching = !fetching && backend.state().prefetches();
                 let mut fetched = 0;
                 loop {
                     if fetching && fetched == 0 {
@@ -633,8 +635,10 @@ pub(crate) fn functions<'s>(
                     // cache miss then overlaps this invocation instead of
                     // stalling its own. (A backend that fetches has looked up
                     // those entries in its batch read already.)
-                    if let Some(ahead) = pending.as_slice().get(PREFETCH_AHEAD).filter(|_| !fetching) {
-                        backend.state().prefetch(&ahead.target.function_type, &ahead.target.id);
+                    if prefetching {
+                        if let Some(ahead) = pending.as_slice().get(PREFETCH_AHEAD) {
+                            backend.state().prefetch(&ahead.target.function_type, &ahead.target.id);
+                        }
                     }
                     let function_type = &envelope.target.function_type;
                     let Some(entry) = entry_of(&app, &mut last, function_type) else {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use statefun_sdk::TypeName;
 
-pub(crate) use table::{close_hole, prefetch_line};
+pub(crate) use table::{close_hole, prefetch_line, same_bytes};
 use table::{hash_id, Table};
 
 /// Value bytes, stored inline up to 16 bytes (every primitive type fits).
@@ -158,6 +158,12 @@ pub trait StateBackend: 'static {
     /// backend may start loading its values so the invocation finds them in
     /// cache. The function operator calls it a few messages ahead.
     fn prefetch(&self, _function: &TypeName, _id: &str) {}
+    /// Whether [`StateBackend::prefetch`] would do anything now: the function operator
+    /// asks once per batch of messages and calls `prefetch` for each only if so (it costs
+    /// a hash and a search per message, wasted while the state stays in the caches).
+    fn prefetches(&self) -> bool {
+        false
+    }
     /// Whether [`StateBackend::fetch`] does anything: the function operator builds the
     /// keys only for backends that read them.
     fn fetches(&self) -> bool {
@@ -277,6 +283,10 @@ impl StateBackend for MemoryBackend {
         }
     }
 
+    fn prefetches(&self) -> bool {
+        self.by_function.iter().any(|(_, t)| !t.stays_in_cache())
+    }
+
     #[inline]
     fn prefetch(&self, function: &TypeName, id: &str) {
         match self.table(function) {
@@ -315,6 +325,35 @@ impl StateBackend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The operator is told to prefetch once some function type's table outgrows the
+    /// caches, whatever other (small) types there are.
+    #[test]
+    fn prefetches_once_a_table_outgrows_the_caches() {
+        let small = TypeName::parse("ns/small").unwrap();
+        let large = TypeName::parse("ns/large").unwrap();
+        fn key<'a>(function: &'a TypeName, id: &'a str) -> StateKey<'a> {
+            StateKey {
+                function,
+                id,
+                spec: "n",
+                slot: 0,
+            }
+        }
+        let mut s = MemoryBackend::default();
+        assert!(!s.prefetches(), "no state");
+        for n in 0..1_000 {
+            let id = n.to_string();
+            s.put(&key(&small, &id), StoredValue::new(&[1]));
+            s.put(&key(&large, &id), StoredValue::new(&[1]));
+        }
+        assert!(!s.prefetches(), "1 000 values per type stay in the caches");
+        for n in 1_000..100_000 {
+            let id = n.to_string();
+            s.put(&key(&large, &id), StoredValue::new(&[1]));
+        }
+        assert!(s.prefetches(), "100 000 values of one type do not");
+    }
 
     #[test]
     fn values_are_separate_per_function_id_and_spec() {

@@ -7,14 +7,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use statefun_module::GeneratorIngress;
-use statefun_sdk::{IngressMetadata, TypeName};
+use statefun_sdk::TypeName;
 
 use crate::codec::{
     encode_primitive_from_text, BOOL_TYPENAME, DOUBLE_TYPENAME, FLOAT_TYPENAME, INT_TYPENAME,
     LONG_TYPENAME, STRING_TYPENAME,
 };
 use crate::source::{decode_position, encode_position};
-use crate::{ConnectorError, RecordKey, Source, SourceRecord, SourceStats, SourceStatus};
+use crate::{
+    ConnectorError, RecordKey, RecordMetadata, Source, SourceRecord, SourceStats, SourceStatus,
+};
 
 const INGRESS: &str = "generator ingress";
 /// The `kind` of generator positions.
@@ -315,7 +317,7 @@ impl Source for GeneratorSource {
                 key: Some(decimal(s % self.keys)),
                 value: Some(self.value.make(s, due_us)),
                 route: 0,
-                metadata: IngressMetadata::Generator { sequence: s },
+                metadata: RecordMetadata::Generator(s),
                 rejected: None,
             });
             self.stats.records += 1;
@@ -421,7 +423,7 @@ mod tests {
             let records = drain(&mut g, 7);
             assert_eq!(g.stats().records, records.len() as u64);
             for r in &records {
-                let IngressMetadata::Generator { sequence } = r.metadata else {
+                let RecordMetadata::Generator(sequence) = r.metadata else {
                     panic!("wrong metadata {:?}", r.metadata);
                 };
                 assert_eq!(sequence % 3, w as u64);
@@ -633,7 +635,7 @@ mod tests {
         records
             .iter()
             .map(|r| match r.metadata {
-                IngressMetadata::Generator { sequence } => sequence,
+                RecordMetadata::Generator(sequence) => sequence,
                 ref other => panic!("wrong metadata {other:?}"),
             })
             .collect()

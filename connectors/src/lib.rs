@@ -36,4 +36,6 @@ pub use generator::{GeneratorConfig, GeneratorSource};
 pub use kafka::{KafkaSink, KafkaSource};
 pub use kinesis::{KinesisSink, KinesisSinkOptions, KinesisSource, KinesisSourceOptions};
 pub use sink::Sink;
-pub use source::{RecordKey, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+pub use source::{
+    RecordKey, RecordMetadata, Source, SourceRecord, SourceStats, SourceStatus, Waker,
+};

@@ -196,13 +196,13 @@ fn read(source: &mut KafkaSource, n: usize, limit: Duration) -> Vec<SourceRecord
 }
 
 fn meta(r: &SourceRecord) -> (String, i32, i64) {
-    match &r.metadata {
-        IngressMetadata::Kafka {
+    match r.metadata.record() {
+        Some(IngressMetadata::Kafka {
             topic,
             partition,
             offset,
             ..
-        } => (topic.clone(), *partition, *offset),
+        }) => (topic.clone(), *partition, *offset),
         other => panic!("not Kafka metadata: {other:?}"),
     }
 }
@@ -543,7 +543,7 @@ fn headers_and_timestamp_reach_the_metadata() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].key.as_deref(), Some(&b"key-1"[..]));
     assert_eq!(
-        got[0].metadata,
+        got[0].metadata.clone().into_ingress(),
         IngressMetadata::Kafka {
             topic: t.clone(),
             partition: 0,

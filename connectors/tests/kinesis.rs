@@ -109,15 +109,15 @@ fn fast() -> KinesisSourceOptions {
 }
 
 fn meta(r: &SourceRecord) -> (String, String, String, Option<i64>) {
-    match &r.metadata {
-        IngressMetadata::Kinesis {
+    match r.metadata.record() {
+        Some(IngressMetadata::Kinesis {
             stream,
             shard_id,
             sequence_number,
             approximate_arrival_ms,
             sub_sequence_number,
             explicit_hash_key,
-        } => {
+        }) => {
             // Plain records: no KPL sub-record index, no explicit hash key (GetRecords has none).
             assert_eq!((sub_sequence_number, explicit_hash_key), (&None, &None));
             (

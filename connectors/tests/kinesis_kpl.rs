@@ -61,12 +61,12 @@ fn open(emu: &Emulator, stream: &str) -> KinesisSource {
 type Seen = (Option<String>, Vec<u8>, String, Option<u64>, Option<String>);
 
 fn seen(r: &SourceRecord) -> Seen {
-    let IngressMetadata::Kinesis {
+    let Some(IngressMetadata::Kinesis {
         sequence_number,
         sub_sequence_number,
         explicit_hash_key,
         ..
-    } = &r.metadata
+    }) = r.metadata.record()
     else {
         panic!("not Kinesis metadata: {:?}", r.metadata);
     };

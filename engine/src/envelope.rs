@@ -1,6 +1,7 @@
 //! The unit of work that flows between operators: a message for one function instance.
 
 use serde::{Deserialize, Serialize};
+use statefun_connectors::RecordMetadata;
 use statefun_sdk::{Address, IngressMetadata, TypedValue};
 
 /// A message on its way to a function instance.
@@ -48,6 +49,14 @@ impl Metadata {
                 Metadata::Generator(sequence)
             }
             other => Metadata::Record(Box::new(other)),
+        }
+    }
+
+    /// The metadata a source record carries, taken over as it is (its box, if any, too).
+    pub fn of_record(metadata: RecordMetadata) -> Self {
+        match metadata {
+            RecordMetadata::Generator(sequence) => Metadata::Generator(sequence),
+            RecordMetadata::Record(m) => Metadata::Record(m),
         }
     }
 

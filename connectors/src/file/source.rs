@@ -22,7 +22,10 @@ use super::READ_BUFFER;
 use crate::codec::encode_primitive_from_text;
 use crate::error::open_hint;
 use crate::source::{decode_position, encode_position};
-use crate::{ConnectorError, RecordKey, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+use crate::{
+    ConnectorError, RecordKey, RecordMetadata, Source, SourceRecord, SourceStats, SourceStatus,
+    Waker,
+};
 
 const INGRESS: &str = "file ingress";
 
@@ -229,10 +232,10 @@ impl LineDecoder {
             key: Some(RecordKey::from_slice(key)),
             value: Some(value),
             route: 0,
-            metadata: IngressMetadata::File {
+            metadata: RecordMetadata::Record(Box::new(IngressMetadata::File {
                 path: self.path.clone(),
                 line: self.line,
-            },
+            })),
             rejected: None,
         });
     }
@@ -634,7 +637,8 @@ mod tests {
             metadata: IngressMetadata::File {
                 path: path.to_str().unwrap().to_string(),
                 line,
-            },
+            }
+            .into(),
             rejected: None,
         }
     }

@@ -45,7 +45,10 @@ use super::config::{
 };
 use super::lag::{self, PartitionGauge};
 use crate::source::{decode_position, encode_position};
-use crate::{ConnectorError, RecordKey, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+use crate::{
+    ConnectorError, RecordKey, RecordMetadata, Source, SourceRecord, SourceStats, SourceStatus,
+    Waker,
+};
 
 /// The `kind` of Kafka positions: `(topic, partition, next offset)` triples.
 pub(crate) const KAFKA_POSITION: &str = "kafka";
@@ -513,13 +516,13 @@ fn to_record(msg: &BorrowedMessage<'_>, route: usize) -> SourceRecord {
         key: msg.key().map(RecordKey::from_slice),
         value: msg.payload().map(<[u8]>::to_vec),
         route,
-        metadata: IngressMetadata::Kafka {
+        metadata: RecordMetadata::Record(Box::new(IngressMetadata::Kafka {
             topic: msg.topic().to_string(),
             partition: msg.partition(),
             offset: msg.offset(),
             timestamp_ms: msg.timestamp().to_millis(),
             headers,
-        },
+        })),
         rejected: None,
     }
 }
@@ -551,12 +554,12 @@ impl Source for KafkaSource {
             };
             match polled {
                 Ok(record) => {
-                    if let IngressMetadata::Kafka {
+                    if let Some(IngressMetadata::Kafka {
                         topic,
                         partition,
                         offset,
                         ..
-                    } = &record.metadata
+                    }) = record.metadata.record()
                     {
                         if let Some(a) = self
                             .assigned

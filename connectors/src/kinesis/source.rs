@@ -83,7 +83,10 @@ use super::aggregate::expand;
 use super::client::{backoff, build_client, classify, hint_for, stream_error, Failure, Who};
 use crate::hash::fnv1a;
 use crate::source::{decode_position, encode_position};
-use crate::{ConnectorError, RecordKey, Source, SourceRecord, SourceStats, SourceStatus, Waker};
+use crate::{
+    ConnectorError, RecordKey, RecordMetadata, Source, SourceRecord, SourceStats, SourceStatus,
+    Waker,
+};
 
 /// The `kind` of Kinesis positions: a list of [`ShardPosition`]s.
 pub(crate) const KINESIS_POSITION: &str = "kinesis";
@@ -496,12 +499,12 @@ impl KinesisSource {
     /// [`super::aggregate`]).
     fn hand_out(&mut self, pending: Pending, out: &mut Vec<SourceRecord>) {
         let Pending { record, resume_sub } = pending;
-        if let IngressMetadata::Kinesis {
+        if let Some(IngressMetadata::Kinesis {
             stream,
             shard_id,
             sequence_number,
             ..
-        } = &record.metadata
+        }) = record.metadata.record()
         {
             self.positions.insert(
                 (stream.clone(), shard_id.clone()),
@@ -1000,14 +1003,16 @@ async fn read_shard(
                                 key: piece.key.map(RecordKey::from_vec),
                                 value: Some(piece.data),
                                 route: stream.route,
-                                metadata: IngressMetadata::Kinesis {
-                                    stream: stream.key.clone(),
-                                    shard_id: shard_id.to_string(),
-                                    sequence_number: r.sequence_number.clone(),
-                                    approximate_arrival_ms: arrival,
-                                    sub_sequence_number: piece.sub_sequence_number,
-                                    explicit_hash_key: piece.explicit_hash_key,
-                                },
+                                metadata: RecordMetadata::Record(Box::new(
+                                    IngressMetadata::Kinesis {
+                                        stream: stream.key.clone(),
+                                        shard_id: shard_id.to_string(),
+                                        sequence_number: r.sequence_number.clone(),
+                                        approximate_arrival_ms: arrival,
+                                        sub_sequence_number: piece.sub_sequence_number,
+                                        explicit_hash_key: piece.explicit_hash_key,
+                                    },
+                                )),
                                 rejected: piece.rejected.map(|why| why.to_string()),
                             },
                             resume_sub: piece.resume_sub,

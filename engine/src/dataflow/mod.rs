@@ -118,7 +118,7 @@ use statefun_sdk::EgressMessage;
 use crate::app::{Application, Durability};
 use crate::checkpoint::rescale::Decision;
 use crate::checkpoint::{agree, DurableBackend, RocksStore, Schedule, WorkerReport};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Metadata};
 use crate::shared::{Metrics, Shared};
 use crate::state::{MemoryBackend, StateBackend};
 
@@ -628,7 +628,7 @@ pub fn host_ingress<'s>(
                             record.key.map(RecordKey::from_vec),
                             record.value,
                             0,
-                            record.metadata,
+                            record.metadata.map_or(Metadata::None, Metadata::of),
                             |e| session.give(e),
                         ) {
                             source::Routed::Delivered => {}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use statefun_connectors::{RecordKey, SourceRecord, SourceStatus};
 use statefun_sdk::proto::ingress::IngressRecord;
-use statefun_sdk::{Address, IngressMetadata, TypeName, TypedValue};
+use statefun_sdk::{Address, TypeName, TypedValue};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
@@ -98,30 +98,30 @@ impl Router {
         // A dead letter says where its record was read; a host record without
         // metadata cannot (host ingresses refuse the dead-letter policy), so it
         // is skipped.
-        match (&self.policy, &self.dead_letter, metadata) {
-            (BadRecords::DeadLetter(plan), Some(target), Some(metadata)) => {
+        match (&self.policy, &self.dead_letter, metadata.get()) {
+            (BadRecords::DeadLetter(plan), Some(target), Some(record)) => {
                 let value = plan.record(&BadRecord {
                     ingress: &self.ingress,
                     why: &why,
                     key: key.as_deref(),
                     value: value.as_deref(),
-                    metadata: &metadata,
+                    metadata: &record,
                 });
                 if let Some(n) = limit.hit() {
-                    tracing::warn!(ingress = %self.ingress, metadata = ?metadata, dead_letter = %plan.egress, dead_lettered = n,
+                    tracing::warn!(ingress = %self.ingress, metadata = ?&*record, dead_letter = %plan.egress, dead_lettered = n,
                         "record sent to the dead-letter egress: {why}");
                 }
                 out(Envelope {
                     target: target.clone(),
                     caller: None,
                     value,
-                    metadata: Metadata::of(metadata),
+                    metadata,
                 });
                 Routed::DeadLettered
             }
-            (BadRecords::Fail, _, metadata) => {
+            (BadRecords::Fail, _, record) => {
                 let from =
-                    metadata.map_or_else(|| "a host record".to_owned(), |m| format!("{m:?}"));
+                    record.map_or_else(|| "a host record".to_owned(), |m| format!("{:?}", *m));
                 self.failure.get_or_insert_with(|| {
                     format!(
                         "ingress `{}`: {why} ({from}); the job stops because its bad-record policy is `fail` \
@@ -132,9 +132,9 @@ impl Router {
                 });
                 Routed::Skipped
             }
-            (_, _, metadata) => {
+            (_, _, record) => {
                 if let Some(n) = limit.hit() {
-                    tracing::warn!(ingress = %self.ingress, metadata = ?metadata, skipped = n, "record skipped: {why}");
+                    tracing::warn!(ingress = %self.ingress, metadata = ?record.as_deref(), skipped = n, "record skipped: {why}");
                 }
                 Routed::Skipped
             }
@@ -156,21 +156,21 @@ impl Router {
                 why,
                 key: key.map(RecordKey::into_vec),
                 value,
-                metadata: Some(metadata),
+                metadata: Metadata::of_record(metadata),
             };
             return self.bad(bad, &mut out);
         }
-        self.route_parts(key, value, route, Some(metadata), out)
+        self.route_parts(key, value, route, Metadata::of_record(metadata), out)
     }
 
-    /// Routes a record given by its parts; `metadata` is `None` for a host
+    /// Routes a record given by its parts; `metadata` is `Metadata::None` for a host
     /// record that carries none (its messages then carry none either).
     pub(crate) fn route_parts(
         &mut self,
         key: Option<RecordKey>,
         value: Option<Vec<u8>>,
         route: usize,
-        metadata: Option<IngressMetadata>,
+        metadata: Metadata,
         mut out: impl FnMut(Envelope),
     ) -> Routed {
         let Some(plan) = self.routes.get(route) else {
@@ -215,9 +215,9 @@ impl Router {
         let value = TypedValue::new(plan.value_type.clone(), value);
         if !plan.wrapped.is_empty() {
             // Without metadata there is nothing to wrap: the value goes as it is.
-            let wrapped = metadata.as_ref().map_or_else(
+            let wrapped = metadata.get().map_or_else(
                 || value.clone(),
-                |m| IngressRecord::of(&self.ingress, &value, m).to_typed_value(),
+                |m| IngressRecord::of(&self.ingress, &value, &m).to_typed_value(),
             );
             for target in &plan.wrapped {
                 out(Envelope {
@@ -228,7 +228,6 @@ impl Router {
                 });
             }
         }
-        let metadata = metadata.map_or(Metadata::None, Metadata::of);
         if let Some((last, others)) = plan.targets.split_last() {
             for target in others {
                 out(Envelope {
@@ -268,7 +267,8 @@ struct Bad {
     why: String,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
-    metadata: Option<IngressMetadata>,
+    /// `Metadata::None` for a host record without metadata.
+    metadata: Metadata,
 }
 
 #[derive(Clone, Copy)]
@@ -479,6 +479,7 @@ fn record_final(
 mod tests {
     use statefun_connectors::GeneratorConfig;
     use statefun_sdk::proto::egress::KafkaProducerRecord;
+    use statefun_sdk::IngressMetadata;
 
     use super::*;
     use crate::app::SourcePlan;
@@ -518,7 +519,8 @@ mod tests {
                 offset: 3,
                 timestamp_ms: None,
                 headers: Vec::new(),
-            },
+            }
+            .into(),
             rejected: None,
         }
     }
@@ -592,14 +594,14 @@ mod tests {
         plan.routes[0].wrapped = vec![remote];
         let mut router = Router::new(&plan);
         let mut r = record(Some(b"alice"), Some(b"v"));
-        r.metadata = IngressMetadata::Kafka {
+        let expected_metadata = IngressMetadata::Kafka {
             topic: "names".into(),
             partition: 2,
             offset: 9,
             timestamp_ms: Some(1234),
             headers: vec![("trace".into(), Some(b"t1".to_vec())), ("n".into(), None)],
         };
-        let expected_metadata = r.metadata.clone();
+        r.metadata = expected_metadata.clone().into();
         let (routed, out) = route(&mut router, r);
         assert_eq!(routed, Routed::Delivered);
         let by_target: Vec<(String, &Envelope)> =

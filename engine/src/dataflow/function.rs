@@ -160,7 +160,24 @@ fn fetch_ahead(app: &Application, state: &mut dyn StateBackend, messages: &[Enve
 /// serves few function types, the latest first is the usual hit). Entries
 /// stay from one activation to the next, cleared when flushed, so a tally
 /// allocates only when a type is first met.
+///
+/// The usual hit, the type met last, is inline; the search is not (inlining it all
+/// into the operator's loop cost more than the call, measured).
+#[inline(always)]
 fn tally<'t>(
+    counts: &'t mut Vec<(TypeName, FunctionCounts)>,
+    function: &TypeName,
+) -> &'t mut FunctionCounts {
+    let last = counts.len().wrapping_sub(1);
+    match counts.get(last) {
+        Some((f, _)) if f == function => &mut counts[last].1,
+        _ => tally_search(counts, function),
+    }
+}
+
+/// [`tally`] past the last entry.
+#[inline(never)]
+fn tally_search<'t>(
     counts: &'t mut Vec<(TypeName, FunctionCounts)>,
     function: &TypeName,
 ) -> &'t mut FunctionCounts {

@@ -737,19 +737,19 @@ mod tests {
         let hash = |n: u32| n.wrapping_mul(0x9e37_79b9);
         let mut table = HotTable::default();
         let limit = 16 * 1024;
+        // Key `n` changed in interval `changed` while interval `safe` is written.
+        let enter = |table: &mut HotTable, n: u32, safe: u32, changed: u32| {
+            table.make_room(limit, safe);
+            let i = table.insert(hash(n), &key(n), None);
+            let value = ValueRef {
+                bytes: b"v",
+                expires_at_ms: StoredValue::NEVER,
+            };
+            table.set(i, Some(value)).changed = changed;
+        };
         // Interval 2 changes 2 000 keys, far over the budget; interval 1 is safe.
         for n in 0..2_000 {
-            table.make_room(limit, 1);
-            let i = table.insert(hash(n), &key(n), None);
-            table
-                .set(
-                    i,
-                    Some(ValueRef {
-                        bytes: b"v",
-                        expires_at_ms: StoredValue::NEVER,
-                    }),
-                )
-                .changed = 2;
+            enter(&mut table, n, 1, 2);
         }
         assert_eq!(table.len(), 2_000, "an unwritten change was dropped");
         assert!(
@@ -765,17 +765,7 @@ mod tests {
             "nothing evicted once interval 2 was safe"
         );
         for n in 2_000..4_000 {
-            table.make_room(limit, 2);
-            let i = table.insert(hash(n), &key(n), None);
-            table
-                .set(
-                    i,
-                    Some(ValueRef {
-                        bytes: b"v",
-                        expires_at_ms: StoredValue::NEVER,
-                    }),
-                )
-                .changed = 3;
+            enter(&mut table, n, 2, 3);
         }
         let kept = (0..2_000)
             .filter(|&n| table.find(hash(n), &key(n)).is_some())

@@ -244,7 +244,13 @@ impl ProgressTopic<'_> {
                 return Err(format!(
                     "a transaction of another producer has been open for more than {lso_wait:?} \
                      (last stable offset {stable}, end of log {end}); it ends when its producer \
-                     restarts or the broker aborts it after `transaction.timeout.ms`"
+                     restarts or the broker aborts it after `transaction.timeout.ms`. Open longer \
+                     than that, it is a hanging transaction (a write the broker applied after its \
+                     transaction had ended, e.g. around a broker restart; librdkafka has no \
+                     KIP-890 defense against it): confirm it with `kafka-transactions.sh \
+                     --bootstrap-server <brokers> find-hanging --broker-id <leader of {topic}-0>`, \
+                     abort it with `kafka-transactions.sh --bootstrap-server <brokers> abort \
+                     --topic {topic} --partition 0 --start-offset {stable}`, then start the job again"
                 ));
             }
             if !logged && started.elapsed() > Duration::from_secs(2) {

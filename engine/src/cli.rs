@@ -243,7 +243,9 @@ struct RunArgs {
 pub const HUGE_PAGES_ENV: &str = "MIMALLOC_ALLOW_THP";
 
 /// Whether the process keeps transparent huge pages, given [`HUGE_PAGES_ENV`]'s value:
-/// only when it says so (`1`, `true`, `yes`, `on`, any case), as mimalloc reads it.
+/// only when it says `1`, `true`, `yes` or `on` (any case). mimalloc reads the variable
+/// more loosely (an empty value or any other non-zero number also enables its huge page
+/// requests); for those the process switch stays off, and off wins.
 ///
 /// ```
 /// use statefun_engine::cli::keeps_huge_pages;

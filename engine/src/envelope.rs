@@ -40,16 +40,10 @@ pub enum Metadata {
 }
 
 impl Metadata {
-    /// The compact form of `metadata`.
+    /// The compact form of `metadata` (as a source record carries it, see
+    /// [`Metadata::of_record`]; generator records come that way, not through here).
     pub fn of(metadata: IngressMetadata) -> Self {
-        match metadata {
-            IngressMetadata::Generator { sequence } => {
-                // It owns nothing: skip the enum's drop glue, run for every record.
-                std::mem::forget(metadata);
-                Metadata::Generator(sequence)
-            }
-            other => Metadata::Record(Box::new(other)),
-        }
+        Metadata::of_record(RecordMetadata::from(metadata))
     }
 
     /// The metadata a source record carries, taken over as it is (its box, if any, too).

@@ -150,17 +150,18 @@ impl Router {
             metadata,
             rejected,
         } = record;
+        let metadata = Metadata::of_record(metadata);
         if let Some(why) = rejected {
             let bad = Bad {
                 kind: BadKind::Rejected,
                 why,
                 key: key.map(RecordKey::into_vec),
                 value,
-                metadata: Metadata::of_record(metadata),
+                metadata,
             };
             return self.bad(bad, &mut out);
         }
-        self.route_parts(key, value, route, Metadata::of_record(metadata), out)
+        self.route_parts(key, value, route, metadata, out)
     }
 
     /// Routes a record given by its parts; `metadata` is `Metadata::None` for a host

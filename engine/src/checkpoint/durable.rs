@@ -33,7 +33,7 @@ use super::store::{Batch, Store};
 use super::WorkerReport;
 use crate::envelope::Envelope;
 use crate::keygroup::key_group;
-use crate::state::{StateBackend, StateKey, StoredValue, ValueRef};
+use crate::state::{append_bytes, same_bytes, StateBackend, StateKey, StoredValue, ValueRef};
 use crate::timers::Timers;
 
 /// The first byte of every main-state key.
@@ -161,6 +161,16 @@ pub struct WorkerCheckpoints {
 /// which encodes it, and (several workers) kept until the checkpoint is merged.
 type Frozen = Arc<ChangeLog>;
 
+/// A key [`StateBackend::fetch`] was given: where its encoding is in `fetch_keys`, its hot
+/// hash, and the hot table's slot of its entry with the table's generation then (if the
+/// fetch found or entered it).
+struct Fetched {
+    start: usize,
+    end: usize,
+    hash: u32,
+    slot: Option<(usize, u64)>,
+}
+
 /// A checkpoint written as pending changes (several workers) and not yet merged into the
 /// main state.
 struct Pending {
@@ -194,10 +204,15 @@ pub struct DurableBackend<S: Store> {
     key_slot: Option<(usize, u64)>,
     read: Vec<u8>,
     hot: HotTable,
-    /// [`StateBackend::fetch`]'s keys not in the hot table: their encoded bytes one after
-    /// another, and (start, end, hot hash) of each.
+    /// [`StateBackend::fetch`]'s keys: their encoded bytes one after another, each key
+    /// as given (the order in which the batch's invocations read them, see
+    /// [`DurableBackend::take_fetched`]), and which of them the hot table missed
+    /// (positions in `fetched`).
     fetch_keys: Vec<u8>,
-    fetch_misses: Vec<(usize, usize, u32)>,
+    fetched: Vec<Fetched>,
+    fetch_misses: Vec<usize>,
+    /// The position in `fetched` of the key the next read is expected to be for.
+    fetched_next: usize,
     /// The changes of the current interval.
     log: ChangeLog,
     /// Keys changed in the current interval.
@@ -391,6 +406,26 @@ impl Drop for Writer {
     }
 }
 
+/// How many of a fetch's keys past the expected one a read looks at (see
+/// [`DurableBackend::take_fetched`]).
+const FETCHED_AHEAD: usize = 4;
+
+/// Whether `k` is the main-state encoding of `key`: the same function type, id and spec,
+/// each with its length (the key group follows from the id).
+#[inline(always)]
+fn encodes(k: &[u8], key: &StateKey<'_>) -> bool {
+    let f = key.function.as_str().as_bytes();
+    let (id, spec) = (key.id.as_bytes(), key.spec.as_bytes());
+    let at_id = 9 + f.len();
+    // The id first: consecutive keys mostly differ there (one comparison, not three).
+    k.len() == at_id + id.len() + spec.len()
+        && same_bytes(&k[at_id..at_id + id.len()], id)
+        && k[3..5] == (f.len() as u16).to_be_bytes()
+        && k[5 + f.len()..at_id] == (id.len() as u32).to_be_bytes()
+        && same_bytes(&k[5..5 + f.len()], f)
+        && same_bytes(&k[at_id + id.len()..], spec)
+}
+
 fn u64_key(prefix: u8, id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(prefix);
@@ -464,7 +499,9 @@ impl<S: Store> DurableBackend<S> {
             key_slot: None,
             read: Vec::with_capacity(64),
             fetch_keys: Vec::new(),
+            fetched: Vec::new(),
             fetch_misses: Vec::new(),
+            fetched_next: 0,
             hot: HotTable::default(),
             log: ChangeLog::default(),
             dirty: 0,
@@ -862,48 +899,86 @@ impl<S: Store> DurableBackend<S> {
 
     /// Encodes `key` as a main-state key into `self.key`, unless it holds that key
     /// already (an invocation reads a value and then writes it: one encoding and one hash
-    /// for both), and returns its hot hash.
+    /// for both) or the batch's fetch encoded it ([`DurableBackend::take_fetched`]), and
+    /// returns its hot hash.
     #[inline]
     fn encode(&mut self, key: &StateKey<'_>) -> u32 {
-        if !self.holds(key) {
-            self.encode_anew(key);
-            self.key_hash = hot_hash(key.function.as_str(), key.id);
-            self.key_slot = None;
+        if !encodes(&self.key, key) && !self.take_fetched(key) {
+            self.encode_new(key);
         }
         self.key_hash
     }
 
-    /// Whether `self.key` is the encoding of `key`: the same function type, id and spec,
-    /// each with its length (the key group follows from the id).
+    /// [`DurableBackend::encode`] for a read, which is usually of the fetch's next key
+    /// (a write is usually of the key just read).
     #[inline]
-    fn holds(&self, key: &StateKey<'_>) -> bool {
-        let f = key.function.as_str().as_bytes();
-        let (id, spec) = (key.id.as_bytes(), key.spec.as_bytes());
-        let k = &self.key;
-        let at_id = 9 + f.len();
-        // The id first: consecutive keys mostly differ there (one comparison, not three).
-        k.len() == at_id + id.len() + spec.len()
-            && k[at_id..at_id + id.len()] == *id
-            && k[3..5] == (f.len() as u16).to_be_bytes()
-            && k[5 + f.len()..at_id] == (id.len() as u32).to_be_bytes()
-            && k[5..5 + f.len()] == *f
-            && k[at_id + id.len()..] == *spec
+    fn encode_read(&mut self, key: &StateKey<'_>) -> u32 {
+        if !self.take_fetched(key) && !encodes(&self.key, key) {
+            self.encode_new(key);
+        }
+        self.key_hash
     }
+
+    /// Encodes `key` into `self.key` with its hash; its slot is not known yet.
+    fn encode_new(&mut self, key: &StateKey<'_>) {
+        self.encode_anew(key);
+        self.key_hash = hot_hash(key.function.as_str(), key.id);
+        self.key_slot = None;
+    }
+
+    /// Takes `key`'s encoding, hash and slot from [`StateBackend::fetch`]'s keys if it is
+    /// the next one there, or one of the few after it ([`FETCHED_AHEAD`]: an invocation
+    /// reads some of its function's values, not necessarily all and in order). The
+    /// invocations of a batch read their keys in the order the batch's fetch was given
+    /// them, so a read usually encodes, hashes and finds nothing again.
+    #[inline]
+    fn take_fetched(&mut self, key: &StateKey<'_>) -> bool {
+        let ahead = self.fetched.len().min(self.fetched_next + FETCHED_AHEAD);
+        for n in self.fetched_next..ahead {
+            let f = &self.fetched[n];
+            let bytes = &self.fetch_keys[f.start..f.end];
+            if encodes(bytes, key) {
+                self.key.clear();
+                append_bytes(&mut self.key, bytes);
+                self.key_hash = f.hash;
+                self.key_slot = f.slot;
+                self.fetched_next = n + 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    // The id first: consecutive keys mostly differ there (one comparison, not three).
 
     /// Writes the encoding of `key` into `self.key`: the state byte, the key group (u16),
     /// the function type and the id, each after its length (u16, u32), and the spec.
+    ///
+    /// The function type's part stays when the last key had the same type (an operator's
+    /// messages are mostly for one type), and the short pieces are stored without calls to
+    /// `memcpy` ([`append_bytes`]): a batch's read and each invocation's read encode a key.
     fn encode_anew(&mut self, key: &StateKey<'_>) {
-        let k = &mut self.key;
-        k.clear();
         let f = key.function.as_str().as_bytes();
-        k.reserve(9 + f.len() + key.id.len() + key.spec.len());
-        k.push(STATE);
-        k.extend_from_slice(&(key_group(key.id) as u16).to_be_bytes());
-        k.extend_from_slice(&(f.len() as u16).to_be_bytes());
-        k.extend_from_slice(f);
-        k.extend_from_slice(&(key.id.len() as u32).to_be_bytes());
-        k.extend_from_slice(key.id.as_bytes());
-        k.extend_from_slice(key.spec.as_bytes());
+        let (id, spec) = (key.id.as_bytes(), key.spec.as_bytes());
+        let k = &mut self.key;
+        let head = 5 + f.len();
+        let same_function = k.len() >= head
+            && k[0] == STATE
+            && k[3..5] == (f.len() as u16).to_be_bytes()
+            && same_bytes(&k[5..head], f);
+        if same_function {
+            k.truncate(head);
+        } else {
+            k.clear();
+            k.reserve(head + 4 + id.len() + spec.len());
+            k.extend_from_slice(&[STATE, 0, 0]);
+            k.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            k.extend_from_slice(f);
+        }
+        k[1..3].copy_from_slice(&(key_group(key.id) as u16).to_be_bytes());
+        k.extend_from_slice(&(id.len() as u32).to_be_bytes());
+        append_bytes(k, id);
+        append_bytes(k, spec);
     }
 
     /// The value of `self.key` in the store's main state; `None` if reading failed (the
@@ -974,7 +1049,7 @@ impl<S: Store> DurableBackend<S> {
 
 impl<S: Store> StateBackend for DurableBackend<S> {
     fn get(&mut self, key: &StateKey<'_>) -> Option<ValueRef<'_>> {
-        let hash = self.encode(key);
+        let hash = self.encode_read(key);
         let i = self.slot(hash, Self::load)?;
         self.hot.at(i).value()
     }
@@ -996,34 +1071,55 @@ impl<S: Store> StateBackend for DurableBackend<S> {
     /// Reads the keys the hot table misses with one [`Store::get_many`] (sorted: RocksDB's
     /// batched `MultiGet` then shares filter probes, index searches and block reads among
     /// them) and enters them, as [`StateBackend::get`] would one by one.
+    ///
+    /// The keys' encodings, hashes and slots stay for the invocations' reads
+    /// ([`DurableBackend::take_fetched`]).
     fn fetch(&mut self, keys: &[StateKey<'_>]) {
         self.fetch_keys.clear();
+        self.fetched.clear();
         self.fetch_misses.clear();
+        self.fetched_next = 0;
         // Encoded and their slots prefetched first, then looked up: the lookups' cache
         // misses overlap.
         for key in keys {
-            let hash = self.encode(key);
+            if !encodes(&self.key, key) {
+                self.encode_new(key);
+            }
+            let hash = self.key_hash;
             self.hot.prefetch(hash);
             let start = self.fetch_keys.len();
-            self.fetch_keys.extend_from_slice(&self.key);
-            self.fetch_misses.push((start, self.fetch_keys.len(), hash));
+            append_bytes(&mut self.fetch_keys, &self.key);
+            let end = self.fetch_keys.len();
+            self.fetched.push(Fetched {
+                start,
+                end,
+                hash,
+                slot: None,
+            });
         }
         // Then the keys of the entries those slots hold (a second miss each), again all
         // before any is compared.
-        for &(_, _, hash) in &self.fetch_misses {
-            self.hot.prefetch_entry(hash);
+        for f in &self.fetched {
+            self.hot.prefetch_entry(f.hash);
         }
         let (hot, bytes) = (&self.hot, &self.fetch_keys);
-        self.fetch_misses
-            .retain(|&(start, end, hash)| hot.find(hash, &bytes[start..end]).is_none());
+        let generation = hot.generation();
+        for (n, f) in self.fetched.iter_mut().enumerate() {
+            match hot.find(f.hash, &bytes[f.start..f.end]) {
+                Some(i) => f.slot = Some((i, generation)),
+                None => self.fetch_misses.push(n),
+            }
+        }
         if self.fetch_misses.is_empty() {
             return;
         }
+        let fetched = &mut self.fetched;
+        let range = |n: &usize| fetched[*n].start..fetched[*n].end;
         self.fetch_misses
-            .sort_unstable_by(|a, b| bytes[a.0..a.1].cmp(&bytes[b.0..b.1]));
+            .sort_unstable_by(|a, b| bytes[range(a)].cmp(&bytes[range(b)]));
         self.fetch_misses
-            .dedup_by(|a, b| bytes[a.0..a.1] == bytes[b.0..b.1]);
-        let keys: Vec<&[u8]> = self.fetch_misses.iter().map(|m| &bytes[m.0..m.1]).collect();
+            .dedup_by(|a, b| bytes[range(a)] == bytes[range(b)]);
+        let keys: Vec<&[u8]> = self.fetch_misses.iter().map(|n| &bytes[range(n)]).collect();
         let (hot, misses, limit, safe) = (
             &mut self.hot,
             &self.fetch_misses,
@@ -1037,9 +1133,10 @@ impl<S: Store> StateBackend for DurableBackend<S> {
                 Some(None) => return,
                 None => None,
             };
-            let (start, end, hash) = misses[i];
+            let f = &mut fetched[misses[i]];
             hot.make_room(limit, safe);
-            hot.insert(hash, &bytes[start..end], value);
+            let slot = hot.insert(f.hash, &bytes[f.start..f.end], value);
+            f.slot = Some((slot, hot.generation()));
         });
         if let Err(e) = read {
             self.error.get_or_insert(e.to_string());
@@ -1834,15 +1931,19 @@ mod tests {
     /// anew, and every reuse gives the bytes and hash a fresh encoding gives.
     #[test]
     fn a_key_encoding_is_reused_only_for_the_same_key() {
-        let (ab, abc) = (
+        let (ab, abc, ac) = (
             TypeName::parse("n/ab").unwrap(),
             TypeName::parse("n/abc").unwrap(),
+            TypeName::parse("n/ac").unwrap(),
         );
+        // Functions of the same length with other bytes, and the same function again:
+        // the function's part of the last encoding is kept only for the same function.
         let keys = [
             (&ab, "c1", "x"),
             (&ab, "c", "1x"),
             (&abc, "1", "x"),
             (&ab, "c1x", ""),
+            (&ac, "c1x", ""),
             (&ab, "c1", "x"),
             (&abc, "1", "x"),
         ];
@@ -1856,10 +1957,10 @@ mod tests {
                 spec,
                 slot: 0,
             };
-            let again = b.holds(&key);
+            let again = encodes(&b.key, &key);
             assert_eq!(again, i > 0 && keys[i - 1] == keys[i], "key {i}");
             let hash = b.encode(&key);
-            assert!(b.holds(&key));
+            assert!(encodes(&b.key, &key));
             fresh.key.clear();
             let expected = fresh.encode(&key);
             assert_eq!(
@@ -1894,6 +1995,46 @@ mod tests {
         let (mut reopened, _) = DurableBackend::open(store.clone(), 0, 1).unwrap();
         reopened.restore(Some(20)).unwrap();
         assert_eq!(get(&mut reopened, "a"), Some(3));
+    }
+
+    /// A read takes its key's encoding, hash and slot from the batch's fetch when the key
+    /// is the fetch's next one or a few after it, and otherwise encodes and finds it as
+    /// without a fetch; either way it reads the right value, also when the hot table
+    /// changed between the fetch and the read.
+    #[test]
+    fn reads_take_what_the_fetch_found_and_nothing_stale() {
+        let store = MemoryStore::default();
+        let (mut b, _) = DurableBackend::open(store.clone(), 0, 1).unwrap();
+        for (n, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            put(&mut b, id, n as u8 + 1);
+        }
+        b.checkpoint(meta(10), &[], None, None).unwrap();
+        drop(b);
+        let (mut b, _) = DurableBackend::open(store.clone(), 0, 1).unwrap();
+        b.restore(Some(10)).unwrap();
+        let f = f();
+        let fetch = |b: &mut DurableBackend<MemoryStore>, ids: &[&str]| {
+            let keys: Vec<_> = ids.iter().map(|id| key(&f, id)).collect();
+            b.fetch(&keys);
+        };
+        fetch(&mut b, &["a", "b", "c", "x", "d"]);
+        // Skipping one: taken from the fetch.
+        assert_eq!((get(&mut b, "b"), b.fetched_next), (Some(2), 2));
+        // Behind the expected key: encoded anew, the same value.
+        assert_eq!((get(&mut b, "a"), b.fetched_next), (Some(1), 2));
+        // Not fetched at all, then the expected one again.
+        put(&mut b, "y", 9);
+        assert_eq!((get(&mut b, "c"), b.fetched_next), (Some(3), 3));
+        assert_eq!((get(&mut b, "x"), b.fetched_next), (None, 4));
+        // Further than the look-ahead: not taken.
+        fetch(&mut b, &["a", "b", "c", "x", "y", "d"]);
+        assert_eq!((get(&mut b, "d"), b.fetched_next), (Some(4), 0));
+        // The table emptied under the fetch's slots: the read finds the key anew.
+        fetch(&mut b, &["a", "b"]);
+        b.hot.clear();
+        assert_eq!((get(&mut b, "a"), b.fetched_next), (Some(1), 1));
+        put(&mut b, "b", 7);
+        assert_eq!((get(&mut b, "b"), b.fetched_next), (Some(7), 2));
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! Linear probing with the hash kept in the entry; removal shifts the following entries
 //! back (no tombstones), as in the in-memory state table. The load stays at or below 4/5.
 
-use crate::state::{StoredValue, ValueRef};
+use crate::state::{same_bytes, StoredValue, ValueRef};
 
 /// The hash of a state key, from its function type and id only: all values of an
 /// instance hash alike, so [`HotTable::prefetch`] can start loading their line from the
@@ -164,9 +164,9 @@ pub(crate) struct HotTable {
     heap: usize,
     /// The state of the random choice of where to evict (never zero).
     random: u64,
-    /// Changes whenever entries may have moved between slots (an insert, a removal, a
-    /// growth, a clear): a slot found at one generation still holds its entry while the
-    /// generation is the same.
+    /// Changes whenever entries may have moved between slots (a removal, a growth, a
+    /// clear; an insert into a free slot moves none): a slot found at one generation
+    /// still holds its entry while the generation is the same.
     generation: u64,
     /// After an eviction that found nothing: the safe interval it was given and how many
     /// more calls skip eviction (see [`EVICT_RETRY`]).
@@ -244,7 +244,7 @@ impl HotTable {
         loop {
             match &self.entries[i] {
                 None => return None,
-                Some(e) if e.hash == hash && e.key() == key => return Some(i),
+                Some(e) if e.hash == hash && same_bytes(e.key(), key) => return Some(i),
                 Some(_) => i = (i + 1) & self.mask,
             }
         }
@@ -283,7 +283,6 @@ impl HotTable {
         if (self.len + 1) * 5 > self.entries.len() * 4 {
             self.grow();
         }
-        self.generation += 1;
         let entry = Entry::new(hash, key, value.as_ref().map(StoredValue::as_value_ref));
         self.heap += entry.heap();
         let mut i = hash as usize & self.mask;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use statefun_sdk::TypeName;
 
-pub(crate) use table::{close_hole, prefetch_line, same_bytes};
+pub(crate) use table::{append_bytes, close_hole, prefetch_line, same_bytes};
 use table::{hash_id, Table};
 
 /// Value bytes, stored inline up to 16 bytes (every primitive type fits).

@@ -161,6 +161,16 @@ macro_rules! primitive_type {
     };
 }
 
+/// Appends field 1 of a wrapper message with a fixed-width value: its key (`0x0d` for
+/// 32 bits, `0x09` for 64) and the little-endian bytes — what prost writes, without
+/// its varint encoder (a call per value).
+#[inline(always)]
+fn fixed_field(key: u8, le: &[u8], buf: &mut Vec<u8>) {
+    buf.reserve(1 + le.len());
+    buf.push(key);
+    buf.extend_from_slice(le);
+}
+
 primitive_type!(
     /// `io.statefun.types/string`: a `String` as a `StringWrapper`.
     StringType, STRING, String, STRING_TYPENAME, StringWrapper,
@@ -175,7 +185,7 @@ primitive_type!(
 primitive_type!(
     /// `io.statefun.types/int`: an `i32` as an `IntWrapper` (sfixed32).
     IntType, INT, i32, INT_TYPENAME, IntWrapper,
-    |v, buf| if *v != 0 { prost::encoding::sfixed32::encode(1, v, buf) },
+    |v, buf| if *v != 0 { fixed_field(0x0d, &v.to_le_bytes(), buf) },
     |b| match b {
         [] => Some(0),
         [0x0d, rest @ ..] => Some(i32::from_le_bytes(rest.try_into().ok()?)),
@@ -185,7 +195,7 @@ primitive_type!(
 primitive_type!(
     /// `io.statefun.types/long`: an `i64` as a `LongWrapper` (sfixed64).
     LongType, LONG, i64, LONG_TYPENAME, LongWrapper,
-    |v, buf| if *v != 0 { prost::encoding::sfixed64::encode(1, v, buf) },
+    |v, buf| if *v != 0 { fixed_field(0x09, &v.to_le_bytes(), buf) },
     |b| match b {
         [] => Some(0),
         [0x09, rest @ ..] => Some(i64::from_le_bytes(rest.try_into().ok()?)),
@@ -195,7 +205,7 @@ primitive_type!(
 primitive_type!(
     /// `io.statefun.types/float`: an `f32` as a `FloatWrapper`.
     FloatType, FLOAT, f32, FLOAT_TYPENAME, FloatWrapper,
-    |v, buf| if v.to_bits() != 0 { prost::encoding::float::encode(1, v, buf) },
+    |v, buf| if v.to_bits() != 0 { fixed_field(0x0d, &v.to_le_bytes(), buf) },
     |b| match b {
         [] => Some(0.0),
         [0x0d, rest @ ..] => Some(f32::from_le_bytes(rest.try_into().ok()?)),
@@ -205,7 +215,7 @@ primitive_type!(
 primitive_type!(
     /// `io.statefun.types/double`: an `f64` as a `DoubleWrapper`.
     DoubleType, DOUBLE, f64, DOUBLE_TYPENAME, DoubleWrapper,
-    |v, buf| if v.to_bits() != 0 { prost::encoding::double::encode(1, v, buf) },
+    |v, buf| if v.to_bits() != 0 { fixed_field(0x09, &v.to_le_bytes(), buf) },
     |b| match b {
         [] => Some(0.0),
         [0x09, rest @ ..] => Some(f64::from_le_bytes(rest.try_into().ok()?)),

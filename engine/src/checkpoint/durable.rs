@@ -949,8 +949,6 @@ impl<S: Store> DurableBackend<S> {
         false
     }
 
-    // The id first: consecutive keys mostly differ there (one comparison, not three).
-
     /// Writes the encoding of `key` into `self.key`: the state byte, the key group (u16),
     /// the function type and the id, each after its length (u16, u32), and the spec.
     ///

@@ -171,7 +171,8 @@ pub trait StateBackend: 'static {
     }
     /// A hint that the values named by `keys` are about to be read (the state of the
     /// next messages of a batch): a durable backend reads those it does not hold in one
-    /// batched read, instead of one read per invocation.
+    /// batched read, instead of one read per invocation. Given in the order the reads will
+    /// come, the keys also spare those reads their lookups (see `DurableBackend`).
     fn fetch(&mut self, _keys: &[StateKey<'_>]) {}
     /// The number of stored values (for metrics and tests).
     fn len(&self) -> usize;

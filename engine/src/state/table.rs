@@ -363,34 +363,35 @@ pub(crate) fn append_bytes(v: &mut Vec<u8>, b: &[u8]) {
     }
     v.reserve(n);
     let at = v.len();
-    let to = v.spare_capacity_mut().as_mut_ptr().cast::<u8>();
-    // SAFETY: `reserve` made room for `n` bytes past `at`, so every store below (within
-    // `to..to + n`, unaligned stores of plain bytes) is in the allocation; all `n` bytes
-    // are written before the length covers them.
+    let (from, to) = (b.as_ptr(), v.spare_capacity_mut().as_mut_ptr().cast::<u8>());
+    // SAFETY: `reserve` made room for `n` bytes past `at`, and `b` holds `n`: every copy
+    // below stays within the first `n` bytes of both (each width is at most `n`), and
+    // together they write all `n` before the length covers them.
     unsafe {
-        if n > 16 {
-            let (head, tail) = (b.first_chunk::<16>(), b.last_chunk::<16>());
-            if let (Some(head), Some(tail)) = (head, tail) {
-                to.cast::<[u8; 16]>().write_unaligned(*head);
-                to.add(n - 16).cast::<[u8; 16]>().write_unaligned(*tail);
-            }
-        } else if n >= 8 {
-            let (head, tail) = (b.first_chunk::<8>(), b.last_chunk::<8>());
-            if let (Some(head), Some(tail)) = (head, tail) {
-                to.cast::<[u8; 8]>().write_unaligned(*head);
-                to.add(n - 8).cast::<[u8; 8]>().write_unaligned(*tail);
-            }
-        } else if let (Some(head), Some(tail)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
-            to.cast::<[u8; 4]>().write_unaligned(*head);
-            to.add(n - 4).cast::<[u8; 4]>().write_unaligned(*tail);
-        } else {
+        match n {
             // Positions 0, n/2 and n-1 cover every byte of 1 to 3.
-            to.write(b[0]);
-            to.add(n / 2).write(b[n / 2]);
-            to.add(n - 1).write(b[n - 1]);
+            1..=3 => {
+                to.write(b[0]);
+                to.add(n / 2).write(b[n / 2]);
+                to.add(n - 1).write(b[n - 1]);
+            }
+            4..=7 => head_and_tail::<4>(from, to, n),
+            8..=16 => head_and_tail::<8>(from, to, n),
+            _ => head_and_tail::<16>(from, to, n),
         }
         v.set_len(at + n);
     }
+}
+
+/// Copies `n` bytes (`W <= n <= 2 * W`) from `from` to `to` as two fixed-width copies,
+/// the first `W` bytes and the last `W` (a fixed width compiles to plain loads and stores).
+///
+/// # Safety
+/// `from` must be readable and `to` writable for `n` bytes, not overlapping.
+#[inline(always)]
+unsafe fn head_and_tail<const W: usize>(from: *const u8, to: *mut u8, n: usize) {
+    std::ptr::copy_nonoverlapping(from, to, W);
+    std::ptr::copy_nonoverlapping(from.add(n - W), to.add(n - W), W);
 }
 
 /// Starts loading the cache line at `p` (a hint: it never faults).

@@ -113,8 +113,8 @@ struct Snapshotter {
 /// walk, two-level on a virtual machine, before the prefetch can retire). One
 /// prefetch per message met those stalls one by one between invocations; a
 /// burst's prefetches are issued together, so their walks and misses overlap.
-/// Measured at 1 M keys, one worker, alternating with one prefetch 6 ahead: 11
-/// of 11 pairs faster, +0.5 to +19 % (docs/BENCHMARKS.md).
+/// Measured at 1 M keys, one worker, alternating with one prefetch 6 ahead: 16
+/// of 18 pairs faster, median +11 % (docs/BENCHMARKS.md).
 const PREFETCH_BURST: usize = 8;
 
 /// Asks `state` to start loading the state of the [`PREFETCH_BURST`] messages

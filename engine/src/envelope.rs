@@ -24,6 +24,45 @@ pub struct Envelope {
     pub metadata: Metadata,
 }
 
+impl Envelope {
+    /// Moves the payload out, leaving an empty value of the same type: the
+    /// function operator invokes messages where they lie in their batch, and
+    /// reading their fields there instead of from a fresh copy of the whole
+    /// envelope on the stack spares the copy and the stalls of re-reading
+    /// parts of it (store forwarding across its wide stores).
+    ///
+    /// ```
+    /// use statefun_engine::envelope::{Envelope, Metadata};
+    /// use statefun_sdk::{Address, TypedValue};
+    /// let mut e = Envelope {
+    ///     target: Address::new(statefun_sdk::TypeName::parse("ns/f").unwrap(), "a"),
+    ///     caller: None,
+    ///     value: TypedValue::new("t/v", b"x".to_vec()),
+    ///     metadata: Metadata::None,
+    /// };
+    /// assert_eq!(e.take_value(), TypedValue::new("t/v", b"x".to_vec()));
+    /// assert!(e.value.value.is_empty() && e.value.typename == "t/v");
+    /// ```
+    pub fn take_value(&mut self) -> TypedValue {
+        TypedValue {
+            typename: self.value.typename.clone(),
+            has_value: self.value.has_value,
+            value: std::mem::take(&mut self.value.value),
+        }
+    }
+
+    /// Moves the envelope out, leaving a shell with no payload, caller or
+    /// metadata (see [`Envelope::take_value`]).
+    pub fn take(&mut self) -> Envelope {
+        Envelope {
+            target: self.target.clone(),
+            caller: self.caller.take(),
+            value: self.take_value(),
+            metadata: std::mem::take(&mut self.metadata),
+        }
+    }
+}
+
 /// The ingress record behind a message, kept small: envelopes are moved
 /// several times on their way and cross workers, so the large Kafka and
 /// Kinesis variants are boxed, and the generator's (a sequence number, on

@@ -198,10 +198,12 @@ impl InvocationHost for Host<'_> {
 /// On success, state writes are in `backend`, delayed messages and
 /// cancellations in `timers`, and the returned [`Effects`] hold the messages
 /// and egress records to send (drain them before the next call). On failure
-/// nothing is applied and the function's error is returned.
+/// nothing is applied and the function's error is returned. The message's
+/// value is taken out of `envelope` (see [`Envelope::take_value`]); the rest
+/// stays for the caller to drop with its batch.
 pub fn invoke<'s>(
     entry: &FunctionEntry,
-    envelope: Envelope,
+    envelope: &mut Envelope,
     backend: &mut dyn StateBackend,
     timers: &mut Timers,
     now_ms: u64,
@@ -209,35 +211,38 @@ pub fn invoke<'s>(
 ) -> Result<&'s mut Effects, InvocationError> {
     scratch.writes.clear();
     scratch.timer_ops.clear();
+    let message = Message {
+        target: envelope.target.clone(),
+        value: envelope.take_value(),
+    };
     let Envelope {
         target,
         caller,
-        value,
         metadata,
-    } = envelope;
-    let message = Message {
-        target: target.clone(),
-        value,
-    };
+        ..
+    } = &*envelope;
     let result = {
         let mut host = Host {
             backend: &mut *backend,
             timers,
-            target: &target,
+            target,
             specs: &entry.specs,
             now_ms,
             scratch: &mut *scratch,
         };
         let metadata = metadata.get();
-        let mut ctx = Context::new(&target, caller.as_deref(), metadata.as_deref(), &mut host);
+        let mut ctx = Context::new(target, caller.as_deref(), metadata.as_deref(), &mut host);
         entry.function.invoke(&mut ctx, message)
     };
     if let Err(error) = result {
         scratch.effects.messages.clear();
         scratch.effects.egress.clear();
-        return Err(InvocationError { target, error });
+        return Err(InvocationError {
+            target: target.clone(),
+            error,
+        });
     }
-    apply_writes(entry, &target, backend, now_ms, scratch);
+    apply_writes(entry, target, backend, now_ms, scratch);
     if scratch.timer_ops.is_empty() {
         return Ok(&mut scratch.effects);
     }
@@ -254,15 +259,15 @@ pub fn invoke<'s>(
             } => {
                 let due = sent_ms.saturating_add(delay.as_millis() as u64);
                 // Liveness was checked at send time against these same timers.
-                if let Err(e) = timers.schedule(due, &target, token, *envelope) {
+                if let Err(e) = timers.schedule(due, target, token, *envelope) {
                     return Err(InvocationError {
-                        target,
+                        target: target.clone(),
                         error: e.into(),
                     });
                 }
             }
             TimerOp::Cancel(token) => {
-                timers.cancel(&target, &token);
+                timers.cancel(target, &token);
             }
         }
     }
@@ -403,12 +408,19 @@ mod tests {
         let mut backend = MemoryBackend::default();
         let mut timers = Timers::default();
         let mut scratch = Scratch::default();
-        for e in [
+        for mut e in [
             envelope(Metadata::Generator(7), b"now"),
             envelope(Metadata::of(kafka.clone()), b"now"),
             envelope(Metadata::None, b"later"),
         ] {
-            let effects = invoke(&entry, e, &mut backend, &mut timers, 1_000, &mut scratch);
+            let effects = invoke(
+                &entry,
+                &mut e,
+                &mut backend,
+                &mut timers,
+                1_000,
+                &mut scratch,
+            );
             assert!(effects.is_ok());
         }
         assert_eq!(

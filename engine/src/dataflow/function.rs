@@ -651,7 +651,8 @@ pub(crate) fn functions<'s>(
                 let send_cap = loop_cap.delayed(&send_time);
                 let mut sent = loop_handle.session(&send_cap);
                 let mut egress = egress_handle.session(&egress_cap);
-                let mut pending = data.drain(..);
+                // Messages are invoked where they lie in `data` (dropped, emptied, with it).
+                let mut at = 0;
                 // Messages ahead whose state a durable backend has read (batched).
                 let fetching = backend.state().fetches();
                 // Whether to start loading the state of a message a few ahead.
@@ -660,15 +661,15 @@ pub(crate) fn functions<'s>(
                 // Messages left before the next burst of prefetches.
                 let mut until_burst = 0;
                 if prefetching {
-                    prefetch_state(backend.state(), pending.as_slice(), 0);
+                    prefetch_state(backend.state(), &data, 0);
                 }
-                loop {
+                while at < data.len() {
                     if fetching && fetched == 0 {
-                        fetched = fetch_ahead(&app, backend.state(), pending.as_slice());
+                        fetched = fetch_ahead(&app, backend.state(), &data[at..]);
                     }
-                    let Some(envelope) = pending.next() else {
-                        break;
-                    };
+                    at += 1;
+                    let (done, ahead) = data.split_at_mut(at);
+                    let envelope = &mut done[at - 1];
                     fetched = fetched.saturating_sub(1);
                     // A message of a function (not of an ingress) taken out of the loop.
                     let from_loop = u64::from(!envelope.metadata.is_some());
@@ -680,7 +681,7 @@ pub(crate) fn functions<'s>(
                     if prefetching {
                         if until_burst == 0 {
                             until_burst = PREFETCH_BURST;
-                            prefetch_state(backend.state(), pending.as_slice(), PREFETCH_BURST - 1);
+                            prefetch_state(backend.state(), ahead, PREFETCH_BURST - 1);
                         }
                         until_burst -= 1;
                     }
@@ -691,7 +692,7 @@ pub(crate) fn functions<'s>(
                             held.entry(time)
                                 .or_insert_with(|| (loop_cap.clone(), egress_cap.clone(), 0))
                                 .2 += 1;
-                            driver.enqueue(envelope, time, backend.state(), now_ms);
+                            driver.enqueue(envelope.take(), time, backend.state(), now_ms);
                             continue;
                         }
                         failures += 1;
@@ -700,7 +701,7 @@ pub(crate) fn functions<'s>(
                             "no function of type `{}` is registered or served by an endpoint",
                             envelope.target.function_type
                         );
-                        let failed_message = Some((envelope.target, envelope.value));
+                        let failed_message = Some((envelope.target.clone(), envelope.take_value()));
                         if let Some(dead) = function_failed(&app, &shared, index, &why, failed_message, &mut unknown_function) {
                             Snapshotter::keep(&mut snap, &dead);
                             egress.give(dead);

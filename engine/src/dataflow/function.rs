@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use statefun_sdk::{EgressMessage, TypeName};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::ExchangeCore;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use super::batches::Batches;
 use super::checkpointing::{Control, SharedCheckpoint, SharedEvidence, FINISH_EPOCH};
 use super::LoopTime;
 use crate::app::{Application, FunctionErrorAction};
@@ -393,7 +394,7 @@ impl Backend {
     }
 }
 
-type LoopOutput = OutputBuilder<LoopTime, CapacityContainerBuilder<Vec<Envelope>>>;
+type LoopOutput = OutputBuilder<LoopTime, Batches<Envelope>>;
 type EgressOutput = OutputBuilder<LoopTime, CapacityContainerBuilder<Vec<EgressMessage>>>;
 type ControlOutput = OutputBuilder<LoopTime, CapacityContainerBuilder<Vec<Control>>>;
 
@@ -422,7 +423,9 @@ pub(crate) fn functions<'s>(
     // Route by id only, so all function types of one id share a worker.
     let mut input = builder.new_input(
         messages,
-        Exchange::new(move |e: &Envelope| worker_for_id(&e.target.id, peers) as u64),
+        ExchangeCore::<Batches<Envelope>, _>::new_core(move |e: &Envelope| {
+            worker_for_id(&e.target.id, peers) as u64
+        }),
     );
     let (loop_out, loop_stream) = builder.new_output::<Vec<Envelope>>();
     let (egress_out, egress_stream) = builder.new_output::<Vec<EgressMessage>>();
@@ -556,7 +559,7 @@ pub(crate) fn functions<'s>(
                     if !restored_inflight.is_empty() {
                         looped += restored_inflight.len() as u64;
                         count_looped(&mut by_function, &restored_inflight);
-                        loop_handle.session(&cap).give_iterator(restored_inflight.drain(..));
+                        loop_handle.session_with_builder(&cap).give_iterator(restored_inflight.drain(..));
                     }
                 }
                 if let Some(s) = snap.as_mut() {
@@ -649,7 +652,7 @@ pub(crate) fn functions<'s>(
                 before.extend(by_function.iter().map(|(_, c)| c.invocations));
                 let batch_started = Instant::now();
                 let send_cap = loop_cap.delayed(&send_time);
-                let mut sent = loop_handle.session(&send_cap);
+                let mut sent = loop_handle.session_with_builder(&send_cap);
                 let mut egress = egress_handle.session(&egress_cap);
                 // Messages are invoked where they lie in `data` (dropped, emptied, with it).
                 let mut at = 0;
@@ -782,7 +785,7 @@ pub(crate) fn functions<'s>(
                             looped += messages.len() as u64;
                             count_looped(&mut by_function, &messages);
                             loop_handle
-                                .session(&loop_cap.delayed(&send_time))
+                                .session_with_builder(&loop_cap.delayed(&send_time))
                                 .give_iterator(messages.into_iter());
                             let mut session = egress_handle.session(egress_cap);
                             for message in egress {
@@ -830,7 +833,7 @@ pub(crate) fn functions<'s>(
                         }
                         looped += due.len() as u64;
                         count_looped(&mut by_function, &due);
-                        loop_handle.session(&*tc).give_iterator(due.into_iter());
+                        loop_handle.session_with_builder(&*tc).give_iterator(due.into_iter());
                     }
                     match timers.next_due_ms() {
                         None => timer_cap = None,

@@ -93,6 +93,7 @@
 //! ```
 
 pub mod baseline;
+mod batches;
 pub mod checkpointing;
 mod function;
 mod rescale;
@@ -606,50 +607,46 @@ pub fn host_ingress<'s>(
     let (read_here, bytes_here) = shared.metrics.ingress_counter(ingress.id.as_str(), worker);
     let name = format!("Host ingress {}", ingress.id);
     let mut failed = false;
-    records.unary::<timely::container::CapacityContainerBuilder<Vec<Envelope>>, _, _, _>(
-        Pipeline,
-        &name,
-        move |_cap, _info| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    if failed {
-                        data.clear();
-                        return;
+    records.unary::<batches::Batches<Envelope>, _, _, _>(Pipeline, &name, move |_cap, _info| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                if failed {
+                    data.clear();
+                    return;
+                }
+                let (mut read, mut bytes, mut skipped, mut dead_lettered) =
+                    (0u64, 0u64, 0u64, 0u64);
+                let mut session = output.session_with_builder(&cap);
+                for record in data.drain(..) {
+                    read += 1;
+                    bytes += (record.key.as_ref().map_or(0, Vec::len)
+                        + record.value.as_ref().map_or(0, Vec::len))
+                        as u64;
+                    match router.route_parts(
+                        record.key.map(RecordKey::from_vec),
+                        record.value,
+                        0,
+                        record.metadata.map_or(Metadata::None, Metadata::of),
+                        |e| session.give(e),
+                    ) {
+                        source::Routed::Delivered => {}
+                        source::Routed::Skipped => skipped += 1,
+                        source::Routed::DeadLettered => dead_lettered += 1,
                     }
-                    let (mut read, mut bytes, mut skipped, mut dead_lettered) =
-                        (0u64, 0u64, 0u64, 0u64);
-                    let mut session = output.session(&cap);
-                    for record in data.drain(..) {
-                        read += 1;
-                        bytes += (record.key.as_ref().map_or(0, Vec::len)
-                            + record.value.as_ref().map_or(0, Vec::len))
-                            as u64;
-                        match router.route_parts(
-                            record.key.map(RecordKey::from_vec),
-                            record.value,
-                            0,
-                            record.metadata.map_or(Metadata::None, Metadata::of),
-                            |e| session.give(e),
-                        ) {
-                            source::Routed::Delivered => {}
-                            source::Routed::Skipped => skipped += 1,
-                            source::Routed::DeadLettered => dead_lettered += 1,
-                        }
-                    }
-                    let m = &shared.metrics;
-                    Metrics::add(&m.records_in, read);
-                    Metrics::add(&read_here, read);
-                    Metrics::add(&bytes_here, bytes);
-                    Metrics::add(&m.records_skipped, skipped);
-                    Metrics::add(&m.records_dead_lettered, dead_lettered);
-                    if let Some(failure) = router.take_failure() {
-                        shared.fail(failure);
-                        failed = true;
-                    }
-                });
-            }
-        },
-    )
+                }
+                let m = &shared.metrics;
+                Metrics::add(&m.records_in, read);
+                Metrics::add(&read_here, read);
+                Metrics::add(&bytes_here, bytes);
+                Metrics::add(&m.records_skipped, skipped);
+                Metrics::add(&m.records_dead_lettered, dead_lettered);
+                if let Some(failure) = router.take_failure() {
+                    shared.fail(failure);
+                    failed = true;
+                }
+            });
+        }
+    })
 }
 
 /// The egress stream taken apart by [`egress_streams`].

@@ -7,7 +7,6 @@ use std::time::Duration;
 use statefun_connectors::{RecordKey, SourceRecord, SourceStatus};
 use statefun_sdk::proto::ingress::IngressRecord;
 use statefun_sdk::{Address, TypeName, TypedValue};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
@@ -298,7 +297,7 @@ pub(crate) fn ingress<'s>(
     let clock = Clock::new(settings.epoch_interval);
     let worker = scope.worker();
     let name = format!("Ingress {}", plan.id);
-    source::<_, CapacityContainerBuilder<Vec<Envelope>>, _, _>(scope, &name, move |cap, info| {
+    source::<_, super::batches::Batches<Envelope>, _, _>(scope, &name, move |cap, info| {
         let activator = worker.activator_for(info.address.clone());
         let ingress_id = plan.id.to_string();
         let (read_here, bytes_here) = shared.metrics.ingress_counter(&ingress_id, index);
@@ -414,7 +413,7 @@ pub(crate) fn ingress<'s>(
                 }
             };
             if !buffer.is_empty() {
-                let mut session = output.session(&*c);
+                let mut session = output.session_with_builder(&*c);
                 for record in buffer.drain(..) {
                     read += 1;
                     let key = record.key.as_ref().map_or(0, |k| k.len());

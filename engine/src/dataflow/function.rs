@@ -658,7 +658,7 @@ pub(crate) fn functions<'s>(
                 let mut at = 0;
                 // Messages ahead whose state a durable backend has read (batched).
                 let fetching = backend.state().fetches();
-                // Whether to start loading the state of a message a few ahead.
+                // Whether to start loading the state of messages ahead (in bursts).
                 let prefetching = !fetching && backend.state().prefetches();
                 let mut fetched = 0;
                 // Messages left before the next burst of prefetches.

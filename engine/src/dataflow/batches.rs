@@ -16,6 +16,11 @@ pub const BATCH: usize = 1024;
 
 /// Builds `Vec`s of [`BATCH`] items, in push order (the shape of timely's
 /// `CapacityContainerBuilder`, with a capacity in items rather than bytes).
+///
+/// Why not timely's builder: it takes its capacity from the container's
+/// `SizableContainer` implementation, which timely fixes at 8 KiB for `Vec`; a
+/// container type of our own would change the streams' type and every operator
+/// on them, so the builder is the one piece written again.
 #[derive(Debug)]
 pub struct Batches<T> {
     /// The container being filled.

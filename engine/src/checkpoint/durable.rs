@@ -285,7 +285,7 @@ impl Job {
         let mut batch = Batch::with_capacity(logged + self.rest.bytes(), changed + self.rest.len());
         let id = self.id.to_be_bytes();
         self.own.sort_into(order);
-        let own = || order.iter().map(|k| self.own.change(k));
+        let own = || self.own.sorted(order);
         // Bytes of keys and values written, staged ones included (a staged set applied
         // later is not written again).
         let mut staged_bytes = 0;
@@ -318,8 +318,7 @@ impl Job {
                 batch.apply_staged(*merged_id);
             } else {
                 merged.sort_into(order);
-                for k in order.iter() {
-                    let (k, value) = merged.change(k);
+                for (k, value) in merged.sorted(order) {
                     put_state_value(&mut batch, &[k], value);
                 }
             }

@@ -436,6 +436,10 @@ pub(crate) struct SortKey {
 /// Bytes of a record besides its key and value.
 const RECORD_OVERHEAD: usize = 4 + 1 + 8 + 4;
 
+/// How many records ahead [`ChangeLog::sorted`] requests the lines it will read: each
+/// record takes the writer about 100 ns to add to its batch, a cache miss about as long.
+const SORTED_AHEAD: usize = 16;
+
 impl ChangeLog {
     /// Bytes of records.
     pub(crate) fn bytes(&self) -> usize {
@@ -513,7 +517,35 @@ impl ChangeLog {
     pub(crate) fn changes(&self) -> Vec<(&[u8], Option<ValueRef<'_>>)> {
         let mut order = Vec::new();
         self.sort_into(&mut order);
-        order.iter().map(|k| self.change(k)).collect()
+        self.sorted(&order).collect()
+    }
+
+    /// The changes `order` ([`ChangeLog::sort_into`]) points to, in its order.
+    ///
+    /// Each record's lines are requested [`SORTED_AHEAD`] records before it is read: the
+    /// order is the keys', the log's the arrival's, so in a log of tens of megabytes each
+    /// record is a cache miss of its own. Read one after another they were: at 1 M keys
+    /// the load of each record's first bytes was 92 % of the samples of the checkpoint
+    /// writer's `Job::write`, a quarter of the writer's time (`perf`).
+    pub(crate) fn sorted<'a, 'o>(
+        &'a self,
+        order: &'o [SortKey],
+    ) -> impl Iterator<Item = (&'a [u8], Option<ValueRef<'a>>)> + 'o
+    where
+        'a: 'o,
+    {
+        order.iter().enumerate().map(move |(i, k)| {
+            if let Some(ahead) = order.get(i + SORTED_AHEAD) {
+                // A record of a counter (key, flags, value) is about 60 bytes: two lines
+                // unless it starts at one's beginning.
+                for at in [ahead.at, ahead.at + 63] {
+                    if let Some(b) = self.data.get(at) {
+                        crate::state::prefetch_line(b);
+                    }
+                }
+            }
+            self.change(k)
+        })
     }
 
     /// Fills `order` with where the last change of each key is, in key order (read each

@@ -4,6 +4,8 @@
 
 // Messages are small, short-lived allocations crossing threads; mimalloc
 // handles that pattern far better than glibc's allocator (see docs/BENCHMARKS.md).
+// With the crate's `override` feature it serves RocksDB's and librdkafka's
+// `malloc` too (see engine/Cargo.toml).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

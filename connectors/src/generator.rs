@@ -43,6 +43,55 @@ pub struct GeneratorConfig {
     /// [`GeneratorSource`]); ignored for number values and for values shorter
     /// than [`GeneratorIngress::STAMP_DIGITS`].
     pub stamp: bool,
+    /// Whether record `s` goes to the id at place `s % keys` of a fixed permutation of
+    /// the ids ([`key_of`]) rather than to id `s % keys`.
+    pub scrambled_keys: bool,
+}
+
+/// The multiplier [`key_of`] scrambles keys with: 1 for keys in order; else the first
+/// number from 0.618 · `keys` up that shares no factor with `keys`, so that `i ↦ i · m
+/// mod keys` is a permutation of `0..keys` and consecutive `i` land far apart.
+///
+/// ```
+/// use statefun_connectors::generator::{key_multiplier, key_of};
+/// assert_eq!(key_multiplier(1000, false), 1);
+/// let m = key_multiplier(1000, true);
+/// let mut seen: Vec<u64> = (0..1000).map(|s| key_of(s, 1000, m)).collect();
+/// assert_ne!(seen[..3], [0, 1, 2]);
+/// seen.sort();
+/// assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+/// ```
+pub fn key_multiplier(keys: u64, scrambled: bool) -> u64 {
+    if !scrambled || keys <= 2 {
+        return 1;
+    }
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    // keys - 1 shares no factor with keys: the search ends below it.
+    let mut m = ((keys as f64 * 0.618_033_988_75) as u64).clamp(1, keys - 1);
+    while gcd(m, keys) != 1 {
+        m += 1;
+    }
+    m
+}
+
+/// The key (an id in `0..keys`) of sequence number `s`, with `multiplier` from
+/// [`key_multiplier`]: every run of `keys` consecutive sequence numbers covers every id
+/// once, in order or scrambled.
+#[inline]
+pub fn key_of(s: u64, keys: u64, multiplier: u64) -> u64 {
+    let place = s % keys;
+    if multiplier == 1 {
+        return place;
+    }
+    match place.checked_mul(multiplier) {
+        Some(p) => p % keys,
+        None => (u128::from(place) * u128::from(multiplier) % u128::from(keys)) as u64,
+    }
 }
 
 /// A source of synthetic records.
@@ -88,6 +137,8 @@ pub struct GeneratorSource {
     /// Exclusive bound on sequence numbers; `u64::MAX` when unbounded.
     end: u64,
     keys: u64,
+    /// See [`key_multiplier`].
+    key_multiplier: u64,
     value: ValueKind,
     /// Seconds between two records of this worker; `None` = unpaced.
     interval: Option<f64>,
@@ -270,6 +321,7 @@ impl GeneratorSource {
                 config.count
             },
             keys: config.keys.max(1),
+            key_multiplier: key_multiplier(config.keys.max(1), config.scrambled_keys),
             value,
             interval,
             started: None,
@@ -332,7 +384,7 @@ impl Source for GeneratorSource {
                 _ => poll_us,
             };
             out.push(SourceRecord {
-                key: Some(decimal(s % self.keys)),
+                key: Some(decimal(key_of(s, self.keys, self.key_multiplier))),
                 value: Some(self.value.make(s, due_us)),
                 route: 0,
                 metadata: RecordMetadata::Generator(s),
@@ -419,6 +471,7 @@ mod tests {
             count,
             value_size: 100,
             stamp: false,
+            scrambled_keys: false,
         }
     }
 
@@ -457,6 +510,66 @@ mod tests {
         }
         all.sort_unstable();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn scrambled_keys_cover_every_id_once_a_round_out_of_order() {
+        let mut c = config("io.statefun.types/long", 3 * 1000);
+        c.keys = 1000;
+        c.scrambled_keys = true;
+        let mut keys: Vec<(u64, u64)> = (0..2)
+            .flat_map(|w| drain(&mut GeneratorSource::new(c.clone(), w, 2), 64))
+            .map(|r| {
+                let RecordMetadata::Generator(s) = r.metadata else {
+                    panic!("wrong metadata {:?}", r.metadata);
+                };
+                let key = std::str::from_utf8(r.key.as_deref().unwrap()).unwrap();
+                (s, key.parse().unwrap())
+            })
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys.len(), 3000);
+        for round in keys.chunks(1000) {
+            let mut ids: Vec<u64> = round.iter().map(|(_, k)| *k).collect();
+            // Far apart, not 0, 1, 2, …
+            assert!(
+                ids.windows(2).all(|w| w[0].abs_diff(w[1]) > 1),
+                "{:?}",
+                &ids[..8]
+            );
+            ids.sort_unstable();
+            assert_eq!(ids, (0..1000).collect::<Vec<_>>());
+        }
+        // The same permutation each round.
+        assert_eq!(keys[5].1, keys[1005].1);
+    }
+
+    #[test]
+    fn key_multipliers_share_no_factor_with_the_key_count() {
+        for keys in [
+            1u64,
+            2,
+            3,
+            4,
+            10,
+            1000,
+            1 << 20,
+            10_000_000,
+            999_999_937,
+            u64::MAX,
+        ] {
+            let m = key_multiplier(keys, true);
+            assert!(m >= 1 && (keys <= 2 || m < keys), "{keys}: {m}");
+            let (mut a, mut b) = (m, keys);
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            assert_eq!(a, 1, "{keys}: {m}");
+        }
+        // Past 64 bits the product is taken in 128.
+        let m = key_multiplier(u64::MAX, true);
+        let expected = (u128::from(u64::MAX - 1) * u128::from(m) % u128::from(u64::MAX)) as u64;
+        assert_eq!(key_of(u64::MAX - 1, u64::MAX, m), expected);
     }
 
     #[test]

@@ -339,6 +339,7 @@ impl Application {
                     count: g.count,
                     value_size: g.value_size,
                     stamp: g.stamp,
+                    scrambled_keys: g.scrambled_keys,
                 }),
                 IngressSpec::Kafka(k) => {
                     let Some(properties) = planned_kafka_properties(

@@ -32,6 +32,11 @@ pub struct BenchArgs {
     /// Bytes per record value.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
+    /// Give records their keys in a scrambled order (the generator's `keyOrder:
+    /// scrambled`; the baseline uses the same one), as records keyed by user ids arrive,
+    /// instead of ids 0, 1, 2, … in turn, which read neighbouring state.
+    #[arg(long)]
+    pub scramble_keys: bool,
     /// Run only the engine pipeline (for profilers and instruction counts).
     #[arg(long)]
     pub skip_baseline: bool,
@@ -156,10 +161,11 @@ fn bench_type() -> TypeName {
 /// Runs the engine pipeline; returns the elapsed time.
 pub fn run_engine(args: &BenchArgs) -> Result<Duration, String> {
     let yaml = format!(
-        "kind: io.statefun-rs.generator.v1/ingress\nspec:\n  id: bench/generator\n  valueType: bench/payload\n  targets: [bench/counter]\n  keys: {}\n  count: {}\n  valueSize: {}\n",
+        "kind: io.statefun-rs.generator.v1/ingress\nspec:\n  id: bench/generator\n  valueType: bench/payload\n  targets: [bench/counter]\n  keys: {}\n  count: {}\n  valueSize: {}\n  keyOrder: {}\n",
         args.keys.max(1),
         args.records,
-        args.value_size
+        args.value_size,
+        if args.scramble_keys { "scrambled" } else { "sequential" }
     );
     let module = statefun_module::load_str(&yaml, "<bench>").map_err(|d| d.to_string())?;
     let mut registry = FunctionRegistry::new();
@@ -274,6 +280,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         args.keys.max(1),
         args.records,
         args.value_size,
+        args.scramble_keys,
     )?;
     report("baseline:", base, cpu_seconds() - cpu);
     println!("ratio {:.3}", base.as_secs_f64() / engine.as_secs_f64());

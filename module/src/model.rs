@@ -811,6 +811,10 @@ pub struct GeneratorIngress {
     /// time, for end-to-end latency measurements: [`Self::STAMP_DIGITS`] decimal digits of
     /// microseconds since the Unix epoch.
     pub stamp: bool,
+    /// `keyOrder: scrambled` (default `sequential`): record `s` goes to the id at place
+    /// `s % keys` of a fixed permutation of the ids instead of to id `s % keys`, so
+    /// consecutive records reach unrelated instances, as records keyed by user ids arrive.
+    pub scrambled_keys: bool,
 }
 
 impl GeneratorIngress {

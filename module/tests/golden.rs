@@ -69,6 +69,7 @@ golden!(
     endpoint_version_fields,
     exactly_once_timeout_above_15min,
     exactly_once_without_timeout,
+    generator_key_order,
     generator_stamp,
     generator_values,
     kafka_topics,

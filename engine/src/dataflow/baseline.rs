@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
+use statefun_connectors::generator::{key_multiplier, key_of};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::source;
@@ -22,7 +23,15 @@ use crate::keygroup::fnv1a;
 const BATCH: u64 = 1024;
 
 /// Runs the baseline with `workers` threads; returns the elapsed time.
-pub fn run(workers: usize, keys: u64, records: u64, value_size: usize) -> Result<Duration, String> {
+/// `scrambled`: keys in the generator's scrambled order
+/// ([`statefun_connectors::generator::key_of`]).
+pub fn run(
+    workers: usize,
+    keys: u64,
+    records: u64,
+    value_size: usize,
+    scrambled: bool,
+) -> Result<Duration, String> {
     if value_size > 128 {
         return Err(
             "the baseline carries values of up to 128 bytes: use --value-size 128 or less".into(),
@@ -53,12 +62,13 @@ pub fn run(workers: usize, keys: u64, records: u64, value_size: usize) -> Result
                     let mut cap = Some(cap);
                     let mut next = index;
                     let value = Payload::new(value_size);
+                    let multiplier = key_multiplier(keys, scrambled);
                     move |output| {
                         if let Some(c) = cap.as_ref() {
                             let mut session = output.session(c);
                             let mut produced = 0;
                             while next < records && produced < BATCH {
-                                session.give((next % keys, value));
+                                session.give((key_of(next, keys, multiplier), value));
                                 next += peers;
                                 produced += 1;
                             }

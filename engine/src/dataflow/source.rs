@@ -503,6 +503,7 @@ mod tests {
                 count: 0,
                 value_size: 1,
                 stamp: false,
+                scrambled_keys: false,
             }),
             bad_records,
         }

@@ -23,6 +23,7 @@ impl Loader<'_> {
                 "remoteMetadata",
                 "valueSize",
                 "stamp",
+                "keyOrder",
             ],
         ) else {
             return;
@@ -51,13 +52,35 @@ impl Loader<'_> {
                 }
             }
         };
+        let scrambled_keys = match o.get("keyOrder") {
+            None => Some(false),
+            Some(n) => match n.scalar().map(str::trim) {
+                Some("sequential") => Some(false),
+                Some("scrambled") => Some(true),
+                _ => {
+                    self.error(
+                        n.mark,
+                        &o.field("keyOrder"),
+                        "expected `sequential` (record s goes to id s % keys, the default) or \
+                         `scrambled` (to the id at that place of a fixed permutation of the ids)",
+                    );
+                    None
+                }
+            },
+        };
         let stamp_node = o.get("stamp");
         let stamp = match stamp_node {
             None => Some(false),
             Some(n) => self.boolean(n, &o.field("stamp")),
         };
-        let (Some((id, decl)), Some(value_type), Some((targets, locs)), Some(rate), Some(stamp)) =
-            (id, value_type, targets, rate, stamp)
+        let (
+            Some((id, decl)),
+            Some(value_type),
+            Some((targets, locs)),
+            Some(rate),
+            Some(stamp),
+            Some(scrambled_keys),
+        ) = (id, value_type, targets, rate, stamp, scrambled_keys)
         else {
             return;
         };
@@ -103,6 +126,7 @@ impl Loader<'_> {
                 count,
                 value_size: usize::try_from(value_size).unwrap_or(usize::MAX),
                 stamp,
+                scrambled_keys,
             }),
             None,
             remote_metadata,

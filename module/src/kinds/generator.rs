@@ -52,21 +52,18 @@ impl Loader<'_> {
                 }
             }
         };
+        // `sequential`: record s goes to id s % keys; `scrambled`: to the id at that place
+        // of a fixed permutation of the ids.
         let scrambled_keys = match o.get("keyOrder") {
             None => Some(false),
-            Some(n) => match n.scalar().map(str::trim) {
-                Some("sequential") => Some(false),
-                Some("scrambled") => Some(true),
-                _ => {
-                    self.error(
-                        n.mark,
-                        &o.field("keyOrder"),
-                        "expected `sequential` (record s goes to id s % keys, the default) or \
-                         `scrambled` (to the id at that place of a fixed permutation of the ids)",
-                    );
-                    None
-                }
-            },
+            Some(n) => self
+                .choice(
+                    n,
+                    &o.field("keyOrder"),
+                    "key order",
+                    &["sequential", "scrambled"],
+                )
+                .map(|order| order == "scrambled"),
         };
         let stamp_node = o.get("stamp");
         let stamp = match stamp_node {
